@@ -1,0 +1,3 @@
+//! respawn-core (in progress).
+#![no_std]
+extern crate alloc;

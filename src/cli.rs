@@ -1,17 +1,217 @@
-//! Command-line arguments (in progress).
+//! The command-line surface of `respawn serve`, `respawn status` and `respawn restart`.
+//!
+//! The `serve` flags are all optional values with no clap default, so that a flag that was not
+//! given can be told apart from one given with the default value: the environment and the config
+//! file fill what the flags leave out (see [`crate::config::ServeConfig::load`]). The defaults
+//! are written into the help text by hand instead, next to each flag's environment variable.
 
-/// Options of `respawn serve`.
-#[derive(clap::Args, Debug, Clone)]
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+
+use crate::auth::AdminToken;
+use crate::config::value::{parse_duration, parse_json, parse_listen, parse_size};
+use crate::config::{LogFormat, ProgressMetric};
+
+/// Options of `respawn serve`: supervise a model server and proxy its clients.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(after_help = "Precedence: flags > environment > config file > defaults. \
+Every key can also be set as RESPAWN_<KEY> (e.g. RESPAWN_HEALTH_INTERVAL=2s) or in the --config file \
+(health_interval = \"2s\"). The seed's ENABLE_SERVER_RESTART=false detects and reports hangs but never \
+restarts, and SERVER_RESTART_WAIT_TIME (seconds) sets --startup-timeout. Exit codes: 0 clean stop, \
+1 runtime failure (e.g. gave up after too many restarts), 2 usage or configuration error.")]
 pub struct ServeArgs {
-    /// The command to supervise.
-    #[arg(last = true)]
-    pub command: Vec<std::ffi::OsString>,
+    /// The server's name in logs and metrics [default: server] [env: RESPAWN_NAME]
+    #[arg(long, value_name = "NAME", help_heading = "Server")]
+    pub name: Option<String>,
+
+    /// Where clients connect [default: 127.0.0.1:8000] [env: RESPAWN_LISTEN]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen, help_heading = "Server")]
+    pub listen: Option<SocketAddr>,
+
+    /// The child's port, exported as PORT; `{port}` in ARGS becomes it [default: a free one] [env: RESPAWN_PORT]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = "Server")]
+    pub port: Option<u16>,
+
+    /// Run COMMAND through `sh -c` instead of as an argv [default: off] [env: RESPAWN_SHELL]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_flag_bool, help_heading = "Server")]
+    pub shell: Option<bool>,
+
+    /// Supervise a server respawn does not own, instead of COMMAND (exactly one of the two) [env: RESPAWN_UPSTREAM]
+    #[arg(long, value_name = "URL", help_heading = "Server")]
+    pub upstream: Option<String>,
+
+    /// The child's health path [default: /health] [env: RESPAWN_HEALTH_PATH]
+    #[arg(long, value_name = "PATH", help_heading = "Hang detection")]
+    pub health_path: Option<String>,
+
+    /// Time between health probes [default: 1s] [env: RESPAWN_HEALTH_INTERVAL]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub health_interval: Option<Duration>,
+
+    /// How long one health probe may take [default: 1s] [env: RESPAWN_HEALTH_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub health_timeout: Option<Duration>,
+
+    /// Consecutive failed probes that mean a hang [default: 3] [env: RESPAWN_UNHEALTHY_AFTER]
+    #[arg(long, value_name = "N", help_heading = "Hang detection")]
+    pub unhealthy_after: Option<u32>,
+
+    /// Time to a response's first byte [default: 60s, the seed's] [env: RESPAWN_REQUEST_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub request_timeout: Option<Duration>,
+
+    /// Longest silence between streamed chunks [default: 30s] [env: RESPAWN_STALL_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub stall_timeout: Option<Duration>,
+
+    /// When nothing is in flight and nothing has completed for this long, send a one-token canary; 0 = off [default: 10s] [env: RESPAWN_CANARY_INTERVAL]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub canary_interval: Option<Duration>,
+
+    /// A canary that takes longer is a hang [default: 10s] [env: RESPAWN_CANARY_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub canary_timeout: Option<Duration>,
+
+    /// The canary request [default: a one-token chat completion to the first model /v1/models lists] [env: RESPAWN_CANARY_BODY]
+    #[arg(long, value_name = "JSON", value_parser = parse_json, help_heading = "Hang detection")]
+    pub canary_body: Option<serde_json::Value>,
+
+    /// A Prometheus counter on the child's /metrics that grows while it generates; `none` = off [default: auto, found among the known counters of vLLM, llama.cpp, SGLang and TGI] [env: RESPAWN_PROGRESS_METRIC]
+    #[arg(long, value_name = "NAME", value_parser = parse_progress_metric, help_heading = "Hang detection")]
+    pub progress_metric: Option<ProgressMetric>,
+
+    /// Requests in flight for this long while the counter does not grow = a hang [default: 15s] [env: RESPAWN_PROGRESS_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub progress_timeout: Option<Duration>,
+
+    /// How long a start may take [default: 600s] [env: RESPAWN_STARTUP_TIMEOUT, or SERVER_RESTART_WAIT_TIME in seconds]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
+    pub startup_timeout: Option<Duration>,
+
+    /// Time from SIGTERM to SIGKILL when stopping the child; 0 = SIGKILL at once [default: 5s] [env: RESPAWN_STOP_GRACE]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
+    pub stop_grace: Option<Duration>,
+
+    /// Restarts allowed within --restart-window; past it respawn exits non-zero so systemd/Kubernetes take over [default: 5] [env: RESPAWN_MAX_RESTARTS]
+    #[arg(long, value_name = "N", help_heading = "Restarts")]
+    pub max_restarts: Option<u32>,
+
+    /// The window of --max-restarts [default: 10m] [env: RESPAWN_RESTART_WINDOW]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
+    pub restart_window: Option<Duration>,
+
+    /// The server's REST restart endpoint, for a server respawn does not own [env: RESPAWN_RESTART_URL]
+    #[arg(long, value_name = "URL", help_heading = "Restarts")]
+    pub restart_url: Option<String>,
+
+    /// The bearer token of --restart-url (visible in `ps`: prefer the environment) [env: RESPAWN_RESTART_TOKEN]
+    #[arg(long, value_name = "TOKEN", value_parser = TokenParser, help_heading = "Restarts")]
+    pub restart_token: Option<AdminToken>,
+
+    /// A command that restarts the server, split on whitespace (e.g. "systemctl restart vllm") [env: RESPAWN_RESTART_COMMAND]
+    #[arg(long, value_name = "ARGV", help_heading = "Restarts")]
+    pub restart_command: Option<String>,
+
+    /// A command that succeeds once the old server's resources are released (e.g. an nvidia-smi query), split on whitespace [env: RESPAWN_RELEASE_CHECK]
+    #[arg(long, value_name = "ARGV", help_heading = "Restarts")]
+    pub release_check: Option<String>,
+
+    /// Attempts per request after the first [default: 3] [env: RESPAWN_RETRIES]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
+    pub retries: Option<u32>,
+
+    /// Hangs a request may be present at before it is quarantined [default: 2] [env: RESPAWN_POISON_AFTER]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
+    pub poison_after: Option<u32>,
+
+    /// Largest request body; 413 past it (e.g. 64MiB, 10MB, 1048576) [default: 64MiB] [env: RESPAWN_MAX_BODY_SIZE]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Requests")]
+    pub max_body_size: Option<u64>,
+
+    /// Longest time a client may take to send its request head (slowloris bound) [default: 5s] [env: RESPAWN_HEADER_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
+    pub header_timeout: Option<Duration>,
+
+    /// HTTP worker threads [default: number of cores] [env: RESPAWN_WORKERS]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
+    pub workers: Option<usize>,
+
+    /// Bearer token of POST /respawn/restart; without a token that endpoint refuses everyone (visible in `ps`: prefer the environment) [env: RESPAWN_ADMIN_TOKEN]
+    #[arg(long, value_name = "TOKEN", value_parser = TokenParser, help_heading = "Control")]
+    pub admin_token: Option<AdminToken>,
+
+    /// Log format [default: text] [env: RESPAWN_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT", value_enum, help_heading = "Control")]
+    pub log_format: Option<LogFormat>,
+
+    /// TOML file with the same keys in snake_case; precedence: flags > environment > file > defaults [env: RESPAWN_CONFIG]
+    #[arg(long, value_name = "FILE", help_heading = "Control")]
+    pub config: Option<PathBuf>,
+
+    /// The server to run and its arguments; `{port}` becomes the child's port [env: RESPAWN_COMMAND, split on whitespace]
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }
 
-/// Options of `respawn status`.
+/// Options of `respawn status`: ask a running instance how its server is doing.
 #[derive(clap::Args, Debug, Clone)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Where the running `respawn serve` listens
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
 
-/// Options of `respawn restart`.
+    /// Print the status as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `respawn restart`: ask a running instance to restart its server now.
 #[derive(clap::Args, Debug, Clone)]
-pub struct RestartArgs {}
+pub struct RestartArgs {
+    /// Where the running `respawn serve` listens
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+
+    /// The instance's admin token (visible in `ps`: prefer the environment)
+    #[arg(long, value_name = "TOKEN", env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true, value_parser = TokenParser)]
+    pub token: Option<AdminToken>,
+}
+
+/// Reads `--shell=BOOL` with the same words as the environment (`true`, `no`, `1`, ...).
+fn parse_flag_bool(text: &str) -> Result<bool, String> {
+    crate::config::value::parse_bool(text)
+}
+
+/// Reads `--progress-metric`.
+fn parse_progress_metric(text: &str) -> Result<ProgressMetric, String> {
+    text.parse()
+}
+
+/// Reads a token flag without ever echoing the value in an error (clap's own errors would).
+#[derive(Clone, Copy, Debug)]
+struct TokenParser;
+
+impl TypedValueParser for TokenParser {
+    type Value = AdminToken;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(|| "the token".to_owned(), |arg| format!("--{}", arg.get_id()).replace('_', "-"));
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("invalid value for {flag}: not valid Unicode\n"))
+                .with_cmd(cmd)
+        })?;
+        AdminToken::new(text.trim()).map_err(|err| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("invalid value for {flag}: {err}\n")).with_cmd(cmd)
+        })
+    }
+}

@@ -1,13 +1,15 @@
 //! The `respawn` command line.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use respawn::config::{LogFormat, ServeConfig};
 
-/// Keeps LLM inference servers answering: detects hangs, restarts the whole process tree, retries
-/// the caught requests.
+/// Keeps LLM inference servers answering: detects hangs, kills and restarts the whole process
+/// tree, and retries the requests that were caught.
 #[derive(Parser, Debug)]
-#[command(name = "respawn", version, about)]
+#[command(name = "respawn", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,19 +17,102 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Supervise a model server and proxy clients to it: `respawn serve [OPTIONS] -- COMMAND [ARGS...]`.
+    Serve(Box<respawn::cli::ServeArgs>),
+    /// Show the status of a running `respawn serve`.
+    Status(respawn::cli::StatusArgs),
+    /// Ask a running `respawn serve` to restart its model server now.
+    Restart(respawn::cli::RestartArgs),
     /// Run a simulated OpenAI-compatible model server with fault injection.
     Mock(respawn::mock::MockArgs),
 }
 
+/// Where the guardian mode is entered: `respawn __guardian -- PROGRAM ARGS...` leads the model
+/// server's process group so that nothing in it outlives respawn (see `respawn_backends::guardian_main`).
+const GUARDIAN_ARG: &str = "__guardian";
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESPAWN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let _program = args.next();
+    let rest: Vec<OsString> = args.collect();
+    if rest.first().is_some_and(|a| a == GUARDIAN_ARG) {
+        return exit(respawn::backends::guardian_main(rest[1..].to_vec()));
+    }
+
     let cli = Cli::parse();
     match cli.command {
-        Command::Mock(args) => match respawn::mock::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
+        Command::Serve(args) => {
+            let env = |name: &str| std::env::var(name).ok();
+            let config = match ServeConfig::load(&args, &env) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("respawn serve: {err}");
+                    return exit(err.exit_code());
+                }
+            };
+            init_logging(config.log_format);
+            match respawn::serve::run(config) {
+                Ok(outcome) => {
+                    if let respawn::serve::ServeExit::GaveUp { reason } = &outcome {
+                        eprintln!("respawn serve: gave up: {reason}");
+                    }
+                    ExitCode::from(outcome.code())
+                }
+                Err(err) => {
+                    eprintln!("respawn serve: {err}");
+                    ExitCode::from(err.exit_code())
+                }
+            }
+        }
+        Command::Status(args) => match respawn::control_client::status(&args.url, args.json) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
             Err(err) => {
-                eprintln!("respawn mock: {err}");
-                ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
+                eprintln!("respawn status: {err}");
+                exit(err.exit_code())
             }
         },
+        Command::Restart(args) => {
+            match respawn::control_client::restart(&args.url, args.token.as_ref()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("respawn restart: {err}");
+                    exit(err.exit_code())
+                }
+            }
+        }
+        Command::Mock(args) => {
+            init_logging(LogFormat::Text);
+            match respawn::mock::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("respawn mock: {err}");
+                    exit(err.exit_code())
+                }
+            }
+        }
     }
 }

@@ -1,3 +1,76 @@
-//! respawn-core (in progress).
+//! respawn-core: the decisions of respawn, with no I/O and no clock.
+//!
+//! Is the server hung? Restart now, later, or give up? Retry this request, wait for the next
+//! server, or tell the client why not? Every such question is answered here by a small state
+//! machine; everything that acts (processes, sockets, timers) lives in the crates around it.
+//! This is the *sans-IO* split: the caller feeds inputs with the current time and carries out the
+//! answers, so every edge case can be tested in microseconds on a virtual clock.
+//!
+//! * Time enters as a [`core::time::Duration`] since an origin the caller chooses (`now`).
+//! * Randomness (jitter) enters as a number the caller draws.
+//! * `#![no_std]` with `alloc`; serde derives behind the optional `serde` feature.
+//!
+//! | concept | type |
+//! |---|---|
+//! | start counter | [`Generation`] |
+//! | a report of a hang | [`Hang`], [`HangCause`] |
+//! | probes → verdict | [`HealthTracker`] |
+//! | backoff, intensity | [`RestartPolicy`] |
+//! | one restart per generation | [`RestartGate`] |
+//! | one request's retries | [`RetryPlan`] |
+//! | response deadlines | [`StreamWatch`] |
+//! | repeat offenders | [`PoisonTracker`] |
+//! | deadlocks behind a green `/health` | [`ProgressWatch`] |
+//! | what the supervisor is doing | [`Phase`] |
+//! | every knob | [`CoreConfig`] |
+//!
+//! ```
+//! use core::time::Duration;
+//! use respawn_core::*;
+//!
+//! let mut gate = RestartGate::new();
+//! let generation = gate.started(); // the first child is generation 1
+//! gate.ready();
+//! // 1,000 requests time out against the same frozen server: one restart.
+//! let hang = Hang { generation, cause: HangCause::FirstByteTimeout };
+//! assert_eq!(gate.report(hang), GateDecision::StartRestart { generation });
+//! assert!(matches!(gate.report(hang), GateDecision::AlreadyRestarting { .. }));
+//! // The first restart is immediate; each caught request retries on the next generation.
+//! let mut policy = RestartPolicy::try_new(RestartPolicyConfig::default())?;
+//! assert_eq!(policy.on_restart_needed(Duration::from_secs(90), 0), PolicyDecision::RestartAfter(Duration::ZERO));
+//! let mut plan = RetryPlan::new(RetryConfig::default());
+//! assert_eq!(plan.decide(AttemptOutcome::FirstByteTimeout, generation, false), RetryDecision::WaitForGeneration(gate.started()));
+//! # Ok::<(), InvalidConfig>(())
+//! ```
 #![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 extern crate alloc;
+
+mod config;
+mod error;
+mod exponential;
+mod generation;
+mod hang;
+mod health;
+mod phase;
+mod poison;
+mod progress;
+mod restart_gate;
+mod restart_policy;
+mod retry_plan;
+mod stream_watch;
+
+pub use config::*;
+pub use error::*;
+pub use generation::*;
+pub use hang::*;
+pub use health::*;
+pub use phase::*;
+pub use poison::*;
+pub use progress::*;
+pub use restart_gate::*;
+pub use restart_policy::*;
+pub use retry_plan::*;
+pub use stream_watch::*;

@@ -1,0 +1,147 @@
+//! The child's stdout and stderr: forwarded line by line into `tracing`, and the last lines
+//! kept in a bounded buffer for status pages and error messages.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Longest line kept; longer lines are split so that a child printing without newlines cannot
+/// grow memory without bound.
+const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// The last `capacity` output lines of a server, shared between the readers and the actor.
+#[derive(Debug)]
+pub(crate) struct RecentLines {
+    lines: Mutex<VecDeque<String>>,
+    capacity: usize,
+}
+
+impl RecentLines {
+    /// An empty buffer keeping at most `capacity` lines.
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+        })
+    }
+
+    /// Appends a line, dropping the oldest when full.
+    pub(crate) fn push(&self, line: String) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut lines = self.lines.lock();
+        while lines.len() >= self.capacity {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// A copy of the kept lines, oldest first.
+    pub(crate) fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().iter().cloned().collect()
+    }
+}
+
+/// Which of the child's streams a reader follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// Logged at info.
+    Stdout,
+    /// Logged at warn.
+    Stderr,
+}
+
+/// Reads `reader` to its end, logging every line under `server`/`generation` and keeping it.
+///
+/// # Cancel safety
+/// Not meant to be cancelled: it ends by itself when the child closes the stream.
+pub(crate) async fn forward_lines(
+    reader: impl AsyncRead + Unpin,
+    stream: Stream,
+    server: Arc<str>,
+    generation: u64,
+    recent: Arc<RecentLines>,
+) {
+    let mut reader = BufReader::new(reader);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(buf) => buf,
+            Err(err) => {
+                tracing::debug!(server = %server, generation, error = %err, "output stream failed");
+                break;
+            }
+        };
+        if buf.is_empty() {
+            if !line.is_empty() {
+                emit(&mut line, stream, &server, generation, &recent);
+            }
+            break;
+        }
+        let room = MAX_LINE_BYTES - line.len();
+        let take = buf.len().min(room);
+        let (consumed, complete) = match buf[..take].iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                line.extend_from_slice(&buf[..at]);
+                (at + 1, true)
+            }
+            None => {
+                line.extend_from_slice(&buf[..take]);
+                (take, line.len() >= MAX_LINE_BYTES)
+            }
+        };
+        reader.consume(consumed);
+        if complete {
+            emit(&mut line, stream, &server, generation, &recent);
+        }
+    }
+}
+
+fn emit(line: &mut Vec<u8>, stream: Stream, server: &str, generation: u64, recent: &RecentLines) {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    match stream {
+        Stream::Stdout => tracing::info!(server, generation, "{text}"),
+        Stream::Stderr => tracing::warn!(server, generation, "{text}"),
+    }
+    recent.push(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_the_last_lines() {
+        let recent = RecentLines::new(2);
+        for n in 0..5 {
+            recent.push(n.to_string());
+        }
+        assert_eq!(recent.snapshot(), vec!["3".to_owned(), "4".to_owned()]);
+        let none = RecentLines::new(0);
+        none.push("x".into());
+        assert!(none.snapshot().is_empty());
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_caps_long_ones() {
+        let recent = RecentLines::new(10);
+        let mut input = b"first\r\nsecond\n".to_vec();
+        input.extend(vec![b'x'; MAX_LINE_BYTES + 10]);
+        input.extend_from_slice(b"\nlast-without-newline");
+        forward_lines(&input[..], Stream::Stdout, "t".into(), 1, recent.clone()).await;
+        let lines = recent.snapshot();
+        assert_eq!(lines[0], "first");
+        assert_eq!(lines[1], "second");
+        assert_eq!(lines[2].len(), MAX_LINE_BYTES);
+        assert_eq!(lines[3], "x".repeat(10));
+        assert_eq!(lines[4], "last-without-newline");
+        assert_eq!(lines.len(), 5);
+    }
+}

@@ -1,0 +1,231 @@
+//! Turning a [`ServerSpec`] into a running child in its own process group.
+//!
+//! The child is executed from an argv (a shell only when [`ServerSpec::shell`] is set), leads a
+//! new process group so that the whole tree can be signalled at once, and carries
+//! `PR_SET_PDEATHSIG = SIGKILL` so that it dies with the thread that spawned it, even when
+//! respawn itself is killed with SIGKILL. Grandchildren are not covered by that signal; the
+//! [guardian](crate::guardian_main) covers them.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use crate::guardian::GUARDIAN_PARENT_ENV;
+use crate::program::resolve_program;
+use crate::spec::ServerSpec;
+
+/// Why a server could not be started, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// No such program: check the spelling or `PATH`.
+    #[error("program `{program}` not found (check the name and PATH)")]
+    NotFound {
+        /// The program as given.
+        program: String,
+    },
+    /// The program exists but cannot be executed: check its permissions (`chmod +x`).
+    #[error("program `{program}` is not executable (check its permissions)")]
+    NotExecutable {
+        /// The program as given.
+        program: String,
+    },
+    /// A child is already running: stop it first.
+    #[error("the server is already running as pid {pid}; stop it first")]
+    AlreadyRunning {
+        /// The running child's pid.
+        pid: u32,
+    },
+    /// A start or stop is under way; wait for it to finish.
+    #[error("cannot start while a {doing} is under way")]
+    Busy {
+        /// What is under way (`"start"` or `"stop"`).
+        doing: &'static str,
+    },
+    /// Another process accepts connections on the port: stop it or choose another port.
+    #[error("port {port} on {host} is already in use by another process")]
+    PortInUse {
+        /// The port that is taken.
+        port: u16,
+        /// The address that was checked.
+        host: std::net::IpAddr,
+    },
+    /// The operating system refused to start the program.
+    #[error("could not start `{program}`: {source}")]
+    Io {
+        /// The program as given.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The exact argv to execute for a spec, after `{port}` substitution and PATH lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Launch {
+    /// The executable (resolved path, `sh`, or the guardian).
+    pub(crate) program: PathBuf,
+    /// Its arguments.
+    pub(crate) args: Vec<OsString>,
+}
+
+/// Replaces every `{port}` in `arg` by `port`.
+pub(crate) fn substitute_port(arg: &OsStr, port: u16) -> OsString {
+    const PLACEHOLDER: &[u8] = b"{port}";
+    let bytes = arg.as_bytes();
+    let port = port.to_string();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(port.as_bytes());
+        rest = &rest[at + PLACEHOLDER.len()..];
+    }
+    out.extend_from_slice(rest);
+    OsString::from_vec(out)
+}
+
+/// The `PATH` the child will search: the spec's own `PATH` if it sets one, else ours.
+fn path_for(spec: &ServerSpec) -> Option<OsString> {
+    spec.env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.clone())
+        .or_else(|| std::env::var_os("PATH"))
+}
+
+/// Works out what to execute for `spec`, failing early with a clear error when the program
+/// cannot be found or executed.
+pub(crate) fn plan_launch(spec: &ServerSpec) -> Result<Launch, SpawnError> {
+    let path_var = path_for(spec);
+    let args: Vec<OsString> = spec
+        .args
+        .iter()
+        .map(|arg| substitute_port(arg, spec.port))
+        .collect();
+    let (program, args) = if spec.shell {
+        let mut line = substitute_port(&spec.program, spec.port);
+        for arg in &args {
+            line.push(" ");
+            line.push(arg);
+        }
+        let sh = resolve_program(OsStr::new("sh"), path_var.as_deref())?;
+        (sh, vec![OsString::from("-c"), line])
+    } else {
+        let program = substitute_port(&spec.program, spec.port);
+        (resolve_program(&program, path_var.as_deref())?, args)
+    };
+    Ok(match &spec.guardian {
+        None => Launch { program, args },
+        Some(guardian) => {
+            let mut full = guardian.args.clone();
+            full.push(OsString::from("--"));
+            full.push(program.into_os_string());
+            full.extend(args);
+            Launch {
+                program: guardian.program.clone(),
+                args: full,
+            }
+        }
+    })
+}
+
+/// Spawns `launch` as the leader of a new process group with piped stdout/stderr.
+///
+/// Must be called from a thread that lives as long as the child should (the actix arbiter
+/// thread of the [`ServerActor`](crate::ServerActor)): `PR_SET_PDEATHSIG` fires when the
+/// spawning *thread* exits.
+pub(crate) fn spawn_group_leader(
+    spec: &ServerSpec,
+    launch: &Launch,
+) -> Result<tokio::process::Child, SpawnError> {
+    let mut command = tokio::process::Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())))
+        .env("PORT", spec.port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let parent = std::process::id();
+    if spec.guardian.is_some() {
+        command.env(GUARDIAN_PARENT_ENV, parent.to_string());
+    }
+    let parent = parent as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // functions may be called. It calls only `prctl` and `getppid` (plain system calls) and
+    // builds `io::Error` values from an errno without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl: then no signal will ever come.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let shown = || spec.program.to_string_lossy().into_owned();
+    command.spawn().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound { program: shown() },
+        io::ErrorKind::PermissionDenied => SpawnError::NotExecutable { program: shown() },
+        _ => SpawnError::Io {
+            program: shown(),
+            source,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::GuardianLaunch;
+
+    #[test]
+    fn port_placeholder_is_replaced_everywhere() {
+        assert_eq!(substitute_port(OsStr::new("--port={port}"), 8123), "--port=8123");
+        assert_eq!(substitute_port(OsStr::new("{port}:{port}"), 1), "1:1");
+        assert_eq!(substitute_port(OsStr::new("{por}"), 1), "{por}");
+    }
+
+    #[test]
+    fn plain_launch_resolves_program_and_substitutes_args() {
+        let spec = ServerSpec::new("t", "sleep", ["{port}"], 4321);
+        let launch = plan_launch(&spec).expect("sleep is installed");
+        assert!(launch.program.ends_with("sleep"));
+        assert_eq!(launch.args, vec![OsString::from("4321")]);
+    }
+
+    #[test]
+    fn shell_launch_joins_a_line() {
+        let mut spec = ServerSpec::new("t", "echo", ["$PORT", "{port}"], 99);
+        spec.shell = true;
+        let launch = plan_launch(&spec).expect("sh is installed");
+        assert!(launch.program.ends_with("sh"));
+        assert_eq!(launch.args, vec![OsString::from("-c"), OsString::from("echo $PORT 99")]);
+    }
+
+    #[test]
+    fn guardian_launch_wraps_the_resolved_argv() {
+        let mut spec = ServerSpec::new("t", "sleep", ["30"], 0);
+        spec.guardian = Some(GuardianLaunch {
+            program: PathBuf::from("/usr/bin/respawn"),
+            args: vec![OsString::from("__guardian")],
+        });
+        let launch = plan_launch(&spec).expect("sleep is installed");
+        assert_eq!(launch.program, PathBuf::from("/usr/bin/respawn"));
+        assert_eq!(launch.args[0], "__guardian");
+        assert_eq!(launch.args[1], "--");
+        assert!(Path::new(&launch.args[2]).ends_with("sleep"));
+        assert_eq!(launch.args[3], "30");
+    }
+
+    use std::path::Path;
+}

@@ -1,0 +1,277 @@
+//! Shared helpers for the process tests: free ports, an exit-event sink, polling for external
+//! conditions, a canned HTTP server, and the re-exec roles.
+//!
+//! # Re-exec roles
+//! Some tests need a second program: a guardian, a "fake respawn" parent that the test can
+//! SIGKILL, or a process that listens on a port. Instead of shipping extra binaries, the test
+//! binary re-executes itself (`std::env::current_exe()`) with `RESPAWN_TEST_ROLE` set. The role
+//! is picked up by a function placed in `.init_array`, which the C runtime calls on the main
+//! thread before `main`, so the role runs before the test harness starts any thread. That
+//! matters for the guardian: it handles signals with `sigwait` and must be single-threaded,
+//! or a process-directed signal could land on another thread. Arguments after `--` are the
+//! role's arguments.
+#![allow(dead_code)]
+
+use std::ffi::{CStr, OsString};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::raw::c_char;
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use parking_lot::Mutex;
+use respawn_backends::{guardian_main, GuardianLaunch, ServerExited, ServerSpec};
+use tokio::sync::mpsc;
+
+/// Environment variable naming the role a re-executed test binary plays.
+pub const ROLE_ENV: &str = "RESPAWN_TEST_ROLE";
+
+#[used]
+#[link_section = ".init_array"]
+static RUN_ROLE_BEFORE_MAIN: extern "C" fn(i32, *const *const c_char, *const *const c_char) =
+    run_role_before_main;
+
+extern "C" fn run_role_before_main(
+    argc: i32,
+    argv: *const *const c_char,
+    _envp: *const *const c_char,
+) {
+    let Some(role) = std::env::var_os(ROLE_ENV) else {
+        return;
+    };
+    let mut args: Vec<OsString> = Vec::new();
+    for i in 0..argc.max(0) as usize {
+        // SAFETY: glibc passes the process's argc/argv to `.init_array` functions; argv holds
+        // argc valid NUL-terminated strings.
+        let arg = unsafe { CStr::from_ptr(*argv.add(i)) };
+        args.push(OsString::from_vec(arg.to_bytes().to_vec()));
+    }
+    let after_dashes: Vec<OsString> = args
+        .iter()
+        .position(|a| a == "--")
+        .map(|at| args[at + 1..].to_vec())
+        .unwrap_or_default();
+    let code = match role.to_str() {
+        Some("guardian") => guardian_main(after_dashes),
+        Some("listen") => listen_forever(),
+        Some("fake_parent") => fake_parent(after_dashes),
+        _ => 99,
+    };
+    std::process::exit(code);
+}
+
+/// Role `listen`: accept connections on 127.0.0.1:$PORT until killed.
+fn listen_forever() -> i32 {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+        return 98;
+    };
+    println!("listening");
+    let mut held = Vec::new();
+    for stream in listener.incoming().flatten() {
+        held.push(stream);
+    }
+    0
+}
+
+/// Role `fake_parent`: plays respawn — starts a `ServerActor` with a guardian running `args`,
+/// prints `pgid <pid>`, and waits to be killed.
+fn fake_parent(args: Vec<OsString>) -> i32 {
+    let Some((program, rest)) = args.split_first() else {
+        return 97;
+    };
+    let mut spec = ServerSpec::new("fake", program.clone(), rest.to_vec(), 0);
+    spec.guardian = Some(guardian_launch());
+    spec.env.push((ROLE_ENV.into(), "guardian".into()));
+    let system = System::new();
+    system.block_on(async move {
+        let (events, _rx) = exit_events();
+        let server = respawn_backends::ServerActor::new(spec, events).start();
+        let started = server
+            .send(respawn_backends::Start { generation: respawn_core::Generation(1) })
+            .await;
+        match started {
+            Ok(Ok(started)) => {
+                println!("pgid {}", started.pid);
+                let _ = std::io::stdout().flush();
+                std::future::pending::<()>().await;
+                0
+            }
+            _ => 96,
+        }
+    })
+}
+
+/// How a test's `ServerSpec` starts this test binary as the guardian (with `ROLE_ENV=guardian`
+/// in the spec's environment).
+pub fn guardian_launch() -> GuardianLaunch {
+    GuardianLaunch {
+        program: std::env::current_exe().expect("current exe"),
+        args: Vec::new(),
+    }
+}
+
+/// A spec that runs the guardian role around `program args…`.
+pub fn guarded_spec(program: &str, args: &[&str]) -> ServerSpec {
+    let mut spec = ServerSpec::new("guarded", program, args.iter().copied(), 0);
+    spec.guardian = Some(guardian_launch());
+    spec.env.push((ROLE_ENV.into(), "guardian".into()));
+    spec
+}
+
+/// Runs this test binary in `role` with `args` after `--`, with piped stdout.
+pub fn spawn_role(role: &str, args: &[&str], env: &[(&str, &str)]) -> KillOnDrop {
+    let mut command = Command::new(std::env::current_exe().expect("current exe"));
+    command
+        .arg("--")
+        .args(args)
+        .env(ROLE_ENV, role)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    KillOnDrop(command.spawn().expect("re-exec the test binary"))
+}
+
+/// A child process killed (and reaped) when the test ends, even on failure.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// The first stdout line.
+    pub fn read_line(&mut self) -> String {
+        let stdout = self.0.stdout.as_mut().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read a line");
+        line.trim_end().to_owned()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills a whole process group when dropped, so that a failing test leaves nothing behind.
+pub struct KillGroupOnDrop(pub u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A loopback port that nothing listens on (right now).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Whether process `pid` exists and has not exited (zombies count as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            !matches!(after.split_whitespace().next(), Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() >= within {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Blocking version of [`eventually`] for tests without a runtime.
+pub fn eventually_blocking(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() >= within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Collects [`ServerExited`] events into a channel.
+pub struct ExitEvents(mpsc::UnboundedSender<ServerExited>);
+
+impl Actor for ExitEvents {
+    type Context = Context<Self>;
+}
+
+impl Handler<ServerExited> for ExitEvents {
+    type Result = ();
+    fn handle(&mut self, msg: ServerExited, _ctx: &mut Self::Context) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// A recipient for a `ServerActor` and the receiving end of its exit events.
+pub fn exit_events() -> (Recipient<ServerExited>, mpsc::UnboundedReceiver<ServerExited>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (ExitEvents(tx).start().recipient(), rx)
+}
+
+/// What the canned HTTP server saw and how it answers: given the request head, the full
+/// response to write, or `None` to hold the connection open without answering.
+pub type Responder = Arc<Mutex<dyn FnMut(&str) -> Option<String> + Send>>;
+
+/// A canned HTTP/1.1 response with an empty body.
+pub fn http_status(code: u16, reason: &str) -> String {
+    format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+}
+
+/// Starts a tiny HTTP server on loopback answering with `responder`; returns its base URL.
+pub fn canned_http(responder: impl FnMut(&str) -> Option<String> + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let responder: Responder = Arc::new(Mutex::new(responder));
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let head = read_head(&mut stream);
+            let answer = (responder.lock())(&head);
+            match answer {
+                Some(response) => {
+                    let _ = stream.write_all(response.as_bytes());
+                }
+                None => held.push(stream),
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn read_head(stream: &mut TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}

@@ -1,0 +1,458 @@
+//! Health tracking: turns health-probe outcomes into a verdict about the server.
+//!
+//! After a start the tracker is `Starting`: probes come fast (the readiness cadence starts at
+//! `ready_poll_initial`, tens of milliseconds, and grows by `ready_poll_factor` up to the steady
+//! `interval`), so a server that becomes ready is noticed within milliseconds, and failures do not
+//! count — a loading model refuses connections — except that the whole start is bounded by
+//! `startup_timeout`. Once `Ready`, every failed probe is a strike; `unhealthy_after` strikes in a
+//! row make the server `Unresponsive`, and a single good probe clears the strikes.
+//!
+//! ```text
+//!  Starting ──ok──► Ready ──fail──► Suspect{1} ──fail──► … ──fail──► Unresponsive
+//!     │               ▲                 │                                 │
+//!     │               └──────ok─────────┘                     restarted() │
+//!     └── startup_timeout elapsed: StartupTimedOut (once) ◄───────────────┘ (back to Starting)
+//! ```
+
+use core::time::Duration;
+
+use crate::exponential::grow;
+use crate::InvalidConfig;
+
+/// Health-probe knobs: how often, how patient, how many strikes, how long a start may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+pub struct HealthConfig {
+    /// Steady probe interval once the server is ready. Default 1 s.
+    pub interval: Duration,
+    /// How long one probe may take before it counts as timed out. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive failed probes (while ready) that mean a hang. Default 3; at least 1.
+    pub unhealthy_after: u32,
+    /// How long a start may take before it counts as hung. Default 600 s (large models load slowly).
+    pub startup_timeout: Duration,
+    /// Delay of the first readiness probe after a start. Default 10 ms.
+    pub ready_poll_initial: Duration,
+    /// Growth factor of the readiness cadence, capped at `interval`. Default 2; at least 1.
+    pub ready_poll_factor: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
+            startup_timeout: Duration::from_secs(600),
+            ready_poll_initial: Duration::from_millis(10),
+            ready_poll_factor: 2,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Checks every field: durations positive, counts and factor at least 1.
+    ///
+    /// # Errors
+    /// The first field out of range, as an [`InvalidConfig`] naming it.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let durations = [
+            ("health.interval", self.interval),
+            ("health.timeout", self.timeout),
+            ("health.startup_timeout", self.startup_timeout),
+            ("health.ready_poll_initial", self.ready_poll_initial),
+        ];
+        for (field, value) in durations {
+            if value.is_zero() {
+                return Err(InvalidConfig::ZeroDuration { field });
+            }
+        }
+        if self.unhealthy_after == 0 {
+            return Err(InvalidConfig::ZeroThreshold {
+                field: "health.unhealthy_after",
+            });
+        }
+        if self.ready_poll_factor == 0 {
+            return Err(InvalidConfig::ZeroFactor {
+                field: "health.ready_poll_factor",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The result of one health probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum ProbeOutcome {
+    /// The server answered with success.
+    Ok,
+    /// The server answered with an error, or the connection failed.
+    Failed,
+    /// No answer within the probe timeout.
+    TimedOut,
+}
+
+/// What the tracker currently believes about the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum HealthState {
+    /// Started, not yet answered a probe; failures do not count, the startup budget does.
+    Starting,
+    /// Answered its last probe.
+    Ready,
+    /// Was ready, then failed `failures` probes in a row (fewer than `unhealthy_after`).
+    Suspect {
+        /// Consecutive failed probes so far.
+        failures: u32,
+    },
+    /// Failed `unhealthy_after` probes in a row; stays so until [`HealthTracker::restarted`].
+    Unresponsive,
+}
+
+/// What a probe (or the passing of time) changed; anything but `Nothing` is worth reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum HealthEvent {
+    /// No change worth reporting.
+    Nothing,
+    /// The server answered for the first time since its start, `startup` after it.
+    BecameReady {
+        /// Time from the start to the first good probe.
+        startup: Duration,
+    },
+    /// The server failed `failures` probes in a row while ready: a hang. Reported once.
+    Unresponsive {
+        /// Consecutive failed probes (equal to `unhealthy_after`).
+        failures: u32,
+    },
+    /// The start did not become ready within the startup budget. Reported once per start.
+    StartupTimedOut {
+        /// Time since the start when the budget was found exhausted.
+        after: Duration,
+    },
+}
+
+/// Turns probe outcomes into [`HealthState`] and [`HealthEvent`]s, and paces the probes.
+///
+/// Time is a [`Duration`] since an origin the caller chooses; it should not go backwards (if it
+/// does, elapsed times saturate at zero).
+#[derive(Clone, Debug)]
+pub struct HealthTracker {
+    config: HealthConfig,
+    state: HealthState,
+    started_at: Duration,
+    readiness_probes: u32,
+    startup_timeout_reported: bool,
+}
+
+impl HealthTracker {
+    /// A tracker for a server started at `now`: state `Starting`, fast readiness cadence.
+    ///
+    /// The configuration is used as given; an `unhealthy_after` of 0 acts as 1 (call
+    /// [`HealthConfig::validate`] to reject it instead).
+    #[must_use]
+    pub fn new(config: HealthConfig, now: Duration) -> Self {
+        HealthTracker {
+            config,
+            state: HealthState::Starting,
+            started_at: now,
+            readiness_probes: 0,
+            startup_timeout_reported: false,
+        }
+    }
+
+    /// A new generation started at `now`: back to `Starting`, cadence and startup budget reset.
+    pub fn restarted(&mut self, now: Duration) {
+        self.state = HealthState::Starting;
+        self.started_at = now;
+        self.readiness_probes = 0;
+        self.startup_timeout_reported = false;
+    }
+
+    /// Feeds the outcome of one probe that completed at `now`.
+    ///
+    /// * `Starting` + ok → `Ready`, [`HealthEvent::BecameReady`] (also after a reported startup
+    ///   timeout: a late start is still a start, and the caller knows which generation it watches).
+    /// * `Starting` + failure → stays `Starting` (no strike); [`HealthEvent::StartupTimedOut`] once
+    ///   when `startup_timeout` has elapsed since the start.
+    /// * `Ready`/`Suspect` + failure → one more strike; at `unhealthy_after` strikes →
+    ///   `Unresponsive` and [`HealthEvent::Unresponsive`] (once).
+    /// * `Suspect` + ok → `Ready`. `Unresponsive` ignores probes until [`restarted`](Self::restarted).
+    pub fn on_probe(&mut self, now: Duration, outcome: ProbeOutcome) -> HealthEvent {
+        let ok = outcome == ProbeOutcome::Ok;
+        match self.state {
+            HealthState::Starting => {
+                self.readiness_probes = self.readiness_probes.saturating_add(1);
+                if ok {
+                    self.state = HealthState::Ready;
+                    HealthEvent::BecameReady {
+                        startup: now.saturating_sub(self.started_at),
+                    }
+                } else {
+                    self.poll(now)
+                }
+            }
+            HealthState::Ready | HealthState::Suspect { .. } if ok => {
+                self.state = HealthState::Ready;
+                HealthEvent::Nothing
+            }
+            HealthState::Ready => self.strike(1),
+            HealthState::Suspect { failures } => self.strike(failures.saturating_add(1)),
+            HealthState::Unresponsive => HealthEvent::Nothing,
+        }
+    }
+
+    fn strike(&mut self, failures: u32) -> HealthEvent {
+        if failures >= self.config.unhealthy_after.max(1) {
+            self.state = HealthState::Unresponsive;
+            HealthEvent::Unresponsive { failures }
+        } else {
+            self.state = HealthState::Suspect { failures };
+            HealthEvent::Nothing
+        }
+    }
+
+    /// Checks the startup budget without a probe (a probe may itself hang): answers
+    /// [`HealthEvent::StartupTimedOut`] once when a start has taken `startup_timeout` or more.
+    pub fn poll(&mut self, now: Duration) -> HealthEvent {
+        if self.state != HealthState::Starting || self.startup_timeout_reported {
+            return HealthEvent::Nothing;
+        }
+        let elapsed = now.saturating_sub(self.started_at);
+        if elapsed >= self.config.startup_timeout {
+            self.startup_timeout_reported = true;
+            HealthEvent::StartupTimedOut { after: elapsed }
+        } else {
+            HealthEvent::Nothing
+        }
+    }
+
+    /// How long to wait before the next probe.
+    ///
+    /// While `Starting`: `ready_poll_initial * ready_poll_factor^k` (k = readiness probes so far),
+    /// never above `interval`. Otherwise: `interval`.
+    #[must_use]
+    pub fn next_probe_in(&self) -> Duration {
+        match self.state {
+            HealthState::Starting => grow(
+                self.config.ready_poll_initial,
+                self.config.ready_poll_factor,
+                self.readiness_probes,
+                self.config.interval,
+            ),
+            _ => self.config.interval,
+        }
+    }
+
+    /// The current verdict.
+    #[must_use]
+    pub fn state(&self) -> HealthState {
+        self.state
+    }
+
+    /// Consecutive failed probes while ready (0 when `Starting` or `Ready`).
+    #[must_use]
+    pub fn consecutive_failures(&self) -> u32 {
+        match self.state {
+            HealthState::Suspect { failures } => failures,
+            HealthState::Unresponsive => self.config.unhealthy_after.max(1),
+            HealthState::Starting | HealthState::Ready => 0,
+        }
+    }
+
+    /// When the current start began (the `now` given to [`new`](Self::new) or
+    /// [`restarted`](Self::restarted)).
+    #[must_use]
+    pub fn started_at(&self) -> Duration {
+        self.started_at
+    }
+
+    /// The configuration in use.
+    #[must_use]
+    pub fn config(&self) -> &HealthConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ready_tracker() -> HealthTracker {
+        let mut t = HealthTracker::new(HealthConfig::default(), ms(0));
+        assert_eq!(
+            t.on_probe(ms(250), ProbeOutcome::Ok),
+            HealthEvent::BecameReady { startup: ms(250) }
+        );
+        t
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = HealthConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.interval, ms(1000));
+        assert_eq!(c.unhealthy_after, 3);
+        assert_eq!(c.startup_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let c = HealthConfig {
+            unhealthy_after: 0,
+            ..HealthConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(InvalidConfig::ZeroThreshold {
+                field: "health.unhealthy_after"
+            })
+        );
+        let c = HealthConfig {
+            interval: Duration::ZERO,
+            ..HealthConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(InvalidConfig::ZeroDuration {
+                field: "health.interval"
+            })
+        );
+        let c = HealthConfig {
+            ready_poll_factor: 0,
+            ..HealthConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn starting_ignores_failures_until_the_startup_budget_is_spent() {
+        let config = HealthConfig {
+            startup_timeout: ms(1000),
+            ..HealthConfig::default()
+        };
+        let mut t = HealthTracker::new(config, ms(100));
+        for at in [110, 200, 500, 1099] {
+            assert_eq!(t.on_probe(ms(at), ProbeOutcome::Failed), HealthEvent::Nothing);
+            assert_eq!(t.state(), HealthState::Starting);
+        }
+        assert_eq!(
+            t.on_probe(ms(1100), ProbeOutcome::TimedOut),
+            HealthEvent::StartupTimedOut { after: ms(1000) }
+        );
+        // Reported once only.
+        assert_eq!(t.on_probe(ms(1200), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(t.poll(ms(5000)), HealthEvent::Nothing);
+        // A late start is still reported as ready.
+        assert_eq!(
+            t.on_probe(ms(1300), ProbeOutcome::Ok),
+            HealthEvent::BecameReady { startup: ms(1200) }
+        );
+    }
+
+    #[test]
+    fn poll_reports_the_startup_timeout_without_a_probe() {
+        let config = HealthConfig {
+            startup_timeout: ms(500),
+            ..HealthConfig::default()
+        };
+        let mut t = HealthTracker::new(config, ms(0));
+        assert_eq!(t.poll(ms(499)), HealthEvent::Nothing);
+        assert_eq!(t.poll(ms(500)), HealthEvent::StartupTimedOut { after: ms(500) });
+        assert_eq!(t.poll(ms(600)), HealthEvent::Nothing);
+        t.restarted(ms(1000));
+        assert_eq!(t.poll(ms(1400)), HealthEvent::Nothing);
+        assert_eq!(t.poll(ms(1500)), HealthEvent::StartupTimedOut { after: ms(500) });
+    }
+
+    #[test]
+    fn ready_becomes_unresponsive_after_consecutive_failures_once() {
+        let mut t = ready_tracker();
+        assert_eq!(t.on_probe(ms(1000), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(t.state(), HealthState::Suspect { failures: 1 });
+        assert_eq!(t.on_probe(ms(2000), ProbeOutcome::TimedOut), HealthEvent::Nothing);
+        assert_eq!(t.state(), HealthState::Suspect { failures: 2 });
+        assert_eq!(
+            t.on_probe(ms(3000), ProbeOutcome::Failed),
+            HealthEvent::Unresponsive { failures: 3 }
+        );
+        assert_eq!(t.state(), HealthState::Unresponsive);
+        assert_eq!(t.on_probe(ms(4000), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(t.on_probe(ms(5000), ProbeOutcome::Ok), HealthEvent::Nothing);
+        assert_eq!(t.state(), HealthState::Unresponsive);
+    }
+
+    #[test]
+    fn a_good_probe_clears_suspicion() {
+        let mut t = ready_tracker();
+        t.on_probe(ms(1000), ProbeOutcome::Failed);
+        t.on_probe(ms(2000), ProbeOutcome::Failed);
+        assert_eq!(t.consecutive_failures(), 2);
+        assert_eq!(t.on_probe(ms(3000), ProbeOutcome::Ok), HealthEvent::Nothing);
+        assert_eq!(t.state(), HealthState::Ready);
+        assert_eq!(t.on_probe(ms(4000), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(t.state(), HealthState::Suspect { failures: 1 });
+    }
+
+    #[test]
+    fn threshold_of_one_and_zero_trip_on_the_first_failure() {
+        for unhealthy_after in [0, 1] {
+            let config = HealthConfig {
+                unhealthy_after,
+                ..HealthConfig::default()
+            };
+            let mut t = HealthTracker::new(config, ms(0));
+            t.on_probe(ms(10), ProbeOutcome::Ok);
+            assert_eq!(
+                t.on_probe(ms(20), ProbeOutcome::Failed),
+                HealthEvent::Unresponsive { failures: 1 }
+            );
+        }
+    }
+
+    #[test]
+    fn readiness_cadence_starts_fast_and_backs_off_to_the_interval() {
+        let mut t = HealthTracker::new(HealthConfig::default(), ms(0));
+        let mut seen = alloc::vec::Vec::new();
+        for i in 0..10 {
+            seen.push(t.next_probe_in());
+            t.on_probe(ms(i), ProbeOutcome::Failed);
+        }
+        assert_eq!(
+            seen,
+            [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000].map(ms)
+        );
+        t.on_probe(ms(20), ProbeOutcome::Ok);
+        assert_eq!(t.next_probe_in(), ms(1000));
+        t.restarted(ms(30));
+        assert_eq!(t.state(), HealthState::Starting);
+        assert_eq!(t.next_probe_in(), ms(10));
+    }
+
+    #[test]
+    fn restarted_leaves_unresponsive() {
+        let config = HealthConfig {
+            unhealthy_after: 1,
+            ..HealthConfig::default()
+        };
+        let mut t = HealthTracker::new(config, ms(0));
+        t.on_probe(ms(1), ProbeOutcome::Ok);
+        t.on_probe(ms(2), ProbeOutcome::Failed);
+        assert_eq!(t.state(), HealthState::Unresponsive);
+        t.restarted(ms(100));
+        assert_eq!(t.started_at(), ms(100));
+        assert_eq!(
+            t.on_probe(ms(150), ProbeOutcome::Ok),
+            HealthEvent::BecameReady { startup: ms(50) }
+        );
+    }
+}

@@ -1,0 +1,556 @@
+//! Property tests for the invariants the rest of respawn relies on.
+//!
+//! Each test names the invariant it guards; the inputs are random interleavings, times and
+//! configurations, including extreme durations that would overflow naive arithmetic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use respawn_core::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Any duration at all, biased towards the extremes that break naive arithmetic.
+fn any_duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        (0u64..100_000).prop_map(ms),
+        (0u64..=u64::MAX, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        Just(Duration::MAX),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. At most one restart per generation, whatever the interleaving of reports.
+
+#[derive(Clone, Debug)]
+enum GateOp {
+    /// Report a hang against `current + offset - 2` (older, current, or a future generation).
+    Report(u8),
+    Started,
+    Ready,
+    Abandon,
+}
+
+fn gate_ops(with_abandon: bool) -> impl Strategy<Value = Vec<GateOp>> {
+    let abandon_weight = u32::from(with_abandon);
+    prop::collection::vec(
+        prop_oneof![
+            8 => (0u8..5).prop_map(GateOp::Report),
+            2 => Just(GateOp::Started),
+            2 => Just(GateOp::Ready),
+            abandon_weight => Just(GateOp::Abandon),
+        ],
+        0..200,
+    )
+}
+
+fn run_gate(ops: &[GateOp]) -> Result<(), TestCaseError> {
+    let mut gate = RestartGate::new();
+    // (abandon epoch, generation) pairs that were told to restart.
+    let mut restarted: BTreeSet<(u32, Generation)> = BTreeSet::new();
+    let mut epoch = 0u32;
+    for op in ops {
+        match *op {
+            GateOp::Report(offset) => {
+                let current = gate.generation();
+                let reported = Generation((current.get() + u64::from(offset)).saturating_sub(2));
+                let was_restarting = gate.is_restarting();
+                let decision = gate.report(Hang::new(reported, HangCause::FirstByteTimeout));
+                match decision {
+                    GateDecision::StartRestart { generation } => {
+                        prop_assert_eq!(generation, current);
+                        prop_assert_eq!(reported, current);
+                        prop_assert!(!was_restarting);
+                        prop_assert!(
+                            restarted.insert((epoch, generation)),
+                            "second StartRestart for {}",
+                            generation
+                        );
+                    }
+                    GateDecision::AlreadyRestarting { generation } => {
+                        prop_assert_eq!(generation, current);
+                        prop_assert!(was_restarting);
+                    }
+                    GateDecision::Stale {
+                        reported: r,
+                        current: c,
+                    } => {
+                        prop_assert_eq!(r, reported);
+                        prop_assert_eq!(c, current);
+                        prop_assert_ne!(reported, current);
+                    }
+                }
+            }
+            GateOp::Started => {
+                let before = gate.generation();
+                prop_assert_eq!(gate.started(), before.next());
+            }
+            GateOp::Ready => gate.ready(),
+            GateOp::Abandon => {
+                gate.abandon();
+                epoch += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn gate_starts_at_most_one_restart_per_generation(ops in gate_ops(false)) {
+        run_gate(&ops)?;
+    }
+
+    #[test]
+    fn gate_starts_at_most_one_restart_per_generation_between_abandons(ops in gate_ops(true)) {
+        run_gate(&ops)?;
+    }
+
+    #[test]
+    fn gate_turns_a_thousand_concurrent_reports_into_one_restart(
+        generation in 1u64..50,
+        causes in prop::collection::vec(0usize..8, 1..1000),
+    ) {
+        let mut gate = RestartGate::new();
+        for _ in 0..generation {
+            gate.started();
+        }
+        gate.ready();
+        let starts = causes
+            .iter()
+            .map(|&i| gate.report(Hang::new(Generation(generation), HangCause::ALL[i])))
+            .filter(|d| matches!(d, GateDecision::StartRestart { .. }))
+            .count();
+        prop_assert_eq!(starts, 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Restarts never exceed the intensity limit.
+
+proptest! {
+    #[test]
+    fn policy_never_exceeds_the_intensity_limit(
+        max_restarts in 1u32..8,
+        window_ms in 1u64..100_000,
+        gaps in prop::collection::vec((0u64..30_000, any::<bool>(), any::<u32>()), 1..120),
+    ) {
+        let config = RestartPolicyConfig {
+            intensity: IntensityConfig { max_restarts, window: ms(window_ms) },
+            ..RestartPolicyConfig::default()
+        };
+        let mut policy = RestartPolicy::try_new(config).unwrap();
+        let mut now = Duration::ZERO;
+        let mut accepted: Vec<Duration> = Vec::new();
+        for (gap, ready_between, jitter) in gaps {
+            now += ms(gap);
+            if ready_between {
+                policy.on_ready(now, ms(gap / 2));
+            }
+            match policy.on_restart_needed(now, jitter) {
+                PolicyDecision::RestartAfter(_) => accepted.push(now),
+                PolicyDecision::GiveUp(reason) => {
+                    prop_assert_eq!(
+                        reason,
+                        GiveUpReason::IntensityExceeded { restarts: max_restarts, window: ms(window_ms) }
+                    );
+                    prop_assert_eq!(policy.restarts_in_window(now), max_restarts);
+                }
+            }
+            prop_assert!(policy.restarts_in_window(now) <= max_restarts);
+        }
+        // Any window [t, t + W) holds at most max_restarts accepted restarts.
+        for &start in &accepted {
+            let inside = accepted
+                .iter()
+                .filter(|&&t| t >= start && t - start < ms(window_ms))
+                .count();
+            prop_assert!(inside <= max_restarts as usize, "{} restarts in one window", inside);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Backoff is monotone across consecutive failures (no jitter) and never exceeds the cap.
+
+fn backoff_config() -> impl Strategy<Value = BackoffConfig> {
+    (1u64..20_000, 1u32..10, 0u64..200_000, any::<bool>()).prop_map(
+        |(base, factor, extra, scale_with_startup)| BackoffConfig {
+            base: ms(base),
+            factor,
+            cap: ms(base + extra),
+            jitter_percent: 0,
+            scale_with_startup,
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn backoff_is_monotone_within_a_streak_without_jitter(
+        backoff in backoff_config(),
+        steps in prop::collection::vec((0u64..600_000, prop::option::of(0u64..300_000)), 1..60),
+    ) {
+        let config = RestartPolicyConfig {
+            backoff,
+            intensity: IntensityConfig { max_restarts: u32::MAX, window: ms(1) },
+            // Never stable: every restart belongs to the same streak.
+            stable_after: Duration::from_secs(3600),
+        };
+        let mut policy = RestartPolicy::try_new(config).unwrap();
+        let mut now = Duration::ZERO;
+        let mut previous = Duration::ZERO;
+        for (i, (gap, startup)) in steps.into_iter().enumerate() {
+            now += ms(gap);
+            if let Some(startup) = startup {
+                policy.on_ready(now, ms(startup));
+                now += ms(1);
+            }
+            let PolicyDecision::RestartAfter(delay) = policy.on_restart_needed(now, 0) else {
+                return Err(TestCaseError::fail("gave up with an unlimited intensity"));
+            };
+            if i == 0 {
+                prop_assert_eq!(delay, Duration::ZERO, "the first restart is immediate");
+            }
+            prop_assert!(delay >= previous, "{:?} after {:?}", delay, previous);
+            prop_assert!(delay <= backoff.cap);
+            previous = delay;
+        }
+    }
+
+    #[test]
+    fn backoff_never_exceeds_the_cap_and_never_overflows(
+        base in any_duration(),
+        extra in any_duration(),
+        factor in 1u32..=u32::MAX,
+        jitter_percent in 0u8..=100,
+        scale_with_startup in any::<bool>(),
+        stable_after in any_duration(),
+        events in prop::collection::vec((any_duration(), any_duration(), any::<u32>(), any::<bool>()), 1..40),
+    ) {
+        let base = base.max(Duration::from_nanos(1));
+        let config = RestartPolicyConfig {
+            backoff: BackoffConfig {
+                base,
+                factor,
+                cap: base.saturating_add(extra),
+                jitter_percent,
+                scale_with_startup,
+            },
+            intensity: IntensityConfig { max_restarts: u32::MAX, window: Duration::MAX },
+            stable_after: stable_after.max(Duration::from_nanos(1)),
+        };
+        let cap = config.backoff.cap;
+        let mut policy = RestartPolicy::try_new(config).unwrap();
+        for (now, startup, jitter, ready) in events {
+            if ready {
+                policy.on_ready(now, startup);
+            }
+            if let PolicyDecision::RestartAfter(delay) = policy.on_restart_needed(now, jitter) {
+                prop_assert!(delay <= cap, "{:?} above the cap {:?}", delay, cap);
+            }
+            let _ = policy.restarts_in_window(now);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4 & 5. Every request ends after a bounded number of attempts; nothing is replayed after its
+// first byte reached the client.
+
+/// Every outcome but success.
+fn failed_outcome() -> impl Strategy<Value = AttemptOutcome> {
+    prop_oneof![
+        Just(AttemptOutcome::ConnectionRefused),
+        Just(AttemptOutcome::ConnectionReset),
+        Just(AttemptOutcome::FirstByteTimeout),
+        Just(AttemptOutcome::Stall),
+        (500u16..600).prop_map(|status| AttemptOutcome::ServerError { status }),
+        (400u16..500).prop_map(|status| AttemptOutcome::ClientError { status }),
+        Just(AttemptOutcome::Cancelled),
+    ]
+}
+
+fn attempt_outcome() -> impl Strategy<Value = AttemptOutcome> {
+    prop_oneof![1 => Just(AttemptOutcome::Success), 7 => failed_outcome()]
+}
+
+fn retry_config() -> impl Strategy<Value = RetryConfig> {
+    (0u32..10, 0u64..5_000, 0u64..60_000).prop_map(|(max_retries, base, extra)| RetryConfig {
+        max_retries,
+        base_delay: ms(base),
+        max_delay: ms(base + extra),
+    })
+}
+
+proptest! {
+    #[test]
+    fn every_request_ends_within_max_retries_plus_one_attempts(
+        config in retry_config(),
+        attempts in prop::collection::vec((attempt_outcome(), any::<bool>(), 0u64..100), 64),
+    ) {
+        let mut plan = RetryPlan::new(config);
+        let mut ended_after = None;
+        for (n, (outcome, bytes_sent, generation)) in attempts.into_iter().enumerate() {
+            match plan.decide(outcome, Generation(generation), bytes_sent) {
+                RetryDecision::Done | RetryDecision::GiveUp(_) => {
+                    ended_after = Some(n + 1);
+                    break;
+                }
+                RetryDecision::RetryAfter(delay) => {
+                    prop_assert!(delay <= config.max_delay);
+                }
+                RetryDecision::WaitForGeneration(g) => {
+                    prop_assert_eq!(g, Generation(generation + 1));
+                }
+                RetryDecision::RetryNow => {}
+            }
+        }
+        let ended_after = ended_after.ok_or_else(|| TestCaseError::fail("never ended"))?;
+        prop_assert!(ended_after <= config.max_retries as usize + 1);
+        prop_assert_eq!(plan.attempts() as usize, ended_after);
+    }
+
+    #[test]
+    fn nothing_is_replayed_after_bytes_reached_the_client(
+        config in retry_config(),
+        earlier in prop::collection::vec(attempt_outcome(), 0..8),
+        outcome in failed_outcome(),
+    ) {
+        let mut plan = RetryPlan::new(config);
+        for before in earlier {
+            match plan.decide(before, Generation(1), false) {
+                RetryDecision::Done | RetryDecision::GiveUp(_) => return Ok(()),
+                _ => {}
+            }
+        }
+        let decision = plan.decide(outcome, Generation(1), true);
+        prop_assert!(matches!(decision, RetryDecision::GiveUp(_)), "{:?}", decision);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Quarantine only after K hangs (against a simple model).
+
+#[derive(Clone, Debug)]
+enum PoisonOp {
+    Hang(Vec<u64>),
+    Success(u64),
+}
+
+proptest! {
+    #[test]
+    fn quarantine_only_after_k_consecutive_hangs(
+        threshold in 1u32..5,
+        ops in prop::collection::vec(
+            prop_oneof![
+                3 => prop::collection::vec(0u64..6, 0..6).prop_map(PoisonOp::Hang),
+                1 => (0u64..6).prop_map(PoisonOp::Success),
+            ],
+            0..80,
+        ),
+    ) {
+        let mut tracker = PoisonTracker::new(threshold);
+        let mut strikes: BTreeMap<u64, u32> = BTreeMap::new();
+        for op in ops {
+            match op {
+                PoisonOp::Hang(in_flight) => {
+                    let fps: Vec<Fingerprint> = in_flight.iter().copied().map(Fingerprint).collect();
+                    let newly = tracker.on_hang(&fps);
+                    let present: BTreeSet<u64> = in_flight.into_iter().collect();
+                    let mut expected = Vec::new();
+                    for fp in present {
+                        let count = strikes.entry(fp).or_insert(0);
+                        *count += 1;
+                        if *count == threshold {
+                            expected.push(Fingerprint(fp));
+                        }
+                    }
+                    prop_assert_eq!(newly, expected);
+                }
+                PoisonOp::Success(fp) => {
+                    tracker.on_success(Fingerprint(fp));
+                    strikes.remove(&fp);
+                }
+            }
+            for fp in 0..6 {
+                let count = strikes.get(&fp).copied().unwrap_or(0);
+                prop_assert_eq!(tracker.strikes(Fingerprint(fp)), count);
+                prop_assert_eq!(tracker.is_quarantined(Fingerprint(fp)), count >= threshold);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Health: Unresponsive exactly after `unhealthy_after` consecutive failures when ready; the
+// readiness cadence is monotone and capped.
+
+fn probe_outcome() -> impl Strategy<Value = ProbeOutcome> {
+    prop_oneof![
+        Just(ProbeOutcome::Ok),
+        Just(ProbeOutcome::Failed),
+        Just(ProbeOutcome::TimedOut)
+    ]
+}
+
+proptest! {
+    #[test]
+    fn health_is_unresponsive_exactly_after_n_consecutive_failures(
+        unhealthy_after in 1u32..8,
+        outcomes in prop::collection::vec(probe_outcome(), 0..100),
+    ) {
+        let config = HealthConfig { unhealthy_after, ..HealthConfig::default() };
+        let mut tracker = HealthTracker::new(config, Duration::ZERO);
+        let became_ready = tracker.on_probe(ms(5), ProbeOutcome::Ok);
+        prop_assert_eq!(became_ready, HealthEvent::BecameReady { startup: ms(5) });
+        let mut run = 0u32;
+        let mut tripped = false;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let event = tracker.on_probe(ms(10 + i as u64), outcome);
+            if !tripped {
+                run = if outcome == ProbeOutcome::Ok { 0 } else { run + 1 };
+            }
+            if !tripped && run == unhealthy_after {
+                tripped = true;
+                prop_assert_eq!(event, HealthEvent::Unresponsive { failures: unhealthy_after });
+            } else {
+                prop_assert_eq!(event, HealthEvent::Nothing);
+            }
+            let expected = if tripped {
+                HealthState::Unresponsive
+            } else if run == 0 {
+                HealthState::Ready
+            } else {
+                HealthState::Suspect { failures: run }
+            };
+            prop_assert_eq!(tracker.state(), expected);
+        }
+    }
+
+    #[test]
+    fn readiness_cadence_is_monotone_and_capped(
+        interval in any_duration(),
+        ready_poll_initial in any_duration(),
+        ready_poll_factor in 1u32..=u32::MAX,
+        probes in 0usize..200,
+    ) {
+        let interval = interval.max(Duration::from_nanos(1));
+        let config = HealthConfig { interval, ready_poll_initial, ready_poll_factor, ..HealthConfig::default() };
+        let mut tracker = HealthTracker::new(config, Duration::ZERO);
+        let mut previous = tracker.next_probe_in();
+        prop_assert_eq!(previous, ready_poll_initial.min(interval));
+        for i in 0..probes {
+            tracker.on_probe(ms(i as u64), ProbeOutcome::Failed);
+            let next = tracker.next_probe_in();
+            prop_assert!(next >= previous);
+            prop_assert!(next <= interval);
+            previous = next;
+        }
+    }
+
+    #[test]
+    fn startup_timeout_is_reported_once_and_only_after_the_budget(
+        budget in 1u64..10_000,
+        probes in prop::collection::vec((0u64..500, any::<bool>()), 0..80),
+    ) {
+        let config = HealthConfig { startup_timeout: ms(budget), ..HealthConfig::default() };
+        let mut tracker = HealthTracker::new(config, ms(1000));
+        let mut now = ms(1000);
+        let mut reported = 0;
+        for (gap, use_poll) in probes {
+            now += ms(gap);
+            let event = if use_poll {
+                tracker.poll(now)
+            } else {
+                tracker.on_probe(now, ProbeOutcome::TimedOut)
+            };
+            if let HealthEvent::StartupTimedOut { after } = event {
+                prop_assert!(after >= ms(budget));
+                reported += 1;
+            }
+            prop_assert_eq!(tracker.state(), HealthState::Starting);
+        }
+        prop_assert!(reported <= 1);
+        prop_assert_eq!(reported == 1, now - ms(1000) >= ms(budget));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Stream watch: check(now) is None strictly before deadline() and Some at or after it.
+
+proptest! {
+    #[test]
+    fn stream_check_agrees_with_deadline(
+        first_byte in any_duration(),
+        between_chunks in any_duration(),
+        total in prop::option::of(any_duration()),
+        sent_at in any_duration(),
+        chunks in prop::collection::vec(any_duration(), 0..10),
+        probes in prop::collection::vec(any_duration(), 1..10),
+    ) {
+        let deadlines = StreamDeadlines { first_byte, between_chunks, total };
+        let mut watch = StreamWatch::new(deadlines, sent_at);
+        let mut states = vec![watch];
+        for at in chunks {
+            watch.on_chunk(at);
+            prop_assert!(watch.first_byte_seen());
+            states.push(watch);
+        }
+        for w in states {
+            let deadline = w.deadline();
+            for &now in &probes {
+                prop_assert_eq!(w.check(now).is_some(), now >= deadline);
+            }
+            prop_assert!(w.check(deadline).is_some());
+            if let Some(before) = deadline.checked_sub(Duration::from_nanos(1)) {
+                prop_assert_eq!(w.check(before), None);
+            }
+            if let Some(total) = total {
+                prop_assert!(deadline <= sent_at.saturating_add(total));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The busy detector never cries wolf while the counter grows, and always fires when flat.
+
+proptest! {
+    #[test]
+    fn progress_stalls_only_when_flat_and_busy_for_the_timeout(
+        timeout_ms in 1u64..30_000,
+        samples in prop::collection::vec((1u64..5_000, any::<bool>(), 0usize..3), 1..100),
+    ) {
+        let config = ProgressConfig { progress_timeout: ms(timeout_ms), ..ProgressConfig::default() };
+        let mut watch = ProgressWatch::new(config, Duration::ZERO);
+        let mut now = Duration::ZERO;
+        let mut counter = 0u64;
+        let mut flat_since: Option<Duration> = None;
+        let mut last: Option<u64> = None;
+        for (gap, grow, in_flight) in samples {
+            now += ms(gap);
+            if grow {
+                counter += 1;
+            }
+            let verdict = watch.on_sample(now, counter, in_flight);
+            // Model: the busy clock restarts on any change and stops when idle.
+            if in_flight == 0 {
+                flat_since = None;
+            } else if last != Some(counter) || flat_since.is_none() {
+                flat_since = Some(now);
+            }
+            last = Some(counter);
+            let expected = match flat_since {
+                Some(since) if now - since >= ms(timeout_ms) => {
+                    ProgressVerdict::Stalled { for_: now - since }
+                }
+                _ => ProgressVerdict::Fine,
+            };
+            prop_assert_eq!(verdict, expected);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The flags of `respawn serve` as a configuration layer: the top one.
+
+use super::error::ConfigError;
+use super::layer::Layer;
+use super::value::parse_argv;
+use crate::cli::ServeArgs;
+
+/// The values the flags give. clap has already parsed the typed ones; what is left is the
+/// command (which must be valid Unicode) and the one-line argvs.
+pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
+    let command = if args.command.is_empty() {
+        None
+    } else {
+        let words = args
+            .command
+            .iter()
+            .map(|word| {
+                word.to_str().map(str::to_owned).ok_or_else(|| ConfigError::BadValue {
+                    option: "COMMAND".to_owned(),
+                    value: word.to_string_lossy().into_owned(),
+                    expected: "arguments that are valid UTF-8".to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(words)
+    };
+    let argv = |option: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|text| {
+                parse_argv(text).map_err(|expected| ConfigError::BadValue {
+                    option: option.to_owned(),
+                    value: text.to_owned(),
+                    expected,
+                })
+            })
+            .transpose()
+    };
+    Ok(Layer {
+        name: args.name.clone(),
+        listen: args.listen,
+        port: args.port,
+        command,
+        shell: args.shell,
+        upstream: args.upstream.clone(),
+        health_path: args.health_path.clone(),
+        health_interval: args.health_interval,
+        health_timeout: args.health_timeout,
+        unhealthy_after: args.unhealthy_after,
+        request_timeout: args.request_timeout,
+        stall_timeout: args.stall_timeout,
+        canary_interval: args.canary_interval,
+        canary_timeout: args.canary_timeout,
+        canary_body: args.canary_body.clone(),
+        progress_metric: args.progress_metric.clone(),
+        progress_timeout: args.progress_timeout,
+        startup_timeout: args.startup_timeout,
+        stop_grace: args.stop_grace,
+        max_restarts: args.max_restarts,
+        restart_window: args.restart_window,
+        retries: args.retries,
+        poison_after: args.poison_after,
+        enable_restart: None,
+        admin_token: args.admin_token.clone(),
+        restart_url: args.restart_url.clone(),
+        restart_token: args.restart_token.clone(),
+        restart_command: argv("--restart-command", &args.restart_command)?,
+        release_check: argv("--release-check", &args.release_check)?,
+        max_body_size: args.max_body_size,
+        header_timeout: args.header_timeout,
+        workers: args.workers,
+        log_format: args.log_format,
+    })
+}

@@ -1,0 +1,132 @@
+//! One source of configuration — the TOML file, the environment or the flags — as a set of
+//! optional values, so that the sources can be stacked: a value a source does not give leaves
+//! the one below it in place.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::value::serde_with;
+use super::{LogFormat, ProgressMetric, ServeConfig};
+use crate::auth::AdminToken;
+
+/// The keys a config file may hold, in the order of `docs/CONFIG.md`.
+///
+/// Kept next to [`Layer`] so a test can check that every key here is accepted by the file reader
+/// and every field there is listed here (the "did you mean" suggestions come from this list).
+pub const KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "port",
+    "command",
+    "shell",
+    "upstream",
+    "health_path",
+    "health_interval",
+    "health_timeout",
+    "unhealthy_after",
+    "request_timeout",
+    "stall_timeout",
+    "canary_interval",
+    "canary_timeout",
+    "canary_body",
+    "progress_metric",
+    "progress_timeout",
+    "startup_timeout",
+    "stop_grace",
+    "max_restarts",
+    "restart_window",
+    "retries",
+    "poison_after",
+    "enable_restart",
+    "admin_token",
+    "restart_url",
+    "restart_token",
+    "restart_command",
+    "release_check",
+    "max_body_size",
+    "header_timeout",
+    "workers",
+    "log_format",
+];
+
+/// The values one source gives; `None` means "this source says nothing about it".
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Layer {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "serde_with::listen")]
+    pub listen: Option<SocketAddr>,
+    pub port: Option<u16>,
+    #[serde(default, deserialize_with = "serde_with::argv")]
+    pub command: Option<Vec<String>>,
+    pub shell: Option<bool>,
+    pub upstream: Option<String>,
+    pub health_path: Option<String>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub health_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub health_timeout: Option<Duration>,
+    pub unhealthy_after: Option<u32>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub stall_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub canary_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub canary_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::json")]
+    pub canary_body: Option<serde_json::Value>,
+    pub progress_metric: Option<ProgressMetric>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub progress_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub startup_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub stop_grace: Option<Duration>,
+    pub max_restarts: Option<u32>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub restart_window: Option<Duration>,
+    pub retries: Option<u32>,
+    pub poison_after: Option<u32>,
+    pub enable_restart: Option<bool>,
+    pub admin_token: Option<AdminToken>,
+    pub restart_url: Option<String>,
+    pub restart_token: Option<AdminToken>,
+    #[serde(default, deserialize_with = "serde_with::argv")]
+    pub restart_command: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "serde_with::argv")]
+    pub release_check: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "serde_with::size")]
+    pub max_body_size: Option<u64>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub header_timeout: Option<Duration>,
+    pub workers: Option<usize>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Moves every value `layer` gives into `config`, leaving the others as they were.
+macro_rules! overlay {
+    ($config:ident, $layer:ident; $($plain:ident),* ; $($optional:ident),*) => {
+        $( if let Some(value) = $layer.$plain { $config.$plain = value; } )*
+        $( if let Some(value) = $layer.$optional { $config.$optional = Some(value); } )*
+    };
+}
+
+impl Layer {
+    /// Puts this layer on top of `config`.
+    pub fn apply_to(self, config: &mut ServeConfig) {
+        let layer = self;
+        overlay!(config, layer;
+            name, listen, command, shell, health_path, health_interval, health_timeout,
+            unhealthy_after, request_timeout, stall_timeout, canary_interval, canary_timeout,
+            progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
+            restart_window, retries, poison_after, enable_restart, max_body_size, header_timeout,
+            workers, log_format;
+            port, upstream, canary_body, admin_token, restart_url, restart_token,
+            restart_command, release_check
+        );
+    }
+}

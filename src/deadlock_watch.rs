@@ -1,0 +1,337 @@
+//! The `DeadlockWatch`: finds the hang every model server's `/health` misses.
+//!
+//! vLLM, llama.cpp, SGLang and TGI all keep `/health` green through an engine deadlock. Two signals
+//! catch it without crying wolf: while requests are in flight, a token counter on the server's
+//! `/metrics` must grow (slowness is not a hang: a counter that grows slowly is fine); while idle,
+//! a one-token canary request must answer. Never a canary while busy, where it would queue behind
+//! real work. The decisions are the core's `ProgressWatch`; this actor only fetches and sends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use respawn_core::{Generation, HangCause, Phase, ProgressConfig, ProgressVerdict, ProgressWatch};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::coordinator::{Hang, RestartCoordinator};
+use crate::in_flight::InFlight;
+use crate::state::SupervisorState;
+
+/// Counters that grow while a known model server generates, in the order they are looked for.
+pub const KNOWN_PROGRESS_METRICS: [&str; 7] = [
+    "vllm:generation_tokens_total",
+    "vllm:iteration_tokens_total",
+    "llamacpp:tokens_predicted_total",
+    "sglang:generation_tokens_total",
+    "tgi_request_generated_tokens_sum",
+    "tgi_request_generated_tokens_count",
+    "mock:generation_tokens_total",
+];
+
+pub use crate::config::ProgressMetric;
+
+/// Settings of the deadlock detectors.
+#[derive(Clone, Debug)]
+pub struct DeadlockWatchConfig {
+    /// `http://host:port` of the model server.
+    pub base_url: String,
+    /// The core's thresholds (progress timeout, canary interval and timeout).
+    pub progress: ProgressConfig,
+    /// Which counter to watch.
+    pub metric: ProgressMetric,
+    /// The canary request body (`None`: a one-token chat completion to the first listed model).
+    pub canary_body: Option<serde_json::Value>,
+    /// How often the detectors look.
+    pub tick: Duration,
+}
+
+/// See the module docs.
+pub struct DeadlockWatch {
+    config: DeadlockWatchConfig,
+    watch: ProgressWatch,
+    origin: tokio::time::Instant,
+    state: watch::Receiver<SupervisorState>,
+    in_flight: Arc<InFlight>,
+    coordinator: Addr<RestartCoordinator>,
+    client: Option<awc::Client>,
+    generation: Generation,
+    metric: Option<String>,
+    canary_body: Option<serde_json::Value>,
+    busy: bool,
+    reported: bool,
+    last_canary: Duration,
+}
+
+impl DeadlockWatch {
+    /// A watcher of the server at `config.base_url`.
+    pub fn new(
+        config: DeadlockWatchConfig,
+        state: watch::Receiver<SupervisorState>,
+        in_flight: Arc<InFlight>,
+        coordinator: Addr<RestartCoordinator>,
+    ) -> Self {
+        let watch = ProgressWatch::new(config.progress, Duration::ZERO);
+        Self {
+            canary_body: config.canary_body.clone(),
+            config,
+            watch,
+            origin: tokio::time::Instant::now(),
+            state,
+            in_flight,
+            coordinator,
+            client: None,
+            generation: Generation(0),
+            metric: None,
+            busy: false,
+            reported: false,
+            last_canary: Duration::ZERO,
+        }
+    }
+
+    fn client(&mut self) -> awc::Client {
+        self.client
+            .get_or_insert_with(|| {
+                awc::Client::builder()
+                    .disable_redirects()
+                    .timeout(Duration::from_secs(5))
+                    .finish()
+            })
+            .clone()
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let (phase, generation) = {
+            let state = self.state.borrow();
+            (state.phase, state.generation)
+        };
+        if phase != Phase::Ready {
+            return;
+        }
+        let now = self.origin.elapsed();
+        if generation != self.generation {
+            // A new generation: fresh counters, fresh clocks, and find the metric again.
+            self.generation = generation;
+            self.watch.reset(now);
+            self.reported = false;
+            self.last_canary = now;
+            if matches!(self.config.metric, ProgressMetric::Auto) {
+                self.metric = None;
+            }
+        }
+        if self.reported {
+            return;
+        }
+        let in_flight = self.in_flight.count();
+        if in_flight > 0 {
+            self.sample_progress(ctx, generation, in_flight);
+        } else if self
+            .watch
+            .canary_due(now, in_flight, self.in_flight.last_activity().max(self.last_canary))
+        {
+            self.send_canary(ctx, generation);
+        } else {
+            // Idle and not due: keep the busy clock honest.
+            let _ = self.watch.on_sample(now, 0, 0);
+        }
+    }
+
+    fn sample_progress(&mut self, ctx: &mut Context<Self>, generation: Generation, in_flight: usize) {
+        let wanted = match &self.config.metric {
+            ProgressMetric::Off => return,
+            ProgressMetric::Named(name) => Some(name.clone()),
+            ProgressMetric::Auto => self.metric.clone(),
+        };
+        let client = self.client();
+        let url = format!("{}/metrics", self.config.base_url);
+        self.busy = true;
+        async move {
+            let text = fetch_text(&client, &url).await;
+            (text, wanted)
+        }
+        .into_actor(self)
+        .map(move |(text, wanted), act, _ctx| {
+            act.busy = false;
+            let Some(text) = text else { return };
+            let name = match wanted {
+                Some(name) => name,
+                None => match KNOWN_PROGRESS_METRICS
+                    .iter()
+                    .find(|name| metric_value(&text, name).is_some())
+                {
+                    Some(found) => {
+                        info!(metric = found, "progress metric found on the server's /metrics");
+                        act.metric = Some((*found).to_owned());
+                        (*found).to_owned()
+                    }
+                    None => return,
+                },
+            };
+            let Some(value) = metric_value(&text, &name) else {
+                debug!(metric = %name, "progress metric missing from /metrics");
+                return;
+            };
+            if act.state.borrow().generation != generation {
+                return;
+            }
+            let now = act.origin.elapsed();
+            let counter = value.max(0.0) as u64;
+            if let ProgressVerdict::Stalled { for_ } = act.watch.on_sample(now, counter, in_flight) {
+                warn!(metric = %name, stalled_s = for_.as_secs(), %generation, "requests in flight but the token counter stopped growing");
+                act.reported = true;
+                act.coordinator.do_send(Hang {
+                    generation,
+                    cause: HangCause::ProgressStalled,
+                });
+            }
+        })
+        .spawn(ctx);
+    }
+
+    fn send_canary(&mut self, ctx: &mut Context<Self>, generation: Generation) {
+        let client = self.client();
+        let base = self.config.base_url.clone();
+        let timeout = self.config.progress.canary_timeout;
+        let body = self.canary_body.clone();
+        self.busy = true;
+        async move {
+            let body = match body {
+                Some(body) => body,
+                None => default_canary(&client, &base).await,
+            };
+            let path = if body.get("messages").is_some() {
+                "/v1/chat/completions"
+            } else {
+                "/v1/completions"
+            };
+            let started = tokio::time::Instant::now();
+            let sent = client
+                .post(format!("{base}{path}"))
+                .timeout(timeout)
+                .send_json(&body);
+            let outcome = tokio::time::timeout(timeout, async {
+                match sent.await {
+                    Ok(mut response) => {
+                        let _ = response.body().limit(1 << 20).await;
+                        Some(response.status().as_u16())
+                    }
+                    Err(awc::error::SendRequestError::Timeout) => None,
+                    Err(_) => Some(0),
+                }
+            })
+            .await
+            .unwrap_or(None);
+            (outcome, started.elapsed())
+        }
+        .into_actor(self)
+        .map(move |(outcome, took), act, _ctx| {
+            act.busy = false;
+            // Whatever the answer, the canary counts as activity: the next one is an interval away.
+            act.last_canary = act.origin.elapsed();
+            if act.state.borrow().generation != generation {
+                return;
+            }
+            match outcome {
+                None => {
+                    warn!(%generation, took_ms = took.as_millis() as u64, "the idle canary got no answer: the server is hung");
+                    act.reported = true;
+                    act.coordinator.do_send(Hang {
+                        generation,
+                        cause: HangCause::CanaryTimeout,
+                    });
+                }
+                Some(status) => {
+                    debug!(%generation, status, took_ms = took.as_millis() as u64, "canary answered");
+                }
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+/// The body of the default canary: one token from the first model the server lists.
+async fn default_canary(client: &awc::Client, base: &str) -> serde_json::Value {
+    let mut model = String::from("default");
+    if let Ok(mut response) = client.get(format!("{base}/v1/models")).send().await {
+        if let Ok(list) = response.json::<serde_json::Value>().limit(1 << 20).await {
+            if let Some(id) = list["data"][0]["id"].as_str() {
+                model = id.to_owned();
+            }
+        }
+    }
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+        "temperature": 0,
+    })
+}
+
+async fn fetch_text(client: &awc::Client, url: &str) -> Option<String> {
+    let mut response = client.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.body().limit(8 << 20).await.ok()?;
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition (labels summed over).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let rest = match rest.chars().next() {
+            Some('{') => match rest.find('}') {
+                Some(end) => &rest[end + 1..],
+                None => continue,
+            },
+            Some(' ') | Some('\t') => rest,
+            _ => continue,
+        };
+        if let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            found = true;
+            sum += value;
+        }
+    }
+    found.then_some(sum)
+}
+
+impl Actor for DeadlockWatch {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let tick = self.config.tick;
+        ctx.run_interval(tick, |act, ctx| act.tick(ctx));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_value_sums_labelled_samples_and_ignores_prefixes() {
+        let text = "# HELP vllm:generation_tokens_total tokens\n\
+                    vllm:generation_tokens_total{model=\"a\"} 10\n\
+                    vllm:generation_tokens_total{model=\"b\"} 5.5\n\
+                    vllm:generation_tokens_total_created 99\n";
+        assert_eq!(metric_value(text, "vllm:generation_tokens_total"), Some(15.5));
+        assert_eq!(metric_value(text, "llamacpp:tokens_predicted_total"), None);
+    }
+
+    #[test]
+    fn metric_value_reads_unlabelled_samples() {
+        let text = "llamacpp:tokens_predicted_total 42\n";
+        assert_eq!(metric_value(text, "llamacpp:tokens_predicted_total"), Some(42.0));
+    }
+}

@@ -1,0 +1,260 @@
+//! respawn's own metrics, rendered in the Prometheus text format at `/respawn/metrics`.
+//!
+//! Plain atomics rather than a metrics framework: the request path touches two counters and a
+//! gauge, and each costs one relaxed atomic add.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use respawn_core::{HangCause, Phase};
+
+use crate::state::SupervisorState;
+
+/// Upper bounds of the recovery-time histogram, in seconds.
+const RECOVERY_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Why a request failed for good, as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// No ready server within the wait bound, or the supervisor gave up.
+    Unavailable,
+    /// Retries ran out.
+    RetriesExhausted,
+    /// The response had already started when the server failed.
+    Truncated,
+    /// The request was quarantined as poison.
+    Quarantined,
+    /// The request body was too large.
+    TooLarge,
+    /// The request could not be forwarded (bad URL, bad headers).
+    BadRequest,
+}
+
+impl FailureClass {
+    /// Every class, in label order.
+    pub const ALL: [FailureClass; 6] = [
+        FailureClass::Unavailable,
+        FailureClass::RetriesExhausted,
+        FailureClass::Truncated,
+        FailureClass::Quarantined,
+        FailureClass::TooLarge,
+        FailureClass::BadRequest,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Unavailable => "unavailable",
+            FailureClass::RetriesExhausted => "retries_exhausted",
+            FailureClass::Truncated => "truncated",
+            FailureClass::Quarantined => "quarantined",
+            FailureClass::TooLarge => "too_large",
+            FailureClass::BadRequest => "bad_request",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const CAUSES: usize = HangCause::ALL.len();
+
+fn cause_index(cause: HangCause) -> usize {
+    HangCause::ALL
+        .iter()
+        .position(|c| *c == cause)
+        .unwrap_or(0)
+}
+
+/// Counters shared by the proxy workers, the detectors and the coordinator.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    retried: AtomicU64,
+    failed: [AtomicU64; 6],
+    hangs: [AtomicU64; CAUSES],
+    restarts: [AtomicU64; CAUSES],
+    recovery_buckets: [AtomicU64; RECOVERY_BUCKETS.len()],
+    recovery_count: AtomicU64,
+    recovery_sum_ms: AtomicU64,
+}
+
+impl Metrics {
+    /// A request arrived.
+    pub fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests received so far.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// A request is being sent again.
+    pub fn request_retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request failed for good.
+    pub fn request_failed(&self, class: FailureClass) {
+        self.failed[class.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that failed for good, of one class.
+    pub fn failed(&self, class: FailureClass) -> u64 {
+        self.failed[class.index()].load(Ordering::Relaxed)
+    }
+
+    /// A detector reported a hang.
+    pub fn hang_detected(&self, cause: HangCause) {
+        self.hangs[cause_index(cause)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A restart began, for `cause`.
+    pub fn restart_started(&self, cause: HangCause) {
+        self.restarts[cause_index(cause)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Restarts so far, all causes.
+    pub fn restarts_total(&self) -> u64 {
+        self.restarts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// A restart finished: the new generation is ready `took` after the hang was reported.
+    pub fn recovered(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bucket, bound) in self.recovery_buckets.iter().zip(RECOVERY_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.recovery_count.fetch_add(1, Ordering::Relaxed);
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        self.recovery_sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn render(&self, server: &str, state: &SupervisorState, in_flight: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP respawn_restarts_total Restarts of the model server, by cause.");
+        let _ = writeln!(out, "# TYPE respawn_restarts_total counter");
+        for (cause, counter) in HangCause::ALL.iter().zip(&self.restarts) {
+            let _ = writeln!(
+                out,
+                "respawn_restarts_total{{server=\"{server}\",cause=\"{}\"}} {}",
+                cause.as_str(),
+                load(counter)
+            );
+        }
+        let _ = writeln!(out, "# HELP respawn_hangs_detected_total Hang reports, by detector.");
+        let _ = writeln!(out, "# TYPE respawn_hangs_detected_total counter");
+        for (cause, counter) in HangCause::ALL.iter().zip(&self.hangs) {
+            let _ = writeln!(
+                out,
+                "respawn_hangs_detected_total{{server=\"{server}\",detector=\"{}\"}} {}",
+                cause.as_str(),
+                load(counter)
+            );
+        }
+        let _ = writeln!(out, "# HELP respawn_requests_total Requests received by the proxy.");
+        let _ = writeln!(out, "# TYPE respawn_requests_total counter");
+        let _ = writeln!(out, "respawn_requests_total{{server=\"{server}\"}} {}", load(&self.requests));
+        let _ = writeln!(out, "# HELP respawn_requests_retried_total Attempts sent again after a failure.");
+        let _ = writeln!(out, "# TYPE respawn_requests_retried_total counter");
+        let _ = writeln!(out, "respawn_requests_retried_total{{server=\"{server}\"}} {}", load(&self.retried));
+        let _ = writeln!(out, "# HELP respawn_requests_failed_total Requests that failed for good, by reason.");
+        let _ = writeln!(out, "# TYPE respawn_requests_failed_total counter");
+        for class in FailureClass::ALL {
+            let _ = writeln!(
+                out,
+                "respawn_requests_failed_total{{server=\"{server}\",reason=\"{}\"}} {}",
+                class.as_str(),
+                self.failed(class)
+            );
+        }
+        let _ = writeln!(out, "# HELP respawn_requests_in_flight Requests currently in flight.");
+        let _ = writeln!(out, "# TYPE respawn_requests_in_flight gauge");
+        let _ = writeln!(out, "respawn_requests_in_flight{{server=\"{server}\"}} {in_flight}");
+        let _ = writeln!(out, "# HELP respawn_recovery_seconds From a hang report to the new generation being ready.");
+        let _ = writeln!(out, "# TYPE respawn_recovery_seconds histogram");
+        for (bound, bucket) in RECOVERY_BUCKETS.iter().zip(&self.recovery_buckets) {
+            let _ = writeln!(
+                out,
+                "respawn_recovery_seconds_bucket{{server=\"{server}\",le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.recovery_count);
+        let _ = writeln!(out, "respawn_recovery_seconds_bucket{{server=\"{server}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "respawn_recovery_seconds_sum{{server=\"{server}\"}} {}",
+            load(&self.recovery_sum_ms) as f64 / 1000.0
+        );
+        let _ = writeln!(out, "respawn_recovery_seconds_count{{server=\"{server}\"}} {count}");
+        let _ = writeln!(out, "# HELP respawn_upstream_up Whether the model server is ready (1) or not (0).");
+        let _ = writeln!(out, "# TYPE respawn_upstream_up gauge");
+        let up = u8::from(state.phase == Phase::Ready);
+        let _ = writeln!(out, "respawn_upstream_up{{server=\"{server}\"}} {up}");
+        let _ = writeln!(out, "# HELP respawn_upstream_phase The supervisor's phase (1 for the current one).");
+        let _ = writeln!(out, "# TYPE respawn_upstream_phase gauge");
+        for phase in [
+            Phase::Starting,
+            Phase::Ready,
+            Phase::Restarting,
+            Phase::BackingOff,
+            Phase::Failed,
+            Phase::Stopping,
+            Phase::Stopped,
+        ] {
+            let _ = writeln!(
+                out,
+                "respawn_upstream_phase{{server=\"{server}\",phase=\"{}\"}} {}",
+                phase.as_str(),
+                u8::from(state.phase == phase)
+            );
+        }
+        let _ = writeln!(out, "# HELP respawn_upstream_generation The current generation of the model server.");
+        let _ = writeln!(out, "# TYPE respawn_upstream_generation gauge");
+        let _ = writeln!(out, "respawn_upstream_generation{{server=\"{server}\"}} {}", state.generation.get());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_restarts_by_cause_and_recovery_buckets() {
+        let metrics = Metrics::default();
+        metrics.restart_started(HangCause::HealthProbes);
+        metrics.restart_started(HangCause::HealthProbes);
+        metrics.restart_started(HangCause::Exited);
+        metrics.recovered(Duration::from_millis(300));
+        let text = metrics.render("llm", &SupervisorState::initial(), 0);
+        assert!(text.contains("respawn_restarts_total{server=\"llm\",cause=\"health_probes\"} 2"));
+        assert!(text.contains("respawn_restarts_total{server=\"llm\",cause=\"exited\"} 1"));
+        assert!(text.contains("respawn_recovery_seconds_bucket{server=\"llm\",le=\"0.25\"} 0"));
+        assert!(text.contains("respawn_recovery_seconds_bucket{server=\"llm\",le=\"0.5\"} 1"));
+        assert!(text.contains("respawn_recovery_seconds_count{server=\"llm\"} 1"));
+        assert_eq!(metrics.restarts_total(), 3);
+    }
+
+    #[test]
+    fn failures_are_counted_by_class() {
+        let metrics = Metrics::default();
+        metrics.request_started();
+        metrics.request_started();
+        metrics.request_failed(FailureClass::Truncated);
+        assert_eq!(metrics.requests_total(), 2);
+        assert_eq!(metrics.failed(FailureClass::Truncated), 1);
+        assert_eq!(metrics.failed(FailureClass::Unavailable), 0);
+        let text = metrics.render("llm", &SupervisorState::initial(), 3);
+        assert!(text.contains("respawn_requests_in_flight{server=\"llm\"} 3"));
+        assert!(text.contains("respawn_requests_failed_total{server=\"llm\",reason=\"truncated\"} 1"));
+    }
+}

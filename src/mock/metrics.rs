@@ -1,0 +1,63 @@
+//! The mock's Prometheus counters, shaped like a model server's (`vllm:*` → `mock:*`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters shared by every worker.
+#[derive(Debug, Default)]
+pub(crate) struct MockMetrics {
+    generation_tokens: AtomicU64,
+    running: AtomicI64,
+    completions: AtomicU64,
+}
+
+impl MockMetrics {
+    /// One more token generated.
+    pub(crate) fn token_generated(&self) {
+        self.generation_tokens.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One completion finished.
+    pub(crate) fn completion_finished(&self) {
+        self.completions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks a request running until the returned guard drops.
+    pub(crate) fn running(self: &Arc<Self>) -> RunningGuard {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(Arc::clone(self))
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(512);
+        let tokens = self.generation_tokens.load(Ordering::Relaxed);
+        let running = self.running.load(Ordering::Relaxed);
+        let completions = self.completions.load(Ordering::Relaxed);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "# HELP mock:generation_tokens_total Tokens generated since start.\n\
+             # TYPE mock:generation_tokens_total counter\n\
+             mock:generation_tokens_total {tokens}\n\
+             # HELP mock:requests_running Completions being generated now.\n\
+             # TYPE mock:requests_running gauge\n\
+             mock:requests_running {running}\n\
+             # HELP mock:completions_total Completions finished since start.\n\
+             # TYPE mock:completions_total counter\n\
+             mock:completions_total {completions}\n"
+        );
+        out
+    }
+}
+
+/// Keeps a request counted in `mock:requests_running` while alive.
+#[derive(Debug)]
+pub(crate) struct RunningGuard(Arc<MockMetrics>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,300 @@
+//! The OpenAI-compatible completion endpoints: request parsing, answers in OpenAI's shape, and
+//! token-by-token generation (streamed as Server-Sent Events or collected).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{http::header, web, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{debug, error};
+
+use super::faults::{Admission, Faults};
+use super::metrics::{MockMetrics, RunningGuard};
+use super::tokens::{count_prompt_tokens, TokenSource};
+
+/// Everything a completion handler needs, shared by every worker.
+#[derive(Debug)]
+pub(crate) struct Generator {
+    pub(crate) model: String,
+    pub(crate) default_tokens: u32,
+    pub(crate) token_latency: Duration,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) metrics: Arc<MockMetrics>,
+}
+
+/// Which endpoint is answering: they differ only in the shape of their JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Text,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionRequest {
+    model: Option<String>,
+    #[serde(default)]
+    messages: Vec<ChatMessage>,
+    prompt: Option<Value>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    #[serde(default)]
+    content: Value,
+}
+
+/// An OpenAI-style error body.
+pub(crate) fn openai_error(status: actix_web::http::StatusCode, kind: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "error": { "message": message, "type": kind, "param": null, "code": null }
+    }))
+}
+
+/// Flattens text found in a prompt or message content (string, array of strings, or array of
+/// `{"type":"text","text":...}` parts).
+fn collect_text(value: &Value, out: &mut String) {
+    match value {
+        Value::String(s) => {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(s);
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_text(item, out)),
+        Value::Object(map) => {
+            if let Some(text) = map.get("text") {
+                collect_text(text, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Answers one completion request.
+pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    gen.faults.hold_if_wedged().await;
+    let request: CompletionRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("the request body is not valid JSON for this endpoint: {err}"),
+            )
+        }
+    };
+    if !gen.faults.is_ready() {
+        return openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable_error",
+            "the model is still loading",
+        );
+    }
+    let mut prompt = String::new();
+    match flavor {
+        Flavor::Chat => request
+            .messages
+            .iter()
+            .for_each(|m| collect_text(&m.content, &mut prompt)),
+        Flavor::Text => {
+            if let Some(p) = &request.prompt {
+                collect_text(p, &mut prompt);
+            }
+        }
+    }
+    let (ordinal, drop_stream) = match gen.faults.admit(&prompt, request.stream) {
+        Admission::Serve {
+            ordinal,
+            drop_stream,
+        } => (ordinal, drop_stream),
+        Admission::Fail => {
+            return openai_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "simulated failure (--error-rate)",
+            )
+        }
+        Admission::Hang => std::future::pending().await,
+        Admission::Crash => std::process::exit(1),
+    };
+    let limit = request.max_tokens.or(request.max_completion_tokens);
+    let job = Job {
+        id: match flavor {
+            Flavor::Chat => format!("chatcmpl-mock-{ordinal}"),
+            Flavor::Text => format!("cmpl-mock-{ordinal}"),
+        },
+        model: request.model.unwrap_or_else(|| gen.model.clone()),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        flavor,
+        tokens: TokenSource::for_prompt(&prompt),
+        count: limit.unwrap_or(u64::from(gen.default_tokens)),
+        finish_reason: if limit.is_some() { "length" } else { "stop" },
+        prompt_tokens: count_prompt_tokens(&prompt),
+    };
+    debug!(ordinal, stream = request.stream, tokens = job.count, "completion");
+    let running = gen.metrics.running();
+    if request.stream {
+        stream(gen, job, running, drop_stream)
+    } else {
+        collect(gen, job, running).await
+    }
+}
+
+#[derive(Debug)]
+struct Job {
+    id: String,
+    model: String,
+    created: u64,
+    flavor: Flavor,
+    tokens: TokenSource,
+    count: u64,
+    finish_reason: &'static str,
+    prompt_tokens: u64,
+}
+
+impl Job {
+    fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.count,
+            "total_tokens": self.prompt_tokens + self.count,
+        })
+    }
+
+    /// One SSE chunk carrying `text` (or the final chunk with the finish reason when `None`).
+    fn chunk(&self, index: u64, text: Option<&str>) -> Bytes {
+        let finish = if text.is_none() {
+            Value::from(self.finish_reason)
+        } else {
+            Value::Null
+        };
+        let body = match self.flavor {
+            Flavor::Chat => {
+                let delta = match (text, index) {
+                    (Some(t), 0) => json!({ "role": "assistant", "content": t }),
+                    (Some(t), _) => json!({ "content": t }),
+                    (None, _) => json!({}),
+                };
+                json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    "model": self.model,
+                    "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+                })
+            }
+            Flavor::Text => json!({
+                "id": self.id, "object": "text_completion", "created": self.created,
+                "model": self.model,
+                "choices": [{ "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish }],
+            }),
+        };
+        Bytes::from(format!("data: {body}\n\n"))
+    }
+
+    fn whole(&self, text: &str) -> Value {
+        match self.flavor {
+            Flavor::Chat => json!({
+                "id": self.id, "object": "chat.completion", "created": self.created,
+                "model": self.model,
+                "choices": [{
+                    "index": 0,
+                    "message": { "role": "assistant", "content": text },
+                    "logprobs": null,
+                    "finish_reason": self.finish_reason,
+                }],
+                "usage": self.usage(),
+            }),
+            Flavor::Text => json!({
+                "id": self.id, "object": "text_completion", "created": self.created,
+                "model": self.model,
+                "choices": [{ "index": 0, "text": text, "logprobs": null, "finish_reason": self.finish_reason }],
+                "usage": self.usage(),
+            }),
+        }
+    }
+}
+
+/// Generates one token: waits the per-token latency, stalls forever if generation has stopped
+/// (wedge or deadlock), and counts it.
+async fn next_token(gen: &Generator, job: &Job, index: u64) -> String {
+    if !gen.token_latency.is_zero() {
+        actix_rt::time::sleep(gen.token_latency).await;
+    }
+    if gen.faults.generation_stopped() {
+        std::future::pending::<()>().await;
+    }
+    gen.metrics.token_generated();
+    job.tokens.token(index)
+}
+
+async fn collect(gen: Arc<Generator>, job: Job, running: RunningGuard) -> HttpResponse {
+    let mut text = String::new();
+    for index in 0..job.count {
+        text.push_str(&next_token(&gen, &job, index).await);
+    }
+    gen.metrics.completion_finished();
+    drop(running);
+    HttpResponse::Ok().json(job.whole(&text))
+}
+
+/// Where a streamed answer is in its life.
+enum StreamStep {
+    Token(u64),
+    Done,
+    Over,
+}
+
+/// After how many token chunks `--drop-stream-rate` cuts a stream.
+const DROP_AFTER_CHUNKS: u64 = 2;
+
+fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: bool) -> HttpResponse {
+    let drop_at = drop_stream.then(|| DROP_AFTER_CHUNKS.min(job.count / 2));
+    let state = (gen, job, running, StreamStep::Token(0));
+    let body = futures_util::stream::unfold(state, move |(gen, job, running, step)| async move {
+        let (item, next) = match step {
+            StreamStep::Token(index) if drop_at == Some(index) => {
+                error!(id = %job.id, "dropping the connection mid-stream (--drop-stream-rate)");
+                let err = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "simulated dropped stream",
+                );
+                (Err(err), StreamStep::Over)
+            }
+            StreamStep::Token(index) if index < job.count => {
+                let token = next_token(&gen, &job, index).await;
+                (Ok(job.chunk(index, Some(&token))), StreamStep::Token(index + 1))
+            }
+            StreamStep::Token(_) => {
+                gen.metrics.completion_finished();
+                (Ok(job.chunk(job.count, None)), StreamStep::Done)
+            }
+            StreamStep::Done => (Ok(Bytes::from_static(b"data: [DONE]\n\n")), StreamStep::Over),
+            StreamStep::Over => return None,
+        };
+        Some((item, (gen, job, running, next)))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(body)
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(gen: web::Data<Generator>, body: Bytes) -> HttpResponse {
+    complete(gen.into_inner(), Flavor::Chat, body).await
+}
+
+/// `POST /v1/completions`.
+pub(crate) async fn completions(gen: web::Data<Generator>, body: Bytes) -> HttpResponse {
+    complete(gen.into_inner(), Flavor::Text, body).await
+}

@@ -1,0 +1,86 @@
+//! The supervising proxy: an actix-web server that forwards every path to the model server
+//! except `/respawn/*`, which is respawn's own control surface.
+//!
+//! Each actix-web worker gets its own [`Upstream`] (its own awc client), so the data path never
+//! funnels through one thread; the only shared things are atomics, a watch channel and one
+//! uncontended lock per request for the in-flight table.
+
+pub mod control;
+pub mod forward;
+pub mod watched_body;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+
+pub use control::Control;
+pub use forward::ProxyLimits;
+
+use crate::supervisor::Supervisor;
+
+/// How the proxy listens.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// actix-web workers (one per core is best).
+    pub workers: usize,
+    /// Largest request body.
+    pub max_body_size: u64,
+    /// How long a client may take to send its request head (slowloris bound).
+    pub header_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listen address is taken or not ours to bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Serves on `listener` (already bound); the returned server runs when awaited (or spawned).
+pub fn serve(
+    listener: std::net::TcpListener,
+    settings: &ProxySettings,
+    supervisor: &Supervisor,
+    control: Control,
+) -> Result<actix_web::dev::Server, ProxyError> {
+    let supervisor = supervisor.clone();
+    let limits = ProxyLimits {
+        max_body_size: settings.max_body_size,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(supervisor.upstream()))
+            .app_data(web::Data::new(limits))
+            .app_data(web::Data::new(control.clone()))
+            // The body is read by the forwarder, which enforces the limit itself (413).
+            .app_data(web::PayloadConfig::new(usize::MAX))
+            .configure(control::configure)
+            .default_service(web::to(forward::forward))
+    })
+    .workers(settings.workers.max(1))
+    .client_request_timeout(settings.header_timeout)
+    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
+    .disable_signals()
+    .on_connect(|conn, _ext| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
+    .listen(listener)
+    .map_err(|source| ProxyError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    Ok(server.run())
+}

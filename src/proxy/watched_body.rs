@@ -1,0 +1,155 @@
+//! The response body as it streams from the model server to the client, watched for stalls.
+//!
+//! Every chunk is passed on as it arrives (no buffering). A silence longer than the stall timeout
+//! reports a `Hang { cause: StreamStall }` for the generation that was answering, and the stream
+//! ends with a clear error: an explicit Server-Sent Events `error` event for event streams (an awc
+//! or OpenAI client would otherwise read a cut stream as a normal end), an aborted body otherwise.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::error::ErrorBadGateway;
+use bytes::Bytes;
+use futures_util::Stream;
+use respawn_core::{Fingerprint, Generation, HangCause};
+use tokio::time::{Instant, Sleep};
+use tracing::warn;
+
+use crate::coordinator::{Hang, RequestSucceeded, RestartCoordinator};
+use crate::in_flight::InFlightGuard;
+use crate::metrics::{FailureClass, Metrics};
+
+/// What the body needs to report and account for.
+pub struct BodyWatch {
+    /// The generation that is answering.
+    pub generation: Generation,
+    /// Longest silence between chunks.
+    pub stall_timeout: Duration,
+    /// Whether the response is an event stream (`text/event-stream`).
+    pub sse: bool,
+    /// Where a stall is reported.
+    pub coordinator: Addr<RestartCoordinator>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+    /// Keeps the request counted as in flight until the body ends.
+    pub guard: InFlightGuard,
+    /// Set when the request was a poison suspect: its success clears it.
+    pub suspect: Option<Fingerprint>,
+}
+
+/// A streaming response body with a stall deadline; see the module docs.
+pub struct WatchedBody<S> {
+    first: Option<Bytes>,
+    inner: S,
+    stall: Pin<Box<Sleep>>,
+    watch: BodyWatch,
+    done: bool,
+}
+
+impl<S> WatchedBody<S> {
+    /// Wraps `inner`, which follows `first` (the chunk already read to confirm the response).
+    pub fn new(first: Option<Bytes>, inner: S, watch: BodyWatch) -> Self {
+        let stall = Box::pin(tokio::time::sleep(watch.stall_timeout));
+        Self {
+            first,
+            inner,
+            stall,
+            watch,
+            done: false,
+        }
+    }
+
+    fn failure(&mut self, message: &str) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.done = true;
+        self.watch.metrics.request_failed(FailureClass::Truncated);
+        warn!(generation = %self.watch.generation, "{message}");
+        if self.watch.sse {
+            Poll::Ready(Some(Ok(sse_error_event(message))))
+        } else {
+            Poll::Ready(Some(Err(ErrorBadGateway(message.to_owned()))))
+        }
+    }
+}
+
+/// An SSE `error` event in the shape OpenAI clients raise on.
+pub fn sse_error_event(message: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {
+            "message": message,
+            "type": "upstream_failed",
+            "code": "respawn_stream_interrupted",
+        }
+    });
+    Bytes::from(format!("event: error\ndata: {body}\n\n"))
+}
+
+impl<S> Stream for WatchedBody<S>
+where
+    S: Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let deadline = Instant::now() + this.watch.stall_timeout;
+                this.stall.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                if let Some(fingerprint) = this.watch.suspect.take() {
+                    this.watch.coordinator.do_send(RequestSucceeded { fingerprint });
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let message = format!(
+                    "the model server's response broke off mid-stream ({err}); the request cannot be replayed because part of the answer was already sent"
+                );
+                this.failure(&message)
+            }
+            Poll::Pending => {
+                if this.stall.as_mut().poll(cx).is_ready() {
+                    this.watch.coordinator.do_send(Hang {
+                        generation: this.watch.generation,
+                        cause: HangCause::StreamStall,
+                    });
+                    let message = format!(
+                        "the model server stalled for {:?} mid-stream; it is being restarted, and the request cannot be replayed because part of the answer was already sent",
+                        this.watch.stall_timeout
+                    );
+                    return this.failure(&message);
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_error_event_is_one_parseable_event() {
+        let event = sse_error_event("stalled");
+        let text = std::str::from_utf8(&event).unwrap();
+        assert!(text.starts_with("event: error\ndata: "));
+        assert!(text.ends_with("\n\n"));
+        let data = text.lines().nth(1).unwrap().trim_start_matches("data: ");
+        let json: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(json["error"]["message"], "stalled");
+    }
+}

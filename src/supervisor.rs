@@ -1,0 +1,334 @@
+//! The embedder's entry point: build a supervisor for a command (respawn owns the process) or for
+//! a URL (a server respawn does not own, restarted through its REST endpoint or a command), start
+//! it inside an actix system, and get one handle to send requests, restart, watch state and stop.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use respawn::supervisor::{Supervisor, SupervisorConfig, Target};
+//! let target = Target::command("llm", "respawn", ["mock", "--port", "{port}"], 8001);
+//! let supervisor = Supervisor::start(SupervisorConfig::new("llm"), target)?;
+//! supervisor.wait_ready(std::time::Duration::from_secs(30)).await?;
+//! let generation = supervisor.restart().await?;
+//! println!("restarting generation {generation}");
+//! supervisor.stop(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use respawn_backends::{CommandRestart, ProcessKill, RestEndpoint, ServerActor, ServerSpec};
+use respawn_core::{CoreConfig, Generation};
+use tokio::sync::watch;
+
+use crate::coordinator::{
+    CoordinatorConfig, CoordinatorParts, RestartCoordinator, RestartNow, Shutdown, Strategy,
+};
+use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
+use crate::health_actor::HealthActor;
+use crate::in_flight::InFlight;
+use crate::metrics::Metrics;
+use crate::state::{self, SupervisorState, WaitError};
+use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
+
+/// What to supervise.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// respawn owns the process: it spawns, watches, kills and restarts it (tier 1).
+    Command(Box<ServerSpec>),
+    /// A server respawn does not own, at `base_url` (`http://host:port`); restarts go through the
+    /// REST endpoint or the command configured in [`SupervisorConfig`] (tier 2).
+    Url {
+        /// `http://host:port` of the server.
+        base_url: String,
+    },
+}
+
+impl Target {
+    /// A command that respawn owns, listening on 127.0.0.1:`port`.
+    pub fn command<I, S>(name: &str, program: impl Into<OsString>, args: I, port: u16) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let program: OsString = program.into();
+        Target::Command(Box::new(ServerSpec::new(name, program, args, port)))
+    }
+
+    /// `http://host:port` of the server.
+    pub fn base_url(&self) -> String {
+        match self {
+            Target::Command(spec) => format!("http://{}:{}", url_host(spec.host), spec.port),
+            Target::Url { base_url } => base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+}
+
+fn url_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The REST restart endpoint of a server respawn does not own.
+#[derive(Clone)]
+pub struct RestRestart {
+    /// `POST` here to make the server exit (e.g. `http://127.0.0.1:8001/restart`).
+    pub url: String,
+    /// The bearer token it requires.
+    pub token: crate::auth::AdminToken,
+}
+
+impl std::fmt::Debug for RestRestart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestRestart")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How the supervisor behaves.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// The server's name, for logs, metrics and the registry.
+    pub name: String,
+    /// Every decision's thresholds.
+    pub core: CoreConfig,
+    /// The health path probed on the server.
+    pub health_path: String,
+    /// SIGTERM → SIGKILL grace.
+    pub stop_grace: Duration,
+    /// `false`: detect and report hangs, never restart.
+    pub enable_restart: bool,
+    /// The server's REST restart endpoint (tier 2), if any.
+    pub rest_restart: Option<RestRestart>,
+    /// A command that restarts the server (`systemctl restart vllm`), tried last.
+    pub restart_command: Option<Vec<OsString>>,
+    /// Which token counter proves progress while busy.
+    pub progress_metric: ProgressMetric,
+    /// The idle canary's body (`None`: a one-token chat completion).
+    pub canary_body: Option<serde_json::Value>,
+}
+
+impl SupervisorConfig {
+    /// The documented defaults for a server called `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            core: CoreConfig::default(),
+            health_path: "/health".to_owned(),
+            stop_grace: Duration::from_secs(5),
+            enable_restart: true,
+            rest_restart: None,
+            restart_command: None,
+            progress_metric: ProgressMetric::Auto,
+            canary_body: None,
+        }
+    }
+}
+
+/// Why a supervisor could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A threshold is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] respawn_core::InvalidConfig),
+    /// A URL target has no strategy that could restart it.
+    #[error("the server at {url} is not owned by respawn and no restart endpoint or restart command is configured; hangs will be reported but cannot be fixed")]
+    NoStrategy {
+        /// The server's URL.
+        url: String,
+    },
+}
+
+/// A running supervisor: the handles of its actors and the shared state.
+#[derive(Clone)]
+pub struct Supervisor {
+    name: String,
+    coordinator: Addr<RestartCoordinator>,
+    server: Option<Addr<ServerActor>>,
+    health: Addr<HealthActor>,
+    state: watch::Receiver<SupervisorState>,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
+    upstream: Arc<UpstreamShared>,
+}
+
+impl Supervisor {
+    /// Starts the actors and the first generation. Must run inside an actix system.
+    pub fn start(config: SupervisorConfig, target: Target) -> Result<Self, SupervisorError> {
+        config.core.validate()?;
+        let base_url = target.base_url();
+        if matches!(target, Target::Url { .. })
+            && config.rest_restart.is_none()
+            && config.restart_command.is_none()
+            && config.enable_restart
+        {
+            return Err(SupervisorError::NoStrategy { url: base_url });
+        }
+        let (state_tx, state_rx) = state::channel();
+        let metrics = Arc::new(Metrics::default());
+        let in_flight = InFlight::new();
+        let health_url = format!("{base_url}{}", config.health_path);
+        let core = config.core;
+        let ready_timeout = core.health.startup_timeout;
+        let coordinator_config = CoordinatorConfig {
+            name: config.name.clone(),
+            policy: core.policy,
+            poison_threshold: core.poison_threshold,
+            enable_restart: config.enable_restart,
+        };
+        // The coordinator's address exists before the coordinator, so that the actors that report
+        // to it can be built first and handed to it.
+        let ctx: Context<RestartCoordinator> = Context::new();
+        let me = ctx.address();
+        let health = HealthActor::new(health_url.clone(), core.health, me.clone()).start();
+        let mut strategies = Vec::new();
+        let server = match &target {
+            Target::Command(spec) => {
+                let server = ServerActor::new((**spec).clone(), me.clone().recipient()).start();
+                let kill = ProcessKill::new(server.clone(), config.stop_grace).start();
+                strategies.push(Strategy {
+                    name: "process_kill",
+                    recipient: kill.recipient(),
+                });
+                Some(server)
+            }
+            Target::Url { .. } => None,
+        };
+        if let Some(rest) = &config.rest_restart {
+            let mut rest_endpoint = RestEndpoint::new(
+                rest.url.clone(),
+                rest.token.expose().to_owned(),
+                health_url.clone(),
+            );
+            rest_endpoint.ready_timeout = ready_timeout;
+            let actor = rest_endpoint.start();
+            strategies.push(Strategy {
+                name: "rest_endpoint",
+                recipient: actor.recipient(),
+            });
+        }
+        if let Some(argv) = &config.restart_command {
+            let mut command = CommandRestart::new(argv.clone(), Some(health_url.clone()));
+            command.ready_timeout = ready_timeout;
+            let actor = command.start();
+            strategies.push(Strategy {
+                name: "command",
+                recipient: actor.recipient(),
+            });
+        }
+        let parts = CoordinatorParts {
+            strategies,
+            server: server.clone(),
+            health: health.clone(),
+            state: state_tx,
+            metrics: Arc::clone(&metrics),
+            in_flight: Arc::clone(&in_flight),
+        };
+        let coordinator = ctx.run(RestartCoordinator::new(coordinator_config, parts)?);
+        DeadlockWatch::new(
+            DeadlockWatchConfig {
+                base_url: base_url.clone(),
+                progress: core.progress,
+                metric: config.progress_metric.clone(),
+                canary_body: config.canary_body.clone(),
+                tick: Duration::from_millis(500),
+            },
+            state_rx.clone(),
+            Arc::clone(&in_flight),
+            coordinator.clone(),
+        )
+        .start();
+        let upstream = Arc::new(UpstreamShared {
+            config: UpstreamConfig {
+                base_url,
+                request_timeout: core.stream.first_byte,
+                stall_timeout: core.stream.between_chunks,
+                retry: core.retry,
+                wait_bound: core.health.startup_timeout + config.stop_grace + Duration::from_secs(5),
+                enable_restart: config.enable_restart,
+            },
+            state: state_rx.clone(),
+            coordinator: coordinator.clone(),
+            metrics: Arc::clone(&metrics),
+            in_flight: Arc::clone(&in_flight),
+        });
+        Ok(Self {
+            name: config.name,
+            coordinator,
+            server,
+            health,
+            state: state_rx,
+            metrics,
+            in_flight,
+            upstream,
+        })
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A receiver of the published state.
+    pub fn state(&self) -> watch::Receiver<SupervisorState> {
+        self.state.clone()
+    }
+
+    /// The coordinator (send it `Hang`, `RestartNow`, `Shutdown`).
+    pub fn coordinator(&self) -> &Addr<RestartCoordinator> {
+        &self.coordinator
+    }
+
+    /// The actor owning the child, when respawn owns it.
+    pub fn server(&self) -> Option<&Addr<ServerActor>> {
+        self.server.as_ref()
+    }
+
+    /// The health prober.
+    pub fn health(&self) -> &Addr<HealthActor> {
+        &self.health
+    }
+
+    /// Shared counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The requests in flight.
+    pub fn in_flight(&self) -> &Arc<InFlight> {
+        &self.in_flight
+    }
+
+    /// What every worker's sender shares.
+    pub fn upstream_shared(&self) -> &Arc<UpstreamShared> {
+        &self.upstream
+    }
+
+    /// A sender for the current thread (one per actix-web worker).
+    pub fn upstream(&self) -> Upstream {
+        Upstream::new(Arc::clone(&self.upstream))
+    }
+
+    /// Waits until a generation is ready.
+    pub async fn wait_ready(&self, bound: Duration) -> Result<Generation, WaitError> {
+        let mut rx = self.state.clone();
+        state::wait_ready(&mut rx, Generation(1), bound).await
+    }
+
+    /// Restarts now (the operator's button); answers the generation that is being replaced.
+    pub async fn restart(&self) -> Result<Generation, MailboxError> {
+        self.coordinator.send(RestartNow).await
+    }
+
+    /// Stops the child's whole process group and the supervision.
+    pub async fn stop(&self, grace: Duration) {
+        let _ = self.coordinator.send(Shutdown { grace }).await;
+    }
+}

@@ -18,11 +18,17 @@ use crate::config::{LogFormat, ProgressMetric};
 
 /// Options of `respawn serve`: supervise a model server and proxy its clients.
 #[derive(clap::Args, Debug, Clone, Default)]
-#[command(after_help = "Precedence: flags > environment > config file > defaults. \
+#[command(
+    override_usage = "respawn serve [OPTIONS] -- COMMAND [ARGS...]\n       respawn serve [OPTIONS] --upstream URL"
+)]
+#[command(
+    after_help = "Precedence: flags > environment > config file > defaults. \
 Every key can also be set as RESPAWN_<KEY> (e.g. RESPAWN_HEALTH_INTERVAL=2s) or in the --config file \
 (health_interval = \"2s\"). The seed's ENABLE_SERVER_RESTART=false detects and reports hangs but never \
 restarts, and SERVER_RESTART_WAIT_TIME (seconds) sets --startup-timeout. Exit codes: 0 clean stop, \
-1 runtime failure (e.g. gave up after too many restarts), 2 usage or configuration error.")]
+1 runtime failure, 2 usage or configuration error, 3 gave up restarting (too many restarts, or the \
+server never started), 4 cannot listen on --listen."
+)]
 pub struct ServeArgs {
     /// The server's name in logs and metrics [default: server] [env: RESPAWN_NAME]
     #[arg(long, value_name = "NAME", help_heading = "Server")]
@@ -205,13 +211,23 @@ impl TypedValueParser for TokenParser {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<Self::Value, clap::Error> {
-        let flag = arg.map_or_else(|| "the token".to_owned(), |arg| format!("--{}", arg.get_id()).replace('_', "-"));
+        let flag = arg.map_or_else(
+            || "the token".to_owned(),
+            |arg| format!("--{}", arg.get_id()).replace('_', "-"),
+        );
         let text = value.to_str().ok_or_else(|| {
-            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("invalid value for {flag}: not valid Unicode\n"))
-                .with_cmd(cmd)
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value for {flag}: not valid Unicode\n"),
+            )
+            .with_cmd(cmd)
         })?;
         AdminToken::new(text.trim()).map_err(|err| {
-            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("invalid value for {flag}: {err}\n")).with_cmd(cmd)
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value for {flag}: {err}\n"),
+            )
+            .with_cmd(cmd)
         })
     }
 }

@@ -107,7 +107,11 @@ impl Handler<Call> for ClientActor {
 }
 
 /// Sends one whole request; see the module docs.
-pub async fn call(upstream: &Upstream, msg: Call, max_stalls: u32) -> Result<CallResponse, CallError> {
+pub async fn call(
+    upstream: &Upstream,
+    msg: Call,
+    max_stalls: u32,
+) -> Result<CallResponse, CallError> {
     let shared = upstream.shared();
     let out = Outgoing {
         method: msg.method,
@@ -158,15 +162,27 @@ pub async fn call(upstream: &Upstream, msg: Call, max_stalls: u32) -> Result<Cal
                 if stalls > max_stalls {
                     return Err(CallError::GaveUp {
                         reason: respawn_core::GiveUpReason::RetriesExhausted { attempts },
-                        last: if stalled { "the stream stalled".into() } else { "the stream broke".into() },
+                        last: if stalled {
+                            "the stream stalled".into()
+                        } else {
+                            "the stream broke".into()
+                        },
                         status: 504,
                     });
                 }
                 shared.metrics.request_retried();
                 let mut state = shared.state.clone();
                 let bound = shared.config.wait_bound;
-                let next = if stalled { generation.next() } else { generation };
-                let wait = if stalled { bound } else { Duration::from_millis(250) };
+                let next = if stalled {
+                    generation.next()
+                } else {
+                    generation
+                };
+                let wait = if stalled {
+                    bound
+                } else {
+                    Duration::from_millis(250)
+                };
                 if let Err(err) = wait_ready(&mut state, next, wait).await {
                     if !matches!(err, crate::state::WaitError::TimedOut { .. }) || stalled {
                         return Err(err.into());

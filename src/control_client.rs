@@ -123,7 +123,10 @@ pub struct ControlClient {
 
 impl Default for ControlClient {
     fn default() -> Self {
-        ControlClient { io_timeout: Duration::from_secs(5), total_timeout: Duration::from_secs(15) }
+        ControlClient {
+            io_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -148,7 +151,9 @@ impl ControlClient {
         let text = String::from_utf8_lossy(&response.body);
         let document: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         Ok(match (document, json) {
-            (Some(document), true) => serde_json::to_string_pretty(&document).unwrap_or_else(|_| text.into_owned()),
+            (Some(document), true) => {
+                serde_json::to_string_pretty(&document).unwrap_or_else(|_| text.into_owned())
+            }
             (Some(serde_json::Value::Object(fields)), false) => render_status(&fields),
             _ => text.trim_end().to_owned(),
         })
@@ -161,7 +166,10 @@ impl ControlClient {
         let response = response.require_success(&endpoint, token.is_some())?;
         let body = String::from_utf8_lossy(&response.body);
         let body = body.trim();
-        let mut rendered = format!("restart requested at {} ({} {})", endpoint.url, response.status, response.reason);
+        let mut rendered = format!(
+            "restart requested at {} ({} {})",
+            endpoint.url, response.status, response.reason
+        );
         if !body.is_empty() {
             let _ = write!(rendered, ": {}", shorten(body));
         }
@@ -180,7 +188,9 @@ impl ControlClient {
         let mut stream = self.connect(endpoint)?;
         let io = |source: std::io::Error| self.io_error(endpoint, started, source);
         stream.set_read_timeout(Some(self.io_timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(self.io_timeout)).map_err(io)?;
+        stream
+            .set_write_timeout(Some(self.io_timeout))
+            .map_err(io)?;
         let mut request = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: respawn/{}\r\nAccept: application/json\r\n\
              Connection: close\r\nContent-Length: 0\r\n",
@@ -199,14 +209,19 @@ impl ControlClient {
         let mut buffer = [0u8; 8192];
         loop {
             if started.elapsed() > self.total_timeout {
-                return Err(ControlError::Timeout { url: endpoint.url.clone(), after: self.total_timeout });
+                return Err(ControlError::Timeout {
+                    url: endpoint.url.clone(),
+                    after: self.total_timeout,
+                });
             }
             match stream.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
                     raw.extend_from_slice(&buffer[..n]);
                     if raw.len() > MAX_RESPONSE_BYTES {
-                        return Err(endpoint.malformed(format!("response larger than {MAX_RESPONSE_BYTES} bytes")));
+                        return Err(endpoint.malformed(format!(
+                            "response larger than {MAX_RESPONSE_BYTES} bytes"
+                        )));
                     }
                     // Stop as soon as a complete response is in, even if the server keeps the
                     // connection open despite `Connection: close`.
@@ -228,27 +243,55 @@ impl ControlClient {
     fn connect(&self, endpoint: &Endpoint) -> Result<TcpStream, ControlError> {
         let addresses: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
             .to_socket_addrs()
-            .map_err(|source| ControlError::Connect { url: endpoint.url.clone(), source })?
+            .map_err(|source| ControlError::Connect {
+                url: endpoint.url.clone(),
+                source,
+            })?
             .collect();
-        let mut last_error =
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("`{}` resolves to no address", endpoint.host));
+        let mut last_error = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{}` resolves to no address", endpoint.host),
+        );
         for address in addresses {
             match TcpStream::connect_timeout(&address, self.io_timeout) {
                 Ok(stream) => return Ok(stream),
                 Err(err) => last_error = err,
             }
         }
-        if matches!(last_error.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
-            return Err(ControlError::Timeout { url: endpoint.url.clone(), after: self.io_timeout });
+        if matches!(
+            last_error.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) {
+            return Err(ControlError::Timeout {
+                url: endpoint.url.clone(),
+                after: self.io_timeout,
+            });
         }
-        Err(ControlError::Connect { url: endpoint.url.clone(), source: last_error })
+        Err(ControlError::Connect {
+            url: endpoint.url.clone(),
+            source: last_error,
+        })
     }
 
-    fn io_error(&self, endpoint: &Endpoint, started: Instant, source: std::io::Error) -> ControlError {
-        if matches!(source.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
-            ControlError::Timeout { url: endpoint.url.clone(), after: started.elapsed().max(self.io_timeout) }
+    fn io_error(
+        &self,
+        endpoint: &Endpoint,
+        started: Instant,
+        source: std::io::Error,
+    ) -> ControlError {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) {
+            ControlError::Timeout {
+                url: endpoint.url.clone(),
+                after: started.elapsed().max(self.io_timeout),
+            }
         } else {
-            ControlError::Io { url: endpoint.url.clone(), source }
+            ControlError::Io {
+                url: endpoint.url.clone(),
+                source,
+            }
         }
     }
 }
@@ -269,7 +312,10 @@ struct Endpoint {
 
 impl Endpoint {
     fn parse(url: &str) -> Result<Endpoint, ControlError> {
-        let bad = |reason: &str| ControlError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| ControlError::BadUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let trimmed = url.trim();
         let rest = match trimmed.split_once("://") {
             Some(("http", rest)) => rest,
@@ -284,12 +330,19 @@ impl Endpoint {
             Some(at) => rest.split_at(at),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains('@') || authority.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if authority.is_empty()
+            || authority.contains('@')
+            || authority
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(bad("expected http://HOST:PORT, e.g. http://127.0.0.1:8000"));
         }
         let (host, port) = match authority.strip_prefix('[') {
             Some(bracketed) => {
-                let (host, after) = bracketed.split_once(']').ok_or_else(|| bad("unclosed `[` in the host"))?;
+                let (host, after) = bracketed
+                    .split_once(']')
+                    .ok_or_else(|| bad("unclosed `[` in the host"))?;
                 (host, after.strip_prefix(':'))
             }
             None => match authority.rsplit_once(':') {
@@ -301,7 +354,9 @@ impl Endpoint {
             return Err(bad("no host"));
         }
         let port = match port {
-            Some(port) => port.parse::<u16>().map_err(|_| bad("the port is not a number from 1 to 65535"))?,
+            Some(port) => port
+                .parse::<u16>()
+                .map_err(|_| bad("the port is not a number from 1 to 65535"))?,
             None => 80,
         };
         if port == 0 {
@@ -321,7 +376,10 @@ impl Endpoint {
     }
 
     fn malformed(&self, reason: impl Into<String>) -> ControlError {
-        ControlError::Malformed { url: self.url.clone(), reason: reason.into() }
+        ControlError::Malformed {
+            url: self.url.clone(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -339,13 +397,17 @@ impl Response {
         let Some(head_end) = find(raw, b"\r\n\r\n") else {
             return Ok(None);
         };
-        let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| "the response head is not text".to_owned())?;
+        let head = std::str::from_utf8(&raw[..head_end])
+            .map_err(|_| "the response head is not text".to_owned())?;
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
         if !version.starts_with("HTTP/1.") {
-            return Err(format!("expected an HTTP/1.x status line, got `{}`", shorten(status_line)));
+            return Err(format!(
+                "expected an HTTP/1.x status line, got `{}`",
+                shorten(status_line)
+            ));
         }
         let status: u16 = parts
             .next()
@@ -356,13 +418,21 @@ impl Response {
         let mut content_length = None;
         let mut chunked = false;
         for line in lines {
-            let (name, value) = line.split_once(':').ok_or_else(|| format!("malformed header line `{}`", shorten(line)))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| format!("malformed header line `{}`", shorten(line)))?;
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
-                content_length =
-                    Some(value.parse::<usize>().map_err(|_| format!("invalid Content-Length `{}`", shorten(value)))?);
+                content_length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| format!("invalid Content-Length `{}`", shorten(value)))?,
+                );
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.to_ascii_lowercase().split(',').any(|coding| coding.trim() == "chunked");
+                chunked = value
+                    .to_ascii_lowercase()
+                    .split(',')
+                    .any(|coding| coding.trim() == "chunked");
             }
         }
         let body = &raw[head_end + 4..];
@@ -382,7 +452,11 @@ impl Response {
             // The body runs to the end of the connection.
             return Ok(None);
         };
-        Ok(Some(Response { status, reason, body }))
+        Ok(Some(Response {
+            status,
+            reason,
+            body,
+        }))
     }
 
     /// Parses the response once the server closed the connection.
@@ -402,7 +476,8 @@ impl Response {
             .map(|head| {
                 head.lines().any(|line| {
                     let name = line.split(':').next().unwrap_or_default();
-                    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+                    name.eq_ignore_ascii_case("content-length")
+                        || name.eq_ignore_ascii_case("transfer-encoding")
                 })
             })
             .unwrap_or(false);
@@ -411,24 +486,37 @@ impl Response {
         }
         head.truncate(head_end);
         head.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
-        let mut response = Response::parse(&head)?.ok_or_else(|| "incomplete response".to_owned())?;
+        let mut response =
+            Response::parse(&head)?.ok_or_else(|| "incomplete response".to_owned())?;
         response.body = raw[head_end + 4..].to_vec();
         Ok(response)
     }
 
     /// Passes 2xx through; turns anything else into the matching [`ControlError`].
-    fn require_success(self, endpoint: &Endpoint, token_sent: bool) -> Result<Response, ControlError> {
+    fn require_success(
+        self,
+        endpoint: &Endpoint,
+        token_sent: bool,
+    ) -> Result<Response, ControlError> {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
         let body = String::from_utf8_lossy(&self.body);
         let message = server_message(body.trim());
         match self.status {
-            401 | 403 => Err(ControlError::Unauthorized { url: endpoint.url.clone(), token_sent, message }),
+            401 | 403 => Err(ControlError::Unauthorized {
+                url: endpoint.url.clone(),
+                token_sent,
+                message,
+            }),
             status => Err(ControlError::Status {
                 url: endpoint.url.clone(),
                 status,
-                body: if message.is_empty() { self.reason } else { message },
+                body: if message.is_empty() {
+                    self.reason
+                } else {
+                    message
+                },
             }),
         }
     }
@@ -453,15 +541,21 @@ fn decode_chunked(mut raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let Some(line_end) = find(raw, b"\r\n") else {
             return Ok(None);
         };
-        let size_line = std::str::from_utf8(&raw[..line_end]).map_err(|_| "malformed chunk size".to_owned())?;
+        let size_line =
+            std::str::from_utf8(&raw[..line_end]).map_err(|_| "malformed chunk size".to_owned())?;
         let size_text = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("malformed chunk size `{}`", shorten(size_text)))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("malformed chunk size `{}`", shorten(size_text)))?;
         raw = &raw[line_end + 2..];
         if size == 0 {
             return Ok(Some(body));
         }
         if size > MAX_RESPONSE_BYTES || raw.len() < size.saturating_add(2) {
-            return if size > MAX_RESPONSE_BYTES { Err("chunk too large".to_owned()) } else { Ok(None) };
+            return if size > MAX_RESPONSE_BYTES {
+                Err("chunk too large".to_owned())
+            } else {
+                Ok(None)
+            };
         }
         body.extend_from_slice(&raw[..size]);
         if &raw[size..size + 2] != b"\r\n" {
@@ -472,7 +566,9 @@ fn decode_chunked(mut raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// At most [`MAX_QUOTED_BODY`] characters of `text`, marked when cut.
@@ -485,12 +581,23 @@ fn shorten(text: &str) -> String {
 
 /// The status document as an aligned table, the well-known fields first.
 fn render_status(fields: &serde_json::Map<String, serde_json::Value>) -> String {
-    const FIRST: [&str; 6] = ["state", "generation", "pid", "restarts", "last_restart", "uptime_s"];
+    const FIRST: [&str; 6] = [
+        "state",
+        "generation",
+        "pid",
+        "restarts",
+        "last_restart",
+        "uptime_s",
+    ];
     let mut rows: Vec<(String, String)> = Vec::new();
     let ordered = FIRST
         .iter()
         .filter_map(|key| fields.get_key_value(*key))
-        .chain(fields.iter().filter(|(key, _)| !FIRST.contains(&key.as_str())));
+        .chain(
+            fields
+                .iter()
+                .filter(|(key, _)| !FIRST.contains(&key.as_str())),
+        );
     for (key, value) in ordered {
         match (key.as_str(), value) {
             ("uptime_s", serde_json::Value::Number(seconds)) => {
@@ -505,13 +612,20 @@ fn render_status(fields: &serde_json::Map<String, serde_json::Value>) -> String 
             }
             (_, serde_json::Value::Object(inner)) => {
                 for (inner_key, inner_value) in inner {
-                    rows.push((format!("{} {}", key.replace('_', " "), inner_key.replace('_', " ")), plain(inner_value)));
+                    rows.push((
+                        format!("{} {}", key.replace('_', " "), inner_key.replace('_', " ")),
+                        plain(inner_value),
+                    ));
                 }
             }
             _ => rows.push((key.replace('_', " "), plain(value))),
         }
     }
-    let width = rows.iter().map(|(key, _)| key.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(key, _)| key.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     for (key, value) in rows {
         let _ = writeln!(out, "{key:<width$}  {value}");
@@ -525,11 +639,19 @@ fn render_last_restart(restart: &serde_json::Map<String, serde_json::Value>) -> 
     if let Some(cause) = restart.get("cause") {
         parts.push(plain(cause));
     }
-    if let Some(ms) = restart.get("duration_ms").and_then(serde_json::Value::as_u64) {
-        parts.push(format!("ready again after {}", humantime::format_duration(Duration::from_millis(ms))));
+    if let Some(ms) = restart
+        .get("duration_ms")
+        .and_then(serde_json::Value::as_u64)
+    {
+        parts.push(format!(
+            "ready again after {}",
+            humantime::format_duration(Duration::from_millis(ms))
+        ));
     }
     if let Some(at) = restart.get("at").and_then(serde_json::Value::as_u64) {
-        let when = UNIX_EPOCH.checked_add(Duration::from_secs(at)).unwrap_or(SystemTime::UNIX_EPOCH);
+        let when = UNIX_EPOCH
+            .checked_add(Duration::from_secs(at))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         parts.push(format!("at {}", humantime::format_rfc3339_seconds(when)));
     }
     if parts.is_empty() {
@@ -555,24 +677,60 @@ mod tests {
     #[test]
     fn endpoints_parse_host_port_and_prefix() {
         let endpoint = Endpoint::parse("http://127.0.0.1:8000/").unwrap();
-        assert_eq!((endpoint.host.as_str(), endpoint.port, endpoint.prefix.as_str()), ("127.0.0.1", 8000, ""));
+        assert_eq!(
+            (
+                endpoint.host.as_str(),
+                endpoint.port,
+                endpoint.prefix.as_str()
+            ),
+            ("127.0.0.1", 8000, "")
+        );
         let endpoint = Endpoint::parse("http://[::1]:9000/llm/").unwrap();
-        assert_eq!((endpoint.host.as_str(), endpoint.port, endpoint.prefix.as_str()), ("::1", 9000, "/llm"));
+        assert_eq!(
+            (
+                endpoint.host.as_str(),
+                endpoint.port,
+                endpoint.prefix.as_str()
+            ),
+            ("::1", 9000, "/llm")
+        );
         assert_eq!(Endpoint::parse("localhost").unwrap().port, 80);
-        assert!(matches!(Endpoint::parse("https://x:1"), Err(ControlError::BadUrl { .. })));
-        assert!(matches!(Endpoint::parse("http://:80"), Err(ControlError::BadUrl { .. })));
-        assert!(matches!(Endpoint::parse("http://h:99999"), Err(ControlError::BadUrl { .. })));
-        assert!(matches!(Endpoint::parse("http://user@h:1"), Err(ControlError::BadUrl { .. })));
+        assert!(matches!(
+            Endpoint::parse("https://x:1"),
+            Err(ControlError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("http://:80"),
+            Err(ControlError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("http://h:99999"),
+            Err(ControlError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("http://user@h:1"),
+            Err(ControlError::BadUrl { .. })
+        ));
     }
 
     #[test]
     fn responses_parse_with_length_chunks_or_close() {
-        let response = Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap().unwrap();
-        assert_eq!((response.status, response.body.as_slice()), (200, &b"hi"[..]));
-        assert!(Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi").unwrap().is_none());
+        let response = Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (200, &b"hi"[..])
+        );
+        assert!(
+            Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi")
+                .unwrap()
+                .is_none()
+        );
         let chunked = b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
         assert_eq!(Response::parse(chunked).unwrap().unwrap().body, b"abcde");
-        let close = Response::parse_at_eof(b"HTTP/1.0 500 Oops\r\nServer: x\r\n\r\nbroken").unwrap();
+        let close =
+            Response::parse_at_eof(b"HTTP/1.0 500 Oops\r\nServer: x\r\n\r\nbroken").unwrap();
         assert_eq!((close.status, close.body.as_slice()), (500, &b"broken"[..]));
         assert!(Response::parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         assert!(Response::parse_at_eof(b"").is_err());
@@ -585,12 +743,20 @@ mod tests {
             "zeta": 1, "state": "ready", "generation": 3, "pid": 42, "restarts": 2, "uptime_s": 3725,
             "last_restart": {"cause": "health_probes", "duration_ms": 1800, "at": 0}
         });
-        let serde_json::Value::Object(fields) = document else { unreachable!() };
+        let serde_json::Value::Object(fields) = document else {
+            unreachable!()
+        };
         let table = render_status(&fields);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("state") && lines[0].ends_with("ready"), "{table}");
+        assert!(
+            lines[0].starts_with("state") && lines[0].ends_with("ready"),
+            "{table}"
+        );
         assert!(table.contains("uptime        1h 2m 5s"), "{table}");
-        assert!(table.contains("health_probes, ready again after 1s 800ms, at 1970-01-01T00:00:00Z"), "{table}");
+        assert!(
+            table.contains("health_probes, ready again after 1s 800ms, at 1970-01-01T00:00:00Z"),
+            "{table}"
+        );
         assert!(lines.last().unwrap().starts_with("zeta"), "{table}");
     }
 }

@@ -128,10 +128,11 @@ impl DeadlockWatch {
         let in_flight = self.in_flight.count();
         if in_flight > 0 {
             self.sample_progress(ctx, generation, in_flight);
-        } else if self
-            .watch
-            .canary_due(now, in_flight, self.in_flight.last_activity().max(self.last_canary))
-        {
+        } else if self.watch.canary_due(
+            now,
+            in_flight,
+            self.in_flight.last_activity().max(self.last_canary),
+        ) {
             self.send_canary(ctx, generation);
         } else {
             // Idle and not due: keep the busy clock honest.
@@ -139,7 +140,12 @@ impl DeadlockWatch {
         }
     }
 
-    fn sample_progress(&mut self, ctx: &mut Context<Self>, generation: Generation, in_flight: usize) {
+    fn sample_progress(
+        &mut self,
+        ctx: &mut Context<Self>,
+        generation: Generation,
+        in_flight: usize,
+    ) {
         let wanted = match &self.config.metric {
             ProgressMetric::Off => return,
             ProgressMetric::Named(name) => Some(name.clone()),
@@ -298,7 +304,11 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
             Some(' ') | Some('\t') => rest,
             _ => continue,
         };
-        if let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(value) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             found = true;
             sum += value;
         }
@@ -325,13 +335,19 @@ mod tests {
                     vllm:generation_tokens_total{model=\"a\"} 10\n\
                     vllm:generation_tokens_total{model=\"b\"} 5.5\n\
                     vllm:generation_tokens_total_created 99\n";
-        assert_eq!(metric_value(text, "vllm:generation_tokens_total"), Some(15.5));
+        assert_eq!(
+            metric_value(text, "vllm:generation_tokens_total"),
+            Some(15.5)
+        );
         assert_eq!(metric_value(text, "llamacpp:tokens_predicted_total"), None);
     }
 
     #[test]
     fn metric_value_reads_unlabelled_samples() {
         let text = "llamacpp:tokens_predicted_total 42\n";
-        assert_eq!(metric_value(text, "llamacpp:tokens_predicted_total"), Some(42.0));
+        assert_eq!(
+            metric_value(text, "llamacpp:tokens_predicted_total"),
+            Some(42.0)
+        );
     }
 }

@@ -13,7 +13,35 @@ use respawn_core::{Generation, HealthConfig, HealthEvent, HealthTracker, ProbeOu
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use crate::coordinator::{Ready, RestartCoordinator, StartupTimedOut, Unhealthy};
+use crate::coordinator::{Ready, StartupTimedOut, Unhealthy};
+
+/// Where the health actor's reports go (the coordinator, or a test's recorder).
+#[derive(Clone)]
+pub struct HealthReports {
+    /// `Ready { generation, startup }`.
+    pub ready: Recipient<Ready>,
+    /// `Unhealthy { generation, failures }`.
+    pub unhealthy: Recipient<Unhealthy>,
+    /// `StartupTimedOut { generation, after }`.
+    pub startup_timed_out: Recipient<StartupTimedOut>,
+}
+
+impl HealthReports {
+    /// Every report to one actor.
+    pub fn to<A>(addr: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<Ready>
+            + Handler<Unhealthy>
+            + Handler<StartupTimedOut>,
+    {
+        Self {
+            ready: addr.clone().recipient(),
+            unhealthy: addr.clone().recipient(),
+            startup_timed_out: addr.clone().recipient(),
+        }
+    }
+}
 
 /// Start watching `generation`, which was just started: poll until it is ready, then keep probing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
@@ -32,12 +60,12 @@ pub struct HealthActor {
     epoch: u64,
     origin: Instant,
     client: Option<awc::Client>,
-    coordinator: Addr<RestartCoordinator>,
+    reports: HealthReports,
 }
 
 impl HealthActor {
-    /// A prober for `url` (e.g. `http://127.0.0.1:8001/health`) reporting to `coordinator`.
-    pub fn new(url: String, config: HealthConfig, coordinator: Addr<RestartCoordinator>) -> Self {
+    /// A prober for `url` (e.g. `http://127.0.0.1:8001/health`).
+    pub fn new(url: String, config: HealthConfig, reports: HealthReports) -> Self {
         let origin = Instant::now();
         Self {
             url,
@@ -47,7 +75,7 @@ impl HealthActor {
             epoch: 0,
             origin,
             client: None,
-            coordinator,
+            reports,
         }
     }
 
@@ -100,14 +128,14 @@ impl HealthActor {
         match event {
             HealthEvent::Nothing => {}
             HealthEvent::BecameReady { startup } => {
-                self.coordinator.do_send(Ready {
+                self.reports.ready.do_send(Ready {
                     generation,
                     startup,
                 });
             }
             HealthEvent::Unresponsive { failures } => {
                 debug!(url = %self.url, %generation, failures, "health probes failed in a row");
-                self.coordinator.do_send(Unhealthy {
+                self.reports.unhealthy.do_send(Unhealthy {
                     generation,
                     failures,
                 });
@@ -115,11 +143,16 @@ impl HealthActor {
                 return;
             }
             HealthEvent::StartupTimedOut { after } => {
-                self.coordinator.do_send(StartupTimedOut { generation, after });
+                self.reports
+                    .startup_timed_out
+                    .do_send(StartupTimedOut { generation, after });
                 return;
             }
         }
-        let next = self.tracker.next_probe_in().saturating_sub(started.elapsed());
+        let next = self
+            .tracker
+            .next_probe_in()
+            .saturating_sub(started.elapsed());
         self.schedule(ctx, next);
     }
 }
@@ -162,5 +195,154 @@ impl Handler<Watch> for HealthActor {
         self.tracker.restarted(now);
         // The first probe goes out at once: a server that starts instantly is ready instantly.
         self.schedule(ctx, Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Ready> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Ready, _: &mut Self::Context) {
+            self.events.lock().push(format!("ready {}", msg.generation));
+        }
+    }
+
+    impl Handler<Unhealthy> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Unhealthy, _: &mut Self::Context) {
+            self.events.lock().push(format!(
+                "unhealthy {} after {}",
+                msg.generation, msg.failures
+            ));
+        }
+    }
+
+    impl Handler<StartupTimedOut> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: StartupTimedOut, _: &mut Self::Context) {
+            self.events
+                .lock()
+                .push(format!("startup timed out {}", msg.generation));
+        }
+    }
+
+    /// A health endpoint that answers until `hang` is set, then never answers.
+    fn server(hang: Arc<AtomicBool>) -> std::net::SocketAddr {
+        let server = HttpServer::new(move || {
+            let hang = Arc::clone(&hang);
+            App::new().route(
+                "/health",
+                web::get().to(move || {
+                    let hang = Arc::clone(&hang);
+                    async move {
+                        if hang.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        HttpResponse::Ok().finish()
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let addr = server.addrs()[0];
+        actix_web::rt::spawn(server.run());
+        addr
+    }
+
+    fn config() -> HealthConfig {
+        HealthConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            unhealthy_after: 3,
+            startup_timeout: Duration::from_millis(500),
+            ..HealthConfig::default()
+        }
+    }
+
+    async fn wait_for(events: &Arc<Mutex<Vec<String>>>, what: &str) -> bool {
+        for _ in 0..200 {
+            if events.lock().iter().any(|e| e == what) {
+                return true;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[actix::test]
+    async fn probes_report_ready_then_unhealthy_when_the_server_stops_answering() {
+        let hang = Arc::new(AtomicBool::new(false));
+        let addr = server(Arc::clone(&hang));
+        let recorder = Recorder::default();
+        let events = Arc::clone(&recorder.events);
+        let recorder = recorder.start();
+        let health = HealthActor::new(
+            format!("http://{addr}/health"),
+            config(),
+            HealthReports::to(&recorder),
+        )
+        .start();
+        health.do_send(Watch {
+            generation: Generation(1),
+        });
+        assert!(wait_for(&events, "ready 1").await, "{:?}", events.lock());
+        hang.store(true, Ordering::SeqCst);
+        assert!(
+            wait_for(&events, "unhealthy 1 after 3").await,
+            "{:?}",
+            events.lock()
+        );
+        // Reported once: the coordinator takes over.
+        actix::clock::sleep(Duration::from_millis(400)).await;
+        let unhealthy = events
+            .lock()
+            .iter()
+            .filter(|e| e.starts_with("unhealthy"))
+            .count();
+        assert_eq!(unhealthy, 1);
+    }
+
+    #[actix::test]
+    async fn a_server_that_never_answers_times_out_its_startup() {
+        // A port with nothing listening: every probe fails, the startup budget runs out.
+        let port = crate::serve::free_port().expect("port");
+        let recorder = Recorder::default();
+        let events = Arc::clone(&recorder.events);
+        let recorder = recorder.start();
+        let health = HealthActor::new(
+            format!("http://127.0.0.1:{port}/health"),
+            config(),
+            HealthReports::to(&recorder),
+        )
+        .start();
+        health.do_send(Watch {
+            generation: Generation(4),
+        });
+        assert!(
+            wait_for(&events, "startup timed out 4").await,
+            "{:?}",
+            events.lock()
+        );
+        assert!(!events.lock().iter().any(|e| e.starts_with("ready")));
     }
 }

@@ -84,7 +84,11 @@ impl InFlight {
     }
 
     /// Publishes the coordinator's poison verdicts.
-    pub fn publish_poison(&self, suspects: HashSet<Fingerprint>, quarantined: HashSet<Fingerprint>) {
+    pub fn publish_poison(
+        &self,
+        suspects: HashSet<Fingerprint>,
+        quarantined: HashSet<Fingerprint>,
+    ) {
         *self.suspects.write() = suspects;
         *self.quarantined.write() = quarantined;
     }

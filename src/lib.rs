@@ -10,12 +10,14 @@
 //! ([`mock`]) and the `respawn` command line.
 
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod client_actor;
 pub mod config;
 pub mod control_client;
 pub mod coordinator;
 pub mod deadlock_watch;
+pub mod demo;
 pub mod health_actor;
 pub mod in_flight;
 pub mod metrics;

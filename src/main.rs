@@ -24,7 +24,11 @@ enum Command {
     /// Ask a running `respawn serve` to restart its model server now.
     Restart(respawn::cli::RestartArgs),
     /// Run a simulated OpenAI-compatible model server with fault injection.
-    Mock(respawn::mock::MockArgs),
+    Mock(Box<respawn::mock::MockArgs>),
+    /// Show respawn at work: a 1,000-sample run against a simulated server that wedges, and what it cost.
+    Demo(respawn::demo::DemoArgs),
+    /// Run an OpenAI batch file (JSONL) against a supervised server, surviving hangs and respawn's own crash.
+    Batch(Box<respawn::batch::BatchArgs>),
 }
 
 /// Where the guardian mode is entered: `respawn __guardian -- PROGRAM ARGS...` leads the model
@@ -55,6 +59,16 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
     if rest.first().is_some_and(|a| a == GUARDIAN_ARG) {
         return exit(respawn::backends::guardian_main(rest[1..].to_vec()));
+    }
+    // As PID 1 (a container's entrypoint) respawn runs itself under a minimal init: the guardian
+    // reaps every orphaned zombie that reparents to PID 1 and forwards SIGTERM/SIGINT/SIGHUP,
+    // while the supervisor runs as its child. RESPAWN_NO_INIT=1 turns this off.
+    if std::process::id() == 1 && std::env::var_os("RESPAWN_NO_INIT").is_none() {
+        if let Ok(me) = std::env::current_exe() {
+            let mut argv = vec![OsString::from("--"), me.into_os_string()];
+            argv.extend(rest);
+            return exit(respawn::backends::guardian_main(argv));
+        }
     }
 
     let cli = Cli::parse();
@@ -104,9 +118,29 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Demo(args) => {
+            init_logging(LogFormat::Text);
+            match respawn::demo::run(args) {
+                Ok(code) => exit(code),
+                Err(err) => {
+                    eprintln!("respawn demo: {err}");
+                    exit(err.exit_code())
+                }
+            }
+        }
+        Command::Batch(args) => {
+            init_logging(LogFormat::Text);
+            match respawn::batch::run(*args) {
+                Ok(code) => exit(code),
+                Err(err) => {
+                    eprintln!("respawn batch: {err}");
+                    exit(err.exit_code())
+                }
+            }
+        }
         Command::Mock(args) => {
             init_logging(LogFormat::Text);
-            match respawn::mock::run(args) {
+            match respawn::mock::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("respawn mock: {err}");

@@ -62,10 +62,7 @@ impl FailureClass {
 const CAUSES: usize = HangCause::ALL.len();
 
 fn cause_index(cause: HangCause) -> usize {
-    HangCause::ALL
-        .iter()
-        .position(|c| *c == cause)
-        .unwrap_or(0)
+    HangCause::ALL.iter().position(|c| *c == cause).unwrap_or(0)
 }
 
 /// Counters shared by the proxy workers, the detectors and the coordinator.
@@ -119,7 +116,10 @@ impl Metrics {
 
     /// Restarts so far, all causes.
     pub fn restarts_total(&self) -> u64 {
-        self.restarts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.restarts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A restart finished: the new generation is ready `took` after the hang was reported.
@@ -139,7 +139,10 @@ impl Metrics {
     pub fn render(&self, server: &str, state: &SupervisorState, in_flight: usize) -> String {
         let mut out = String::with_capacity(4096);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP respawn_restarts_total Restarts of the model server, by cause.");
+        let _ = writeln!(
+            out,
+            "# HELP respawn_restarts_total Restarts of the model server, by cause."
+        );
         let _ = writeln!(out, "# TYPE respawn_restarts_total counter");
         for (cause, counter) in HangCause::ALL.iter().zip(&self.restarts) {
             let _ = writeln!(
@@ -149,7 +152,10 @@ impl Metrics {
                 load(counter)
             );
         }
-        let _ = writeln!(out, "# HELP respawn_hangs_detected_total Hang reports, by detector.");
+        let _ = writeln!(
+            out,
+            "# HELP respawn_hangs_detected_total Hang reports, by detector."
+        );
         let _ = writeln!(out, "# TYPE respawn_hangs_detected_total counter");
         for (cause, counter) in HangCause::ALL.iter().zip(&self.hangs) {
             let _ = writeln!(
@@ -159,13 +165,30 @@ impl Metrics {
                 load(counter)
             );
         }
-        let _ = writeln!(out, "# HELP respawn_requests_total Requests received by the proxy.");
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_total Requests received by the proxy."
+        );
         let _ = writeln!(out, "# TYPE respawn_requests_total counter");
-        let _ = writeln!(out, "respawn_requests_total{{server=\"{server}\"}} {}", load(&self.requests));
-        let _ = writeln!(out, "# HELP respawn_requests_retried_total Attempts sent again after a failure.");
+        let _ = writeln!(
+            out,
+            "respawn_requests_total{{server=\"{server}\"}} {}",
+            load(&self.requests)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_retried_total Attempts sent again after a failure."
+        );
         let _ = writeln!(out, "# TYPE respawn_requests_retried_total counter");
-        let _ = writeln!(out, "respawn_requests_retried_total{{server=\"{server}\"}} {}", load(&self.retried));
-        let _ = writeln!(out, "# HELP respawn_requests_failed_total Requests that failed for good, by reason.");
+        let _ = writeln!(
+            out,
+            "respawn_requests_retried_total{{server=\"{server}\"}} {}",
+            load(&self.retried)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_failed_total Requests that failed for good, by reason."
+        );
         let _ = writeln!(out, "# TYPE respawn_requests_failed_total counter");
         for class in FailureClass::ALL {
             let _ = writeln!(
@@ -175,10 +198,19 @@ impl Metrics {
                 self.failed(class)
             );
         }
-        let _ = writeln!(out, "# HELP respawn_requests_in_flight Requests currently in flight.");
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_in_flight Requests currently in flight."
+        );
         let _ = writeln!(out, "# TYPE respawn_requests_in_flight gauge");
-        let _ = writeln!(out, "respawn_requests_in_flight{{server=\"{server}\"}} {in_flight}");
-        let _ = writeln!(out, "# HELP respawn_recovery_seconds From a hang report to the new generation being ready.");
+        let _ = writeln!(
+            out,
+            "respawn_requests_in_flight{{server=\"{server}\"}} {in_flight}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_recovery_seconds From a hang report to the new generation being ready."
+        );
         let _ = writeln!(out, "# TYPE respawn_recovery_seconds histogram");
         for (bound, bucket) in RECOVERY_BUCKETS.iter().zip(&self.recovery_buckets) {
             let _ = writeln!(
@@ -188,18 +220,30 @@ impl Metrics {
             );
         }
         let count = load(&self.recovery_count);
-        let _ = writeln!(out, "respawn_recovery_seconds_bucket{{server=\"{server}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "respawn_recovery_seconds_bucket{{server=\"{server}\",le=\"+Inf\"}} {count}"
+        );
         let _ = writeln!(
             out,
             "respawn_recovery_seconds_sum{{server=\"{server}\"}} {}",
             load(&self.recovery_sum_ms) as f64 / 1000.0
         );
-        let _ = writeln!(out, "respawn_recovery_seconds_count{{server=\"{server}\"}} {count}");
-        let _ = writeln!(out, "# HELP respawn_upstream_up Whether the model server is ready (1) or not (0).");
+        let _ = writeln!(
+            out,
+            "respawn_recovery_seconds_count{{server=\"{server}\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_upstream_up Whether the model server is ready (1) or not (0)."
+        );
         let _ = writeln!(out, "# TYPE respawn_upstream_up gauge");
         let up = u8::from(state.phase == Phase::Ready);
         let _ = writeln!(out, "respawn_upstream_up{{server=\"{server}\"}} {up}");
-        let _ = writeln!(out, "# HELP respawn_upstream_phase The supervisor's phase (1 for the current one).");
+        let _ = writeln!(
+            out,
+            "# HELP respawn_upstream_phase The supervisor's phase (1 for the current one)."
+        );
         let _ = writeln!(out, "# TYPE respawn_upstream_phase gauge");
         for phase in [
             Phase::Starting,
@@ -217,9 +261,16 @@ impl Metrics {
                 u8::from(state.phase == phase)
             );
         }
-        let _ = writeln!(out, "# HELP respawn_upstream_generation The current generation of the model server.");
+        let _ = writeln!(
+            out,
+            "# HELP respawn_upstream_generation The current generation of the model server."
+        );
         let _ = writeln!(out, "# TYPE respawn_upstream_generation gauge");
-        let _ = writeln!(out, "respawn_upstream_generation{{server=\"{server}\"}} {}", state.generation.get());
+        let _ = writeln!(
+            out,
+            "respawn_upstream_generation{{server=\"{server}\"}} {}",
+            state.generation.get()
+        );
         out
     }
 }
@@ -255,6 +306,8 @@ mod tests {
         assert_eq!(metrics.failed(FailureClass::Unavailable), 0);
         let text = metrics.render("llm", &SupervisorState::initial(), 3);
         assert!(text.contains("respawn_requests_in_flight{server=\"llm\"} 3"));
-        assert!(text.contains("respawn_requests_failed_total{server=\"llm\",reason=\"truncated\"} 1"));
+        assert!(
+            text.contains("respawn_requests_failed_total{server=\"llm\",reason=\"truncated\"} 1")
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::coordinator::{
     CoordinatorConfig, CoordinatorParts, RestartCoordinator, RestartNow, Shutdown, Strategy,
 };
 use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
-use crate::health_actor::HealthActor;
+use crate::health_actor::{HealthActor, HealthReports};
 use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::state::{self, SupervisorState, WaitError};
@@ -187,7 +187,8 @@ impl Supervisor {
         // to it can be built first and handed to it.
         let ctx: Context<RestartCoordinator> = Context::new();
         let me = ctx.address();
-        let health = HealthActor::new(health_url.clone(), core.health, me.clone()).start();
+        let health =
+            HealthActor::new(health_url.clone(), core.health, HealthReports::to(&me)).start();
         let mut strategies = Vec::new();
         let server = match &target {
             Target::Command(spec) => {
@@ -226,7 +227,7 @@ impl Supervisor {
         let parts = CoordinatorParts {
             strategies,
             server: server.clone(),
-            health: health.clone(),
+            health: health.clone().recipient(),
             state: state_tx,
             metrics: Arc::clone(&metrics),
             in_flight: Arc::clone(&in_flight),
@@ -251,7 +252,9 @@ impl Supervisor {
                 request_timeout: core.stream.first_byte,
                 stall_timeout: core.stream.between_chunks,
                 retry: core.retry,
-                wait_bound: core.health.startup_timeout + config.stop_grace + Duration::from_secs(5),
+                wait_bound: core.health.startup_timeout
+                    + config.stop_grace
+                    + Duration::from_secs(5),
                 enable_restart: config.enable_restart,
             },
             state: state_rx.clone(),

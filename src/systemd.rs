@@ -90,11 +90,14 @@ impl Notifier {
             .unwrap_or(true);
         let watchdog = match watchdog_usec {
             Some(value) if for_us => {
-                let usec = value.trim().parse::<u64>().ok().filter(|u| *u > 0).ok_or_else(
-                    || NotifyEnvError::BadWatchdogUsec {
+                let usec = value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|u| *u > 0)
+                    .ok_or_else(|| NotifyEnvError::BadWatchdogUsec {
                         value: value.to_owned(),
-                    },
-                )?;
+                    })?;
                 Some(Duration::from_micros(usec))
             }
             _ => None,

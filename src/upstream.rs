@@ -168,7 +168,11 @@ pub struct Upstream {
 /// requests in flight must not queue behind a pool of 100), no redirects, no default headers.
 pub fn build_client(request_timeout: Duration) -> awc::Client {
     awc::Client::builder()
-        .connector(awc::Connector::new().limit(0).timeout(Duration::from_secs(5)))
+        .connector(
+            awc::Connector::new()
+                .limit(0)
+                .timeout(Duration::from_secs(5)),
+        )
         .disable_redirects()
         .no_default_headers()
         .timeout(request_timeout)
@@ -193,7 +197,11 @@ impl Upstream {
     /// # Cancel safety
     /// Cancel safe: dropping the future drops the attempt in progress, which closes its upstream
     /// connection (the model server stops generating for a client that left).
-    pub async fn deliver(&self, out: &Outgoing, fingerprint: Fingerprint) -> Result<Delivered, CallError> {
+    pub async fn deliver(
+        &self,
+        out: &Outgoing,
+        fingerprint: Fingerprint,
+    ) -> Result<Delivered, CallError> {
         let shared = &self.shared;
         let config = &shared.config;
         if shared.in_flight.is_quarantined(fingerprint) {
@@ -211,7 +219,12 @@ impl Upstream {
                 Ok(delivered) => {
                     let status = delivered.response.status();
                     if status.is_server_error() {
-                        (AttemptOutcome::ServerError { status: status.as_u16() }, Some(delivered))
+                        (
+                            AttemptOutcome::ServerError {
+                                status: status.as_u16(),
+                            },
+                            Some(delivered),
+                        )
                     } else {
                         let mut delivered = delivered;
                         delivered.attempts = plan.attempts() + 1;
@@ -249,11 +262,18 @@ impl Upstream {
                         // A refused or reset connection: if the server died, the restart shows up
                         // in the state at once; if it was a stale keep-alive connection, the same
                         // generation is still ready and the retry goes there.
-                        let brief = config.retry.base_delay.saturating_mul(plan.attempts().max(1));
+                        let brief = config
+                            .retry
+                            .base_delay
+                            .saturating_mul(plan.attempts().max(1));
                         match wait_ready(&mut state, next, brief).await {
                             Ok(_) => want = next,
                             Err(WaitError::TimedOut { .. }) => {
-                                want = if state.borrow().ready_for(generation) { generation } else { next };
+                                want = if state.borrow().ready_for(generation) {
+                                    generation
+                                } else {
+                                    next
+                                };
                             }
                             Err(err) => return Err(err.into()),
                         }
@@ -279,7 +299,11 @@ impl Upstream {
         }
     }
 
-    async fn attempt(&self, out: &Outgoing, generation: Generation) -> Result<Delivered, AttemptOutcome> {
+    async fn attempt(
+        &self,
+        out: &Outgoing,
+        generation: Generation,
+    ) -> Result<Delivered, AttemptOutcome> {
         let config = &self.shared.config;
         let started = Instant::now();
         let url = format!("{}{}", config.base_url, out.path_and_query);
@@ -348,10 +372,25 @@ mod tests {
             actix_web::http::header::HeaderValue::from_static("keep-alive, X-Secret-Hop"),
         );
         let tokens = connection_tokens(&headers);
-        assert_eq!(tokens, vec!["keep-alive".to_owned(), "x-secret-hop".to_owned()]);
-        assert!(is_hop_by_hop(&HeaderName::from_static("x-secret-hop"), &tokens));
-        assert!(is_hop_by_hop(&HeaderName::from_static("transfer-encoding"), &tokens));
-        assert!(!is_hop_by_hop(&HeaderName::from_static("content-type"), &tokens));
-        assert!(!is_hop_by_hop(&HeaderName::from_static("authorization"), &tokens));
+        assert_eq!(
+            tokens,
+            vec!["keep-alive".to_owned(), "x-secret-hop".to_owned()]
+        );
+        assert!(is_hop_by_hop(
+            &HeaderName::from_static("x-secret-hop"),
+            &tokens
+        ));
+        assert!(is_hop_by_hop(
+            &HeaderName::from_static("transfer-encoding"),
+            &tokens
+        ));
+        assert!(!is_hop_by_hop(
+            &HeaderName::from_static("content-type"),
+            &tokens
+        ));
+        assert!(!is_hop_by_hop(
+            &HeaderName::from_static("authorization"),
+            &tokens
+        ));
     }
 }

@@ -39,7 +39,10 @@ pub struct CommandRestart {
 impl CommandRestart {
     /// A strategy running `argv` with [`DEFAULT_COMMAND_TIMEOUT`] and
     /// [`DEFAULT_COMMAND_READY_TIMEOUT`].
-    pub fn new(argv: impl IntoIterator<Item = impl Into<OsString>>, health_url: Option<String>) -> Self {
+    pub fn new(
+        argv: impl IntoIterator<Item = impl Into<OsString>>,
+        health_url: Option<String>,
+    ) -> Self {
         Self {
             argv: argv.into_iter().map(Into::into).collect(),
             health_url,

@@ -1,8 +1,8 @@
 //! How a child process ended.
 
 use std::fmt;
-use std::process::ExitStatus;
 use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
 /// How a process ended: its exit code, or the signal that killed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +61,10 @@ mod tests {
     #[test]
     fn displays_code_and_named_signal() {
         assert_eq!(ExitInfo::Code(3).to_string(), "exit code 3");
-        assert_eq!(ExitInfo::Signal(9).to_string(), "killed by signal 9 (SIGKILL)");
+        assert_eq!(
+            ExitInfo::Signal(9).to_string(),
+            "killed by signal 9 (SIGKILL)"
+        );
         assert_eq!(ExitInfo::Signal(200).to_string(), "killed by signal 200");
     }
 
@@ -75,7 +78,10 @@ mod tests {
 
     #[test]
     fn converts_from_raw_wait_status() {
-        assert_eq!(ExitInfo::from(ExitStatus::from_raw(3 << 8)), ExitInfo::Code(3));
+        assert_eq!(
+            ExitInfo::from(ExitStatus::from_raw(3 << 8)),
+            ExitInfo::Code(3)
+        );
         assert_eq!(ExitInfo::from(ExitStatus::from_raw(9)), ExitInfo::Signal(9));
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::sys::prctl;
 use nix::sys::signal::{kill, killpg, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{getpgrp, getpid, getppid, Pid};
+use nix::unistd::{getpgrp, getpid, getppid, setpgid, Pid};
 
 use crate::exit::ExitInfo;
 use crate::group::members;
@@ -53,7 +53,8 @@ const REAP_REMAINDER_FOR: Duration = Duration::from_secs(5);
 /// Runs the guardian; returns the exit code the process should exit with.
 ///
 /// `args` is the command line after `__guardian`: an optional `--` and then the server's
-/// argv (`PROGRAM ARGS...`, executed directly, never through a shell). Call it from the
+/// argv (`PROGRAM ARGS...`, executed directly, never through a shell). It leads its own
+/// process group (it calls `setpgid(0, 0)` when not started as a group leader). Call it from the
 /// process's main thread before any other thread is started: it blocks the signals it handles
 /// for the calling thread, and threads started earlier would still receive them.
 ///
@@ -71,6 +72,14 @@ pub fn guardian_main(args: Vec<OsString>) -> i32 {
     };
     let rest: Vec<OsString> = argv.collect();
 
+    // Everything below kills "the rest of our group": make sure that group is ours alone,
+    // even when the caller forgot to start us as a group leader.
+    if getpgrp() != getpid() {
+        if let Err(err) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            tracing::error!(error = %err, "guardian: cannot lead a process group of its own");
+            return GUARDIAN_SETUP_FAILED;
+        }
+    }
     let mut handled = SigSet::empty();
     for signal in [
         Signal::SIGTERM,
@@ -164,7 +173,14 @@ fn spawn_server(program: &OsString, args: &[OsString]) -> io::Result<Pid> {
             if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -38,8 +38,12 @@ impl Handler<Restart> for ProcessKill {
         let grace = self.grace;
         Box::pin(async move {
             let begun = Instant::now();
-            tracing::info!(hung = msg.hung.0, next = msg.next.0, cause = msg.cause.as_str(),
-                "restarting by process kill");
+            tracing::info!(
+                hung = msg.hung.0,
+                next = msg.next.0,
+                cause = msg.cause.as_str(),
+                "restarting by process kill"
+            );
             let gone = || RestartError::ActorGone { actor: "server" };
             server
                 .send(Stop { grace })

@@ -38,7 +38,11 @@ pub(crate) fn resolve_program(
     let mut saw_non_executable = false;
     for dir in std::env::split_paths(&path_var) {
         // An empty PATH entry means the current directory, as for execvp.
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let path = dir.join(program);
         match candidate(&path) {
             Candidate::Executable => return Ok(path),
@@ -75,15 +79,20 @@ mod tests {
 
     #[test]
     fn finds_sh_in_path() {
-        let found = resolve_program(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin:/usr/bin")))
-            .expect("sh is installed");
+        let found = resolve_program(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin:/usr/bin")),
+        )
+        .expect("sh is installed");
         assert!(found.ends_with("sh"), "{found:?}");
     }
 
     #[test]
     fn missing_program_is_not_found() {
         let err = resolve_program(OsStr::new("respawn-no-such-program"), None).unwrap_err();
-        assert!(matches!(err, SpawnError::NotFound { ref program } if program == "respawn-no-such-program"));
+        assert!(
+            matches!(err, SpawnError::NotFound { ref program } if program == "respawn-no-such-program")
+        );
         let err = resolve_program(OsStr::new(""), None).unwrap_err();
         assert!(matches!(err, SpawnError::NotFound { .. }));
     }

@@ -65,7 +65,12 @@ pub(crate) async fn wait_until_healthy(
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if probe(client, url, probe_timeout.min(left.max(Duration::from_millis(1)))).await
+        if probe(
+            client,
+            url,
+            probe_timeout.min(left.max(Duration::from_millis(1))),
+        )
+        .await
             == Probe::Healthy
         {
             return Ok(());

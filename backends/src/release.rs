@@ -53,7 +53,10 @@ pub(crate) async fn wait_released(
             .kill_on_drop(true)
             .output();
         let (still_held, failure) = match tokio::time::timeout_at(deadline, run).await {
-            Err(_) => (Vec::new(), Some("the check did not finish in time".to_owned())),
+            Err(_) => (
+                Vec::new(),
+                Some("the check did not finish in time".to_owned()),
+            ),
             Ok(Err(source)) => {
                 // A check that cannot even start will not start later either.
                 return Err(StopError::ReleaseCheckFailed {
@@ -63,7 +66,10 @@ pub(crate) async fn wait_released(
             }
             Ok(Ok(output)) if !output.status.success() => (
                 Vec::new(),
-                Some(format!("it ended with {}", crate::ExitInfo::from(output.status))),
+                Some(format!(
+                    "it ended with {}",
+                    crate::ExitInfo::from(output.status)
+                )),
             ),
             Ok(Ok(output)) => {
                 let held = mentioned_pids(&String::from_utf8_lossy(&output.stdout), pids);
@@ -102,22 +108,34 @@ mod tests {
     async fn passes_when_no_pid_is_listed() {
         let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
         let argv = vec![OsString::from("echo"), OsString::from("1 2 3")];
-        wait_released(&argv, &pids, Duration::from_secs(5)).await.expect("released");
+        wait_released(&argv, &pids, Duration::from_secs(5))
+            .await
+            .expect("released");
     }
 
     #[tokio::test]
     async fn times_out_naming_the_pids_still_listed() {
         let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
         let argv = vec![OsString::from("echo"), OsString::from("4000000")];
-        let err = wait_released(&argv, &pids, Duration::from_millis(300)).await.unwrap_err();
-        assert!(matches!(err, StopError::ReleaseCheckTimedOut { ref pids } if pids == &[4_000_000]), "{err:?}");
+        let err = wait_released(&argv, &pids, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StopError::ReleaseCheckTimedOut { ref pids } if pids == &[4_000_000]),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_missing_check_program_fails_at_once() {
         let pids: BTreeSet<u32> = BTreeSet::new();
         let argv = vec![OsString::from("respawn-no-such-check")];
-        let err = wait_released(&argv, &pids, Duration::from_secs(30)).await.unwrap_err();
-        assert!(matches!(err, StopError::ReleaseCheckFailed { .. }), "{err:?}");
+        let err = wait_released(&argv, &pids, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StopError::ReleaseCheckFailed { .. }),
+            "{err:?}"
+        );
     }
 }

@@ -78,9 +78,9 @@ impl RestEndpoint {
         };
         let response = match tokio::time::timeout(self.request_timeout, send).await {
             Err(_) | Ok(Err(awc::error::SendRequestError::Timeout)) => return Err(timeout()),
-            Ok(Err(awc::error::SendRequestError::Connect(
-                awc::error::ConnectError::Timeout,
-            ))) => return Err(timeout()),
+            Ok(Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout))) => {
+                return Err(timeout())
+            }
             Ok(Err(err)) => {
                 return Err(RestartError::Unreachable {
                     url: url.clone(),
@@ -155,7 +155,11 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_token() {
-        let strategy = RestEndpoint::new("http://127.0.0.1:1/restart", "s3cret-token", "http://127.0.0.1:1/health");
+        let strategy = RestEndpoint::new(
+            "http://127.0.0.1:1/restart",
+            "s3cret-token",
+            "http://127.0.0.1:1/health",
+        );
         let shown = format!("{strategy:?}");
         assert!(!shown.contains("s3cret-token"), "{shown}");
         assert!(shown.contains("<redacted>"));

@@ -116,7 +116,7 @@ struct Child {
     stopping: bool,
 }
 
-/// Owns one server process; see the [module documentation](self).
+/// Owns one server process: starts it, stops its whole group, reports its exits.
 pub struct ServerActor {
     spec: ServerSpec,
     name: Arc<str>,
@@ -176,15 +176,28 @@ impl ServerActor {
         };
         let guard = GroupGuard::new(pid);
         if let Some(stdout) = child.stdout.take() {
-            let task = forward_lines(stdout, Stream::Stdout, self.name.clone(), generation.0, self.recent.clone());
+            let task = forward_lines(
+                stdout,
+                Stream::Stdout,
+                self.name.clone(),
+                generation.0,
+                self.recent.clone(),
+            );
             actix::spawn(task);
         }
         if let Some(stderr) = child.stderr.take() {
-            let task = forward_lines(stderr, Stream::Stderr, self.name.clone(), generation.0, self.recent.clone());
+            let task = forward_lines(
+                stderr,
+                Stream::Stderr,
+                self.name.clone(),
+                generation.0,
+                self.recent.clone(),
+            );
             actix::spawn(task);
         }
         let (exited_tx, exited) = watch::channel(None);
-        let me = ctx.address();
+        // A weak address: the watcher must not keep the actor alive after its owners let go.
+        let me = ctx.address().downgrade();
         let name = self.name.clone();
         actix::spawn(async move {
             let status = match child.wait().await {
@@ -195,7 +208,13 @@ impl ServerActor {
                 }
             };
             exited_tx.send_replace(Some(status));
-            me.do_send(LeaderExited { generation, pid, status });
+            if let Some(me) = me.upgrade() {
+                me.do_send(LeaderExited {
+                    generation,
+                    pid,
+                    status,
+                });
+            }
         });
         self.child = Some(Child {
             pid,
@@ -292,22 +311,26 @@ impl Handler<Stop> for ServerActor {
             exited: child.exited.clone(),
         };
         tracing::info!(server = %self.name, pid, grace = ?msg.grace, "stopping server");
-        Box::pin(stop_group(plan).into_actor(self).map(move |result, act, _ctx| {
-            if act.child.as_ref().is_some_and(|c| c.pid == pid) {
-                let Some(mut child) = act.child.take() else {
-                    return result;
-                };
-                match &result {
-                    Ok(stopped) => {
-                        child.guard.disarm();
-                        act.last_exit = stopped.exit.or(act.last_exit);
+        Box::pin(
+            stop_group(plan)
+                .into_actor(self)
+                .map(move |result, act, _ctx| {
+                    if act.child.as_ref().is_some_and(|c| c.pid == pid) {
+                        let Some(mut child) = act.child.take() else {
+                            return result;
+                        };
+                        match &result {
+                            Ok(stopped) => {
+                                child.guard.disarm();
+                                act.last_exit = stopped.exit.or(act.last_exit);
+                            }
+                            // Keep the guard armed: whatever survived is killed again on drop.
+                            Err(_) => child.guard.kill_now(),
+                        }
                     }
-                    // Keep the guard armed: whatever survived is killed again on drop.
-                    Err(_) => child.guard.kill_now(),
-                }
-            }
-            result
-        }))
+                    result
+                }),
+        )
     }
 }
 

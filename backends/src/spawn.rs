@@ -78,7 +78,10 @@ pub(crate) fn substitute_port(arg: &OsStr, port: u16) -> OsString {
     let port = port.to_string();
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes;
-    while let Some(at) = rest.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER) {
+    while let Some(at) = rest
+        .windows(PLACEHOLDER.len())
+        .position(|w| w == PLACEHOLDER)
+    {
         out.extend_from_slice(&rest[..at]);
         out.extend_from_slice(port.as_bytes());
         rest = &rest[at + PLACEHOLDER.len()..];
@@ -162,7 +165,14 @@ pub(crate) fn spawn_group_leader(
     // builds `io::Error` values from an errno without allocating.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then no signal will ever come.
@@ -190,7 +200,10 @@ mod tests {
 
     #[test]
     fn port_placeholder_is_replaced_everywhere() {
-        assert_eq!(substitute_port(OsStr::new("--port={port}"), 8123), "--port=8123");
+        assert_eq!(
+            substitute_port(OsStr::new("--port={port}"), 8123),
+            "--port=8123"
+        );
         assert_eq!(substitute_port(OsStr::new("{port}:{port}"), 1), "1:1");
         assert_eq!(substitute_port(OsStr::new("{por}"), 1), "{por}");
     }
@@ -209,7 +222,10 @@ mod tests {
         spec.shell = true;
         let launch = plan_launch(&spec).expect("sh is installed");
         assert!(launch.program.ends_with("sh"));
-        assert_eq!(launch.args, vec![OsString::from("-c"), OsString::from("echo $PORT 99")]);
+        assert_eq!(
+            launch.args,
+            vec![OsString::from("-c"), OsString::from("echo $PORT 99")]
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ mod tests {
         assert_eq!(grow(ms(10), 2, 10, ms(1000)), ms(1000));
         assert_eq!(grow(ms(10), 1, 10, ms(1000)), ms(10));
         assert_eq!(grow(ms(10), 0, 1, ms(1000)), Duration::ZERO);
-        assert_eq!(grow(Duration::MAX, u32::MAX, u32::MAX, Duration::MAX), Duration::MAX);
+        assert_eq!(
+            grow(Duration::MAX, u32::MAX, u32::MAX, Duration::MAX),
+            Duration::MAX
+        );
         assert_eq!(grow(ms(5000), 2, 0, ms(1000)), ms(1000));
     }
 }

@@ -342,7 +342,10 @@ mod tests {
         };
         let mut t = HealthTracker::new(config, ms(100));
         for at in [110, 200, 500, 1099] {
-            assert_eq!(t.on_probe(ms(at), ProbeOutcome::Failed), HealthEvent::Nothing);
+            assert_eq!(
+                t.on_probe(ms(at), ProbeOutcome::Failed),
+                HealthEvent::Nothing
+            );
             assert_eq!(t.state(), HealthState::Starting);
         }
         assert_eq!(
@@ -350,7 +353,10 @@ mod tests {
             HealthEvent::StartupTimedOut { after: ms(1000) }
         );
         // Reported once only.
-        assert_eq!(t.on_probe(ms(1200), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(
+            t.on_probe(ms(1200), ProbeOutcome::Failed),
+            HealthEvent::Nothing
+        );
         assert_eq!(t.poll(ms(5000)), HealthEvent::Nothing);
         // A late start is still reported as ready.
         assert_eq!(
@@ -367,26 +373,41 @@ mod tests {
         };
         let mut t = HealthTracker::new(config, ms(0));
         assert_eq!(t.poll(ms(499)), HealthEvent::Nothing);
-        assert_eq!(t.poll(ms(500)), HealthEvent::StartupTimedOut { after: ms(500) });
+        assert_eq!(
+            t.poll(ms(500)),
+            HealthEvent::StartupTimedOut { after: ms(500) }
+        );
         assert_eq!(t.poll(ms(600)), HealthEvent::Nothing);
         t.restarted(ms(1000));
         assert_eq!(t.poll(ms(1400)), HealthEvent::Nothing);
-        assert_eq!(t.poll(ms(1500)), HealthEvent::StartupTimedOut { after: ms(500) });
+        assert_eq!(
+            t.poll(ms(1500)),
+            HealthEvent::StartupTimedOut { after: ms(500) }
+        );
     }
 
     #[test]
     fn ready_becomes_unresponsive_after_consecutive_failures_once() {
         let mut t = ready_tracker();
-        assert_eq!(t.on_probe(ms(1000), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(
+            t.on_probe(ms(1000), ProbeOutcome::Failed),
+            HealthEvent::Nothing
+        );
         assert_eq!(t.state(), HealthState::Suspect { failures: 1 });
-        assert_eq!(t.on_probe(ms(2000), ProbeOutcome::TimedOut), HealthEvent::Nothing);
+        assert_eq!(
+            t.on_probe(ms(2000), ProbeOutcome::TimedOut),
+            HealthEvent::Nothing
+        );
         assert_eq!(t.state(), HealthState::Suspect { failures: 2 });
         assert_eq!(
             t.on_probe(ms(3000), ProbeOutcome::Failed),
             HealthEvent::Unresponsive { failures: 3 }
         );
         assert_eq!(t.state(), HealthState::Unresponsive);
-        assert_eq!(t.on_probe(ms(4000), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(
+            t.on_probe(ms(4000), ProbeOutcome::Failed),
+            HealthEvent::Nothing
+        );
         assert_eq!(t.on_probe(ms(5000), ProbeOutcome::Ok), HealthEvent::Nothing);
         assert_eq!(t.state(), HealthState::Unresponsive);
     }
@@ -399,7 +420,10 @@ mod tests {
         assert_eq!(t.consecutive_failures(), 2);
         assert_eq!(t.on_probe(ms(3000), ProbeOutcome::Ok), HealthEvent::Nothing);
         assert_eq!(t.state(), HealthState::Ready);
-        assert_eq!(t.on_probe(ms(4000), ProbeOutcome::Failed), HealthEvent::Nothing);
+        assert_eq!(
+            t.on_probe(ms(4000), ProbeOutcome::Failed),
+            HealthEvent::Nothing
+        );
         assert_eq!(t.state(), HealthState::Suspect { failures: 1 });
     }
 

@@ -60,7 +60,10 @@ impl Phase {
     /// supervisor is on its way to `Ready`.
     #[must_use]
     pub const fn is_recovering(self) -> bool {
-        matches!(self, Phase::Starting | Phase::Restarting | Phase::BackingOff)
+        matches!(
+            self,
+            Phase::Starting | Phase::Restarting | Phase::BackingOff
+        )
     }
 
     /// Whether the phase is final: nothing will bring the server back without outside help.

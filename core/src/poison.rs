@@ -122,7 +122,12 @@ impl PoisonTracker {
                 self.quarantined.put(fp, strikes.saturating_add(1), stamp);
                 continue;
             }
-            let strikes = self.suspects.get(fp).copied().unwrap_or(0).saturating_add(1);
+            let strikes = self
+                .suspects
+                .get(fp)
+                .copied()
+                .unwrap_or(0)
+                .saturating_add(1);
             if strikes >= self.threshold {
                 self.suspects.remove(fp);
                 self.quarantined.put(fp, strikes, stamp);

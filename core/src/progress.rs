@@ -193,7 +193,10 @@ mod tests {
         // The server restarted: its counter starts again from zero.
         assert_eq!(w.on_sample(s(29), 0, 1), ProgressVerdict::Fine);
         assert_eq!(w.on_sample(s(43), 0, 1), ProgressVerdict::Fine);
-        assert!(matches!(w.on_sample(s(44), 0, 1), ProgressVerdict::Stalled { .. }));
+        assert!(matches!(
+            w.on_sample(s(44), 0, 1),
+            ProgressVerdict::Stalled { .. }
+        ));
     }
 
     #[test]
@@ -205,7 +208,10 @@ mod tests {
         assert_eq!(w.on_sample(s(34), 5, 1), ProgressVerdict::Fine);
         w.reset(s(34));
         assert_eq!(w.on_sample(s(40), 5, 1), ProgressVerdict::Fine);
-        assert!(matches!(w.on_sample(s(55), 5, 1), ProgressVerdict::Stalled { .. }));
+        assert!(matches!(
+            w.on_sample(s(55), 5, 1),
+            ProgressVerdict::Stalled { .. }
+        ));
     }
 
     #[test]

@@ -435,7 +435,10 @@ mod tests {
             bad(|c| c.backoff.cap = ms(100)),
             Some(InvalidConfig::CapBelowBase)
         );
-        assert_eq!(bad(|c| c.backoff.factor = 0), Some(InvalidConfig::FactorTooSmall));
+        assert_eq!(
+            bad(|c| c.backoff.factor = 0),
+            Some(InvalidConfig::FactorTooSmall)
+        );
         assert_eq!(
             bad(|c| c.backoff.jitter_percent = 101),
             Some(InvalidConfig::JitterOutOfRange { percent: 101 })

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn success_is_done_and_cancel_or_4xx_give_up_at_once() {
         let mut p = RetryPlan::new(RetryConfig::default());
-        assert_eq!(p.decide(AttemptOutcome::Success, G, true), RetryDecision::Done);
+        assert_eq!(
+            p.decide(AttemptOutcome::Success, G, true),
+            RetryDecision::Done
+        );
         let mut p = RetryPlan::new(RetryConfig::default());
         assert_eq!(
             p.decide(AttemptOutcome::Cancelled, G, false),

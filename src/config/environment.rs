@@ -8,7 +8,9 @@ use std::str::FromStr;
 
 use super::error::ConfigError;
 use super::layer::Layer;
-use super::value::{parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_seconds, parse_size};
+use super::value::{
+    parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_seconds, parse_size,
+};
 use super::{LogFormat, ProgressMetric};
 use crate::auth::AdminToken;
 
@@ -39,11 +41,19 @@ impl Environment<'_> {
     }
 
     /// Reads `RESPAWN_<KEY>` with `parse`, turning a failure into [`ConfigError::BadValue`].
-    fn read<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
+    fn read<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
         let variable = variable_for(key);
         self.raw(&variable)
             .map(|value| {
-                parse(&value).map_err(|expected| ConfigError::BadValue { option: variable.clone(), value, expected })
+                parse(&value).map_err(|expected| ConfigError::BadValue {
+                    option: variable.clone(),
+                    value,
+                    expected,
+                })
             })
             .transpose()
     }
@@ -53,14 +63,23 @@ impl Environment<'_> {
     }
 
     fn number<T: FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
-        self.read(key, |value| value.trim().parse().map_err(|_| format!("expected {expected}")))
+        self.read(key, |value| {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected {expected}"))
+        })
     }
 
     fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, ConfigError> {
         let variable = variable_for(key);
         self.raw(&variable)
             .map(|value| {
-                parse_duration(&value).map_err(|reason| ConfigError::BadDuration { option: variable.clone(), value, reason })
+                parse_duration(&value).map_err(|reason| ConfigError::BadDuration {
+                    option: variable.clone(),
+                    value,
+                    reason,
+                })
             })
             .transpose()
     }

@@ -76,7 +76,9 @@ pub enum ConfigError {
     },
 
     /// Neither a command nor an upstream to supervise.
-    #[error("no command to supervise: respawn serve [OPTIONS] -- COMMAND [ARGS...] (or --upstream URL)")]
+    #[error(
+        "no command to supervise: respawn serve [OPTIONS] -- COMMAND [ARGS...] (or --upstream URL)"
+    )]
     NoCommand,
 
     /// Both a command and an upstream: respawn either owns the server or watches one it does not own.

@@ -11,7 +11,10 @@ use super::layer::{Layer, KEYS};
 
 /// Reads and parses the config file at `path`.
 pub(crate) fn read(path: &Path) -> Result<Layer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
     parse(path, &text)
 }
 
@@ -38,7 +41,12 @@ fn translate(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
         Some(key) if !message.contains(&format!("`{key}`")) => format!("{key}: {message}"),
         _ => message,
     };
-    ConfigError::Toml { path: path.to_owned(), line, column, message }
+    ConfigError::Toml {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
 }
 
 /// The key of serde's "unknown field `x`, expected one of ..." message.
@@ -122,7 +130,11 @@ mod tests {
         let text = "a = 1\nbé = 2\n";
         assert_eq!(position(text, 0), (1, 1));
         assert_eq!(position(text, 6), (2, 1));
-        assert_eq!(position(text, 10), (2, 4), "é is one column though two bytes");
+        assert_eq!(
+            position(text, 10),
+            (2, 4),
+            "é is one column though two bytes"
+        );
         assert_eq!(position(text, 999), (3, 1));
     }
 }

@@ -15,11 +15,13 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
             .command
             .iter()
             .map(|word| {
-                word.to_str().map(str::to_owned).ok_or_else(|| ConfigError::BadValue {
-                    option: "COMMAND".to_owned(),
-                    value: word.to_string_lossy().into_owned(),
-                    expected: "arguments that are valid UTF-8".to_owned(),
-                })
+                word.to_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ConfigError::BadValue {
+                        option: "COMMAND".to_owned(),
+                        value: word.to_string_lossy().into_owned(),
+                        expected: "arguments that are valid UTF-8".to_owned(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Some(words)

@@ -303,7 +303,10 @@ impl ServeConfig {
     /// `env` looks up one environment variable (`|name| std::env::var(name).ok()` in the
     /// binary); it is injected so tests describe an environment instead of changing the
     /// process's own. The file is `args.config`, else `RESPAWN_CONFIG`, else none.
-    pub fn load(args: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeConfig, ConfigError> {
+    pub fn load(
+        args: &ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig, ConfigError> {
         let mut config = ServeConfig::default();
         let file = args.config.clone().or_else(|| {
             env(CONFIG_FILE_VAR)
@@ -340,23 +343,41 @@ impl ServeConfig {
         }
         if let Some(program) = self.command.first() {
             if program.trim().is_empty() {
-                return Err(bad_value("command", program, "a program name or path as the first word"));
+                return Err(bad_value(
+                    "command",
+                    program,
+                    "a program name or path as the first word",
+                ));
             }
         }
         if self.shell && self.upstream.is_some() {
             return Err(ConfigError::Conflict {
                 option: "--shell".to_owned(),
-                reason: "needs a command to run; --upstream supervises a server respawn does not start".to_owned(),
+                reason:
+                    "needs a command to run; --upstream supervises a server respawn does not start"
+                        .to_owned(),
             });
         }
         if self.port == Some(0) {
-            return Err(bad_value("port", "0", "a port from 1 to 65535; leave --port out to pick a free one"));
+            return Err(bad_value(
+                "port",
+                "0",
+                "a port from 1 to 65535; leave --port out to pick a free one",
+            ));
         }
         if !self.health_path.starts_with('/') {
-            return Err(bad_value("health_path", &self.health_path, "a path that starts with `/`, e.g. /health"));
+            return Err(bad_value(
+                "health_path",
+                &self.health_path,
+                "a path that starts with `/`, e.g. /health",
+            ));
         }
         if self.name.trim().is_empty() || self.name.chars().any(char::is_control) {
-            return Err(bad_value("name", &self.name, "a non-empty name without control characters"));
+            return Err(bad_value(
+                "name",
+                &self.name,
+                "a non-empty name without control characters",
+            ));
         }
         for (key, value) in [
             ("health_interval", self.health_interval),
@@ -378,8 +399,16 @@ impl ServeConfig {
             }
         }
         for (key, value, expected) in [
-            ("unhealthy_after", self.unhealthy_after, "1 or more failed probes"),
-            ("max_restarts", self.max_restarts, "1 or more; to never restart, set ENABLE_SERVER_RESTART=false"),
+            (
+                "unhealthy_after",
+                self.unhealthy_after,
+                "1 or more failed probes",
+            ),
+            (
+                "max_restarts",
+                self.max_restarts,
+                "1 or more; to never restart, set ENABLE_SERVER_RESTART=false",
+            ),
             ("poison_after", self.poison_after, "1 or more hangs"),
         ] {
             if value == 0 {
@@ -390,9 +419,16 @@ impl ServeConfig {
             return Err(bad_value("workers", "0", "1 or more worker threads"));
         }
         if self.max_body_size == 0 {
-            return Err(bad_value("max_body_size", "0", "1 byte or more, e.g. 64MiB"));
+            return Err(bad_value(
+                "max_body_size",
+                "0",
+                "1 byte or more, e.g. 64MiB",
+            ));
         }
-        for (key, url) in [("upstream", &self.upstream), ("restart_url", &self.restart_url)] {
+        for (key, url) in [
+            ("upstream", &self.upstream),
+            ("restart_url", &self.restart_url),
+        ] {
             if let Some(url) = url {
                 check_http_url(key, url)?;
             }
@@ -404,16 +440,30 @@ impl ServeConfig {
                     .to_owned(),
             });
         }
-        for (key, argv) in [("restart_command", &self.restart_command), ("release_check", &self.release_check)] {
+        for (key, argv) in [
+            ("restart_command", &self.restart_command),
+            ("release_check", &self.release_check),
+        ] {
             if let Some(argv) = argv {
-                if argv.first().map_or(true, |program| program.trim().is_empty()) {
-                    return Err(bad_value(key, &argv.join(" "), "a program and its arguments"));
+                if argv
+                    .first()
+                    .map_or(true, |program| program.trim().is_empty())
+                {
+                    return Err(bad_value(
+                        key,
+                        &argv.join(" "),
+                        "a program and its arguments",
+                    ));
                 }
             }
         }
         if let Some(body) = &self.canary_body {
             if !body.is_object() {
-                return Err(bad_value("canary_body", &body.to_string(), "a JSON object (the request body)"));
+                return Err(bad_value(
+                    "canary_body",
+                    &body.to_string(),
+                    "a JSON object (the request body)",
+                ));
             }
         }
         self.core().validate()?;
@@ -459,17 +509,31 @@ impl ServeConfig {
 
 /// The flag and the file key of a setting, for errors found after the layers were merged.
 fn option_names(key: &str) -> String {
-    format!("--{} / `{key}`", key.replace('_', "-"))
+    format!(
+        "--{} / {} / `{key}`",
+        key.replace('_', "-"),
+        variable_for(key)
+    )
 }
 
 fn bad_value(key: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError::BadValue { option: option_names(key), value: value.to_owned(), expected: expected.to_owned() }
+    ConfigError::BadValue {
+        option: option_names(key),
+        value: value.to_owned(),
+        expected: expected.to_owned(),
+    }
 }
 
 /// Checks that `url` is a plain `http://host[:port][/path]` URL (respawn speaks HTTP/1.1 without
 /// TLS, to servers on the same host or network).
 fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let invalid = || bad_value(key, url, "an http:// URL, e.g. http://127.0.0.1:8080 (TLS is not supported)");
+    let invalid = || {
+        bad_value(
+            key,
+            url,
+            "an http:// URL, e.g. http://127.0.0.1:8080 (TLS is not supported)",
+        )
+    };
     let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') || authority.chars().any(char::is_whitespace) {

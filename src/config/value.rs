@@ -13,7 +13,8 @@ use serde::{Deserialize, Deserializer};
 pub const DURATION_EXAMPLES: &str = "expected e.g. 500ms, 10s, 2m";
 
 /// What a size looks like, shown in every size error.
-pub const SIZE_EXAMPLES: &str = "expected a number of bytes with an optional unit, e.g. 1048576, 64MiB, 10MB, 512k";
+pub const SIZE_EXAMPLES: &str =
+    "expected a number of bytes with an optional unit, e.g. 1048576, 64MiB, 10MB, 512k";
 
 /// What a boolean looks like, shown in every boolean error.
 pub const BOOL_EXAMPLES: &str = "expected true/false, 1/0, yes/no or on/off";
@@ -33,7 +34,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     let expected = "expected a number of seconds, e.g. 600";
-    let seconds: f64 = trimmed.parse().map_err(|_| format!("not a number; {expected}"))?;
+    let seconds: f64 = trimmed
+        .parse()
+        .map_err(|_| format!("not a number; {expected}"))?;
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("out of range; {expected}"))
 }
 
@@ -89,7 +92,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             } else {
                 let numerator: u128 = digits.parse().map_err(|_| out_of_range())?;
                 let denominator = 10u128.pow(digits.len() as u32);
-                u64::try_from(numerator * u128::from(multiplier) / denominator).map_err(|_| out_of_range())?
+                u64::try_from(numerator * u128::from(multiplier) / denominator)
+                    .map_err(|_| out_of_range())?
             };
             whole.checked_add(part).ok_or_else(out_of_range)
         }
@@ -113,7 +117,10 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
 pub fn parse_argv(text: &str) -> Result<Vec<String>, String> {
     let argv: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
     if argv.is_empty() {
-        return Err("empty command (expected a program and its arguments, e.g. `systemctl restart vllm`)".to_owned());
+        return Err(
+            "empty command (expected a program and its arguments, e.g. `systemctl restart vllm`)"
+                .to_owned(),
+        );
     }
     Ok(argv)
 }
@@ -125,9 +132,9 @@ pub fn parse_json(text: &str) -> Result<serde_json::Value, String> {
 
 /// Reads the address respawn listens on: an IP address and a port.
 pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| "expected an IP address and a port, e.g. 127.0.0.1:8000 or [::1]:8000".to_owned())
+    text.trim().parse().map_err(|_| {
+        "expected an IP address and a port, e.g. 127.0.0.1:8000 or [::1]:8000".to_owned()
+    })
 }
 
 /// serde adapters for the TOML file: each accepts the natural TOML spelling of its kind.
@@ -160,25 +167,32 @@ pub(crate) mod serde_with {
                 .as_u64()
                 .map(Some)
                 .ok_or_else(|| D::Error::custom(format!("invalid size {n}: {SIZE_EXAMPLES}"))),
-            other => Err(D::Error::custom(format!("invalid size {other}: {SIZE_EXAMPLES}"))),
+            other => Err(D::Error::custom(format!(
+                "invalid size {other}: {SIZE_EXAMPLES}"
+            ))),
         }
     }
 
     /// An argv: an array of strings, or one string split on whitespace.
     pub fn argv<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<String>>, D::Error> {
-        let expected = "expected a program and its arguments, e.g. [\"systemctl\", \"restart\", \"vllm\"]";
+        let expected =
+            "expected a program and its arguments, e.g. [\"systemctl\", \"restart\", \"vllm\"]";
         match Value::deserialize(de)? {
             Value::String(text) => parse_argv(&text).map(Some).map_err(D::Error::custom),
             Value::Array(items) if !items.is_empty() => items
                 .into_iter()
                 .map(|item| match item {
                     Value::String(word) => Ok(word),
-                    other => Err(D::Error::custom(format!("invalid command word {other}: each word is a string"))),
+                    other => Err(D::Error::custom(format!(
+                        "invalid command word {other}: each word is a string"
+                    ))),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Value::Array(_) => Err(D::Error::custom(format!("empty command; {expected}"))),
-            other => Err(D::Error::custom(format!("invalid command {other}: {expected}"))),
+            other => Err(D::Error::custom(format!(
+                "invalid command {other}: {expected}"
+            ))),
         }
     }
 
@@ -191,7 +205,9 @@ pub(crate) mod serde_with {
     }
 
     /// A listen address string (`"127.0.0.1:8000"`).
-    pub fn listen<'de, D: Deserializer<'de>>(de: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    pub fn listen<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<std::net::SocketAddr>, D::Error> {
         let text = String::deserialize(de)?;
         parse_listen(&text)
             .map(Some)
@@ -209,7 +225,10 @@ mod tests {
         assert_eq!(parse_duration(" 2m "), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         let err = parse_duration("10 parsecs").unwrap_err();
-        assert!(err.contains("parsecs") && err.contains(DURATION_EXAMPLES), "{err}");
+        assert!(
+            err.contains("parsecs") && err.contains(DURATION_EXAMPLES),
+            "{err}"
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10").is_err(), "a bare number has no unit");
     }
@@ -228,7 +247,10 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("1.2.3").is_err());
         assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999TiB").is_err(), "overflow is an error");
+        assert!(
+            parse_size("99999999999TiB").is_err(),
+            "overflow is an error"
+        );
         assert!(parse_size("18446744073709551616").is_err());
     }
 
@@ -256,7 +278,11 @@ mod tests {
     fn argv_splits_on_whitespace_and_refuses_empty() {
         assert_eq!(
             parse_argv(" systemctl  restart\tvllm "),
-            Ok(vec!["systemctl".to_owned(), "restart".to_owned(), "vllm".to_owned()])
+            Ok(vec![
+                "systemctl".to_owned(),
+                "restart".to_owned(),
+                "vllm".to_owned()
+            ])
         );
         assert!(parse_argv("   ").is_err());
     }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_backends::{Restart, RestartError, RestartReport, ServerActor, ServerExited, Start, Stop};
+use respawn_backends::{
+    Restart, RestartError, RestartReport, ServerActor, ServerExited, Start, Stop,
+};
 use respawn_core::{
     GateDecision, Generation, HangCause, Phase, PoisonTracker, PolicyDecision, RestartGate,
     RestartPolicy,
@@ -20,9 +22,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-pub use messages::{Hang, Ready, RequestSucceeded, RestartNow, Shutdown, StartupTimedOut, Unhealthy};
+pub use messages::{
+    Hang, Ready, RequestSucceeded, RestartNow, Shutdown, StartupTimedOut, Unhealthy,
+};
 
-use crate::health_actor::{HealthActor, Watch};
+use crate::health_actor::Watch;
 use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::state::{unix_now_s, LastRestart, SupervisorState};
@@ -38,7 +42,9 @@ pub struct Strategy {
 
 impl std::fmt::Debug for Strategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Strategy").field("name", &self.name).finish()
+        f.debug_struct("Strategy")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -61,8 +67,8 @@ pub struct CoordinatorParts {
     pub strategies: Vec<Strategy>,
     /// The owned server, when respawn owns the process (started at once, stopped at shutdown).
     pub server: Option<Addr<ServerActor>>,
-    /// The health prober.
-    pub health: Addr<HealthActor>,
+    /// The health prober (told to watch each new generation).
+    pub health: Recipient<Watch>,
     /// Where the state is published.
     pub state: watch::Sender<SupervisorState>,
     /// Shared counters.
@@ -258,6 +264,10 @@ impl RestartCoordinator {
                 self.publish(|s| s.last_cause = Some(cause));
                 if !self.config.enable_restart {
                     warn!(server = %self.config.name, %generation, "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
+                    // Nothing will be restarted: close the gate again so the next hang is reported
+                    // too, and keep probing the same generation so that a recovery is seen.
+                    self.gate.abandon();
+                    self.parts.health.do_send(Watch { generation });
                     return;
                 }
                 self.pending = Some(PendingRestart {
@@ -323,8 +333,17 @@ impl RestartCoordinator {
         }
     }
 
-    fn run_strategy(&mut self, ctx: &mut Context<Self>, hung: Generation, cause: HangCause, index: usize) {
-        if matches!(self.phase(), Phase::Failed | Phase::Stopping | Phase::Stopped) {
+    fn run_strategy(
+        &mut self,
+        ctx: &mut Context<Self>,
+        hung: Generation,
+        cause: HangCause,
+        index: usize,
+    ) {
+        if matches!(
+            self.phase(),
+            Phase::Failed | Phase::Stopping | Phase::Stopped
+        ) {
             return;
         }
         let Some(strategy) = self.parts.strategies.get(index).cloned() else {
@@ -476,3 +495,6 @@ impl Handler<Shutdown> for RestartCoordinator {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

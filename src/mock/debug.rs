@@ -20,7 +20,10 @@ pub(crate) struct BlockQuery {
 /// pings stop, and systemd would kill it. The request itself is answered at once, from a worker.
 pub(crate) async fn block(query: web::Query<BlockQuery>) -> HttpResponse {
     let wanted = Duration::from_millis(query.ms).min(MAX_BLOCK);
-    warn!(?wanted, "blocking the main event loop on request (--debug-endpoints)");
+    warn!(
+        ?wanted,
+        "blocking the main event loop on request (--debug-endpoints)"
+    );
     actix_rt::System::current().arbiter().spawn(async move {
         std::thread::sleep(wanted);
     });

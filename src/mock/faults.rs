@@ -121,16 +121,25 @@ impl Faults {
         let done = ledger.completions;
         let decision = if let Some(point) = due(&self.crash_after, &ledger.fired_crashes, done) {
             ledger.fired_crashes.insert(point);
-            error!(completions = done, "--crash-after {point} reached; exiting with code 1");
+            error!(
+                completions = done,
+                "--crash-after {point} reached; exiting with code 1"
+            );
             Admission::Crash
         } else if let Some(point) = due(&self.wedge_after, &ledger.fired_wedges, done) {
             ledger.fired_wedges.insert(point);
-            warn!(completions = done, "--wedge-after {point} reached; every request and /health hang from now on");
+            warn!(
+                completions = done,
+                "--wedge-after {point} reached; every request and /health hang from now on"
+            );
             self.mode.store(WEDGED, Ordering::Release);
             Admission::Hang
         } else if let Some(point) = due(&self.deadlock_after, &ledger.fired_deadlocks, done) {
             ledger.fired_deadlocks.insert(point);
-            warn!(completions = done, "--deadlock-after {point} reached; completions hang, /health stays green");
+            warn!(
+                completions = done,
+                "--deadlock-after {point} reached; completions hang, /health stays green"
+            );
             self.mode.store(DEADLOCKED, Ordering::Release);
             Admission::Hang
         } else {
@@ -191,15 +200,27 @@ mod tests {
     #[test]
     fn wedge_points_fire_once_across_ledgers() {
         let f = faults(&["--wedge-after", "2,4"], Ledger::default());
-        assert!(matches!(f.admit("x", false), Admission::Serve { ordinal: 1, .. }));
-        assert!(matches!(f.admit("x", false), Admission::Serve { ordinal: 2, .. }));
+        assert!(matches!(
+            f.admit("x", false),
+            Admission::Serve { ordinal: 1, .. }
+        ));
+        assert!(matches!(
+            f.admit("x", false),
+            Admission::Serve { ordinal: 2, .. }
+        ));
         assert_eq!(f.admit("x", false), Admission::Hang);
         assert!(f.is_wedged());
         let carried = f.ledger.lock().clone();
         assert_eq!(carried.completions, 2);
         let g = faults(&["--wedge-after", "2,4"], carried);
-        assert!(matches!(g.admit("x", false), Admission::Serve { ordinal: 3, .. }));
-        assert!(matches!(g.admit("x", false), Admission::Serve { ordinal: 4, .. }));
+        assert!(matches!(
+            g.admit("x", false),
+            Admission::Serve { ordinal: 3, .. }
+        ));
+        assert!(matches!(
+            g.admit("x", false),
+            Admission::Serve { ordinal: 4, .. }
+        ));
         assert_eq!(g.admit("x", false), Admission::Hang);
     }
 

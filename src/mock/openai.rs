@@ -52,7 +52,11 @@ struct ChatMessage {
 }
 
 /// An OpenAI-style error body.
-pub(crate) fn openai_error(status: actix_web::http::StatusCode, kind: &str, message: &str) -> HttpResponse {
+pub(crate) fn openai_error(
+    status: actix_web::http::StatusCode,
+    kind: &str,
+    message: &str,
+) -> HttpResponse {
     HttpResponse::build(status).json(json!({
         "error": { "message": message, "type": kind, "param": null, "code": null }
     }))
@@ -142,7 +146,12 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
         finish_reason: if limit.is_some() { "length" } else { "stop" },
         prompt_tokens: count_prompt_tokens(&prompt),
     };
-    debug!(ordinal, stream = request.stream, tokens = job.count, "completion");
+    debug!(
+        ordinal,
+        stream = request.stream,
+        tokens = job.count,
+        "completion"
+    );
     let running = gen.metrics.running();
     if request.stream {
         stream(gen, job, running, drop_stream)
@@ -272,13 +281,19 @@ fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: boo
             }
             StreamStep::Token(index) if index < job.count => {
                 let token = next_token(&gen, &job, index).await;
-                (Ok(job.chunk(index, Some(&token))), StreamStep::Token(index + 1))
+                (
+                    Ok(job.chunk(index, Some(&token))),
+                    StreamStep::Token(index + 1),
+                )
             }
             StreamStep::Token(_) => {
                 gen.metrics.completion_finished();
                 (Ok(job.chunk(job.count, None)), StreamStep::Done)
             }
-            StreamStep::Done => (Ok(Bytes::from_static(b"data: [DONE]\n\n")), StreamStep::Over),
+            StreamStep::Done => (
+                Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+                StreamStep::Over,
+            ),
             StreamStep::Over => return None,
         };
         Some((item, (gen, job, running, next)))

@@ -115,7 +115,10 @@ async fn serve(
     let loading = Arc::clone(&faults);
     actix_rt::spawn(async move {
         if !delay.is_zero() {
-            info!(?delay, "simulating a slow start: /health answers 503 until loaded");
+            info!(
+                ?delay,
+                "simulating a slow start: /health answers 503 until loaded"
+            );
             actix_rt::time::sleep(delay).await;
         }
         loading.mark_ready();

@@ -124,7 +124,10 @@ pub async fn forward(
         }
         builder.append_header((name.clone(), value.clone()));
     }
-    builder.insert_header(("x-respawn-generation", delivered.generation.get().to_string()));
+    builder.insert_header((
+        "x-respawn-generation",
+        delivered.generation.get().to_string(),
+    ));
     if delivered.attempts > 1 {
         builder.insert_header(("x-respawn-attempts", delivered.attempts.to_string()));
     }

@@ -110,7 +110,9 @@ where
             Poll::Ready(None) => {
                 this.done = true;
                 if let Some(fingerprint) = this.watch.suspect.take() {
-                    this.watch.coordinator.do_send(RequestSucceeded { fingerprint });
+                    this.watch
+                        .coordinator
+                        .do_send(RequestSucceeded { fingerprint });
                 }
                 Poll::Ready(None)
             }

@@ -153,9 +153,9 @@ impl RestartControl {
             Ok(()) => {
                 info!(?peer, "authorized restart request; the service will exit");
                 self.request_restart();
-                HttpResponse::Accepted()
-                    .force_close()
-                    .json(serde_json::json!({ "status": "restarting", "exit_code": self.exit_code }))
+                HttpResponse::Accepted().force_close().json(
+                    serde_json::json!({ "status": "restarting", "exit_code": self.exit_code }),
+                )
             }
             Err(refusal) => {
                 warn!(?peer, reason = %refusal, "refused restart request");

@@ -65,7 +65,10 @@ extern "C" fn run_role_before_main(
 
 /// Role `listen`: accept connections on 127.0.0.1:$PORT until killed.
 fn listen_forever() -> i32 {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
         return 98;
     };
@@ -91,7 +94,9 @@ fn fake_parent(args: Vec<OsString>) -> i32 {
         let (events, _rx) = exit_events();
         let server = respawn_backends::ServerActor::new(spec, events).start();
         let started = server
-            .send(respawn_backends::Start { generation: respawn_core::Generation(1) })
+            .send(respawn_backends::Start {
+                generation: respawn_core::Generation(1),
+            })
             .await;
         match started {
             Ok(Ok(started)) => {
@@ -143,7 +148,9 @@ impl KillOnDrop {
     pub fn read_line(&mut self) -> String {
         let stdout = self.0.stdout.as_mut().expect("piped stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read a line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read a line");
         line.trim_end().to_owned()
     }
 }
@@ -227,7 +234,10 @@ impl Handler<ServerExited> for ExitEvents {
 }
 
 /// A recipient for a `ServerActor` and the receiving end of its exit events.
-pub fn exit_events() -> (Recipient<ServerExited>, mpsc::UnboundedReceiver<ServerExited>) {
+pub fn exit_events() -> (
+    Recipient<ServerExited>,
+    mpsc::UnboundedReceiver<ServerExited>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     (ExitEvents(tx).start().recipient(), rx)
 }

@@ -1,0 +1,610 @@
+//! Message-level tests of the coordinator with simulated hangs: no processes, fake strategies,
+//! and tokio's paused clock where waiting is involved, so a backoff of seconds costs no wall time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use parking_lot::Mutex;
+use respawn_backends::{Restart, RestartError, RestartReport};
+use respawn_core::{
+    BackoffConfig, Fingerprint, Generation, HangCause, IntensityConfig, Phase, RestartPolicyConfig,
+};
+use tokio::sync::watch;
+
+use super::*;
+use crate::health_actor::Watch;
+use crate::in_flight::InFlight;
+use crate::metrics::Metrics;
+use crate::state::SupervisorState;
+
+/// A restart strategy that records every call and answers as told.
+struct FakeStrategy {
+    calls: Arc<Mutex<Vec<(Restart, tokio::time::Instant)>>>,
+    fail: bool,
+    delay: Duration,
+}
+
+impl Actor for FakeStrategy {
+    type Context = Context<Self>;
+}
+
+impl Handler<Restart> for FakeStrategy {
+    type Result = ResponseFuture<Result<RestartReport, RestartError>>;
+
+    fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
+        self.calls.lock().push((msg, tokio::time::Instant::now()));
+        let fail = self.fail;
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fail {
+                Err(RestartError::Timeout {
+                    what: "the restart request",
+                    after: delay,
+                })
+            } else {
+                Ok(RestartReport {
+                    strategy: "fake",
+                    pid: Some(1000 + msg.next.get() as u32),
+                    ready_confirmed: false,
+                    steps: Vec::new(),
+                    total: delay,
+                })
+            }
+        })
+    }
+}
+
+/// Records the generations the health actor is told to watch.
+struct FakeHealth {
+    watched: Arc<Mutex<Vec<Generation>>>,
+}
+
+impl Actor for FakeHealth {
+    type Context = Context<Self>;
+}
+
+impl Handler<Watch> for FakeHealth {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) {
+        self.watched.lock().push(msg.generation);
+    }
+}
+
+type Calls = Arc<Mutex<Vec<(Restart, tokio::time::Instant)>>>;
+
+struct Harness {
+    coordinator: Addr<RestartCoordinator>,
+    state: watch::Receiver<SupervisorState>,
+    in_flight: Arc<InFlight>,
+    watched: Arc<Mutex<Vec<Generation>>>,
+}
+
+fn strategy(fail: bool, delay: Duration) -> (Strategy, Calls) {
+    let calls: Calls = Arc::new(Mutex::new(Vec::new()));
+    let actor = FakeStrategy {
+        calls: Arc::clone(&calls),
+        fail,
+        delay,
+    }
+    .start();
+    (
+        Strategy {
+            name: if fail { "failing" } else { "fake" },
+            recipient: actor.recipient(),
+        },
+        calls,
+    )
+}
+
+fn policy(max_restarts: u32) -> RestartPolicyConfig {
+    RestartPolicyConfig {
+        backoff: BackoffConfig {
+            base: Duration::from_millis(500),
+            factor: 2,
+            cap: Duration::from_secs(30),
+            jitter_percent: 0,
+            scale_with_startup: false,
+        },
+        intensity: IntensityConfig {
+            max_restarts,
+            window: Duration::from_secs(600),
+        },
+        stable_after: Duration::from_secs(60),
+    }
+}
+
+fn harness(strategies: Vec<Strategy>, max_restarts: u32, enable_restart: bool) -> Harness {
+    let (state_tx, state) = crate::state::channel();
+    let watched = Arc::new(Mutex::new(Vec::new()));
+    let health = FakeHealth {
+        watched: Arc::clone(&watched),
+    }
+    .start();
+    let in_flight = InFlight::new();
+    let parts = CoordinatorParts {
+        strategies,
+        server: None,
+        health: health.recipient(),
+        state: state_tx,
+        metrics: Arc::new(Metrics::default()),
+        in_flight: Arc::clone(&in_flight),
+    };
+    let config = CoordinatorConfig {
+        name: "test".to_owned(),
+        policy: policy(max_restarts),
+        poison_threshold: 2,
+        enable_restart,
+    };
+    let coordinator = RestartCoordinator::new(config, parts)
+        .expect("valid policy")
+        .start();
+    Harness {
+        coordinator,
+        state,
+        in_flight,
+        watched,
+    }
+}
+
+/// Lets the actors process what is queued.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+        actix::clock::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+impl Harness {
+    fn phase(&self) -> Phase {
+        self.state.borrow().phase
+    }
+
+    fn generation(&self) -> Generation {
+        self.state.borrow().generation
+    }
+
+    async fn ready(&self, generation: Generation) {
+        self.coordinator.do_send(Ready {
+            generation,
+            startup: Duration::from_millis(10),
+        });
+        settle().await;
+    }
+}
+
+#[actix::test]
+async fn first_generation_is_watched_and_becomes_ready() {
+    let (s, _calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    assert_eq!(h.generation(), Generation(1));
+    assert_eq!(h.phase(), Phase::Starting);
+    assert_eq!(*h.watched.lock(), vec![Generation(1)]);
+    h.ready(Generation(1)).await;
+    assert_eq!(h.phase(), Phase::Ready);
+}
+
+#[actix::test]
+async fn a_thousand_concurrent_hang_reports_cause_one_restart() {
+    let (s, calls) = strategy(false, Duration::from_millis(5));
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    let mut sends = Vec::new();
+    for i in 0..1000 {
+        let cause = if i % 2 == 0 {
+            HangCause::FirstByteTimeout
+        } else {
+            HangCause::StreamStall
+        };
+        sends.push(h.coordinator.send(Hang {
+            generation: Generation(1),
+            cause,
+        }));
+    }
+    for send in sends {
+        send.await.expect("coordinator alive");
+    }
+    settle().await;
+    actix::clock::sleep(Duration::from_millis(20)).await;
+    settle().await;
+    assert_eq!(calls.lock().len(), 1, "one freeze is one restart");
+    assert_eq!(h.generation(), Generation(2));
+    assert_eq!(h.state.borrow().restarts, 1);
+    assert_eq!(h.state.borrow().pid, Some(1002));
+    h.ready(Generation(2)).await;
+    assert_eq!(h.phase(), Phase::Ready);
+    let last = h.state.borrow().last_restart.clone().expect("recorded");
+    assert!(last.cause == "first_byte_timeout" || last.cause == "stream_stall");
+}
+
+#[actix::test]
+async fn a_report_from_an_old_generation_is_ignored() {
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::HealthProbes,
+    });
+    settle().await;
+    h.ready(Generation(2)).await;
+    assert_eq!(calls.lock().len(), 1);
+    // A request that was sent to generation 1 times out late: stale, no second restart.
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::FirstByteTimeout,
+    });
+    settle().await;
+    assert_eq!(calls.lock().len(), 1);
+    assert_eq!(h.phase(), Phase::Ready);
+    assert_eq!(h.generation(), Generation(2));
+}
+
+#[actix::test]
+async fn failed_health_probes_restart_the_server() {
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    h.coordinator.do_send(Unhealthy {
+        generation: Generation(1),
+        failures: 3,
+    });
+    settle().await;
+    assert_eq!(calls.lock().len(), 1);
+    assert_eq!(calls.lock()[0].0.cause, HangCause::HealthProbes);
+    assert_eq!(h.state.borrow().last_cause, Some(HangCause::HealthProbes));
+    assert_eq!(*h.watched.lock(), vec![Generation(1), Generation(2)]);
+}
+
+#[actix::test]
+async fn a_failing_strategy_falls_through_to_the_next() {
+    let (failing, failing_calls) = strategy(true, Duration::from_millis(5));
+    let (working, working_calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![failing, working], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::FirstByteTimeout,
+    });
+    settle().await;
+    actix::clock::sleep(Duration::from_millis(20)).await;
+    settle().await;
+    assert_eq!(failing_calls.lock().len(), 1);
+    assert_eq!(working_calls.lock().len(), 1);
+    assert_eq!(h.generation(), Generation(2));
+    let error = h.state.borrow().last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("failing:"), "{error}");
+}
+
+#[actix::test]
+async fn a_crash_loop_backs_off_and_ends_failed() {
+    tokio::time::pause();
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 3, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    h.coordinator.do_send(respawn_backends::ServerExited {
+        generation: Generation(1),
+        pid: 1,
+        status: respawn_backends::ExitInfo::Code(1),
+    });
+    settle().await;
+    // Every new generation dies as soon as it is spawned.
+    let mut seen = Generation(1);
+    for _ in 0..2000 {
+        let generation = h.generation();
+        if generation != seen {
+            seen = generation;
+            h.coordinator.do_send(respawn_backends::ServerExited {
+                generation,
+                pid: 1,
+                status: respawn_backends::ExitInfo::Code(1),
+            });
+        }
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if h.phase() == Phase::Failed {
+            break;
+        }
+    }
+    assert_eq!(h.phase(), Phase::Failed, "the crash loop must end");
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 3, "no more restarts than the intensity limit");
+    // The first restart is immediate; the following ones wait longer and longer.
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(500),
+        "backoff waits: {gaps:?}"
+    );
+    assert!(gaps[1] > gaps[0], "backoff grows: {gaps:?}");
+    let reason = h.state.borrow().last_error.clone().unwrap_or_default();
+    assert!(!reason.is_empty());
+}
+
+#[actix::test]
+async fn a_request_in_flight_at_two_hangs_is_quarantined() {
+    let (s, _calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    let poison = Fingerprint(42);
+    let innocent = Fingerprint(7);
+    let _p = h.in_flight.enter(poison);
+    {
+        let _i = h.in_flight.enter(innocent);
+        h.coordinator.do_send(Hang {
+            generation: Generation(1),
+            cause: HangCause::FirstByteTimeout,
+        });
+        settle().await;
+    }
+    assert!(h.in_flight.is_suspect(poison));
+    assert!(
+        !h.in_flight.is_quarantined(poison),
+        "one hang is not enough"
+    );
+    h.ready(Generation(2)).await;
+    h.coordinator.do_send(Hang {
+        generation: Generation(2),
+        cause: HangCause::FirstByteTimeout,
+    });
+    settle().await;
+    assert!(h.in_flight.is_quarantined(poison));
+    assert!(!h.in_flight.is_quarantined(innocent));
+}
+
+#[actix::test]
+async fn with_restarts_disabled_a_hang_is_reported_only() {
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, false);
+    settle().await;
+    h.ready(Generation(1)).await;
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::CanaryTimeout,
+    });
+    settle().await;
+    assert!(calls.lock().is_empty());
+    assert_eq!(h.state.borrow().last_cause, Some(HangCause::CanaryTimeout));
+    assert_eq!(h.generation(), Generation(1));
+    // The next hang is reported too, and the same generation stays watched.
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::FirstByteTimeout,
+    });
+    settle().await;
+    assert!(calls.lock().is_empty());
+    assert_eq!(
+        h.state.borrow().last_cause,
+        Some(HangCause::FirstByteTimeout)
+    );
+    assert_eq!(
+        *h.watched.lock(),
+        vec![Generation(1), Generation(1), Generation(1)]
+    );
+}
+
+#[actix::test]
+async fn manual_restart_answers_the_replaced_generation() {
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    let replaced = h.coordinator.send(RestartNow).await.expect("alive");
+    assert_eq!(replaced, Generation(1));
+    settle().await;
+    assert_eq!(calls.lock()[0].0.cause, HangCause::Manual);
+    assert_eq!(h.generation(), Generation(2));
+}
+
+#[actix::test]
+async fn startup_timeout_of_a_new_generation_restarts_it_again() {
+    tokio::time::pause();
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::HealthProbes,
+    });
+    settle().await;
+    assert_eq!(h.generation(), Generation(2));
+    h.coordinator.do_send(StartupTimedOut {
+        generation: Generation(2),
+        after: Duration::from_secs(600),
+    });
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    settle().await;
+    assert_eq!(calls.lock().len(), 2);
+    assert_eq!(h.generation(), Generation(3));
+    let error = h.state.borrow().last_error.clone().unwrap_or_default();
+    assert!(error.contains("600s"), "{error}");
+}
+
+/// A TCP listener that accepts connections and never answers: a frozen server as a client sees it.
+fn hung_listener() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(16) {
+            match stream {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+    });
+    (addr, handle)
+}
+
+fn upstream_for(h: &Harness, base_url: String, retries: u32) -> crate::upstream::Upstream {
+    let shared = Arc::new(crate::upstream::UpstreamShared {
+        config: crate::upstream::UpstreamConfig {
+            base_url,
+            request_timeout: Duration::from_millis(200),
+            stall_timeout: Duration::from_millis(200),
+            retry: respawn_core::RetryConfig {
+                max_retries: retries,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(100),
+            },
+            wait_bound: Duration::from_secs(10),
+            enable_restart: true,
+        },
+        state: h.state.clone(),
+        coordinator: h.coordinator.clone(),
+        metrics: Arc::new(Metrics::default()),
+        in_flight: Arc::clone(&h.in_flight),
+    });
+    crate::upstream::Upstream::new(shared)
+}
+
+#[actix::test]
+async fn a_request_without_a_first_byte_reports_a_hang_and_waits_for_the_next_generation() {
+    let (addr, _listener) = hung_listener();
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    let upstream = upstream_for(&h, format!("http://{addr}"), 1);
+    let out = crate::upstream::Outgoing {
+        method: actix_web::http::Method::POST,
+        path_and_query: "/v1/completions".to_owned(),
+        headers: actix_web::http::header::HeaderMap::new(),
+        body: bytes::Bytes::from_static(b"{}"),
+    };
+    let coordinator_side = async {
+        // Each generation is brought up as soon as it is started.
+        for _ in 0..200 {
+            let generation = h.generation();
+            if h.phase() == Phase::Starting && generation > Generation(1) {
+                h.ready(generation).await;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let result = tokio::select! {
+        result = upstream.deliver(&out, Fingerprint(1)) => result,
+        () = coordinator_side => panic!("deliver never finished"),
+    };
+    let err = result.err().expect("the server never answers");
+    assert_eq!(err.status(), 504);
+    // The second restart of a streak waits for the backoff (500 ms here).
+    for _ in 0..100 {
+        if calls.lock().len() >= 2 {
+            break;
+        }
+        actix::clock::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 2, "each hung generation was restarted once");
+    assert_eq!(calls[0].0.hung, Generation(1));
+    assert_eq!(calls[1].0.hung, Generation(2));
+    assert!(calls
+        .iter()
+        .all(|(r, _)| r.cause == HangCause::FirstByteTimeout));
+}
+
+#[actix::test]
+async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
+    use futures_util::StreamExt;
+    tokio::time::pause();
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    let inner = futures_util::stream::iter(vec![Ok::<_, awc::error::PayloadError>(
+        bytes::Bytes::from_static(b"data: {\"x\":2}\n\n"),
+    )])
+    .chain(futures_util::stream::pending());
+    let watch = crate::proxy::watched_body::BodyWatch {
+        generation: Generation(1),
+        stall_timeout: Duration::from_secs(30),
+        sse: true,
+        coordinator: h.coordinator.clone(),
+        metrics: Arc::new(Metrics::default()),
+        guard: h.in_flight.enter(Fingerprint(9)),
+        suspect: None,
+    };
+    let mut body = crate::proxy::watched_body::WatchedBody::new(
+        Some(bytes::Bytes::from_static(b"data: {\"x\":1}\n\n")),
+        Box::pin(inner),
+        watch,
+    );
+    let mut chunks = Vec::new();
+    while let Some(chunk) = body.next().await {
+        chunks.push(chunk.expect("sse errors are events"));
+    }
+    assert_eq!(chunks.len(), 3);
+    assert!(std::str::from_utf8(&chunks[2])
+        .expect("utf8")
+        .starts_with("event: error"));
+    settle().await;
+    assert_eq!(calls.lock().len(), 1);
+    assert_eq!(calls.lock()[0].0.cause, HangCause::StreamStall);
+    drop(body);
+    assert_eq!(
+        h.in_flight.count(),
+        0,
+        "the request leaves the in-flight table with its body"
+    );
+}
+
+#[actix::test]
+async fn the_rest_strategy_fails_fast_on_a_hung_server_and_the_command_strategy_takes_over() {
+    let (addr, _listener) = hung_listener();
+    let mut rest = respawn_backends::RestEndpoint::new(
+        format!("http://{addr}/restart"),
+        "secret-token",
+        format!("http://{addr}/health"),
+    );
+    rest.request_timeout = Duration::from_millis(300);
+    let command = respawn_backends::CommandRestart::new(["true"], None);
+    let strategies = vec![
+        Strategy {
+            name: "rest_endpoint",
+            recipient: rest.start().recipient(),
+        },
+        Strategy {
+            name: "command",
+            recipient: command.start().recipient(),
+        },
+    ];
+    let h = harness(strategies, 5, true);
+    settle().await;
+    h.ready(Generation(1)).await;
+    let started = std::time::Instant::now();
+    h.coordinator.do_send(Hang {
+        generation: Generation(1),
+        cause: HangCause::HealthProbes,
+    });
+    let mut state = h.state.clone();
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if state.borrow_and_update().generation == Generation(2) {
+                break;
+            }
+            if state.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the command strategy restarted the server");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the REST strategy gave up within its own short timeout: {:?}",
+        started.elapsed()
+    );
+    let error = h.state.borrow().last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("rest_endpoint:"), "{error}");
+}

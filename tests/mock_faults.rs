@@ -1,0 +1,538 @@
+//! `respawn mock` checked from outside the process: its OpenAI-compatible answers and every
+//! fault flag.
+
+// The child-process harness below is the same in every process test; not every test uses all of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+/// A `respawn mock` child process, killed when dropped (even when the test fails).
+struct Mock {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mock {
+    fn start(args: &[&str]) -> Mock {
+        Mock::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Mock {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_respawn"));
+        cmd.arg("mock")
+            .args(["--port", "0", "--workers", "2"])
+            .args(args)
+            .env_remove("RESPAWN_ADMIN_TOKEN")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("PORT")
+            .env("RESPAWN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn respawn mock");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                sink.lock().push(line);
+            }
+        });
+        let mut mock = Mock {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the mock logs its address");
+        mock.addr = addr.parse().expect("a socket address");
+        mock
+    }
+
+    /// One request on a fresh connection; `None` when no complete answer came within `wait`.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        wait: Duration,
+    ) -> Option<Answer> {
+        let mut stream = TcpStream::connect(self.addr).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body.as_bytes()).ok()?;
+        let deadline = Instant::now() + wait;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if Instant::now() > deadline {
+                return None;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return None
+                }
+                Err(_) => break, // reset by peer: what was read is the answer
+            }
+        }
+        if raw.is_empty() {
+            return Some(Answer {
+                status: 0,
+                head: String::new(),
+                body: String::new(),
+            });
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Some(Answer {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        })
+    }
+
+    fn get(&self, path: &str) -> Option<Answer> {
+        self.request("GET", path, &[], "", Duration::from_secs(10))
+    }
+
+    fn post(&self, path: &str, body: &str) -> Option<Answer> {
+        self.request("POST", path, &[], body, Duration::from_secs(10))
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `wait`.
+    fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().iter().any(|l| l.contains(needle))
+    }
+
+    fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    /// The `data:` payloads of an SSE body, in order.
+    fn sse_data(&self) -> Vec<String> {
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The body as JSON (the mock answers short JSON bodies with a Content-Length).
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn chat_body(prompt: &str, max_tokens: u64, stream: bool) -> String {
+    serde_json::json!({
+        "model": "mock-llm",
+        "messages": [{ "role": "user", "content": prompt }],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+/// How long a hung request is given before the test calls it hung.
+const HANG: Duration = Duration::from_secs(1);
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("respawn-mock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn generated_tokens(mock: &Mock) -> u64 {
+    let answer = mock.get("/metrics").expect("metrics answer");
+    answer
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("mock:generation_tokens_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a generation_tokens_total sample")
+}
+
+#[test]
+fn streams_openai_chunks_ending_with_done() {
+    let mock = Mock::start(&[]);
+    let answer = mock
+        .post(CHAT, &chat_body("tell me a story", 5, true))
+        .expect("an answer");
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .head
+            .to_ascii_lowercase()
+            .contains("text/event-stream"),
+        "{}",
+        answer.head
+    );
+    let data = answer.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("each chunk is JSON"))
+        .collect();
+    assert_eq!(chunks.len(), 6, "five tokens and a final chunk: {chunks:?}");
+    let mut text = String::new();
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
+    assert_eq!(text.split_whitespace().count(), 5);
+
+    let whole = mock
+        .post(CHAT, &chat_body("tell me a story", 5, false))
+        .expect("an answer");
+    assert_eq!(
+        whole.json()["choices"][0]["message"]["content"],
+        text.as_str(),
+        "deterministic tokens"
+    );
+}
+
+#[test]
+fn answers_completions_with_usage_models_and_errors() {
+    let mock = Mock::start(&["--model", "tiny", "--tokens", "7"]);
+    let chat = mock
+        .post(CHAT, &chat_body("one two three", 4, false))
+        .expect("an answer");
+    assert_eq!(chat.status, 200);
+    let json = chat.json();
+    assert_eq!(json["object"], "chat.completion");
+    assert_eq!(json["usage"]["prompt_tokens"], 3);
+    assert_eq!(json["usage"]["completion_tokens"], 4);
+    assert_eq!(json["usage"]["total_tokens"], 7);
+
+    let text = mock
+        .post("/v1/completions", r#"{"prompt": "a b"}"#)
+        .expect("an answer");
+    let json = text.json();
+    assert_eq!(json["object"], "text_completion");
+    assert_eq!(
+        json["usage"]["completion_tokens"], 7,
+        "--tokens is the default length"
+    );
+    assert_eq!(json["model"], "tiny");
+
+    let models = mock.get("/v1/models").expect("an answer").json();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "tiny");
+
+    let bad = mock.post(CHAT, "{not json").expect("an answer");
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["type"], "invalid_request_error");
+
+    let health = mock.get("/health").expect("an answer");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+}
+
+#[test]
+fn metrics_counter_grows_with_tokens() {
+    let mock = Mock::start(&[]);
+    let before = generated_tokens(&mock);
+    mock.post(CHAT, &chat_body("x", 6, false))
+        .expect("an answer");
+    mock.post(CHAT, &chat_body("y", 4, true))
+        .expect("an answer");
+    assert_eq!(generated_tokens(&mock), before + 10);
+    let metrics = mock.get("/metrics").expect("an answer").body;
+    assert!(metrics.contains("# TYPE mock:generation_tokens_total counter"));
+    assert!(metrics.contains("mock:completions_total 2"));
+    assert!(metrics.contains("mock:requests_running 0"));
+}
+
+#[test]
+fn wedge_after_hangs_every_request_and_health() {
+    let mut mock = Mock::start(&["--wedge-after", "2"]);
+    for _ in 0..2 {
+        assert_eq!(
+            mock.post(CHAT, &chat_body("hi", 2, false))
+                .expect("served")
+                .status,
+            200
+        );
+    }
+    assert!(mock
+        .request("POST", CHAT, &[], &chat_body("hi", 2, false), HANG)
+        .is_none());
+    assert!(
+        mock.request("GET", "/health", &[], "", HANG).is_none(),
+        "/health hangs too"
+    );
+    assert!(mock.request("GET", "/v1/models", &[], "", HANG).is_none());
+    assert!(
+        mock.wait_exit(Duration::from_millis(100)).is_none(),
+        "the process stays alive"
+    );
+    assert!(mock.logged("--wedge-after 2 reached"));
+}
+
+#[test]
+fn wedge_on_marker_is_a_poison_request() {
+    let mock = Mock::start(&["--wedge-on", "POISON-PILL"]);
+    assert_eq!(
+        mock.post(CHAT, &chat_body("harmless", 2, false))
+            .expect("served")
+            .status,
+        200
+    );
+    assert!(mock
+        .request(
+            "POST",
+            CHAT,
+            &[],
+            &chat_body("a POISON-PILL here", 2, false),
+            HANG
+        )
+        .is_none());
+    assert!(mock.request("GET", "/health", &[], "", HANG).is_none());
+    assert!(mock
+        .request("POST", CHAT, &[], &chat_body("harmless", 2, false), HANG)
+        .is_none());
+}
+
+#[test]
+fn crash_after_exits_with_code_1() {
+    let mut mock = Mock::start(&["--crash-after", "1"]);
+    assert_eq!(
+        mock.post(CHAT, &chat_body("hi", 2, false))
+            .expect("served")
+            .status,
+        200
+    );
+    let _ = mock.request("POST", CHAT, &[], &chat_body("hi", 2, false), HANG);
+    let status = mock
+        .wait_exit(Duration::from_secs(10))
+        .expect("the process exits");
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn start_delay_answers_503_loading_then_200() {
+    let mock = Mock::start(&["--start-delay", "1500ms"]);
+    let early = mock.get("/health").expect("the port is open at once");
+    assert_eq!(early.status, 503);
+    assert_eq!(early.json()["status"], "loading");
+    assert_eq!(
+        mock.post(CHAT, &chat_body("hi", 1, false))
+            .expect("an answer")
+            .status,
+        503
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = mock.get("/health").expect("an answer");
+        if now.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        mock.post(CHAT, &chat_body("hi", 1, false))
+            .expect("an answer")
+            .status,
+        200
+    );
+}
+
+#[test]
+fn error_rate_one_answers_500() {
+    let mock = Mock::start(&["--error-rate", "1.0"]);
+    for _ in 0..3 {
+        let answer = mock
+            .post(CHAT, &chat_body("hi", 2, false))
+            .expect("an answer");
+        assert_eq!(answer.status, 500);
+        assert_eq!(answer.json()["error"]["type"], "server_error");
+    }
+    assert_eq!(mock.get("/health").expect("an answer").status, 200);
+}
+
+#[test]
+fn drop_stream_rate_one_cuts_streams_before_done() {
+    let mock = Mock::start(&["--drop-stream-rate", "1.0"]);
+    let answer = mock
+        .post(CHAT, &chat_body("hi", 8, true))
+        .expect("an answer");
+    assert_eq!(answer.status, 200);
+    let data = answer.sse_data();
+    assert!(!data.is_empty(), "a few chunks arrive first");
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    assert!(
+        !answer.body.ends_with("0\r\n\r\n"),
+        "the chunked body is not terminated"
+    );
+    let whole = mock
+        .post(CHAT, &chat_body("hi", 8, false))
+        .expect("an answer");
+    assert_eq!(whole.status, 200, "non-streamed answers are untouched");
+}
+
+#[test]
+fn deadlock_after_hangs_completions_while_health_stays_green() {
+    let mock = Mock::start(&["--deadlock-after", "1"]);
+    assert_eq!(
+        mock.post(CHAT, &chat_body("hi", 3, false))
+            .expect("served")
+            .status,
+        200
+    );
+    let frozen = generated_tokens(&mock);
+    assert!(mock
+        .request("POST", CHAT, &[], &chat_body("hi", 3, false), HANG)
+        .is_none());
+    assert!(mock
+        .request("POST", CHAT, &[], &chat_body("hi", 3, true), HANG)
+        .is_none());
+    assert_eq!(mock.get("/health").expect("health answers").status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(generated_tokens(&mock), frozen, "/metrics stops growing");
+}
+
+#[test]
+fn state_file_counts_across_processes_and_each_point_fires_once() {
+    let dir = TempDir::new("state");
+    let state = dir.0.join("ledger.json");
+    let state = state.to_str().expect("utf-8 path");
+    let args = ["--wedge-after", "2,4", "--state-file", state];
+    {
+        let first = Mock::start(&args);
+        for _ in 0..2 {
+            assert_eq!(
+                first
+                    .post(CHAT, &chat_body("hi", 1, false))
+                    .expect("served")
+                    .status,
+                200
+            );
+        }
+        assert!(first
+            .request("POST", CHAT, &[], &chat_body("hi", 1, false), HANG)
+            .is_none());
+    }
+    let second = Mock::start(&args);
+    let third = second
+        .post(CHAT, &chat_body("hi", 1, false))
+        .expect("served after restart");
+    assert_eq!(
+        third.json()["id"],
+        "chatcmpl-mock-3",
+        "the count carried over"
+    );
+    assert_eq!(
+        second
+            .post(CHAT, &chat_body("hi", 1, false))
+            .expect("served")
+            .status,
+        200
+    );
+    assert!(second
+        .request("POST", CHAT, &[], &chat_body("hi", 1, false), HANG)
+        .is_none());
+    drop(second);
+    let third_process = Mock::start(&args);
+    assert_eq!(
+        third_process
+            .post(CHAT, &chat_body("hi", 1, false))
+            .expect("served")
+            .json()["id"],
+        "chatcmpl-mock-5"
+    );
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    let mut mock = Mock::start(&[]);
+    assert_eq!(mock.get("/health").expect("an answer").status, 200);
+    mock.sigterm();
+    let status = mock
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,125 @@
+//! `respawn serve` brings a hung or dead model server back and the requests it caught succeed:
+//! a child frozen with SIGSTOP while requests are in flight, a child killed with SIGKILL, and a
+//! wedge of `respawn mock --wedge-after` in the middle of a sequential run.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::{chat, group_members, proc_stat, serve_mock, TempDir};
+use nix::sys::signal::Signal;
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_frozen_child_is_restarted_once_and_every_caught_and_later_request_succeeds() {
+    let serve = serve_mock(&[], &["--token-latency", "50ms"]);
+    let addr = serve.addr;
+    let first = serve.status();
+    assert_eq!(first["generation"], 1);
+    let old_guardian = serve.guardian_pid();
+    let old_server = serve.server_pid();
+
+    // Eight requests of about a second each are in flight when the child freezes.
+    let caught: Vec<_> = (0..8)
+        .map(|i| {
+            thread::spawn(move || chat(addr, &format!("caught {i}"), 20, CLIENT_TIMEOUT))
+        })
+        .collect();
+    serve.wait_status(Duration::from_secs(10), "8 requests in flight", |s| s["in_flight"].as_u64() >= Some(8));
+    eprintln!("DEBUG stopping {old_server} {} at {:?}", common::cmdline(old_server), std::time::Instant::now());
+    common::signal(old_server, Signal::SIGSTOP);
+    let stopped = common::wait_for(Duration::from_secs(5), || {
+        (proc_stat(old_server).map(|s| s.state) == Some('T')).then_some(())
+    });
+    assert!(stopped.is_some(), "the server is stopped");
+
+    // More requests keep coming during the freeze and the restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let later = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                sent.push(thread::spawn(move || chat(addr, &format!("later {i}"), 2, CLIENT_TIMEOUT)));
+                i += 1;
+                thread::sleep(Duration::from_millis(100));
+            }
+            sent.into_iter().map(|h| h.join().expect("client thread")).collect::<Vec<_>>()
+        })
+    };
+
+    for (i, handle) in caught.into_iter().enumerate() {
+        let response = handle.join().expect("client thread").unwrap_or_else(|e| panic!("caught request {i}: {e}"));
+        assert_eq!(response.status, 200, "caught request {i}: {}", response.text());
+        assert_eq!(response.generation(), Some(2), "caught request {i} answered by the new generation: {:?} {}\n{}", response.headers, response.text(), serve.log_text());
+        assert!(response.json()["choices"][0]["message"]["content"].is_string());
+    }
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let later = later.join().expect("sender thread");
+    assert!(later.len() >= 3, "requests kept coming ({})", later.len());
+    for (i, response) in later.into_iter().enumerate() {
+        let response = response.unwrap_or_else(|e| panic!("later request {i}: {e}"));
+        assert_eq!(response.status, 200, "later request {i}: {}", response.text());
+    }
+
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "one freeze, one restart: {status}");
+    assert_eq!(status["generation"], 2, "{status}");
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["last_cause"], "health_probes", "{status}");
+    let new_guardian = status["pid"].as_u64().expect("pid") as u32;
+    assert_ne!(new_guardian, old_guardian, "a new process group");
+    assert_ne!(serve.server_pid(), old_server, "a new server process");
+    assert!(group_members(old_guardian).is_empty(), "nothing of the frozen group is left");
+}
+
+#[test]
+fn a_killed_child_is_restarted_and_the_next_requests_succeed() {
+    let serve = serve_mock(&[], &[]);
+    let response = serve.chat("before", 2, CLIENT_TIMEOUT).expect("first request");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.generation(), Some(1));
+    let old_guardian = serve.guardian_pid();
+    let old_server = serve.server_pid();
+
+    common::signal(old_server, Signal::SIGKILL);
+    for i in 0..5 {
+        let response = serve.chat(&format!("after {i}"), 2, CLIENT_TIMEOUT).expect("request after the kill");
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.generation(), Some(2), "answered by the new generation");
+    }
+
+    let status = serve.wait_status(Duration::from_secs(10), "the restart is recorded", |s| {
+        s["last_restart"]["cause"] == "exited"
+    });
+    assert_eq!(status["restarts"], 1, "{status}");
+    assert_eq!(status["last_cause"], "exited", "{status}");
+    assert!(status["last_restart"]["duration_ms"].is_u64(), "{status}");
+    assert_ne!(status["pid"].as_u64(), Some(u64::from(old_guardian)));
+    assert!(group_members(old_guardian).is_empty(), "nothing of the killed group is left");
+}
+
+#[test]
+fn a_wedge_in_a_sequential_run_costs_one_restart_and_no_request() {
+    let dir = TempDir::new("wedge");
+    let state = dir.path().join("mock-state.json");
+    let state = state.to_str().expect("utf-8 path").to_owned();
+    let serve = serve_mock(&[], &["--wedge-after", "5", "--state-file", &state]);
+    for i in 0..20 {
+        let response = serve
+            .chat(&format!("sample {i}"), 4, CLIENT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        let expected = if i < 5 { 1 } else { 2 };
+        assert_eq!(response.generation(), Some(expected), "request {i}");
+    }
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "one wedge, one restart: {status}");
+    assert_eq!(status["generation"], 2, "{status}");
+}

@@ -191,8 +191,8 @@ pub fn table(summary: &Summary, no_restart: &NoRestart, slowest_request: Duratio
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20}{:>16}   {}",
-        "", "with respawn", "the seed's way, no restart"
+        "{:<20}{:>16}   the seed's way, no restart",
+        "", "with respawn"
     );
     for (name, ours, seeds) in rows {
         let _ = writeln!(out, "{name:<20}{ours:>16}   {seeds}");

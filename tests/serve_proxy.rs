@@ -1,0 +1,166 @@
+//! The proxy behaves as a proxy must: a body over the limit is refused with 413, hop-by-hop
+//! headers do not cross it in either direction, and a client that leaves mid-stream cancels
+//! the child's work.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{chat_body, free_port, get, open, prometheus_value, request, serve_mock, wait_for, Serve, ServeOptions};
+use parking_lot::Mutex;
+
+#[test]
+fn a_body_over_the_limit_is_refused_with_413_and_one_under_it_passes() {
+    let serve = serve_mock(&["--max-body-size", "2048"], &[]);
+    let padding = "x".repeat(4096);
+    let big = chat_body(&padding, 2, false);
+    let response = serve.post("/v1/chat/completions", &big, Duration::from_secs(30)).expect("request");
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert!(response.text().contains("2048"), "names the limit: {}", response.text());
+    let small = chat_body("a short prompt", 2, false);
+    let response = serve.post("/v1/chat/completions", &small, Duration::from_secs(30)).expect("request");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let metrics = serve.get("/respawn/metrics").expect("metrics").text();
+    assert!(metrics.contains("reason=\"too_large\"} 1"), "{metrics}");
+}
+
+/// A tiny HTTP server that records every request head and answers with hop-by-hop headers of
+/// its own. It stands in for a model server that shows what it received.
+struct EchoServer {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl EchoServer {
+    fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&heads);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut reader = BufReader::new(match stream.try_clone() {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    });
+                    let mut writer = stream;
+                    loop {
+                        let mut head = String::new();
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            if line.trim().is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                if name.trim().eq_ignore_ascii_case("content-length") {
+                                    length = value.trim().parse().unwrap_or(0);
+                                }
+                            }
+                            head.push_str(&line);
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        sink.lock().push(head);
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+                                      Connection: keep-alive, x-upstream-hop\r\nX-Upstream-Hop: secret\r\n\
+                                      X-Upstream-Kept: yes\r\nKeep-Alive: timeout=30\r\n\r\nok";
+                        if writer.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        EchoServer { addr, heads }
+    }
+}
+
+#[test]
+fn hop_by_hop_headers_are_not_forwarded_either_way() {
+    let echo = EchoServer::start();
+    // A server respawn does not own, with restarts off: only the proxy is exercised here.
+    let options = ServeOptions {
+        args: common::fast_args(&["--upstream", &format!("http://{}", echo.addr)]),
+        command: Vec::new(),
+        env: vec![("ENABLE_SERVER_RESTART".into(), "false".into())],
+        no_wait: false,
+    };
+    let serve = Serve::start(options);
+    let response = request(
+        serve.addr,
+        "POST",
+        "/v1/echo",
+        &[
+            ("Connection", "close, x-client-hop"),
+            ("X-Client-Hop", "secret"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic c2VjcmV0"),
+            ("TE", "trailers"),
+            ("X-End-To-End", "kept"),
+            ("Authorization", "Bearer for-the-model-server"),
+        ],
+        b"{}",
+        Duration::from_secs(10),
+    )
+    .expect("request");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "ok");
+    assert_eq!(response.header("x-upstream-kept"), Some("yes"));
+    assert_eq!(response.header("x-upstream-hop"), None, "a header the upstream named in Connection");
+    assert_eq!(response.header("keep-alive"), None);
+
+    let heads = echo.heads.lock().clone();
+    let head = heads
+        .iter()
+        .find(|h| h.starts_with("POST /v1/echo"))
+        .unwrap_or_else(|| panic!("the request reached the server: {heads:?}"))
+        .to_ascii_lowercase();
+    assert!(head.contains("x-end-to-end: kept"), "{head}");
+    assert!(head.contains("authorization: bearer for-the-model-server"), "{head}");
+    for hop in ["x-client-hop", "keep-alive:", "proxy-authorization", "te:"] {
+        assert!(!head.lines().any(|l| l.starts_with(hop)), "{hop} was forwarded:\n{head}");
+    }
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_cancels_the_childs_generation() {
+    let child_port = free_port();
+    let serve = serve_mock(&["--port", &child_port.to_string()], &["--token-latency", "100ms"]);
+    let child = SocketAddr::from(([127, 0, 0, 1], child_port));
+    let running = || -> Option<f64> {
+        let text = get(child, "/metrics", Duration::from_secs(5)).ok()?.text();
+        prometheus_value(&text, "mock:requests_running")
+    };
+    assert_eq!(running(), Some(0.0));
+
+    // 100 tokens at 100 ms: about 10 s if nobody cancels it.
+    let body = chat_body("a long story", 100, true);
+    let mut stream = open(serve.addr, "POST", "/v1/chat/completions", &[], body.as_bytes(), Duration::from_secs(30))
+        .expect("open the stream");
+    assert_eq!(stream.head.status, 200);
+    let mut seen = 0;
+    let (events, _) = stream.events_until(|_| {
+        seen += 1;
+        seen >= 3
+    });
+    assert_eq!(events.len(), 3);
+    assert_eq!(running(), Some(1.0), "the child is generating");
+    drop(stream);
+
+    let cancelled = wait_for(Duration::from_secs(5), || (running() == Some(0.0)).then_some(()));
+    assert!(cancelled.is_some(), "the child still generates for a client that left: {:?}", running());
+    assert_eq!(serve.status()["in_flight"], 0);
+}

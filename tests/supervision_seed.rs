@@ -1,0 +1,233 @@
+//! The seed's three restart tests, in Rust, against real processes:
+//! 1. full: respawn owns the server (process strategy): request, force a restart, see a new
+//!    generation and PID, request again, clean up;
+//! 2. fallback: a server respawn does not own, restarted through its REST `/restart` endpoint and
+//!    brought back by its supervising parent (here another `respawn serve`, standing in for systemd);
+//! 3. manual restart through a registry handle.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use respawn::auth::AdminToken;
+use respawn::client_actor::{Call, ClientActor};
+use respawn::registry::Registry;
+use respawn::supervisor::{RestRestart, Supervisor, SupervisorConfig, Target};
+use respawn_core::{Generation, Phase};
+
+fn respawn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_respawn")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn mock_target(name: &str, extra: &[&str]) -> Target {
+    let mut args = vec!["mock", "--port", "{port}", "--token-latency", "1ms"];
+    args.extend_from_slice(extra);
+    let Target::Command(mut spec) = Target::command(name, respawn_bin(), args, free_port()) else {
+        unreachable!("a command target")
+    };
+    spec.stop_grace = Duration::from_secs(2);
+    Target::Command(spec)
+}
+
+fn fast_config(name: &str) -> SupervisorConfig {
+    let mut config = SupervisorConfig::new(name);
+    config.core.health.interval = Duration::from_millis(200);
+    config.core.health.timeout = Duration::from_millis(200);
+    config.core.health.startup_timeout = Duration::from_secs(20);
+    config.core.progress.canary_interval = Duration::ZERO;
+    config.stop_grace = Duration::from_secs(2);
+    config
+}
+
+fn ask(prompt: &str) -> Call {
+    Call::post_json(
+        "/v1/chat/completions",
+        &serde_json::json!({
+            "model": "mock-llm",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 4,
+        }),
+    )
+}
+
+fn group_alive(pgid: u32) -> bool {
+    !respawn_backends::group_members(pgid).is_empty()
+}
+
+#[actix_rt::test]
+async fn full_restart_through_the_process_strategy() {
+    let supervisor =
+        Supervisor::start(fast_config("full"), mock_target("full", &[])).expect("start");
+    let first = supervisor
+        .wait_ready(Duration::from_secs(20))
+        .await
+        .expect("ready");
+    assert_eq!(first, Generation(1));
+    let old_pid = supervisor.state().borrow().pid.expect("pid");
+    let client = ClientActor::new(supervisor.upstream_shared().clone()).start();
+
+    let answer = client
+        .send(ask("hello"))
+        .await
+        .expect("actor")
+        .expect("answer");
+    assert!(answer.status.is_success());
+    assert_eq!(answer.generation, Generation(1));
+
+    supervisor.restart().await.expect("restart accepted");
+    let mut state = supervisor.state();
+    let second = respawn::state::wait_ready(&mut state, Generation(2), Duration::from_secs(20))
+        .await
+        .expect("new generation ready");
+    assert_eq!(second, Generation(2));
+    let new_pid = supervisor.state().borrow().pid.expect("pid");
+    assert_ne!(old_pid, new_pid);
+    assert!(
+        !group_alive(old_pid),
+        "nothing of the old process group remains"
+    );
+
+    let answer = client
+        .send(ask("hello again"))
+        .await
+        .expect("actor")
+        .expect("answer");
+    assert!(answer.status.is_success());
+    assert_eq!(answer.generation, Generation(2));
+
+    supervisor.stop(Duration::from_secs(2)).await;
+    assert_eq!(supervisor.state().borrow().phase, Phase::Stopped);
+    assert!(!group_alive(new_pid), "stop leaves nothing behind");
+}
+
+/// Kills the supervising parent (and so its whole tree) when the test ends.
+struct Parent(Child);
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_rt::test]
+async fn fallback_restart_through_the_rest_endpoint_and_a_supervising_parent() {
+    let token = "fallback-test-token";
+    let port = free_port();
+    // The wedge fires once per job, not once per process.
+    let state_file = std::env::temp_dir().join(format!(
+        "respawn-fallback-{}-{port}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&state_file);
+    let listen = free_port();
+    // The service manager: restarts the mock on the same port whenever it exits, as systemd's
+    // Restart=always would. Its health checks are slow so that it does not notice the wedge first.
+    let parent = Command::new(respawn_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--port",
+            &port.to_string(),
+            "--health-interval",
+            "30s",
+            "--health-timeout",
+            "30s",
+            "--canary-interval",
+            "0",
+            "--progress-metric",
+            "none",
+            "--",
+            respawn_bin(),
+            "mock",
+            "--port",
+            "{port}",
+            "--wedge-after",
+            "2",
+            "--state-file",
+            state_file.to_str().expect("utf-8 path"),
+        ])
+        .env("RESPAWN_ADMIN_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the supervising parent");
+    let _parent = Parent(parent);
+
+    let mut config = fast_config("fallback");
+    config.rest_restart = Some(RestRestart {
+        url: format!("http://127.0.0.1:{port}/restart"),
+        token: AdminToken::new(token).expect("token"),
+    });
+    let target = Target::Url {
+        base_url: format!("http://127.0.0.1:{port}"),
+    };
+    let supervisor = Supervisor::start(config, target).expect("start");
+    supervisor
+        .wait_ready(Duration::from_secs(20))
+        .await
+        .expect("the server answers");
+    let client = ClientActor::new(supervisor.upstream_shared().clone()).start();
+    let started = Instant::now();
+    // The third completion wedges the server: respawn sees the health probes fail, asks the
+    // server to exit over REST, and the parent starts a fresh one.
+    for i in 0..5 {
+        let answer = client
+            .send(ask(&format!("sample {i}")))
+            .await
+            .expect("actor")
+            .expect("every request succeeds");
+        assert!(answer.status.is_success(), "sample {i}");
+    }
+    let state = supervisor.state().borrow().clone();
+    assert_eq!(state.restarts, 1, "one wedge, one restart");
+    assert_eq!(state.generation, Generation(2));
+    assert!(state.last_error.is_none(), "{:?}", state.last_error);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let _ = std::fs::remove_file(&state_file);
+}
+
+#[actix_rt::test]
+async fn manual_restart_through_a_registry_handle() {
+    let mut registry = Registry::new();
+    for name in ["alpha", "beta"] {
+        let supervisor =
+            Supervisor::start(fast_config(name), mock_target(name, &[])).expect("start");
+        registry.register(supervisor).expect("unique name");
+    }
+    assert_eq!(registry.names().collect::<Vec<_>>(), ["alpha", "beta"]);
+    for (_, supervisor) in registry.iter() {
+        supervisor
+            .wait_ready(Duration::from_secs(20))
+            .await
+            .expect("ready");
+    }
+    let beta = registry.get("beta").expect("registered");
+    let before = beta.state().borrow().pid;
+    beta.restart().await.expect("restart");
+    let mut state = beta.state();
+    respawn::state::wait_ready(&mut state, Generation(2), Duration::from_secs(20))
+        .await
+        .expect("beta is back");
+    assert_ne!(beta.state().borrow().pid, before);
+    // The other supervisor is untouched.
+    let alpha = registry.get("alpha").expect("registered");
+    assert_eq!(alpha.state().borrow().generation, Generation(1));
+    assert_eq!(alpha.state().borrow().restarts, 0);
+    let duplicate =
+        Supervisor::start(fast_config("alpha"), mock_target("alpha", &[])).expect("start");
+    assert!(registry.register(duplicate.clone()).is_err());
+    duplicate.stop(Duration::from_secs(2)).await;
+    for (_, supervisor) in registry.iter() {
+        supervisor.stop(Duration::from_secs(2)).await;
+    }
+}

@@ -20,14 +20,27 @@ fn serve_with_token(token: Option<&str>) -> Serve {
 }
 
 fn post_restart(serve: &Serve, authorization: Option<&str>) -> common::Response {
-    let headers: Vec<(&str, &str)> = authorization.iter().map(|v| ("Authorization", *v)).collect();
-    request(serve.addr, "POST", "/respawn/restart", &headers, b"", Duration::from_secs(10)).expect("POST /respawn/restart")
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|v| ("Authorization", *v))
+        .collect();
+    request(
+        serve.addr,
+        "POST",
+        "/respawn/restart",
+        &headers,
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("POST /respawn/restart")
 }
 
 #[test]
 fn status_reports_every_documented_field() {
     let serve = serve_with_token(None);
-    let response = serve.chat("hello", 2, Duration::from_secs(30)).expect("request");
+    let response = serve
+        .chat("hello", 2, Duration::from_secs(30))
+        .expect("request");
     assert_eq!(response.status, 200);
     let status = serve.status();
     assert_eq!(status["server"], "server");
@@ -41,17 +54,36 @@ fn status_reports_every_documented_field() {
     assert_eq!(status["in_flight"], 0);
     assert!(status["requests_total"].as_u64() >= Some(1), "{status}");
     let guardian = status["pid"].as_u64().expect("pid") as u32;
-    assert!(common::cmdline(guardian).contains("__guardian"), "the pid is the group's guardian");
-    assert_eq!(common::proc_stat(guardian).map(|s| s.pgrp), Some(guardian), "it leads its group");
+    assert!(
+        common::cmdline(guardian).contains("__guardian"),
+        "the pid is the group's guardian"
+    );
+    assert_eq!(
+        common::proc_stat(guardian).map(|s| s.pgrp),
+        Some(guardian),
+        "it leads its group"
+    );
 }
 
 #[test]
 fn restart_needs_the_right_token_and_then_starts_a_new_generation() {
     let serve = serve_with_token(Some(TOKEN));
     assert_eq!(post_restart(&serve, None).status, 401, "no token");
-    assert_eq!(post_restart(&serve, Some("Bearer wrong-token-0123456789abcdef")).status, 401, "wrong token");
-    assert_eq!(post_restart(&serve, Some(TOKEN)).status, 401, "a token without the Bearer scheme");
-    assert_eq!(serve.status()["generation"], 1, "refused requests restart nothing");
+    assert_eq!(
+        post_restart(&serve, Some("Bearer wrong-token-0123456789abcdef")).status,
+        401,
+        "wrong token"
+    );
+    assert_eq!(
+        post_restart(&serve, Some(TOKEN)).status,
+        401,
+        "a token without the Bearer scheme"
+    );
+    assert_eq!(
+        serve.status()["generation"],
+        1,
+        "refused requests restart nothing"
+    );
 
     let accepted = post_restart(&serve, Some(&format!("Bearer {TOKEN}")));
     assert_eq!(accepted.status, 202, "{}", accepted.text());
@@ -67,7 +99,10 @@ fn restart_needs_the_right_token_and_then_starts_a_new_generation() {
 fn without_a_configured_token_restart_refuses_everyone() {
     let serve = serve_with_token(None);
     assert_eq!(post_restart(&serve, None).status, 401);
-    assert_eq!(post_restart(&serve, Some("Bearer anything-at-all-0123456789")).status, 401);
+    assert_eq!(
+        post_restart(&serve, Some("Bearer anything-at-all-0123456789")).status,
+        401
+    );
     assert_eq!(post_restart(&serve, Some("Bearer ")).status, 401);
     std::thread::sleep(Duration::from_millis(300));
     let status = serve.status();
@@ -78,7 +113,13 @@ fn without_a_configured_token_restart_refuses_everyone() {
 #[test]
 fn metrics_livez_and_readyz_answer() {
     let serve = serve_with_token(Some(TOKEN));
-    assert_eq!(serve.chat("hello", 2, Duration::from_secs(30)).expect("request").status, 200);
+    assert_eq!(
+        serve
+            .chat("hello", 2, Duration::from_secs(30))
+            .expect("request")
+            .status,
+        200
+    );
     let metrics = serve.get("/respawn/metrics").expect("metrics");
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
@@ -92,21 +133,38 @@ fn metrics_livez_and_readyz_answer() {
         "respawn_upstream_up",
         "respawn_requests_in_flight",
     ] {
-        assert!(text.contains(&format!("# TYPE {name}")), "{name} missing:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {name}")),
+            "{name} missing:\n{text}"
+        );
     }
-    assert!(text.contains("respawn_upstream_up{server=\"server\"} 1"), "{text}");
-    assert!(text.contains("respawn_requests_total{server=\"server\"} 1"), "{text}");
+    assert!(
+        text.contains("respawn_upstream_up{server=\"server\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("respawn_requests_total{server=\"server\"} 1"),
+        "{text}"
+    );
     assert_eq!(serve.get("/respawn/livez").expect("livez").status, 200);
     assert_eq!(serve.get("/respawn/readyz").expect("readyz").status, 200);
 
-    assert_eq!(post_restart(&serve, Some(&format!("Bearer {TOKEN}"))).status, 202);
-    serve.wait_status(Duration::from_secs(20), "generation 2 ready", |s| s["generation"] == 2 && s["state"] == "ready");
+    assert_eq!(
+        post_restart(&serve, Some(&format!("Bearer {TOKEN}"))).status,
+        202
+    );
+    serve.wait_status(Duration::from_secs(20), "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
     let text = serve.get("/respawn/metrics").expect("metrics").text();
     assert!(
         text.contains("respawn_restarts_total{server=\"server\",cause=\"manual\"} 1"),
         "a manual restart is counted:\n{text}"
     );
-    assert!(text.contains("respawn_recovery_seconds_count{server=\"server\"} 1"), "{text}");
+    assert!(
+        text.contains("respawn_recovery_seconds_count{server=\"server\"} 1"),
+        "{text}"
+    );
 }
 
 fn respawn(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -124,27 +182,59 @@ fn the_status_and_restart_commands_talk_to_a_running_instance() {
     let url = serve.url();
 
     let out = respawn(&["status", "--url", &url], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ready"), "{text}");
 
     let out = respawn(&["status", "--url", &url, "--json"], &[]);
     assert!(out.status.success());
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     assert_eq!(json["generation"], 1);
 
     let out = respawn(&["restart", "--url", &url], &[]);
     assert!(!out.status.success(), "a restart without a token fails");
-    let out = respawn(&["restart", "--url", &url, "--token", "wrong-token-0123456789abcdef"], &[]);
+    let out = respawn(
+        &[
+            "restart",
+            "--url",
+            &url,
+            "--token",
+            "wrong-token-0123456789abcdef",
+        ],
+        &[],
+    );
     assert!(!out.status.success(), "a restart with a wrong token fails");
     assert_eq!(serve.status()["generation"], 1);
 
     let out = respawn(&["restart", "--url", &url, "--token", TOKEN], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN), "the token is not echoed");
-    serve.wait_status(Duration::from_secs(20), "generation 2 ready", |s| s["generation"] == 2 && s["state"] == "ready");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(TOKEN),
+        "the token is not echoed"
+    );
+    serve.wait_status(Duration::from_secs(20), "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
 
-    let out = respawn(&["restart", "--url", &url], &[("RESPAWN_ADMIN_TOKEN", TOKEN)]);
-    assert!(out.status.success(), "the token from the environment: {}", String::from_utf8_lossy(&out.stderr));
-    serve.wait_status(Duration::from_secs(20), "generation 3 ready", |s| s["generation"] == 3 && s["state"] == "ready");
+    let out = respawn(
+        &["restart", "--url", &url],
+        &[("RESPAWN_ADMIN_TOKEN", TOKEN)],
+    );
+    assert!(
+        out.status.success(),
+        "the token from the environment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serve.wait_status(Duration::from_secs(20), "generation 3 ready", |s| {
+        s["generation"] == 3 && s["state"] == "ready"
+    });
 }

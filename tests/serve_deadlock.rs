@@ -12,11 +12,15 @@ use common::{serve_mock, TempDir};
 fn a_deadlock_with_a_request_in_flight_is_found_by_the_progress_metric() {
     let serve = serve_mock(&["--progress-timeout", "2s"], &["--deadlock-after", "2"]);
     for i in 0..2 {
-        let response = serve.chat(&format!("fine {i}"), 4, Duration::from_secs(30)).expect("request");
+        let response = serve
+            .chat(&format!("fine {i}"), 4, Duration::from_secs(30))
+            .expect("request");
         assert_eq!(response.status, 200);
     }
     // The third completion meets the deadlock: /health stays green, the token counter stops.
-    let response = serve.chat("caught", 4, Duration::from_secs(60)).expect("the caught request");
+    let response = serve
+        .chat("caught", 4, Duration::from_secs(60))
+        .expect("the caught request");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.generation(), Some(2), "answered after the restart");
     let status = serve.status();
@@ -39,8 +43,13 @@ fn an_idle_deadlock_is_found_by_the_canary_before_any_client_request() {
     });
     assert_eq!(status["last_cause"], "canary_timeout", "{status}");
     assert_eq!(status["restarts"], 1, "{status}");
-    assert_eq!(status["requests_total"], 0, "no client request was needed: {status}");
-    let response = serve.chat("after", 2, Duration::from_secs(30)).expect("request");
+    assert_eq!(
+        status["requests_total"], 0,
+        "no client request was needed: {status}"
+    );
+    let response = serve
+        .chat("after", 2, Duration::from_secs(30))
+        .expect("request");
     assert_eq!(response.status, 200);
     assert_eq!(response.generation(), Some(2));
 }
@@ -50,9 +59,15 @@ fn a_slow_but_progressing_server_is_not_restarted() {
     // One token every 700 ms: a 6-token answer takes about 4 s, twice the progress timeout,
     // but the counter keeps growing, so it is slowness and not a hang.
     let serve = serve_mock(&["--progress-timeout", "2s"], &["--token-latency", "700ms"]);
-    let response = serve.chat("slow", 6, Duration::from_secs(60)).expect("request");
+    let response = serve
+        .chat("slow", 6, Duration::from_secs(60))
+        .expect("request");
     assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.generation(), Some(1), "the same generation answered");
+    assert_eq!(
+        response.generation(),
+        Some(1),
+        "the same generation answered"
+    );
     let status = serve.status();
     assert_eq!(status["restarts"], 0, "{status}");
     assert_eq!(status["last_cause"], serde_json::Value::Null, "{status}");

@@ -9,7 +9,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{chat_body, free_port, get, open, prometheus_value, request, serve_mock, wait_for, Serve, ServeOptions};
+use common::{
+    chat_body, free_port, get, open, prometheus_value, request, serve_mock, wait_for, Serve,
+    ServeOptions,
+};
 use parking_lot::Mutex;
 
 #[test]
@@ -17,11 +20,19 @@ fn a_body_over_the_limit_is_refused_with_413_and_one_under_it_passes() {
     let serve = serve_mock(&["--max-body-size", "2048"], &[]);
     let padding = "x".repeat(4096);
     let big = chat_body(&padding, 2, false);
-    let response = serve.post("/v1/chat/completions", &big, Duration::from_secs(30)).expect("request");
+    let response = serve
+        .post("/v1/chat/completions", &big, Duration::from_secs(30))
+        .expect("request");
     assert_eq!(response.status, 413, "{}", response.text());
-    assert!(response.text().contains("2048"), "names the limit: {}", response.text());
+    assert!(
+        response.text().contains("2048"),
+        "names the limit: {}",
+        response.text()
+    );
     let small = chat_body("a short prompt", 2, false);
-    let response = serve.post("/v1/chat/completions", &small, Duration::from_secs(30)).expect("request");
+    let response = serve
+        .post("/v1/chat/completions", &small, Duration::from_secs(30))
+        .expect("request");
     assert_eq!(response.status, 200, "{}", response.text());
     let metrics = serve.get("/respawn/metrics").expect("metrics").text();
     assert!(metrics.contains("reason=\"too_large\"} 1"), "{metrics}");
@@ -119,7 +130,11 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.text(), "ok");
     assert_eq!(response.header("x-upstream-kept"), Some("yes"));
-    assert_eq!(response.header("x-upstream-hop"), None, "a header the upstream named in Connection");
+    assert_eq!(
+        response.header("x-upstream-hop"),
+        None,
+        "a header the upstream named in Connection"
+    );
     assert_eq!(response.header("keep-alive"), None);
 
     let heads = echo.heads.lock().clone();
@@ -129,16 +144,25 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
         .unwrap_or_else(|| panic!("the request reached the server: {heads:?}"))
         .to_ascii_lowercase();
     assert!(head.contains("x-end-to-end: kept"), "{head}");
-    assert!(head.contains("authorization: bearer for-the-model-server"), "{head}");
+    assert!(
+        head.contains("authorization: bearer for-the-model-server"),
+        "{head}"
+    );
     for hop in ["x-client-hop", "keep-alive:", "proxy-authorization", "te:"] {
-        assert!(!head.lines().any(|l| l.starts_with(hop)), "{hop} was forwarded:\n{head}");
+        assert!(
+            !head.lines().any(|l| l.starts_with(hop)),
+            "{hop} was forwarded:\n{head}"
+        );
     }
 }
 
 #[test]
 fn a_client_that_leaves_mid_stream_cancels_the_childs_generation() {
     let child_port = free_port();
-    let serve = serve_mock(&["--port", &child_port.to_string()], &["--token-latency", "100ms"]);
+    let serve = serve_mock(
+        &["--port", &child_port.to_string()],
+        &["--token-latency", "100ms"],
+    );
     let child = SocketAddr::from(([127, 0, 0, 1], child_port));
     let running = || -> Option<f64> {
         let text = get(child, "/metrics", Duration::from_secs(5)).ok()?.text();
@@ -148,8 +172,15 @@ fn a_client_that_leaves_mid_stream_cancels_the_childs_generation() {
 
     // 100 tokens at 100 ms: about 10 s if nobody cancels it.
     let body = chat_body("a long story", 100, true);
-    let mut stream = open(serve.addr, "POST", "/v1/chat/completions", &[], body.as_bytes(), Duration::from_secs(30))
-        .expect("open the stream");
+    let mut stream = open(
+        serve.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.as_bytes(),
+        Duration::from_secs(30),
+    )
+    .expect("open the stream");
     assert_eq!(stream.head.status, 200);
     let mut seen = 0;
     let (events, _) = stream.events_until(|_| {
@@ -160,7 +191,13 @@ fn a_client_that_leaves_mid_stream_cancels_the_childs_generation() {
     assert_eq!(running(), Some(1.0), "the child is generating");
     drop(stream);
 
-    let cancelled = wait_for(Duration::from_secs(5), || (running() == Some(0.0)).then_some(()));
-    assert!(cancelled.is_some(), "the child still generates for a client that left: {:?}", running());
+    let cancelled = wait_for(Duration::from_secs(5), || {
+        (running() == Some(0.0)).then_some(())
+    });
+    assert!(
+        cancelled.is_some(),
+        "the child still generates for a client that left: {:?}",
+        running()
+    );
     assert_eq!(serve.status()["in_flight"], 0);
 }

@@ -18,7 +18,8 @@ fn two_hundred_fifty_six_requests_in_flight_at_a_freeze_make_one_restart_and_all
         &["--port", &child_port],
         &["--token-latency", "100ms", "--workers", "2"],
     );
-    let child = std::net::SocketAddr::from(([127, 0, 0, 1], child_port.parse::<u16>().expect("port")));
+    let child =
+        std::net::SocketAddr::from(([127, 0, 0, 1], child_port.parse::<u16>().expect("port")));
     let addr = serve.addr;
     let server = serve.server_pid();
 
@@ -36,15 +37,25 @@ fn two_hundred_fifty_six_requests_in_flight_at_a_freeze_make_one_restart_and_all
         let running = prometheus_value(&text, "mock:requests_running")?;
         (running as usize >= IN_FLIGHT).then_some(running)
     });
-    assert!(running.is_some(), "all {IN_FLIGHT} requests reached the child");
+    assert!(
+        running.is_some(),
+        "all {IN_FLIGHT} requests reached the child"
+    );
     assert!(serve.status()["in_flight"].as_u64() >= Some(IN_FLIGHT as u64));
     common::signal(server, Signal::SIGSTOP);
 
     let mut ok = 0;
     for (i, client) in clients.into_iter().enumerate() {
-        let response = client.join().expect("client thread").unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let response = client
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
         assert_eq!(response.status, 200, "request {i}: {}", response.text());
-        assert_eq!(response.generation(), Some(2), "request {i} was retried on the new generation");
+        assert_eq!(
+            response.generation(),
+            Some(2),
+            "request {i} was retried on the new generation"
+        );
         ok += 1;
     }
     assert_eq!(ok, IN_FLIGHT);
@@ -57,5 +68,8 @@ fn two_hundred_fifty_six_requests_in_flight_at_a_freeze_make_one_restart_and_all
         .filter(|l| l.starts_with("respawn_restarts_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(restarts, 1.0, "respawn_restarts_total over every cause:\n{metrics}");
+    assert_eq!(
+        restarts, 1.0,
+        "respawn_restarts_total over every cause:\n{metrics}"
+    );
 }

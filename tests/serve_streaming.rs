@@ -11,8 +11,15 @@ use nix::sys::signal::Signal;
 
 fn stream(serve: &common::Serve, max_tokens: u64) -> common::StreamingResponse {
     let body = chat_body("tell me a story", max_tokens, true);
-    let response = open(serve.addr, "POST", "/v1/chat/completions", &[], body.as_bytes(), Duration::from_secs(30))
-        .expect("open the stream");
+    let response = open(
+        serve.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.as_bytes(),
+        Duration::from_secs(30),
+    )
+    .expect("open the stream");
     assert_eq!(response.head.status, 200);
     response
 }
@@ -34,8 +41,15 @@ fn chunks_arrive_spread_out_like_the_childs_tokens_and_the_stream_ends_with_done
     let serve = serve_mock(&[], &["--token-latency", "100ms"]);
     let (events, end) = stream(&serve, 10).events();
     assert_eq!(end, BodyEnd::Clean);
-    assert_eq!(events.last().map(|e| e.data.as_str()), Some("[DONE]"), "{events:?}");
-    assert!(events.iter().all(|e| e.event.is_none()), "no error event: {events:?}");
+    assert_eq!(
+        events.last().map(|e| e.data.as_str()),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|e| e.event.is_none()),
+        "no error event: {events:?}"
+    );
     let tokens = token_events(&events);
     assert_eq!(tokens.len(), 10, "{events:?}");
     // Buffered to the end, every token would arrive within a few ms of the last one; passed on
@@ -43,27 +57,58 @@ fn chunks_arrive_spread_out_like_the_childs_tokens_and_the_stream_ends_with_done
     let first = tokens[0].at;
     let last = tokens[tokens.len() - 1].at;
     let spread = last.duration_since(first);
-    assert!(spread >= Duration::from_millis(500), "tokens arrived within {spread:?}: buffered");
-    let gaps = tokens.windows(2).filter(|w| w[1].at.duration_since(w[0].at) >= Duration::from_millis(40)).count();
-    assert!(gaps >= 6, "only {gaps} of 9 gaps look like the child's token latency");
+    assert!(
+        spread >= Duration::from_millis(500),
+        "tokens arrived within {spread:?}: buffered"
+    );
+    let gaps = tokens
+        .windows(2)
+        .filter(|w| w[1].at.duration_since(w[0].at) >= Duration::from_millis(40))
+        .count();
+    assert!(
+        gaps >= 6,
+        "only {gaps} of 9 gaps look like the child's token latency"
+    );
 }
 
 #[test]
 fn a_stream_the_child_drops_mid_way_ends_with_an_error_event() {
-    let serve = serve_mock(&[], &["--token-latency", "20ms", "--drop-stream-rate", "1.0"]);
+    let serve = serve_mock(
+        &[],
+        &["--token-latency", "20ms", "--drop-stream-rate", "1.0"],
+    );
     let (events, end) = stream(&serve, 10).events();
-    assert_eq!(end, BodyEnd::Clean, "the proxy ends the body itself after the error event");
-    assert!(!token_events(&events).is_empty(), "some tokens came before the drop: {events:?}");
+    assert_eq!(
+        end,
+        BodyEnd::Clean,
+        "the proxy ends the body itself after the error event"
+    );
+    // The child cut its chunked body without the terminating chunk; through the proxy that must
+    // not look like a complete answer.
+    assert!(
+        !token_events(&events).is_empty(),
+        "some tokens came before the drop: {events:?}"
+    );
     assert!(events.iter().all(|e| e.data != "[DONE]"), "{events:?}");
     let last = events.last().expect("events");
     assert_eq!(last.event.as_deref(), Some("error"), "{events:?}");
-    let error: serde_json::Value = serde_json::from_str(&last.data).expect("the error event is JSON");
-    assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+    let error: serde_json::Value =
+        serde_json::from_str(&last.data).expect("the error event is JSON");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_stream_that_stalls_mid_way_ends_with_an_error_event() {
-    let serve = serve_mock(&["--stall-timeout", "1s"], &["--token-latency", "100ms"]);
+    // Health probes slow to conclude, so that the stall detector is the one that notices.
+    let serve = serve_mock(
+        &["--stall-timeout", "1s", "--unhealthy-after", "25"],
+        &["--token-latency", "100ms"],
+    );
     let server = serve.server_pid();
     let mut response = stream(&serve, 100);
     let (mut events, _) = response.events_until(|_| true);
@@ -74,10 +119,42 @@ fn a_stream_that_stalls_mid_way_ends_with_an_error_event() {
     let (rest, end) = response.events();
     events.extend(rest);
     assert_ne!(end, BodyEnd::TimedOut, "the stream was not left hanging");
+    let ended = events.last().map(|e| e.at).expect("events");
     assert!(events.iter().all(|e| e.data != "[DONE]"), "{events:?}");
     let last = events.last().expect("events");
-    assert_eq!(last.event.as_deref(), Some("error"), "ends with an explicit error: {events:?}");
-    serve.wait_status(Duration::from_secs(20), "the stalled child is restarted", |s| {
-        s["generation"] == 2 && s["state"] == "ready"
-    });
+    assert_eq!(
+        last.event.as_deref(),
+        Some("error"),
+        "ends with an explicit error: {events:?}"
+    );
+    assert!(
+        ended.duration_since(events[1].at) < Duration::from_secs(4),
+        "ended by the 1 s stall timeout"
+    );
+    let status = serve.wait_status(
+        Duration::from_secs(20),
+        "the stalled child is restarted",
+        |s| s["generation"] == 2 && s["state"] == "ready",
+    );
+    assert_eq!(status["last_cause"], "stream_stall", "{status}");
+}
+
+#[test]
+fn a_stream_cut_by_the_childs_death_ends_with_an_error_event() {
+    let serve = serve_mock(&[], &["--token-latency", "100ms"]);
+    let server = serve.server_pid();
+    let mut response = stream(&serve, 100);
+    let (mut events, _) = response.events_until(|_| true);
+    assert_eq!(token_events(&events).len(), 1, "{events:?}");
+    common::signal(server, Signal::SIGKILL);
+    let (rest, end) = response.events();
+    events.extend(rest);
+    assert_ne!(end, BodyEnd::TimedOut, "the stream was not left hanging");
+    assert!(events.iter().all(|e| e.data != "[DONE]"), "{events:?}");
+    let last = events.last().expect("events");
+    assert_eq!(
+        last.event.as_deref(),
+        Some("error"),
+        "a cut stream must not look complete: {events:?}"
+    );
 }

@@ -106,9 +106,11 @@ fn emit(line: &mut Vec<u8>, stream: Stream, server: &str, generation: u64, recen
     }
     let text = String::from_utf8_lossy(line).into_owned();
     line.clear();
+    // Model servers log their ordinary progress to stderr (vLLM, llama.cpp, Python's logging):
+    // both streams are the server's log at info level, told apart by the `stream` field.
     match stream {
-        Stream::Stdout => tracing::info!(server, generation, "{text}"),
-        Stream::Stderr => tracing::warn!(server, generation, "{text}"),
+        Stream::Stdout => tracing::info!(server, generation, stream = "stdout", "{text}"),
+        Stream::Stderr => tracing::info!(server, generation, stream = "stderr", "{text}"),
     }
     recent.push(text);
 }

@@ -20,14 +20,18 @@ use crate::config::ProgressMetric;
 
 /// Options of `respawn batch`: run an OpenAI batch file against a supervised server.
 #[derive(clap::Args, Debug, Clone)]
-#[command(override_usage = "respawn batch [OPTIONS] --input FILE --output FILE -- COMMAND [ARGS...]\n       \
-respawn batch [OPTIONS] --input FILE --output FILE --url URL")]
-#[command(after_help = "Input lines: {\"custom_id\", \"method\": \"POST\", \"url\": \"/v1/...\", \"body\": {...}}. \
+#[command(
+    override_usage = "respawn batch [OPTIONS] --input FILE --output FILE -- COMMAND [ARGS...]\n       \
+respawn batch [OPTIONS] --input FILE --output FILE --url URL"
+)]
+#[command(
+    after_help = "Input lines: {\"custom_id\", \"method\": \"POST\", \"url\": \"/v1/...\", \"body\": {...}}. \
 Output lines (completion order): {\"id\", \"custom_id\", \"response\": {\"status_code\", \"request_id\", \"body\"}, \"error\"}. \
 A rerun with the same --output resumes: finished ids are skipped, a torn last line is repaired. \
 Exit codes: 0 every request succeeded, 1 some failed for good (written as error lines), \
 2 usage, configuration or input error (nothing was sent), 3 the server could not be kept up \
-(rerun to resume), 130 interrupted (rerun to resume). See docs/BATCH.md.")]
+(rerun to resume), 130 interrupted (rerun to resume). See docs/BATCH.md."
+)]
 pub struct BatchArgs {
     /// The requests, one JSON object per line (the OpenAI batch input format)
     #[arg(long, short = 'i', value_name = "FILE", help_heading = "Batch")]

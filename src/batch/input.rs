@@ -74,7 +74,11 @@ pub enum InputError {
 }
 
 fn join_lines(lines: &[usize]) -> String {
-    lines.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+    lines
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads and checks the input file.
@@ -134,16 +138,30 @@ fn parse_line(line: usize, text: &str) -> Result<BatchRequest, InputError> {
     }
     let url = match object.remove("url") {
         Some(Value::String(url)) => url,
-        Some(_) => return Err(malformed("`url` must be a string such as \"/v1/chat/completions\"".to_owned())),
-        None => return Err(malformed("no `url` (e.g. \"/v1/chat/completions\")".to_owned())),
+        Some(_) => {
+            return Err(malformed(
+                "`url` must be a string such as \"/v1/chat/completions\"".to_owned(),
+            ))
+        }
+        None => {
+            return Err(malformed(
+                "no `url` (e.g. \"/v1/chat/completions\")".to_owned(),
+            ))
+        }
     };
-    if !url.starts_with('/') || url.starts_with("//") || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    if !url.starts_with('/')
+        || url.starts_with("//")
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(InputError::NotAPath { line, url });
     }
     let body = match object.remove("body") {
         Some(body @ Value::Object(_)) => Bytes::from(body.to_string()),
-        Some(_) => return Err(malformed("`body` must be a JSON object (the request body)".to_owned())),
+        Some(_) => {
+            return Err(malformed(
+                "`body` must be a JSON object (the request body)".to_owned(),
+            ))
+        }
         None => return Err(malformed("no `body`".to_owned())),
     };
     Ok(BatchRequest {
@@ -179,7 +197,9 @@ mod tests {
     use super::*;
 
     fn line(id: &str) -> String {
-        format!(r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":[]}}}}"#)
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":[]}}}}"#
+        )
     }
 
     #[test]
@@ -196,9 +216,21 @@ mod tests {
 
     #[test]
     fn duplicate_ids_name_the_id_and_every_line() {
-        let text = [line("a"), line("b"), line("a"), line("c"), line("b"), line("a")].join("\n");
+        let text = [
+            line("a"),
+            line("b"),
+            line("a"),
+            line("c"),
+            line("b"),
+            line("a"),
+        ]
+        .join("\n");
         match parse(text.as_bytes()) {
-            Err(InputError::Duplicate { custom_id, lines, others }) => {
+            Err(InputError::Duplicate {
+                custom_id,
+                lines,
+                others,
+            }) => {
                 assert_eq!(custom_id, "a");
                 assert_eq!(lines, vec![1, 3, 6]);
                 assert_eq!(others, 1);
@@ -206,7 +238,10 @@ mod tests {
             other => panic!("expected a duplicate error, got {other:?}"),
         }
         let message = parse(text.as_bytes()).expect_err("dup").to_string();
-        assert!(message.contains("`a`") && message.contains("1, 3, 6"), "{message}");
+        assert!(
+            message.contains("`a`") && message.contains("1, 3, 6"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -225,17 +260,37 @@ mod tests {
             r#"{"custom_id":"x","url":"/v1/x"}"#,
             r#"{"custom_id":"x","url":"/v1/x","body":"text"}"#,
         ] {
-            assert!(matches!(parse(bad.as_bytes()), Err(InputError::Malformed { line: 1, .. })), "{bad}");
+            assert!(
+                matches!(
+                    parse(bad.as_bytes()),
+                    Err(InputError::Malformed { line: 1, .. })
+                ),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn only_post_paths_are_accepted() {
         let get = r#"{"custom_id":"x","method":"GET","url":"/v1/models","body":{}}"#;
-        assert!(matches!(parse(get.as_bytes()), Err(InputError::NotPost { line: 1, .. })));
-        for url in ["http://evil.example/v1/x", "v1/chat/completions", "//host/x", "/v1/a b"] {
+        assert!(matches!(
+            parse(get.as_bytes()),
+            Err(InputError::NotPost { line: 1, .. })
+        ));
+        for url in [
+            "http://evil.example/v1/x",
+            "v1/chat/completions",
+            "//host/x",
+            "/v1/a b",
+        ] {
             let text = format!(r#"{{"custom_id":"x","method":"POST","url":"{url}","body":{{}}}}"#);
-            assert!(matches!(parse(text.as_bytes()), Err(InputError::NotAPath { line: 1, .. })), "{url}");
+            assert!(
+                matches!(
+                    parse(text.as_bytes()),
+                    Err(InputError::NotAPath { line: 1, .. })
+                ),
+                "{url}"
+            );
         }
         let lower = r#"{"custom_id":"x","method":"post","url":"/v1/x?y=1","body":{}}"#;
         assert!(parse(lower.as_bytes()).is_ok());

@@ -138,7 +138,8 @@ pub fn open(path: &Path, retry_failed: bool) -> Result<Journal, JournalError> {
         sync_parent(path);
     }
     let mut content = Vec::new();
-    file.read_to_end(&mut content).map_err(|source| io("read", path, source))?;
+    file.read_to_end(&mut content)
+        .map_err(|source| io("read", path, source))?;
     let scan = scan(path, &content)?;
     let mut recorded = Recorded {
         repaired: scan.torn,
@@ -146,8 +147,10 @@ pub fn open(path: &Path, retry_failed: bool) -> Result<Journal, JournalError> {
         ..Recorded::default()
     };
     if let Some(torn) = scan.torn {
-        file.set_len(scan.keep as u64).map_err(|source| io("repair", path, source))?;
-        file.sync_data().map_err(|source| io("repair", path, source))?;
+        file.set_len(scan.keep as u64)
+            .map_err(|source| io("repair", path, source))?;
+        file.sync_data()
+            .map_err(|source| io("repair", path, source))?;
         warn!(output = %path.display(), line = torn.line, bytes = torn.bytes,
               "repaired the output file: cut a torn last line left by an interrupted run; its request runs again");
     }
@@ -167,7 +170,10 @@ pub fn open(path: &Path, retry_failed: bool) -> Result<Journal, JournalError> {
         if retry_failed && !record.succeeded {
             continue;
         }
-        recorded.finished.entry(record.custom_id).or_insert(record.succeeded);
+        recorded
+            .finished
+            .entry(record.custom_id)
+            .or_insert(record.succeeded);
     }
     Ok(Journal {
         file,
@@ -198,7 +204,9 @@ fn open_locked(path: &Path) -> Result<(File, bool), JournalError> {
         })?;
     lock_exclusive(&file).map_err(|source| {
         if source.kind() == std::io::ErrorKind::WouldBlock {
-            JournalError::Locked { path: path.to_owned() }
+            JournalError::Locked {
+                path: path.to_owned(),
+            }
         } else {
             JournalError::Open {
                 path: path.to_owned(),
@@ -341,12 +349,15 @@ fn scan(path: &Path, content: &[u8]) -> Result<Scan, JournalError> {
             // garbage there is not a torn write: refuse rather than cut data.
             let tail = &content[offset..];
             let whole_lines = tail.iter().filter(|&&b| b == b'\n').count();
-            let tail_is_one_line = whole_lines == 0 || (whole_lines == 1 && tail.last() == Some(&b'\n'));
+            let tail_is_one_line =
+                whole_lines == 0 || (whole_lines == 1 && tail.last() == Some(&b'\n'));
             if !tail_is_one_line && !is_blank_or_nul(tail) {
                 return Err(JournalError::Corrupt {
                     path: path.to_owned(),
                     line: bad_line,
-                    reason: "several unreadable lines at the end, more than an interrupted write leaves".to_owned(),
+                    reason:
+                        "several unreadable lines at the end, more than an interrupted write leaves"
+                            .to_owned(),
                 });
             }
             Some(TornTail {
@@ -373,13 +384,15 @@ mod tests {
     use super::*;
 
     fn ok(id: &str) -> String {
-        format!(r#"{{"id":"batch_req_1","custom_id":"{id}","response":{{"status_code":200,"request_id":"r","body":{{}}}},"error":null}}"#)
-            + "\n"
+        format!(
+            r#"{{"id":"batch_req_1","custom_id":"{id}","response":{{"status_code":200,"request_id":"r","body":{{}}}},"error":null}}"#
+        ) + "\n"
     }
 
     fn failed(id: &str) -> String {
-        format!(r#"{{"id":"batch_req_2","custom_id":"{id}","response":null,"error":{{"code":"quarantined","message":"m"}}}}"#)
-            + "\n"
+        format!(
+            r#"{{"id":"batch_req_2","custom_id":"{id}","response":null,"error":{{"code":"quarantined","message":"m"}}}}"#
+        ) + "\n"
     }
 
     fn scan_text(text: &str) -> Result<Scan, JournalError> {
@@ -392,7 +405,11 @@ mod tests {
         let scan = scan_text(&text).expect("readable");
         assert!(scan.torn.is_none());
         assert_eq!(scan.keep, text.len());
-        let outcomes: Vec<(&str, bool)> = scan.records.iter().map(|r| (r.custom_id.as_str(), r.succeeded)).collect();
+        let outcomes: Vec<(&str, bool)> = scan
+            .records
+            .iter()
+            .map(|r| (r.custom_id.as_str(), r.succeeded))
+            .collect();
         assert_eq!(outcomes, vec![("a", true), ("b", false)]);
     }
 
@@ -402,7 +419,13 @@ mod tests {
         let text = good.clone() + r#"{"id":"batch_req_3","custom_id":"c","resp"#;
         let scan = scan_text(&text).expect("repairable");
         assert_eq!(scan.keep, good.len());
-        assert_eq!(scan.torn, Some(TornTail { line: 3, bytes: (text.len() - good.len()) as u64 }));
+        assert_eq!(
+            scan.torn,
+            Some(TornTail {
+                line: 3,
+                bytes: (text.len() - good.len()) as u64
+            })
+        );
         assert_eq!(scan.records.len(), 2);
     }
 
@@ -418,17 +441,73 @@ mod tests {
     #[test]
     fn a_bad_line_before_a_good_one_is_corruption_not_a_tear() {
         let text = ok("a") + "{oops\n" + &ok("b");
-        assert!(matches!(scan_text(&text), Err(JournalError::Corrupt { line: 2, .. })));
+        assert!(matches!(
+            scan_text(&text),
+            Err(JournalError::Corrupt { line: 2, .. })
+        ));
         let two_bad = ok("a") + "junk one\njunk two\n";
-        assert!(matches!(scan_text(&two_bad), Err(JournalError::Corrupt { line: 2, .. })));
+        assert!(matches!(
+            scan_text(&two_bad),
+            Err(JournalError::Corrupt { line: 2, .. })
+        ));
     }
 
     #[test]
     fn a_file_that_is_not_batch_output_is_refused() {
         let input = r#"{"custom_id":"a","method":"POST","url":"/v1/x","body":{}}"#;
-        assert!(matches!(scan_text(input), Err(JournalError::NotBatchOutput { .. })));
-        assert!(matches!(scan_text(&format!("{input}\n")), Err(JournalError::NotBatchOutput { .. })));
+        assert!(matches!(
+            scan_text(input),
+            Err(JournalError::NotBatchOutput { .. })
+        ));
+        assert!(matches!(
+            scan_text(&format!("{input}\n")),
+            Err(JournalError::NotBatchOutput { .. })
+        ));
         assert!(scan_text("").expect("empty").records.is_empty());
+    }
+
+    fn temp_output(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("respawn-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir.join("out.jsonl")
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_output_is_refused_while_the_first_holds_it() {
+        let path = temp_output("lock");
+        let first = open(&path, false).expect("first open");
+        assert!(matches!(
+            open(&path, false),
+            Err(JournalError::Locked { .. })
+        ));
+        drop(first);
+        assert!(open(&path, false).is_ok(), "the lock goes with the run");
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn opening_repairs_the_tail_and_retry_failed_drops_the_failures() {
+        let path = temp_output("repair");
+        let good = ok("a") + &failed("b") + &ok("c");
+        std::fs::write(&path, good.clone() + "{\"id\":\"x\",\"cust").expect("write");
+        let journal = open(&path, false).expect("open");
+        assert_eq!(journal.recorded.repaired.map(|t| t.line), Some(4));
+        assert_eq!(journal.recorded.finished.len(), 3);
+        assert_eq!(journal.recorded.finished.get("b"), Some(&false));
+        drop(journal);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), good);
+
+        let journal = open(&path, true).expect("open with --retry-failed");
+        assert_eq!(journal.recorded.dropped_failures, 1);
+        assert!(!journal.recorded.finished.contains_key("b"));
+        drop(journal);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            ok("a") + &ok("c")
+        );
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
     #[test]

@@ -161,16 +161,35 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("out.jsonl");
         let _ = std::fs::remove_file(&path);
-        let file = std::fs::OpenOptions::new().append(true).create(true).open(&path).expect("open");
-        let writer = JournalWriter::spawn(file, path.clone(), SyncPolicy { interval: Duration::from_millis(5), lines: 3 })
-            .expect("spawn");
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .expect("open");
+        let writer = JournalWriter::spawn(
+            file,
+            path.clone(),
+            SyncPolicy {
+                interval: Duration::from_millis(5),
+                lines: 3,
+            },
+        )
+        .expect("spawn");
         for i in 0..100 {
             assert!(writer.append(format!("{i}\n")));
         }
         writer.finish().expect("finish");
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines, (0..100).map(|i| i.to_string()).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            lines,
+            (0..100)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

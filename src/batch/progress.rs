@@ -84,6 +84,18 @@ impl Progress {
         }
     }
 
+    /// Restarts the clock when sending begins, so that the rate and the ETA leave out the
+    /// server's start-up.
+    pub fn sending(&mut self) {
+        let now = Instant::now();
+        self.started = now;
+        self.last_line = now;
+        if let Some(bar) = &self.bar {
+            bar.reset_eta();
+            bar.reset_elapsed();
+        }
+    }
+
     /// Counts one finished request.
     pub fn finished(&mut self, succeeded: bool) {
         if succeeded {
@@ -125,10 +137,15 @@ impl Progress {
         let summary = self.summary();
         let this_run = summary.succeeded + summary.failed;
         let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { this_run as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            this_run as f64 / elapsed
+        } else {
+            0.0
+        };
         let remaining = summary.total.saturating_sub(summary.done());
         let eta = if rate > 0.0 {
-            humantime::format_duration(Duration::from_secs((remaining as f64 / rate).ceil() as u64)).to_string()
+            humantime::format_duration(Duration::from_secs((remaining as f64 / rate).ceil() as u64))
+                .to_string()
         } else {
             "unknown".to_owned()
         };

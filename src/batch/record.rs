@@ -64,9 +64,16 @@ impl ErrorCode {
 
 impl OutputLine {
     /// A request answered by the server.
-    pub fn answered(id: String, custom_id: String, status_code: u16, request_id: String, body: &[u8]) -> Self {
-        let body = serde_json::from_slice(body)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
+    pub fn answered(
+        id: String,
+        custom_id: String,
+        status_code: u16,
+        request_id: String,
+        body: &[u8],
+    ) -> Self {
+        let body = serde_json::from_slice(body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+        });
         OutputLine {
             id,
             custom_id,
@@ -187,16 +194,27 @@ mod tests {
     #[test]
     fn an_answer_keeps_json_bodies_as_json_and_other_bodies_as_text() {
         let json = OutputLine::answered("i".into(), "c".into(), 200, "r".into(), br#"{"a":1}"#);
-        assert_eq!(json.response.as_ref().map(|r| r.body.clone()), Some(serde_json::json!({"a": 1})));
+        assert_eq!(
+            json.response.as_ref().map(|r| r.body.clone()),
+            Some(serde_json::json!({"a": 1}))
+        );
         assert!(json.succeeded());
         let text = OutputLine::answered("i".into(), "c".into(), 502, "r".into(), b"bad gateway");
-        assert_eq!(text.response.as_ref().map(|r| r.body.clone()), Some(serde_json::json!("bad gateway")));
+        assert_eq!(
+            text.response.as_ref().map(|r| r.body.clone()),
+            Some(serde_json::json!("bad gateway"))
+        );
         assert!(!text.succeeded());
     }
 
     #[test]
     fn a_failure_is_written_with_a_null_response_and_an_error() {
-        let line = OutputLine::failed("i".into(), "c".into(), ErrorCode::Quarantined, "poison".into());
+        let line = OutputLine::failed(
+            "i".into(),
+            "c".into(),
+            ErrorCode::Quarantined,
+            "poison".into(),
+        );
         let text = line.to_line();
         assert!(text.ends_with('\n'));
         let value: serde_json::Value = serde_json::from_str(&text).expect("json");

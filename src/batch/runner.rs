@@ -71,7 +71,10 @@ pub async fn drive(
     let state = supervisor.state();
     tokio::select! {
         ready = supervisor.wait_ready(settings.first_ready) => match ready {
-            Ok(generation) => info!(%generation, "the server is ready: sending the batch"),
+            Ok(generation) => {
+                info!(%generation, "the server is ready: sending the batch");
+                progress.sending();
+            }
             Err(err) => return Ok(RunEnd::ServerDown { reason: err.to_string() }),
         },
         _ = interrupt.recv() => return Ok(RunEnd::Interrupted { signal: "SIGINT" }),
@@ -88,7 +91,12 @@ pub async fn drive(
         while server_down.is_none() && in_flight.len() < settings.concurrency {
             let Some(request) = queue.next() else { break };
             let request_id = ids.next_id("req_");
-            in_flight.push(send(upstream.clone(), request, request_id, settings.max_stalls));
+            in_flight.push(send(
+                upstream.clone(),
+                request,
+                request_id,
+                settings.max_stalls,
+            ));
         }
         if in_flight.is_empty() {
             break;
@@ -136,7 +144,12 @@ struct Sent {
     result: Result<CallResponse, CallError>,
 }
 
-async fn send(upstream: Upstream, request: BatchRequest, request_id: String, max_stalls: u32) -> Sent {
+async fn send(
+    upstream: Upstream,
+    request: BatchRequest,
+    request_id: String,
+    max_stalls: u32,
+) -> Sent {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -156,13 +169,24 @@ async fn send(upstream: Upstream, request: BatchRequest, request_id: String, max
     }
 }
 
-fn answered(ids: &mut IdSource, request: BatchRequest, request_id: String, response: &CallResponse) -> OutputLine {
+fn answered(
+    ids: &mut IdSource,
+    request: BatchRequest,
+    request_id: String,
+    response: &CallResponse,
+) -> OutputLine {
     let status = response.status.as_u16();
     if !response.status.is_success() {
         warn!(custom_id = %request.custom_id, line = request.line, status, attempts = response.attempts,
               "the server answered with an error status; recorded as failed");
     }
-    OutputLine::answered(ids.next_id("batch_req_"), request.custom_id, status, request_id, &response.body)
+    OutputLine::answered(
+        ids.next_id("batch_req_"),
+        request.custom_id,
+        status,
+        request_id,
+        &response.body,
+    )
 }
 
 fn failed(ids: &mut IdSource, request: BatchRequest, err: &CallError) -> OutputLine {
@@ -171,5 +195,10 @@ fn failed(ids: &mut IdSource, request: BatchRequest, err: &CallError) -> OutputL
         _ => ErrorCode::RetriesExhausted,
     };
     warn!(custom_id = %request.custom_id, line = request.line, error = %err, "request failed for good; recorded as an error line");
-    OutputLine::failed(ids.next_id("batch_req_"), request.custom_id, code, err.to_string())
+    OutputLine::failed(
+        ids.next_id("batch_req_"),
+        request.custom_id,
+        code,
+        err.to_string(),
+    )
 }

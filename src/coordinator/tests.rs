@@ -534,6 +534,7 @@ async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
         metrics: Arc::new(Metrics::default()),
         guard: h.in_flight.enter(Fingerprint(9)),
         suspect: None,
+        completeness: crate::proxy::watched_body::Completeness::default(),
     };
     let mut body = crate::proxy::watched_body::WatchedBody::new(
         Some(bytes::Bytes::from_static(b"data: {\"x\":1}\n\n")),
@@ -607,4 +608,79 @@ async fn the_rest_strategy_fails_fast_on_a_hung_server_and_the_command_strategy_
     );
     let error = h.state.borrow().last_error.clone().unwrap_or_default();
     assert!(error.starts_with("rest_endpoint:"), "{error}");
+}
+
+async fn drain_body(
+    h: &Harness,
+    chunks: Vec<&'static [u8]>,
+    completeness: crate::proxy::watched_body::Completeness,
+    sse: bool,
+) -> Vec<Result<bytes::Bytes, String>> {
+    use futures_util::StreamExt;
+    let inner = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, awc::error::PayloadError>(bytes::Bytes::from_static(c)))
+            .collect::<Vec<_>>(),
+    );
+    let watch = crate::proxy::watched_body::BodyWatch {
+        generation: Generation(1),
+        stall_timeout: Duration::from_secs(30),
+        sse,
+        coordinator: h.coordinator.clone(),
+        metrics: Arc::new(Metrics::default()),
+        guard: h.in_flight.enter(Fingerprint(3)),
+        suspect: None,
+        completeness,
+    };
+    let mut body = crate::proxy::watched_body::WatchedBody::new(None, Box::pin(inner), watch);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.push(chunk.map_err(|e| e.to_string()));
+    }
+    out
+}
+
+#[actix::test]
+async fn an_event_stream_cut_before_done_ends_with_an_error_event() {
+    let (s, calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    let completeness = crate::proxy::watched_body::Completeness {
+        length: None,
+        ends_with_done: true,
+    };
+    let cut = drain_body(&h, vec![b"data: {\"a\":1}\n\n"], completeness, true).await;
+    assert_eq!(cut.len(), 2);
+    let last = cut[1].as_ref().expect("an event, not an abort");
+    assert!(std::str::from_utf8(last)
+        .expect("utf8")
+        .starts_with("event: error"));
+    let whole = drain_body(
+        &h,
+        vec![b"data: {\"a\":1}\n\n", b"data: [DONE]\n\n"],
+        completeness,
+        true,
+    )
+    .await;
+    assert_eq!(whole.len(), 2, "a complete stream passes through untouched");
+    assert!(whole.iter().all(|c| c.is_ok()));
+    settle().await;
+    assert!(calls.lock().is_empty(), "a cut stream is not a hang");
+}
+
+#[actix::test]
+async fn a_body_shorter_than_its_content_length_is_aborted() {
+    let (s, _calls) = strategy(false, Duration::ZERO);
+    let h = harness(vec![s], 5, true);
+    settle().await;
+    let completeness = crate::proxy::watched_body::Completeness {
+        length: Some(10),
+        ends_with_done: false,
+    };
+    let short = drain_body(&h, vec![b"01234"], completeness, false).await;
+    assert_eq!(short.len(), 2);
+    assert!(short[1].is_err(), "the client sees an aborted body");
+    let full = drain_body(&h, vec![b"01234", b"56789"], completeness, false).await;
+    assert!(full.iter().all(|c| c.is_ok()));
 }

@@ -232,7 +232,9 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
     ));
 
     let system = actix_web::rt::System::new();
-    let measured = system.block_on(async {
+    // The supervision runs on this thread: its routine info lines would bury the demo's own
+    // lines, so they are shown only when RESPAWN_LOG asks for them.
+    let measured = tracing::subscriber::with_default(demo_logs(), || system.block_on(async {
         let supervisor = Supervisor::start(supervisor_config, target)
             .map_err(|err| DemoError::Start(err.to_string()))?;
         let control = Control {
@@ -264,7 +266,7 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
         supervisor.stop(config.stop_grace).await;
         let _ = server_task.await;
         outcome
-    });
+    }));
     progress.finish();
     let measured = measured?;
 
@@ -307,6 +309,18 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
         }
     }
     verdict(&summary, &plan, &ledger, measured.load.first_error)
+}
+
+/// The log subscriber for the demo's own thread: errors only, unless `RESPAWN_LOG` says otherwise.
+fn demo_logs() -> impl tracing::Subscriber + Send + Sync {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESPAWN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .finish()
 }
 
 /// Whether the run kept respawn's promise: every sample answered, one restart per wedge, and

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use crate::in_flight::fingerprint;
 use crate::metrics::FailureClass;
-use crate::proxy::watched_body::{BodyWatch, WatchedBody};
+use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
 use crate::upstream::{connection_tokens, is_hop_by_hop, CallError, Outgoing, Upstream};
 
 /// Limits the proxy enforces on what clients send.
@@ -132,6 +132,10 @@ pub async fn forward(
         builder.insert_header(("x-respawn-attempts", delivered.attempts.to_string()));
     }
     let suspect = shared.in_flight.is_suspect(fp).then_some(fp);
+    let completeness = Completeness {
+        length,
+        ends_with_done: sse && out.path_and_query.contains("/completions"),
+    };
     let watch = BodyWatch {
         generation: delivered.generation,
         stall_timeout: shared.config.stall_timeout,
@@ -140,6 +144,7 @@ pub async fn forward(
         metrics: Arc::clone(&shared.metrics),
         guard,
         suspect,
+        completeness,
     };
     let body = WatchedBody::new(delivered.first, delivered.response, watch);
     match length {

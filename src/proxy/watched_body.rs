@@ -39,6 +39,22 @@ pub struct BodyWatch {
     pub guard: InFlightGuard,
     /// Set when the request was a poison suspect: its success clears it.
     pub suspect: Option<Fingerprint>,
+    /// How the body must end to be complete.
+    pub completeness: Completeness,
+}
+
+/// How to tell a complete body from one the server cut off.
+///
+/// awc reports a connection closed mid-body exactly like a normal end, so the proxy judges the
+/// end itself: a body with a `Content-Length` must have that many bytes, and an OpenAI completion
+/// stream must end with its `data: [DONE]` event. Other bodies (chunked, not OpenAI-shaped) are
+/// taken as complete when the connection ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Completeness {
+    /// The declared length, if any.
+    pub length: Option<u64>,
+    /// Whether the stream must end with `data: [DONE]`.
+    pub ends_with_done: bool,
 }
 
 /// A streaming response body with a stall deadline; see the module docs.
@@ -48,19 +64,66 @@ pub struct WatchedBody<S> {
     stall: Pin<Box<Sleep>>,
     watch: BodyWatch,
     done: bool,
+    received: u64,
+    tail: Vec<u8>,
 }
+
+/// How many trailing bytes are kept to find the final `[DONE]` event.
+const TAIL: usize = 32;
 
 impl<S> WatchedBody<S> {
     /// Wraps `inner`, which follows `first` (the chunk already read to confirm the response).
     pub fn new(first: Option<Bytes>, inner: S, watch: BodyWatch) -> Self {
         let stall = Box::pin(tokio::time::sleep(watch.stall_timeout));
-        Self {
-            first,
+        let mut body = Self {
+            first: None,
             inner,
             stall,
             watch,
             done: false,
+            received: 0,
+            tail: Vec::with_capacity(TAIL * 2),
+        };
+        if let Some(first) = &first {
+            body.account(first);
         }
+        body.first = first;
+        body
+    }
+
+    fn account(&mut self, chunk: &[u8]) {
+        self.received += chunk.len() as u64;
+        if self.watch.completeness.ends_with_done {
+            let keep = chunk.len().min(TAIL);
+            self.tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+            if self.tail.len() > TAIL {
+                let excess = self.tail.len() - TAIL;
+                self.tail.drain(..excess);
+            }
+        }
+    }
+
+    /// Why the body that just ended is incomplete, if it is.
+    fn incomplete(&self) -> Option<String> {
+        let completeness = self.watch.completeness;
+        if let Some(length) = completeness.length {
+            if self.received < length {
+                return Some(format!(
+                    "the model server's response broke off after {} of {length} bytes",
+                    self.received
+                ));
+            }
+        }
+        if completeness.ends_with_done {
+            let tail = String::from_utf8_lossy(&self.tail);
+            if !tail.trim_end().ends_with("[DONE]") {
+                return Some(
+                    "the model server's event stream broke off before its final `data: [DONE]`"
+                        .to_owned(),
+                );
+            }
+        }
+        None
     }
 
     fn failure(&mut self, message: &str) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
@@ -105,9 +168,16 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 let deadline = Instant::now() + this.watch.stall_timeout;
                 this.stall.as_mut().reset(deadline);
+                this.account(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(None) => {
+                if let Some(why) = this.incomplete() {
+                    let message = format!(
+                        "{why}; the request cannot be replayed because part of the answer was already sent"
+                    );
+                    return this.failure(&message);
+                }
                 this.done = true;
                 if let Some(fingerprint) = this.watch.suspect.take() {
                     this.watch

@@ -68,7 +68,10 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("respawn-test-{label}-{}-{nanos}", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "respawn-test-{label}-{}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&path).expect("create the scratch directory");
         TempDir { path }
     }
@@ -104,7 +107,10 @@ impl Response {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as text.
@@ -114,13 +120,19 @@ impl Response {
 
     /// The body as JSON (panics with the body when it is not JSON).
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("not JSON ({err}): status {} body {:?}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "not JSON ({err}): status {} body {:?}",
+                self.status,
+                self.text()
+            )
+        })
     }
 
     /// The generation that answered, from `x-respawn-generation`.
     pub fn generation(&self) -> Option<u64> {
-        self.header("x-respawn-generation").and_then(|v| v.parse().ok())
+        self.header("x-respawn-generation")
+            .and_then(|v| v.parse().ok())
     }
 }
 
@@ -135,7 +147,10 @@ pub struct Head {
 
 impl Head {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -190,7 +205,10 @@ impl StreamingResponse {
                     Ok(n) => {
                         buf.truncate(n);
                         self.framing = Framing::Length(left - n as u64);
-                        Ok(Some(Chunk { at: Instant::now(), bytes: buf }))
+                        Ok(Some(Chunk {
+                            at: Instant::now(),
+                            bytes: buf,
+                        }))
                     }
                     Err(err) => Err(io_end(err)),
                 }
@@ -201,7 +219,10 @@ impl StreamingResponse {
                     Ok(0) => Ok(None),
                     Ok(n) => {
                         buf.truncate(n);
-                        Ok(Some(Chunk { at: Instant::now(), bytes: buf }))
+                        Ok(Some(Chunk {
+                            at: Instant::now(),
+                            bytes: buf,
+                        }))
                     }
                     Err(err) => Err(io_end(err)),
                 }
@@ -244,7 +265,10 @@ impl StreamingResponse {
             });
         }
         bytes.truncate(size as usize);
-        Ok(Some(Chunk { at: Instant::now(), bytes }))
+        Ok(Some(Chunk {
+            at: Instant::now(),
+            bytes,
+        }))
     }
 
     /// Reads the body to its end: every piece with its arrival time, and how it ended.
@@ -260,7 +284,10 @@ impl StreamingResponse {
     }
 
     /// Reads Server-Sent Events until `stop` says so or the body ends.
-    pub fn events_until(&mut self, mut stop: impl FnMut(&SseEvent) -> bool) -> (Vec<SseEvent>, BodyEnd) {
+    pub fn events_until(
+        &mut self,
+        mut stop: impl FnMut(&SseEvent) -> bool,
+    ) -> (Vec<SseEvent>, BodyEnd) {
         let mut parser = SseParser::default();
         let mut events = Vec::new();
         loop {
@@ -311,7 +338,8 @@ struct SseParser {
 
 impl SseParser {
     fn feed(&mut self, chunk: &Chunk) -> Vec<SseEvent> {
-        self.pending.push_str(&String::from_utf8_lossy(&chunk.bytes));
+        self.pending
+            .push_str(&String::from_utf8_lossy(&chunk.bytes));
         let mut out = Vec::new();
         while let Some(end) = self.pending.find("\n\n") {
             let block: String = self.pending[..end].to_owned();
@@ -326,7 +354,11 @@ impl SseParser {
                 }
             }
             if event.is_some() || !data.is_empty() {
-                out.push(SseEvent { at: chunk.at, event, data: data.join("\n") });
+                out.push(SseEvent {
+                    at: chunk.at,
+                    event,
+                    data: data.join("\n"),
+                });
             }
         }
         out
@@ -348,7 +380,10 @@ pub fn open(
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("connection")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
+    {
         head.push_str("Connection: close\r\n");
     }
     let mut has_type = false;
@@ -370,18 +405,29 @@ pub fn open(
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     if reader.read_line(&mut status_line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the status line"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed before the status line",
+        ));
     }
     let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed inside the head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed inside the head",
+            ));
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -392,7 +438,10 @@ pub fn open(
         }
     }
     let head = Head { status, headers };
-    let framing = if head.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    let framing = if head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         Framing::Chunked
     } else if let Some(length) = head.header("content-length").and_then(|v| v.parse().ok()) {
         Framing::Length(length)
@@ -401,7 +450,12 @@ pub fn open(
     } else {
         Framing::UntilClose
     };
-    Ok(StreamingResponse { head, reader, framing, finished: false })
+    Ok(StreamingResponse {
+        head,
+        reader,
+        framing,
+        finished: false,
+    })
 }
 
 /// Sends one request and reads the whole response; an error when it did not end cleanly.
@@ -417,7 +471,10 @@ pub fn request(
     let head = streaming.head.clone();
     let (chunks, end) = streaming.collect();
     if end != BodyEnd::Clean {
-        return Err(io::Error::other(format!("status {} body ended badly: {end:?}", head.status)));
+        return Err(io::Error::other(format!(
+            "status {} body ended badly: {end:?}",
+            head.status
+        )));
     }
     Ok(Response {
         status: head.status,
@@ -432,13 +489,28 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
 }
 
 /// `POST path` with a JSON body.
-pub fn post_json(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> io::Result<Response> {
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> io::Result<Response> {
     request(addr, "POST", path, &[], body.as_bytes(), timeout)
 }
 
 /// One non-streamed chat completion to `addr`.
-pub fn chat(addr: SocketAddr, prompt: &str, max_tokens: u64, timeout: Duration) -> io::Result<Response> {
-    post_json(addr, "/v1/chat/completions", &chat_body(prompt, max_tokens, false), timeout)
+pub fn chat(
+    addr: SocketAddr,
+    prompt: &str,
+    max_tokens: u64,
+    timeout: Duration,
+) -> io::Result<Response> {
+    post_json(
+        addr,
+        "/v1/chat/completions",
+        &chat_body(prompt, max_tokens, false),
+        timeout,
+    )
 }
 
 /// The value of an unlabelled sample `name` in a Prometheus text exposition.
@@ -475,11 +547,18 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(ProcStat { pid, state, ppid, pgrp })
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
 }
 
 fn all_processes() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(proc_stat)
         .collect()
@@ -491,12 +570,20 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                found.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                found.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
     }
     if found.is_empty() {
-        found.extend(all_processes().into_iter().filter(|p| p.ppid == pid).map(|p| p.pid));
+        found.extend(
+            all_processes()
+                .into_iter()
+                .filter(|p| p.ppid == pid)
+                .map(|p| p.pid),
+        );
     }
     found
         .into_iter()
@@ -528,7 +615,8 @@ pub fn cmdline(pid: u32) -> String {
 
 /// Sends `signal` to `pid`.
 pub fn signal(pid: u32, signal: Signal) {
-    kill(Pid::from_raw(pid as i32), signal).unwrap_or_else(|err| panic!("kill({pid}, {signal}): {err}"));
+    kill(Pid::from_raw(pid as i32), signal)
+        .unwrap_or_else(|err| panic!("kill({pid}, {signal}): {err}"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,7 +639,12 @@ pub struct ServeOptions {
 impl ServeOptions {
     /// `respawn serve ARGS -- respawn mock --port {port} MOCK_ARGS`.
     pub fn mock(args: &[&str], mock_args: &[&str]) -> Self {
-        let mut command = vec![respawn_bin().to_owned(), "mock".into(), "--port".into(), "{port}".into()];
+        let mut command = vec![
+            respawn_bin().to_owned(),
+            "mock".into(),
+            "--port".into(),
+            "{port}".into(),
+        ];
         command.extend(mock_args.iter().map(|s| (*s).to_owned()));
         ServeOptions {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
@@ -662,9 +755,15 @@ impl Serve {
                 }
                 Some(Err(status)) => {
                     serve.exit = Some(status);
-                    panic!("respawn serve exited with {status} before it was ready; log:\n{}", serve.log_text());
+                    panic!(
+                        "respawn serve exited with {status} before it was ready; log:\n{}",
+                        serve.log_text()
+                    );
                 }
-                None => panic!("respawn serve was not ready within 30 s; log:\n{}", serve.log_text()),
+                None => panic!(
+                    "respawn serve was not ready within 30 s; log:\n{}",
+                    serve.log_text()
+                ),
             }
         }
         panic!("no free listen port after 5 tries");
@@ -672,7 +771,11 @@ impl Serve {
 
     fn spawn(options: &ServeOptions, addr: SocketAddr) -> Serve {
         let mut cmd = Command::new(respawn_bin());
-        cmd.arg("serve").arg("--listen").arg(addr.to_string()).arg("--workers").arg("2");
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--workers")
+            .arg("2");
         cmd.args(&options.args).arg("--").args(&options.command);
         for (name, _) in std::env::vars() {
             if name.starts_with("RESPAWN_") {
@@ -693,7 +796,9 @@ impl Serve {
         for (name, value) in &options.env {
             cmd.env(name, value);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn respawn serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -703,7 +808,13 @@ impl Serve {
                 sink.lock().push(line);
             }
         });
-        Serve { child, addr, log, groups: Mutex::new(BTreeSet::new()), exit: None }
+        Serve {
+            child,
+            addr,
+            log,
+            groups: Mutex::new(BTreeSet::new()),
+            exit: None,
+        }
     }
 
     /// `http://ADDR`.
@@ -728,7 +839,8 @@ impl Serve {
 
     /// `GET /respawn/status` as JSON (remembers the guardian's group for the clean-up).
     pub fn status(&self) -> Value {
-        let response = get(self.addr, "/respawn/status", Duration::from_secs(10)).expect("GET /respawn/status");
+        let response = get(self.addr, "/respawn/status", Duration::from_secs(10))
+            .expect("GET /respawn/status");
         assert_eq!(response.status, 200, "status: {}", response.text());
         let status = response.json();
         if let Some(pid) = status["pid"].as_u64() {
@@ -738,17 +850,29 @@ impl Serve {
     }
 
     /// Waits (≤ `bound`) until `check` accepts the status document; panics with the last one.
-    pub fn wait_status(&self, bound: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        bound: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let found = wait_for(bound, || {
-            let status = get(self.addr, "/respawn/status", Duration::from_secs(5)).ok()?.json();
+            let status = get(self.addr, "/respawn/status", Duration::from_secs(5))
+                .ok()?
+                .json();
             if let Some(pid) = status["pid"].as_u64() {
                 self.groups.lock().insert(pid as u32);
             }
             last = status.clone();
             check(&status).then_some(status)
         });
-        found.unwrap_or_else(|| panic!("{what}: not within {bound:?}; last status {last}\nlog:\n{}", self.log_text()))
+        found.unwrap_or_else(|| {
+            panic!(
+                "{what}: not within {bound:?}; last status {last}\nlog:\n{}",
+                self.log_text()
+            )
+        })
     }
 
     /// The guardian's pid (the child's process group id), from the status.
@@ -759,8 +883,10 @@ impl Serve {
     /// The real server: the guardian's child (waits ≤ 10 s for it to appear).
     pub fn server_pid(&self) -> u32 {
         let guardian = self.guardian_pid();
-        wait_for(Duration::from_secs(10), || children_of(guardian).first().copied())
-            .unwrap_or_else(|| panic!("the guardian {guardian} has no child"))
+        wait_for(Duration::from_secs(10), || {
+            children_of(guardian).first().copied()
+        })
+        .unwrap_or_else(|| panic!("the guardian {guardian} has no child"))
     }
 
     /// `POST path` with a JSON body through the proxy.
@@ -804,7 +930,10 @@ impl Drop for Serve {
     fn drop(&mut self) {
         if self.exit.is_none() && matches!(self.child.try_wait(), Ok(None)) {
             if let Ok(response) = get(self.addr, "/respawn/status", Duration::from_secs(1)) {
-                if let Some(pid) = serde_json::from_slice::<Value>(&response.body).ok().and_then(|s| s["pid"].as_u64()) {
+                if let Some(pid) = serde_json::from_slice::<Value>(&response.body)
+                    .ok()
+                    .and_then(|s| s["pid"].as_u64())
+                {
                     self.groups.lock().insert(pid as u32);
                 }
             }

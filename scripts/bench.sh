@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs respawn's benchmarks on this machine and rewrites docs/BENCHMARKS.md with the figures.
+#
+# Measured side by side in one run: recovery from a hard hang (respawn vs the seed's restart
+# loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
+# with wrk), streaming lag, respawn's own time in a restart, and the cost of supervising 1, 8
+# and 64 servers. About 12 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
+if ((${#need_apt[@]})); then
+    echo "installing ${need_apt[*]} with apt-get" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update
+    $sudo apt-get install -y "${need_apt[@]}"
+fi
+command -v python3 >/dev/null 2>&1 || { echo "python3 is needed to drive the benchmarks" >&2; exit 1; }
+
+cargo build --release --locked
+workdir="target/bench/logs"
+rm -rf "$workdir"
+mkdir -p "$workdir"
+python3 benches/driver.py \
+    --respawn target/release/respawn \
+    --out docs/BENCHMARKS.md \
+    --command "scripts/bench.sh" \
+    --workdir "$workdir"

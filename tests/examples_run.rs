@@ -1,0 +1,219 @@
+//! The examples run and do what they say. `cargo test` builds them next to the test binaries
+//! (`target/<profile>/examples/`); a test that cannot find its example says so and passes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{children_of, free_port, get, proc_stat, request, respawn_bin, wait_for};
+use nix::sys::signal::Signal;
+
+/// The example binary `name`, if `cargo test` built it.
+fn example(name: &str) -> Option<PathBuf> {
+    let dir = std::path::Path::new(respawn_bin())
+        .parent()?
+        .join("examples");
+    let path = dir.join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!("skipped: the example `{name}` was not built at {} (run `cargo test`, which builds the examples)", path.display());
+        None
+    }
+}
+
+/// A running example, killed with the processes it started when dropped.
+struct Running {
+    child: Child,
+    spawned: Vec<u32>,
+}
+
+impl Running {
+    fn remember_children(&mut self) {
+        for pid in children_of(self.child.id()) {
+            if !self.spawned.contains(&pid) {
+                self.spawned.push(pid);
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.remember_children();
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for pid in &self.spawned {
+            if proc_stat(*pid).is_some_and(|s| s.state != 'Z') {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn standalone_asks_restarts_asks_again_and_stops() {
+    let Some(path) = example("standalone") else {
+        return;
+    };
+    let child = Command::new(path)
+        .arg(respawn_bin())
+        .env_remove("RESPAWN_ADMIN_TOKEN")
+        .env("RESPAWN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the standalone example");
+    let mut running = Running {
+        child,
+        spawned: Vec::new(),
+    };
+    let finished = wait_for(Duration::from_secs(60), || {
+        running.remember_children();
+        running.child.try_wait().ok().flatten()
+    });
+    let status = finished.expect("the standalone example finishes within 60 s");
+    let mut stdout = String::new();
+    if let Some(mut out) = running.child.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut stdout).expect("read stdout");
+    }
+    assert!(status.success(), "exit {status}; stdout:\n{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("answer 1: status 200 from generation 1")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ready again: generation 2")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("answer 2: status 200 from generation 2")),
+        "{stdout}"
+    );
+    assert_eq!(lines.last(), Some(&"stopped"), "{stdout}");
+    for pid in &running.spawned {
+        let gone = wait_for(Duration::from_secs(5), || {
+            (!matches!(proc_stat(*pid), Some(s) if s.state != 'Z')).then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "the model server {pid} outlived the example"
+        );
+    }
+}
+
+#[test]
+fn embed_serves_its_own_routes_through_the_registry_and_client_actor() {
+    let Some(path) = example("embed") else { return };
+    let port = free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(path)
+        .arg(respawn_bin())
+        .env_remove("RESPAWN_ADMIN_TOKEN")
+        .env("PORT", port.to_string())
+        .env("RESPAWN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the embed example");
+    let mut running = Running {
+        child,
+        spawned: Vec::new(),
+    };
+    let servers = wait_for(Duration::from_secs(30), || {
+        running.remember_children();
+        let response = get(addr, "/servers", Duration::from_secs(2)).ok()?;
+        (response.status == 200).then(|| response.json())
+    })
+    .expect("the embed example serves /servers");
+    assert_eq!(servers[0]["server"], "llm", "{servers}");
+    assert_eq!(servers[0]["phase"], "ready", "{servers}");
+    let model_server = running.spawned.clone();
+    assert!(
+        !model_server.is_empty(),
+        "the example started the model server"
+    );
+
+    let ask = |prompt: &str| {
+        request(
+            addr,
+            "POST",
+            "/ask/llm",
+            &[("Content-Type", "text/plain")],
+            prompt.as_bytes(),
+            Duration::from_secs(30),
+        )
+        .expect("POST /ask/llm")
+    };
+    let first = ask("hello");
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first = first.json();
+    assert_eq!(first["generation"], 1, "{first}");
+    assert_eq!(first["status"], 200, "{first}");
+    assert!(
+        first["answer"].as_str().is_some_and(|a| !a.is_empty()),
+        "{first}"
+    );
+
+    let unknown = request(
+        addr,
+        "POST",
+        "/ask/nope",
+        &[],
+        b"hi",
+        Duration::from_secs(10),
+    )
+    .expect("POST /ask/nope");
+    assert_eq!(unknown.status, 404);
+
+    let restart = request(
+        addr,
+        "POST",
+        "/restart/llm",
+        &[],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("POST /restart/llm");
+    assert_eq!(restart.status, 202, "{}", restart.text());
+    wait_for(Duration::from_secs(20), || {
+        let servers = get(addr, "/servers", Duration::from_secs(2)).ok()?.json();
+        (servers[0]["generation"] == 2 && servers[0]["phase"] == "ready").then_some(())
+    })
+    .expect("generation 2 becomes ready");
+    running.remember_children();
+    let second = ask("hello again").json();
+    assert_eq!(second["generation"], 2, "{second}");
+
+    common::signal(running.child.id(), Signal::SIGTERM);
+    let status = wait_for(Duration::from_secs(20), || {
+        running.child.try_wait().ok().flatten()
+    })
+    .expect("the example stops on SIGTERM");
+    assert!(status.success(), "exit {status}");
+    for pid in &running.spawned {
+        let gone = wait_for(Duration::from_secs(5), || {
+            (!matches!(proc_stat(*pid), Some(s) if s.state != 'Z')).then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "the model server {pid} outlived the example"
+        );
+    }
+}

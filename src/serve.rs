@@ -139,6 +139,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         addr: config.listen,
         source,
     })?;
+    let listening = listener.local_addr().unwrap_or(config.listen);
     let port = match config.port {
         Some(port) => port,
         None => free_port().map_err(ServeError::NoFreePort)?,
@@ -177,7 +178,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         })?;
         let handle = server.handle();
         let server_task = actix_web::rt::spawn(server);
-        info!(listen = %config.listen, child_port = port, "respawn is listening");
+        info!(listen = %listening, child_port = port, "respawn is listening");
         if let Some(notifier) = &notifier {
             notifier.spawn_watchdog();
         }

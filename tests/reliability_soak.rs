@@ -238,7 +238,7 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
             let outcomes = Arc::clone(&outcomes);
             let rss_start = Arc::clone(&rss_start);
             std::thread::spawn(move || {
-                let mut rng = Rng(seed ^ ((worker as u64 + 1) * 0x9e37_79b9_7f4a_7c15));
+                let mut rng = Rng(seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 loop {
                     let more = match deadline {
                         Some(deadline) => Instant::now() < deadline || !injector_done.load(Ordering::Acquire),

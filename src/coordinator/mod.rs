@@ -311,7 +311,12 @@ impl RestartCoordinator {
         let jitter = self.jitter();
         match self.policy.on_restart_needed(now, jitter) {
             PolicyDecision::GiveUp(reason) => {
-                self.fail(format!("{reason}"));
+                // Say what kept failing, not only that the limit was reached.
+                let last = self.parts.state.borrow().last_error.clone();
+                self.fail(match last {
+                    Some(last) => format!("{reason}; last failure: {last}"),
+                    None => format!("{reason}"),
+                });
             }
             PolicyDecision::RestartAfter(delay) => {
                 self.parts.metrics.restart_started(cause);

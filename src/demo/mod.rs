@@ -211,18 +211,24 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
     let mut target =
         crate::serve::target(&config, port).map_err(|err| DemoError::Start(err.to_string()))?;
     if let Target::Command(spec) = &mut target {
-        // The simulated server's own logs would drown the demo's lines; its warnings stay.
+        // The simulated server's routine info lines stay out of the demo's output.
         spec.env
             .push((OsString::from("RESPAWN_LOG"), OsString::from("warn")));
     }
     let supervisor_config = crate::serve::supervisor_config(&config);
     let progress = Progress::new(args.requests, std::io::stderr().is_terminal());
+    let wedging = if plan.points.is_empty() {
+        "that never wedges (too few samples for the story)".to_owned()
+    } else {
+        format!(
+            "that wedges after completions {} (every request and its /health then hang)",
+            plan.describe()
+        )
+    };
     progress.event(&format!(
         "respawn demo: {} samples, {} at a time, through respawn's proxy (http://{listen}) to a simulated \
-         model server that wedges after completions {} (every request and its /health then hang)",
-        args.requests,
-        args.concurrency,
-        plan.describe()
+         model server {wedging}",
+        args.requests, args.concurrency,
     ));
     progress.event(&format!(
         "detection: respawn's defaults, a health probe every {} with a {} timeout, {} failures in a row mean a hang",
@@ -234,39 +240,41 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
     let system = actix_web::rt::System::new();
     // The supervision runs on this thread: its routine info lines would bury the demo's own
     // lines, so they are shown only when RESPAWN_LOG asks for them.
-    let measured = tracing::subscriber::with_default(demo_logs(), || system.block_on(async {
-        let supervisor = Supervisor::start(supervisor_config, target)
-            .map_err(|err| DemoError::Start(err.to_string()))?;
-        let control = Control {
-            name: config.name.clone(),
-            state: supervisor.state(),
-            coordinator: supervisor.coordinator().clone(),
-            metrics: Arc::clone(supervisor.metrics()),
-            in_flight: Arc::clone(supervisor.in_flight()),
-            token: None,
-        };
-        let settings = ProxySettings {
-            listen,
-            workers: config.workers,
-            max_body_size: config.max_body_size,
-            header_timeout: config.header_timeout,
-            shutdown_grace: Duration::from_secs(1),
-        };
-        let server = match proxy::serve(listener, &settings, &supervisor, control) {
-            Ok(server) => server,
-            Err(err) => {
-                supervisor.stop(config.stop_grace).await;
-                return Err(DemoError::Start(err.to_string()));
-            }
-        };
-        let handle = server.handle();
-        let server_task = actix_web::rt::spawn(server);
-        let outcome = measure(&supervisor, &progress, &args, listen).await;
-        handle.stop(false).await;
-        supervisor.stop(config.stop_grace).await;
-        let _ = server_task.await;
-        outcome
-    }));
+    let measured = tracing::subscriber::with_default(demo_logs(), || {
+        system.block_on(async {
+            let supervisor = Supervisor::start(supervisor_config, target)
+                .map_err(|err| DemoError::Start(err.to_string()))?;
+            let control = Control {
+                name: config.name.clone(),
+                state: supervisor.state(),
+                coordinator: supervisor.coordinator().clone(),
+                metrics: Arc::clone(supervisor.metrics()),
+                in_flight: Arc::clone(supervisor.in_flight()),
+                token: None,
+            };
+            let settings = ProxySettings {
+                listen,
+                workers: config.workers,
+                max_body_size: config.max_body_size,
+                header_timeout: config.header_timeout,
+                shutdown_grace: Duration::from_secs(1),
+            };
+            let server = match proxy::serve(listener, &settings, &supervisor, control) {
+                Ok(server) => server,
+                Err(err) => {
+                    supervisor.stop(config.stop_grace).await;
+                    return Err(DemoError::Start(err.to_string()));
+                }
+            };
+            let handle = server.handle();
+            let server_task = actix_web::rt::spawn(server);
+            let outcome = measure(&supervisor, &progress, &args, listen).await;
+            handle.stop(false).await;
+            supervisor.stop(config.stop_grace).await;
+            let _ = server_task.await;
+            outcome
+        })
+    });
     progress.finish();
     let measured = measured?;
 

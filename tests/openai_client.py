@@ -1,0 +1,139 @@
+"""Drives `respawn serve` with the official `openai` Python client, as users do.
+
+The client's own retries are off (``max_retries=0``): every request must succeed on its first
+attempt as the client sees it, whatever respawn does behind the proxy. tests/openai_client.rs runs
+this script in the pinned venv made by scripts/openai-client-venv.sh and steers it through stdin,
+one command a line, so that it can freeze or restart the model server between batches:
+
+    batch LABEL COUNT CONCURRENCY   send COUNT chat completions (even: streamed, odd: not),
+                                    COUNT at most CONCURRENCY at a time; print one JSON line
+    quit                            exit 0
+
+At start it lists the models (``GET /v1/models``) and prints ``{"ready": true, "model": ...}``.
+Each batch line holds: label, ok, errors (a list of "kind: message" strings), the generations
+that answered (``x-respawn-generation``), and the largest ``x-respawn-attempts`` seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", required=True, help="respawn's address, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request")
+    parser.add_argument("--timeout", type=float, default=120.0, help="client timeout per request, seconds")
+    parser.add_argument("--model", default=None, help="model name (default: the first one /v1/models lists)")
+    return parser.parse_args()
+
+
+def emit(value: dict) -> None:
+    print(json.dumps(value), flush=True)
+
+
+def headers_of(raw) -> tuple[int | None, int]:
+    generation = raw.headers.get("x-respawn-generation")
+    attempts = raw.headers.get("x-respawn-attempts")
+    return (int(generation) if generation else None, int(attempts) if attempts else 1)
+
+
+def complete(client: openai.OpenAI, model: str, prompt: str, max_tokens: int) -> tuple[int | None, int]:
+    raw = client.chat.completions.with_raw_response.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
+    )
+    completion = raw.parse()
+    if len(completion.choices) != 1:
+        raise ValueError(f"expected one choice, got {len(completion.choices)}")
+    choice = completion.choices[0]
+    if choice.finish_reason not in ("stop", "length"):
+        raise ValueError(f"unexpected finish_reason {choice.finish_reason!r}")
+    if completion.usage is None or completion.usage.completion_tokens < 1:
+        raise ValueError(f"no generated tokens in the usage: {completion.usage!r}")
+    return headers_of(raw)
+
+
+def stream(client: openai.OpenAI, model: str, prompt: str, max_tokens: int) -> tuple[int | None, int]:
+    raw = client.chat.completions.with_raw_response.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+    )
+    chunks = 0
+    finish_reason = None
+    for chunk in raw.parse():
+        for choice in chunk.choices:
+            if choice.delta is not None and choice.delta.content:
+                chunks += 1
+            if choice.finish_reason is not None:
+                finish_reason = choice.finish_reason
+    if finish_reason not in ("stop", "length"):
+        raise ValueError(f"the stream ended without a finish_reason (after {chunks} content chunks)")
+    if chunks < 1:
+        raise ValueError("the stream carried no content")
+    return headers_of(raw)
+
+
+def one(client: openai.OpenAI, model: str, label: str, index: int, max_tokens: int) -> dict:
+    prompt = f"{label} request {index}: say something short."
+    try:
+        if index % 2 == 0:
+            generation, attempts = stream(client, model, prompt, max_tokens)
+        else:
+            generation, attempts = complete(client, model, prompt, max_tokens)
+        return {"ok": True, "generation": generation, "attempts": attempts}
+    except (openai.OpenAIError, httpx.HTTPError, ValueError) as err:
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+
+
+def batch(client: openai.OpenAI, model: str, label: str, count: int, concurrency: int, max_tokens: int) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        results = list(pool.map(lambda i: one(client, model, label, i, max_tokens), range(count)))
+    emit(
+        {
+            "label": label,
+            "ok": sum(1 for r in results if r["ok"]),
+            "errors": [r["error"] for r in results if not r["ok"]],
+            "generations": sorted({r["generation"] for r in results if r["ok"] and r["generation"] is not None}),
+            "max_attempts": max((r["attempts"] for r in results if r["ok"]), default=0),
+        }
+    )
+
+
+def main() -> int:
+    args = parse_args()
+    client = openai.OpenAI(
+        base_url=args.base_url.rstrip("/") + "/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=args.timeout,
+    )
+    model = args.model or client.models.list().data[0].id
+    emit({"ready": True, "model": model, "openai": openai.__version__})
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "quit":
+            return 0
+        if words[0] == "batch" and len(words) == 4:
+            batch(client, model, words[1], int(words[2]), int(words[3]), args.max_tokens)
+            continue
+        emit({"error": f"unknown command {line.strip()!r}"})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

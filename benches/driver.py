@@ -509,7 +509,7 @@ def proxy_overhead(respawn, workdir, rounds=3, seconds=10, latency_seconds=5):
                     res[name]["p50_ms"].append(out["p50_ms"])
                     res[name]["non2xx"] += out["non2xx"]
             nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
-            return {"results": res, "rss_max_kib": max(rss) if rss else None, "nginx": nginx_version,
+            return {"results": res, "rss_max_kib": max(rss) if rss else None, "nginx": nginx_version.replace("nginx version: ", ""),
                     "rounds": rounds, "seconds": seconds, "latency_seconds": latency_seconds}
         finally:
             nginx.send_signal(signal.SIGQUIT)
@@ -817,7 +817,7 @@ def write_doc(path, r, command, machine, started, finished):
             add(f"- {n}: {MISSED_NOTES.get(n, 'see the figures above.')}")
     add("")
     add("Reproduce: `scripts/bench.sh` (it installs wrk and nginx-light with apt-get when they are "
-        "missing, builds the release binary and rewrites this file; about 12 minutes on 2 cores). "
+        "missing, builds the release binary and rewrites this file; about 8 minutes on 2 cores). "
         "Raw figures of the run: `target/bench/results.json`.")
     add("")
     with open(path, "w") as f:

@@ -4,7 +4,7 @@
 # Measured side by side in one run: recovery from a hard hang (respawn vs the seed's restart
 # loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, and the cost of supervising 1, 8
-# and 64 servers. About 12 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.
+# and 64 servers. About 8 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,7 +3,19 @@
 set -euo pipefail
 need=()
 command -v setsid >/dev/null 2>&1 || need+=(util-linux)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}"
+fi
+
+# The real-server and OpenAI-client tests: the pinned `openai` client in a venv, and llama.cpp's
+# llama-server with a small model, both built or downloaded once into ${RESPAWN_CACHE:-~/.cache/respawn}
+# (a second run takes seconds; the first llama-server build about 6 minutes on 2 cores).
+# RESPAWN_SKIP_REAL_SERVER=1 leaves them out (those tests then skip with a printed reason).
+if [ "${RESPAWN_SKIP_REAL_SERVER:-0}" != "1" ]; then
+    scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    bash "$scripts_dir/openai-client-venv.sh"
+    bash "$scripts_dir/install-llama-server.sh"
 fi

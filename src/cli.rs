@@ -111,6 +111,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
     pub restart_window: Option<Duration>,
 
+    /// How long the server must stay ready before the restart backoff starts over [default: 60s] [env: RESPAWN_STABLE_AFTER]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
+    pub stable_after: Option<Duration>,
+
     /// The server's REST restart endpoint, for a server respawn does not own [env: RESPAWN_RESTART_URL]
     #[arg(long, value_name = "URL", help_heading = "Restarts")]
     pub restart_url: Option<String>,

@@ -19,10 +19,15 @@ use crate::in_flight::InFlight;
 use crate::state::SupervisorState;
 
 /// Counters that grow while a known model server generates, in the order they are looked for.
+///
+/// Each must grow *during* a generation, not only when a request finishes: llama.cpp's
+/// `llamacpp:tokens_predicted_total` is added to only at the end of a request (it stays flat
+/// through a long generation), so llama.cpp is watched through `llamacpp:n_decode_total`, which
+/// counts decode calls as they happen.
 pub const KNOWN_PROGRESS_METRICS: [&str; 7] = [
     "vllm:generation_tokens_total",
     "vllm:iteration_tokens_total",
-    "llamacpp:tokens_predicted_total",
+    "llamacpp:n_decode_total",
     "sglang:generation_tokens_total",
     "tgi_request_generated_tokens_sum",
     "tgi_request_generated_tokens_count",
@@ -61,6 +66,7 @@ pub struct DeadlockWatch {
     busy: bool,
     reported: bool,
     last_canary: Duration,
+    last_counter: Option<u64>,
 }
 
 impl DeadlockWatch {
@@ -86,6 +92,7 @@ impl DeadlockWatch {
             busy: false,
             reported: false,
             last_canary: Duration::ZERO,
+            last_counter: None,
         }
     }
 
@@ -118,6 +125,7 @@ impl DeadlockWatch {
             self.watch.reset(now);
             self.reported = false;
             self.last_canary = now;
+            self.last_counter = None;
             if matches!(self.config.metric, ProgressMetric::Auto) {
                 self.metric = None;
             }
@@ -161,7 +169,17 @@ impl DeadlockWatch {
         .into_actor(self)
         .map(move |(text, wanted), act, _ctx| {
             act.busy = false;
-            let Some(text) = text else { return };
+            let Some(text) = text else {
+                // A server that does not answer /metrics while requests are in flight makes no
+                // progress either (llama.cpp serves /metrics from the loop that generates): the
+                // counter is taken as unchanged, so the flat time keeps counting.
+                if let Some(last) = act.last_counter {
+                    if act.state.borrow().generation == generation {
+                        act.judge(generation, "/metrics (no answer)", last, in_flight);
+                    }
+                }
+                return;
+            };
             let name = match wanted {
                 Some(name) => name,
                 None => match KNOWN_PROGRESS_METRICS
@@ -183,18 +201,24 @@ impl DeadlockWatch {
             if act.state.borrow().generation != generation {
                 return;
             }
-            let now = act.origin.elapsed();
             let counter = value.max(0.0) as u64;
-            if let ProgressVerdict::Stalled { for_ } = act.watch.on_sample(now, counter, in_flight) {
-                warn!(metric = %name, stalled_s = for_.as_secs(), %generation, "requests in flight but the token counter stopped growing");
-                act.reported = true;
-                act.coordinator.do_send(Hang {
-                    generation,
-                    cause: HangCause::ProgressStalled,
-                });
-            }
+            act.last_counter = Some(counter);
+            act.judge(generation, &name, counter, in_flight);
         })
         .spawn(ctx);
+    }
+
+    /// Feeds one sample to the core's progress watch and reports a stall.
+    fn judge(&mut self, generation: Generation, source: &str, counter: u64, in_flight: usize) {
+        let now = self.origin.elapsed();
+        if let ProgressVerdict::Stalled { for_ } = self.watch.on_sample(now, counter, in_flight) {
+            warn!(metric = %source, stalled_s = for_.as_secs(), %generation, "requests in flight but the token counter stopped growing");
+            self.reported = true;
+            self.coordinator.do_send(Hang {
+                generation,
+                cause: HangCause::ProgressStalled,
+            });
+        }
     }
 
     fn send_canary(&mut self, ctx: &mut Context<Self>, generation: Generation) {

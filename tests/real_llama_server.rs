@@ -60,7 +60,8 @@ fn llama_paths() -> Option<(String, String)> {
     }
 }
 
-/// `respawn serve ARGS -- llama-server ...`: four slots sharing a 2048-token context, one thread.
+/// `respawn serve ARGS -- llama-server ...`: six slots (so a new request finds one free while four
+/// long generations run) in a 4096-token context, one thread.
 fn serve_llama(args: &[&str]) -> Option<Serve> {
     let (server, model) = llama_paths()?;
     let command = [
@@ -73,9 +74,9 @@ fn serve_llama(args: &[&str]) -> Option<Serve> {
         "{port}",
         "--metrics",
         "-c",
-        "2048",
+        "4096",
         "-np",
-        "4",
+        "6",
         "-t",
         "1",
     ];

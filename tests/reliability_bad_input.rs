@@ -41,7 +41,11 @@ fn spawn_count(run: &Respawn) -> usize {
 
 #[test]
 fn a_command_that_does_not_exist_gives_up_with_3_naming_it() {
-    let mut run = Respawn::serve(&["--startup-timeout", "10s"], &["/nonexistent/model-server"], &[]);
+    let mut run = Respawn::serve(
+        &["--startup-timeout", "10s"],
+        &["/nonexistent/model-server"],
+        &[],
+    );
     assert_eq!(run.exit_code(EXIT_BOUND), 3, "{}", run.log_text());
     let line = gave_up_line(&run);
     assert!(
@@ -69,7 +73,14 @@ fn a_command_that_is_not_executable_gives_up_with_3_naming_it() {
 fn a_child_that_exits_at_once_is_restarted_with_backoff_then_respawn_gives_up_with_3() {
     let started = Instant::now();
     let mut run = Respawn::serve(
-        &["--max-restarts", "3", "--restart-window", "10m", "--startup-timeout", "10s"],
+        &[
+            "--max-restarts",
+            "3",
+            "--restart-window",
+            "10m",
+            "--startup-timeout",
+            "10s",
+        ],
         &["false"],
         &[],
     );
@@ -92,7 +103,14 @@ fn a_child_that_exits_at_once_is_restarted_with_backoff_then_respawn_gives_up_wi
 #[test]
 fn a_child_that_never_becomes_healthy_gives_up_with_3_naming_the_startup_timeout() {
     let mut run = Respawn::serve(
-        &["--startup-timeout", "2s", "--max-restarts", "1", "--stop-grace", "1s"],
+        &[
+            "--startup-timeout",
+            "2s",
+            "--max-restarts",
+            "1",
+            "--stop-grace",
+            "1s",
+        ],
         &["sleep", "300"],
         &[],
     );
@@ -129,15 +147,21 @@ fn a_listen_address_in_use_exits_4_naming_it() {
     let holder = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let addr = holder.local_addr().expect("addr").to_string();
     let mut run = Respawn::run(
-        &["serve", "--listen", &addr, "--", bin(), "mock", "--port", "{port}"],
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--",
+            bin(),
+            "mock",
+            "--port",
+            "{port}",
+        ],
         &[],
     );
     assert_eq!(run.exit_code(EXIT_BOUND), 4, "{}", run.log_text());
     let log = run.log_text();
-    assert!(
-        log.contains(&format!("cannot listen on {addr}")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
     no_panic(&run);
 }
 
@@ -164,13 +188,20 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_respawn_exits_0() 
     let stopped_at = Instant::now();
     run.signal(Signal::SIGTERM);
     // Stopping takes the grace (1 s) and then a SIGKILL: well within grace + 10 s.
-    assert_eq!(run.exit_code(Duration::from_secs(11)), 0, "{}", run.log_text());
+    assert_eq!(
+        run.exit_code(Duration::from_secs(11)),
+        0,
+        "{}",
+        run.log_text()
+    );
     let took = stopped_at.elapsed();
     assert!(
         took >= Duration::from_millis(900),
         "the grace was given before the SIGKILL ({took:?})"
     );
-    let gone = wait_for(Duration::from_secs(5), || group(guardian).is_empty().then_some(()));
+    let gone = wait_for(Duration::from_secs(5), || {
+        group(guardian).is_empty().then_some(())
+    });
     assert!(
         gone.is_some(),
         "the SIGTERM-deaf server {server} is gone: {:?}",
@@ -181,17 +212,35 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_respawn_exits_0() 
 
 #[test]
 fn a_body_over_the_limit_is_413_and_respawn_serves_on() {
-    let run = Respawn::serve_ready(&["--max-body-size", "1KiB"], &[bin(), "mock", "--port", "{port}"], &[]);
+    let run = Respawn::serve_ready(
+        &["--max-body-size", "1KiB"],
+        &[bin(), "mock", "--port", "{port}"],
+        &[],
+    );
     let addr = run.addr();
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(4096));
-    let reply = request(addr, "POST", "/v1/chat/completions", &[], big.as_bytes(), Duration::from_secs(20))
-        .expect("an answer");
+    let reply = request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        big.as_bytes(),
+        Duration::from_secs(20),
+    )
+    .expect("an answer");
     assert_eq!(reply.status, 413, "{}", reply.text());
-    assert_eq!(reply.error_type().as_deref(), Some("request_too_large"), "{}", reply.text());
+    assert_eq!(
+        reply.error_type().as_deref(),
+        Some("request_too_large"),
+        "{}",
+        reply.text()
+    );
 
     // The same without a Content-Length: a chunked body that grows past the limit.
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut head = String::from(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
@@ -211,7 +260,11 @@ fn a_body_over_the_limit_is_413_and_respawn_serves_on() {
 
 #[test]
 fn a_slowloris_client_is_cut_off_after_the_header_timeout_and_others_are_served() {
-    let run = Respawn::serve_ready(&["--header-timeout", "1s"], &[bin(), "mock", "--port", "{port}"], &[]);
+    let run = Respawn::serve_ready(
+        &["--header-timeout", "1s"],
+        &[bin(), "mock", "--port", "{port}"],
+        &[],
+    );
     let addr = run.addr();
     // Many clients that send part of a request head and then nothing.
     let slow: Vec<TcpStream> = (0..50)
@@ -219,13 +272,21 @@ fn a_slowloris_client_is_cut_off_after_the_header_timeout_and_others_are_served(
             let mut s = TcpStream::connect(addr).expect("connect");
             s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
                 .expect("write a partial head");
-            s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_secs(15)))
+                .expect("timeout");
             s
         })
         .collect();
     // Everyone else is served meanwhile.
     for i in 0..5 {
-        let reply = chat(addr, &format!("honest {i}"), 2, false, Duration::from_secs(20)).expect("an answer");
+        let reply = chat(
+            addr,
+            &format!("honest {i}"),
+            2,
+            false,
+            Duration::from_secs(20),
+        )
+        .expect("an answer");
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     // Each slow connection is closed (with or without a 408) within the timeout + a margin.
@@ -235,10 +296,16 @@ fn a_slowloris_client_is_cut_off_after_the_header_timeout_and_others_are_served(
         match s.read_to_end(&mut rest) {
             Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(err) => panic!("slow client {i} was not closed: {err} after {:?}", started.elapsed()),
+            Err(err) => panic!(
+                "slow client {i} was not closed: {err} after {:?}",
+                started.elapsed()
+            ),
         }
         let text = String::from_utf8_lossy(&rest);
-        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "slow client {i} got {text:?}");
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "slow client {i} got {text:?}"
+        );
     }
     let reply = get(addr, "/respawn/status").expect("status after the slow clients");
     assert_eq!(reply.status, 200);
@@ -263,7 +330,8 @@ fn malformed_http_gets_400_and_respawn_serves_on() {
             String::from_utf8_lossy(bytes)
         );
     }
-    let ok = chat(addr, "after garbage", 3, false, Duration::from_secs(20)).expect("a later request");
+    let ok =
+        chat(addr, "after garbage", 3, false, Duration::from_secs(20)).expect("a later request");
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(run.status()["restarts"], 0);
 }
@@ -290,15 +358,36 @@ while True:
 #[test]
 fn a_child_answering_garbage_gives_the_client_a_definite_502_and_respawn_survives() {
     let run = Respawn::serve_ready(
-        &["--health-interval", "200ms", "--retries", "2", "--canary-interval", "0", "--progress-metric", "none"],
+        &[
+            "--health-interval",
+            "200ms",
+            "--retries",
+            "2",
+            "--canary-interval",
+            "0",
+            "--progress-metric",
+            "none",
+        ],
         &["python3", "-c", GARBAGE_SERVER],
         &[],
     );
     let addr = run.addr();
     for i in 0..3 {
-        let reply = chat(addr, &format!("garbage {i}"), 2, false, Duration::from_secs(60)).expect("an answer");
+        let reply = chat(
+            addr,
+            &format!("garbage {i}"),
+            2,
+            false,
+            Duration::from_secs(60),
+        )
+        .expect("an answer");
         assert_eq!(reply.status, 502, "{}", reply.text());
-        assert_eq!(reply.error_type().as_deref(), Some("upstream_failed"), "{}", reply.text());
+        assert_eq!(
+            reply.error_type().as_deref(),
+            Some("upstream_failed"),
+            "{}",
+            reply.text()
+        );
     }
     let status = run.status();
     assert_eq!(status["state"], "ready", "{status}");
@@ -308,26 +397,52 @@ fn a_child_answering_garbage_gives_the_client_a_definite_502_and_respawn_survive
 #[test]
 fn a_token_on_the_command_line_works_and_warns_that_it_shows_in_ps() {
     let token = "cmdline-token-7f3a9c";
-    let run = Respawn::serve_ready(&["--admin-token", token], &[bin(), "mock", "--port", "{port}"], &[]);
+    let run = Respawn::serve_ready(
+        &["--admin-token", token],
+        &[bin(), "mock", "--port", "{port}"],
+        &[],
+    );
     let addr = run.addr();
     let bearer = format!("Bearer {token}");
-    let reply = request(addr, "POST", "/respawn/restart", &[("Authorization", &bearer)], b"", Duration::from_secs(10))
-        .expect("an answer");
+    let reply = request(
+        addr,
+        "POST",
+        "/respawn/restart",
+        &[("Authorization", &bearer)],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("an answer");
     assert_eq!(reply.status, 202, "{}", reply.text());
-    run.wait_status(Duration::from_secs(30), "the restart", |s| s["generation"] == 2 && s["state"] == "ready");
+    run.wait_status(Duration::from_secs(30), "the restart", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
     let log = run.log_text();
     assert!(
-        log.lines().any(|l| l.contains("--admin-token") && l.contains("`ps`") && l.contains("WARN")),
+        log.lines()
+            .any(|l| l.contains("--admin-token") && l.contains("`ps`") && l.contains("WARN")),
         "a warning names the flag and `ps`:\n{log}"
     );
-    assert!(!log.contains(token), "the token itself is never logged:\n{log}");
+    assert!(
+        !log.contains(token),
+        "the token itself is never logged:\n{log}"
+    );
 }
 
 #[test]
 fn a_port_zero_listener_logs_the_address_it_really_bound() {
     // With `--listen 127.0.0.1:0` the only way to find respawn is its log line.
     let mut run = Respawn::run(
-        &["serve", "--listen", "127.0.0.1:0", "--", bin(), "mock", "--port", "{port}"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            bin(),
+            "mock",
+            "--port",
+            "{port}",
+        ],
         &[],
     );
     let line = wait_for(Duration::from_secs(20), || {
@@ -344,5 +459,9 @@ fn a_port_zero_listener_logs_the_address_it_really_bound() {
     run.signal(Signal::SIGTERM);
     let _ = run.wait_exit(Duration::from_secs(20));
     let bound = bound.unwrap_or_else(|| panic!("no address in {line}"));
-    assert_ne!(bound.port(), 0, "the log names the real port, not 0: {line}");
+    assert_ne!(
+        bound.port(),
+        0,
+        "the log names the real port, not 0: {line}"
+    );
 }

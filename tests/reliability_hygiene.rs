@@ -18,7 +18,13 @@ const DEAF_TREE: [&str; 3] = ["sh", "-c", "trap '' TERM; sleep 300 & wait"];
 #[test]
 fn kill_9_of_respawn_leaves_no_child_and_no_grandchild_even_one_ignoring_sigterm() {
     let mut run = Respawn::serve(
-        &["--shell=false", "--startup-timeout", "120s", "--stop-grace", "1s"],
+        &[
+            "--shell=false",
+            "--startup-timeout",
+            "120s",
+            "--stop-grace",
+            "1s",
+        ],
         &DEAF_TREE,
         &[],
     );
@@ -32,7 +38,11 @@ fn kill_9_of_respawn_leaves_no_child_and_no_grandchild_even_one_ignoring_sigterm
     })
     .unwrap_or_else(|| panic!("the tree did not come up:\n{}", run.log_text()));
     let pids: Vec<u32> = tree.iter().map(|p| p.pid).collect();
-    let groups: Vec<u32> = tree.iter().map(|p| p.pgrp).filter(|g| *g != respawn).collect();
+    let groups: Vec<u32> = tree
+        .iter()
+        .map(|p| p.pgrp)
+        .filter(|g| *g != respawn)
+        .collect();
     assert!(pids.len() >= 3, "guardian, sh and sleep: {tree:?}");
 
     run.signal(Signal::SIGKILL);
@@ -46,7 +56,10 @@ fn kill_9_of_respawn_leaves_no_child_and_no_grandchild_even_one_ignoring_sigterm
         .filter(|p| alive(**p))
         .map(|p| format!("{p} {}", support::cmdline(*p)))
         .collect();
-    assert!(left.is_some(), "left behind after kill -9 of respawn: {survivors:?}");
+    assert!(
+        left.is_some(),
+        "left behind after kill -9 of respawn: {survivors:?}"
+    );
     for g in groups {
         assert!(group(g).is_empty(), "group {g} is empty: {:?}", group(g));
     }
@@ -56,7 +69,10 @@ fn kill_9_of_respawn_leaves_no_child_and_no_grandchild_even_one_ignoring_sigterm
 fn a_restart_leaves_nothing_of_the_old_group() {
     let token = "hygiene-token-11";
     // The server leaves a SIGTERM-deaf helper in its group.
-    let script = format!("trap '' TERM; sleep 300 & exec {} mock --port \"$PORT\"", bin());
+    let script = format!(
+        "trap '' TERM; sleep 300 & exec {} mock --port \"$PORT\"",
+        bin()
+    );
     let run = Respawn::serve_ready(
         &["--shell=false", "--stop-grace", "1s"],
         &["sh", "-c", &script],
@@ -67,11 +83,23 @@ fn a_restart_leaves_nothing_of_the_old_group() {
         let members = group(old_group);
         (members.len() >= 3).then_some(members)
     })
-    .unwrap_or_else(|| panic!("guardian, mock and sleep in group {old_group}: {:?}", group(old_group)));
+    .unwrap_or_else(|| {
+        panic!(
+            "guardian, mock and sleep in group {old_group}: {:?}",
+            group(old_group)
+        )
+    });
 
     let bearer = format!("Bearer {token}");
-    let reply = request(run.addr(), "POST", "/respawn/restart", &[("Authorization", &bearer)], b"", Duration::from_secs(10))
-        .expect("an answer");
+    let reply = request(
+        run.addr(),
+        "POST",
+        "/respawn/restart",
+        &[("Authorization", &bearer)],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("an answer");
     assert_eq!(reply.status, 202, "{}", reply.text());
     let status = run.wait_status(Duration::from_secs(30), "the restart", |s| {
         s["generation"] == 2 && s["state"] == "ready"
@@ -79,11 +107,19 @@ fn a_restart_leaves_nothing_of_the_old_group() {
     let new_group = status["pid"].as_u64().expect("pid") as u32;
     assert_ne!(new_group, old_group);
     // Ready again means the old group was waited for: nothing of it is left, now.
-    assert!(group(old_group).is_empty(), "old group {old_group} still has {:?}", group(old_group));
+    assert!(
+        group(old_group).is_empty(),
+        "old group {old_group} still has {:?}",
+        group(old_group)
+    );
     for pid in old_members {
         assert!(!alive(pid), "{pid} of the old group is alive");
     }
-    assert!(group(new_group).len() >= 3, "the new generation runs: {:?}", group(new_group));
+    assert!(
+        group(new_group).len() >= 3,
+        "the new generation runs: {:?}",
+        group(new_group)
+    );
 }
 
 /// `unshare --pid --fork --mount-proc`, or the reason it cannot run here.
@@ -118,8 +154,22 @@ fn as_pid_1_respawn_reaps_orphaned_zombies_and_stops_cleanly_on_sigterm() {
         bin()
     );
     let args: Vec<String> = [
-        "--pid", "--fork", "--mount-proc", bin(), "serve", "--listen", &listen, "--workers", "2",
-        "--shell=false", "--stop-grace", "1s", "--", "sh", "-c", &script,
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        bin(),
+        "serve",
+        "--listen",
+        &listen,
+        "--workers",
+        "2",
+        "--shell=false",
+        "--stop-grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        &script,
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -128,11 +178,21 @@ fn as_pid_1_respawn_reaps_orphaned_zombies_and_stops_cleanly_on_sigterm() {
     run.addr = Some(listen.parse().expect("address"));
     let unshare = run.pid();
     wait_for(Duration::from_secs(30), || {
-        get(run.addr(), "/respawn/readyz").ok().filter(|r| r.status == 200)
+        get(run.addr(), "/respawn/readyz")
+            .ok()
+            .filter(|r| r.status == 200)
     })
-    .unwrap_or_else(|| panic!("respawn in the namespace was not ready:\n{}", run.log_text()));
+    .unwrap_or_else(|| {
+        panic!(
+            "respawn in the namespace was not ready:\n{}",
+            run.log_text()
+        )
+    });
     // PID 1 of the namespace: unshare's only child.
-    let init = support::children(unshare).first().copied().expect("the namespace's PID 1");
+    let init = support::children(unshare)
+        .first()
+        .copied()
+        .expect("the namespace's PID 1");
     assert!(
         support::cmdline(init).contains("serve"),
         "PID 1 runs respawn: {}",
@@ -154,10 +214,17 @@ fn as_pid_1_respawn_reaps_orphaned_zombies_and_stops_cleanly_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!orphans.is_empty(), "the double fork made orphans: {:?}", descendants(unshare));
+    assert!(
+        !orphans.is_empty(),
+        "the double fork made orphans: {:?}",
+        descendants(unshare)
+    );
     let lingering = |bound: Duration| {
         wait_for(bound, || {
-            let zombies: Vec<_> = descendants(unshare).into_iter().filter(|p| p.state == 'Z').collect();
+            let zombies: Vec<_> = descendants(unshare)
+                .into_iter()
+                .filter(|p| p.state == 'Z')
+                .collect();
             // A zombie may exist for an instant before it is reaped: it must not stay.
             zombies.is_empty().then_some(())
         })
@@ -171,18 +238,36 @@ fn as_pid_1_respawn_reaps_orphaned_zombies_and_stops_cleanly_on_sigterm() {
             .map(|p| format!("{} (parent {}) {}", p.pid, p.ppid, support::cmdline(p.ppid)))
             .collect::<Vec<_>>()
     );
-    let reply = support::chat(run.addr(), "in a container", 2, false, Duration::from_secs(20)).expect("a request");
+    let reply = support::chat(
+        run.addr(),
+        "in a container",
+        2,
+        false,
+        Duration::from_secs(20),
+    )
+    .expect("a request");
     assert_eq!(reply.status, 200);
 
     // SIGTERM to the namespace's PID 1 from outside: respawn stops and the namespace empties.
     let inside: Vec<u32> = descendants(unshare).iter().map(|p| p.pid).collect();
     signal(init, Signal::SIGTERM);
     let code = run.exit_code(Duration::from_secs(20));
-    assert_eq!(code, 0, "unshare reports respawn's exit code:\n{}", run.log_text());
-    let empty = wait_for(Duration::from_secs(5), || inside.iter().all(|p| !alive(*p)).then_some(()));
+    assert_eq!(
+        code,
+        0,
+        "unshare reports respawn's exit code:\n{}",
+        run.log_text()
+    );
+    let empty = wait_for(Duration::from_secs(5), || {
+        inside.iter().all(|p| !alive(*p)).then_some(())
+    });
     assert!(
         empty.is_some(),
         "left in the namespace: {:?}",
-        inside.iter().filter(|p| alive(**p)).map(|p| support::cmdline(*p)).collect::<Vec<_>>()
+        inside
+            .iter()
+            .filter(|p| alive(**p))
+            .map(|p| support::cmdline(*p))
+            .collect::<Vec<_>>()
     );
 }

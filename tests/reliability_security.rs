@@ -14,10 +14,20 @@ use support::{bin, get, request, wait_for, Respawn};
 const TOKEN: &str = "s3cret-admin-token-4b1d";
 
 fn restart(run: &Respawn, authorization: Option<&str>) -> u16 {
-    let headers: Vec<(&str, &str)> = authorization.map(|a| ("Authorization", a)).into_iter().collect();
-    request(run.addr(), "POST", "/respawn/restart", &headers, b"", Duration::from_secs(10))
-        .expect("an answer from /respawn/restart")
-        .status
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    request(
+        run.addr(),
+        "POST",
+        "/respawn/restart",
+        &headers,
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("an answer from /respawn/restart")
+    .status
 }
 
 fn mock() -> [&'static str; 4] {
@@ -43,7 +53,10 @@ fn restart_refuses_missing_wrong_and_malformed_tokens_and_restarts_nothing() {
         assert_eq!(restart(&run, authorization), 401, "for {authorization:?}");
     }
     let status = run.status();
-    assert_eq!(status["generation"], 1, "no refused call restarted anything: {status}");
+    assert_eq!(
+        status["generation"], 1,
+        "no refused call restarted anything: {status}"
+    );
     assert_eq!(status["restarts"], 0, "{status}");
 
     assert_eq!(restart(&run, Some(&format!("Bearer {TOKEN}"))), 202);
@@ -55,7 +68,12 @@ fn restart_refuses_missing_wrong_and_malformed_tokens_and_restarts_nothing() {
 #[test]
 fn with_no_token_configured_restart_refuses_everyone() {
     let run = Respawn::serve_ready(&[], &mock(), &[]);
-    for authorization in [None, Some("Bearer "), Some("Bearer anything"), Some("Bearer null")] {
+    for authorization in [
+        None,
+        Some("Bearer "),
+        Some("Bearer anything"),
+        Some("Bearer null"),
+    ] {
         assert_eq!(restart(&run, authorization), 401, "for {authorization:?}");
     }
     // GET is not a way around it.
@@ -73,7 +91,9 @@ fn the_token_never_appears_in_the_log_even_at_debug_level() {
     );
     assert_eq!(restart(&run, Some("Bearer s3cret-admin-token-4b1e")), 401);
     assert_eq!(restart(&run, Some(&format!("Bearer {TOKEN}"))), 202);
-    run.wait_status(Duration::from_secs(30), "the restart", |s| s["generation"] == 2 && s["state"] == "ready");
+    run.wait_status(Duration::from_secs(30), "the restart", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
     // A proxied request carrying the token as its own credential is the client's business, but it
     // must not be logged either.
     let bearer = format!("Bearer {TOKEN}");
@@ -93,13 +113,28 @@ fn the_token_never_appears_in_the_log_even_at_debug_level() {
     assert_eq!(run.exit_code(Duration::from_secs(20)), 0);
     let log = run.log_text();
     assert!(log.lines().count() > 10, "debug logging is on:\n{log}");
-    assert!(!log.contains("s3cret-admin-token"), "a token (or its prefix) reached the log:\n{log}");
+    assert!(
+        !log.contains("s3cret-admin-token"),
+        "a token (or its prefix) reached the log:\n{log}"
+    );
 }
 
 #[test]
 fn a_non_loopback_listener_without_a_token_is_warned_about() {
     // Bound on every interface with port 0; no traffic is sent to it.
-    let mut open = Respawn::run(&["serve", "--listen", "0.0.0.0:0", "--", bin(), "mock", "--port", "{port}"], &[]);
+    let mut open = Respawn::run(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--",
+            bin(),
+            "mock",
+            "--port",
+            "{port}",
+        ],
+        &[],
+    );
     let warned = wait_for(Duration::from_secs(20), || {
         open.log_text()
             .lines()
@@ -107,18 +142,37 @@ fn a_non_loopback_listener_without_a_token_is_warned_about() {
             .map(str::to_owned)
     });
     open.signal(Signal::SIGTERM);
-    assert_eq!(open.exit_code(Duration::from_secs(20)), 0, "{}", open.log_text());
+    assert_eq!(
+        open.exit_code(Duration::from_secs(20)),
+        0,
+        "{}",
+        open.log_text()
+    );
     assert!(warned.is_some(), "no warning:\n{}", open.log_text());
 
     let mut guarded = Respawn::run(
-        &["serve", "--listen", "0.0.0.0:0", "--", bin(), "mock", "--port", "{port}"],
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--",
+            bin(),
+            "mock",
+            "--port",
+            "{port}",
+        ],
         &[("RESPAWN_ADMIN_TOKEN", TOKEN)],
     );
     let listening = wait_for(Duration::from_secs(20), || {
         guarded.log_text().contains("server ready").then_some(())
     });
     guarded.signal(Signal::SIGTERM);
-    assert_eq!(guarded.exit_code(Duration::from_secs(20)), 0, "{}", guarded.log_text());
+    assert_eq!(
+        guarded.exit_code(Duration::from_secs(20)),
+        0,
+        "{}",
+        guarded.log_text()
+    );
     assert!(listening.is_some(), "{}", guarded.log_text());
     assert!(
         !guarded.log_text().contains("non-loopback"),
@@ -139,15 +193,34 @@ fn status_and_metrics_do_not_leak_the_environment_or_the_token() {
             ("RESPAWN_ADMIN_TOKEN", TOKEN),
         ],
     );
-    let reply = support::chat(run.addr(), "hi", 2, false, Duration::from_secs(20)).expect("a request");
+    let reply =
+        support::chat(run.addr(), "hi", 2, false, Duration::from_secs(20)).expect("a request");
     assert_eq!(reply.status, 200);
-    for path in ["/respawn/status", "/respawn/metrics", "/respawn/livez", "/respawn/readyz"] {
+    for path in [
+        "/respawn/status",
+        "/respawn/metrics",
+        "/respawn/livez",
+        "/respawn/readyz",
+    ] {
         let reply = get(run.addr(), path).expect("an answer");
         assert_eq!(reply.status, 200, "{path}");
         let text = reply.text();
-        assert!(!text.contains(secret), "{path} leaks the environment: {text}");
-        assert!(!text.contains(TOKEN), "{path} leaks the admin token: {text}");
-        assert!(!text.contains("OPENAI_API_KEY") && !text.contains("HF_TOKEN"), "{path}: {text}");
+        assert!(
+            !text.contains(secret),
+            "{path} leaks the environment: {text}"
+        );
+        assert!(
+            !text.contains(TOKEN),
+            "{path} leaks the admin token: {text}"
+        );
+        assert!(
+            !text.contains("OPENAI_API_KEY") && !text.contains("HF_TOKEN"),
+            "{path}: {text}"
+        );
     }
-    assert!(!run.log_text().contains(secret), "the log leaks the environment:\n{}", run.log_text());
+    assert!(
+        !run.log_text().contains(secret),
+        "the log leaks the environment:\n{}",
+        run.log_text()
+    );
 }

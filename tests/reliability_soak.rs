@@ -33,7 +33,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use serde_json::Value;
-use support::{bin, chat, children, free_port, get, metric, rss_kib, signal, sse_events, wait_for, Reply, Respawn, Scratch};
+use support::{
+    bin, chat, children, free_port, get, metric, rss_kib, signal, sse_events, wait_for, Reply,
+    Respawn, Scratch,
+};
 
 const CONCURRENCY: usize = 32;
 const SHORT_REQUESTS: usize = 3000;
@@ -75,7 +78,11 @@ enum Outcome {
 fn expected_answer(direct: SocketAddr, prompt: &str, max_tokens: u64) -> String {
     for _ in 0..5 {
         if let Ok(reply) = chat(direct, prompt, max_tokens, false, Duration::from_secs(30)) {
-            if let Some(content) = reply.json().and_then(|j| j["choices"][0]["message"]["content"].as_str().map(str::to_owned)) {
+            if let Some(content) = reply.json().and_then(|j| {
+                j["choices"][0]["message"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            }) {
                 return content;
             }
         }
@@ -92,7 +99,11 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
     if reply.status != 200 {
         return match (reply.end.clone(), reply.error_type()) {
             (support::End::Clean, Some(kind)) => Outcome::Error(format!("{} {kind}", reply.status)),
-            (end, _) => Outcome::Lost(format!("status {} without an error type ({end:?}): {}", reply.status, reply.text())),
+            (end, _) => Outcome::Lost(format!(
+                "status {} without an error type ({end:?}): {}",
+                reply.status,
+                reply.text()
+            )),
         };
     }
     if reply.header("x-respawn-generation").is_none() {
@@ -102,7 +113,11 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
         if reply.end != support::End::Clean {
             return Outcome::Lost(format!("a 200 whose body broke: {:?}", reply.end));
         }
-        let content = reply.json().and_then(|j| j["choices"][0]["message"]["content"].as_str().map(str::to_owned));
+        let content = reply.json().and_then(|j| {
+            j["choices"][0]["message"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        });
         return match content {
             Some(c) if c == expected => Outcome::Success,
             Some(c) => Outcome::Wrong(format!("got {c:?}, expected {expected:?}")),
@@ -133,7 +148,9 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
                     text.push_str(piece);
                 }
             }
-            Err(_) => return Outcome::Wrong(format!("an event that is not JSON: {:?}", event.data)),
+            Err(_) => {
+                return Outcome::Wrong(format!("an event that is not JSON: {:?}", event.data))
+            }
         }
     }
     match (error, done) {
@@ -166,19 +183,29 @@ fn ready_generation(run: &Respawn) -> Option<(u64, u32)> {
     if status["state"] != "ready" {
         return None;
     }
-    Some((status["generation"].as_u64()?, status["pid"].as_u64()? as u32))
+    Some((
+        status["generation"].as_u64()?,
+        status["pid"].as_u64()? as u32,
+    ))
 }
 
 #[test]
 fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
-    let soak_secs: Option<u64> = std::env::var("RESPAWN_SOAK_SECS").ok().and_then(|s| s.parse().ok());
+    let soak_secs: Option<u64> = std::env::var("RESPAWN_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         | 1;
     let dir = Scratch::new("soak");
-    let state_file = dir.path().join("mock-state.json").to_str().expect("utf-8").to_owned();
+    let state_file = dir
+        .path()
+        .join("mock-state.json")
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
     let wedges = WEDGES.map(|n| n.to_string()).join(",");
     let crashes = CRASHES.map(|n| n.to_string()).join(",");
     let mock_seed = (seed % 1_000_000).to_string();
@@ -186,37 +213,70 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     // The reference: a fault-free mock asked directly.
     let direct_port = free_port();
     let mut direct = Respawn::run(
-        &["mock", "--port", &direct_port.to_string(), "--token-latency", "0ms"],
+        &[
+            "mock",
+            "--port",
+            &direct_port.to_string(),
+            "--token-latency",
+            "0ms",
+        ],
         &[],
     );
     direct.addr = Some(SocketAddr::from(([127, 0, 0, 1], direct_port)));
     let direct_addr = direct.addr();
-    wait_for(Duration::from_secs(20), || get(direct_addr, "/health").ok().filter(|r| r.status == 200))
-        .expect("the reference mock is up");
+    wait_for(Duration::from_secs(20), || {
+        get(direct_addr, "/health").ok().filter(|r| r.status == 200)
+    })
+    .expect("the reference mock is up");
 
     let run = Respawn::serve_ready(
         &[
-            "--health-interval", "250ms",
-            "--health-timeout", "1s",
-            "--unhealthy-after", "3",
-            "--request-timeout", "5s",
-            "--stall-timeout", "3s",
-            "--stop-grace", "1s",
-            "--startup-timeout", "30s",
-            "--max-restarts", "1000",
-            "--restart-window", "10m",
-            "--canary-interval", "0",
+            "--health-interval",
+            "250ms",
+            "--health-timeout",
+            "1s",
+            "--unhealthy-after",
+            "3",
+            "--request-timeout",
+            "5s",
+            "--stall-timeout",
+            "3s",
+            "--stop-grace",
+            "1s",
+            "--startup-timeout",
+            "30s",
+            "--max-restarts",
+            "1000",
+            "--restart-window",
+            "10m",
+            // Incidents are injected a second or two after each recovery; each is a fresh incident,
+            // not a crash loop, so the backoff streak ends after a second of readiness.
+            "--stable-after",
+            "1s",
+            "--canary-interval",
+            "0",
         ],
         &[
-            bin(), "mock", "--port", "{port}",
-            "--token-latency", "5ms",
-            "--error-rate", "0.02",
-            "--drop-stream-rate", "0.05",
-            "--start-delay", "300ms",
-            "--wedge-after", &wedges,
-            "--crash-after", &crashes,
-            "--state-file", &state_file,
-            "--seed", &mock_seed,
+            bin(),
+            "mock",
+            "--port",
+            "{port}",
+            "--token-latency",
+            "5ms",
+            "--error-rate",
+            "0.02",
+            "--drop-stream-rate",
+            "0.05",
+            "--start-delay",
+            "300ms",
+            "--wedge-after",
+            &wedges,
+            "--crash-after",
+            &crashes,
+            "--state-file",
+            &state_file,
+            "--seed",
+            &mock_seed,
         ],
         &[],
     );
@@ -229,7 +289,7 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     let injector_done = Arc::new(AtomicBool::new(false));
     let outcomes: Arc<Mutex<Vec<(usize, Outcome)>>> = Arc::new(Mutex::new(Vec::new()));
     let rss_start = Arc::new(AtomicU64::new(0));
-    let first_phase = soak_secs.map_or(SHORT_REQUESTS / 10, |_| usize::MAX);
+    let first_phase = SHORT_REQUESTS / 10;
 
     let clients: Vec<_> = (0..CONCURRENCY)
         .map(|worker| {
@@ -241,15 +301,31 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
                 let mut rng = Rng(seed ^ (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 loop {
                     let more = match deadline {
-                        Some(deadline) => Instant::now() < deadline || !injector_done.load(Ordering::Acquire),
-                        None => next.load(Ordering::Relaxed) < SHORT_REQUESTS || !injector_done.load(Ordering::Acquire),
+                        Some(deadline) => {
+                            Instant::now() < deadline || !injector_done.load(Ordering::Acquire)
+                        }
+                        None => {
+                            next.load(Ordering::Relaxed) < SHORT_REQUESTS
+                                || !injector_done.load(Ordering::Acquire)
+                        }
                     };
                     if !more {
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i == first_phase {
-                        rss_start.store(rss_kib(respawn_pid).unwrap_or(0), Ordering::Relaxed);
+                    // The first phase ends after a tenth of the short form's requests, or after
+                    // the first minute of a long run.
+                    let first_phase_over = match deadline {
+                        Some(_) => started.elapsed() >= Duration::from_secs(60),
+                        None => i >= first_phase,
+                    };
+                    if first_phase_over && rss_start.load(Ordering::Relaxed) == 0 {
+                        let _ = rss_start.compare_exchange(
+                            0,
+                            rss_kib(respawn_pid).unwrap_or(0),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                     }
                     let prompt = format!("soak request {i} nonce {}", rng.next());
                     let max_tokens = 1 + rng.below(12);
@@ -269,7 +345,9 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     let mut kills = 0usize;
     let mut injection_log = Vec::new();
     let planned = (WEDGES.len(), CRASHES.len());
-    let all_fired = wait_for(Duration::from_secs(300), || (fired(&state_file) == planned).then_some(()));
+    let all_fired = wait_for(Duration::from_secs(300), || {
+        (fired(&state_file) == planned).then_some(())
+    });
     assert!(
         all_fired.is_some(),
         "the planned wedges and crashes fired: {:?} of {planned:?}\n{}",
@@ -294,17 +372,26 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
         let Some(server) = children(guardian).first().copied() else {
             continue;
         };
-        let sig = if (stops + kills) % 2 == 0 { Signal::SIGSTOP } else { Signal::SIGKILL };
+        let sig = if (stops + kills) % 2 == 0 {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGKILL
+        };
         signal(server, sig);
         match sig {
             Signal::SIGSTOP => stops += 1,
             _ => kills += 1,
         }
-        injection_log.push(format!("{sig} to {server} (generation {generation}) at {:?}", started.elapsed()));
+        let injected_at = Instant::now();
         wait_for(Duration::from_secs(120), || {
             ready_generation(&run).filter(|(g, _)| *g > generation)
         })
         .unwrap_or_else(|| panic!("no recovery from {sig}:\n{}", run.log_text()));
+        injection_log.push(format!(
+            "{sig} to {server} (generation {generation}) at {:.1}s: ready again after {:.1}s",
+            (injected_at - started).as_secs_f64(),
+            injected_at.elapsed().as_secs_f64()
+        ));
     }
     injector_done.store(true, Ordering::Release);
     for client in clients {
@@ -338,12 +425,30 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     let incidents = wedges_fired + crashes_fired + stops + kills;
     let metrics = run.metrics();
     let restarts_by = |cause: &str| {
-        metric(&metrics, &format!("respawn_restarts_total{{server=\"server\",cause=\"{cause}\"}}")).unwrap_or(0.0) as usize
+        metric(
+            &metrics,
+            &format!("respawn_restarts_total{{server=\"server\",cause=\"{cause}\"}}"),
+        )
+        .unwrap_or(0.0) as usize
     };
-    let causes = ["health_probes", "first_byte_timeout", "stream_stall", "exited", "progress_stalled", "canary_timeout", "startup_timeout", "manual"];
-    let by_cause: BTreeMap<&str, usize> = causes.iter().map(|c| (*c, restarts_by(c))).filter(|(_, n)| *n > 0).collect();
+    let causes = [
+        "health_probes",
+        "first_byte_timeout",
+        "stream_stall",
+        "exited",
+        "progress_stalled",
+        "canary_timeout",
+        "startup_timeout",
+        "manual",
+    ];
+    let by_cause: BTreeMap<&str, usize> = causes
+        .iter()
+        .map(|c| (*c, restarts_by(c)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let restarts: usize = causes.iter().map(|c| restarts_by(c)).sum();
-    let received = metric(&metrics, "respawn_requests_total{server=\"server\"}").unwrap_or(-1.0) as i64;
+    let received =
+        metric(&metrics, "respawn_requests_total{server=\"server\"}").unwrap_or(-1.0) as i64;
     let status = run.status();
 
     println!(
@@ -360,20 +465,53 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     for line in &injection_log {
         println!("  injected {line}");
     }
+    if std::env::var_os("RESPAWN_SOAK_LOG").is_some() {
+        println!("--- respawn log ---\n{}", run.log_text());
+    }
 
     assert_eq!(outcomes.len(), sent, "every request sent was accounted for");
-    assert!(lost.is_empty(), "{} lost: {:#?}", lost.len(), &lost[..lost.len().min(20)]);
-    assert!(wrong.is_empty(), "{} wrong or duplicated: {:#?}", wrong.len(), &wrong[..wrong.len().min(20)]);
-    assert_eq!(received, sent as i64, "respawn received every request exactly once");
-    assert_eq!((wedges_fired, crashes_fired), planned, "every planned fault fired");
-    assert_eq!(restarts, incidents, "one restart per incident: {by_cause:?}\n{}", injection_log.join("\n"));
+    assert!(
+        lost.is_empty(),
+        "{} lost: {:#?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong or duplicated: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+    assert_eq!(
+        received, sent as i64,
+        "respawn received every request exactly once"
+    );
+    assert_eq!(
+        (wedges_fired, crashes_fired),
+        planned,
+        "every planned fault fired"
+    );
+    assert_eq!(
+        restarts,
+        incidents,
+        "one restart per incident: {by_cause:?}\n{}",
+        injection_log.join("\n")
+    );
     assert_eq!(
         restarts_by("exited"),
         crashes_fired + kills,
         "crashes and kills are restarts for `exited`: {by_cause:?}"
     );
-    assert_eq!(status["restarts"].as_u64(), Some(incidents as u64), "{status}");
-    assert_eq!(status["generation"].as_u64(), Some(incidents as u64 + 1), "{status}");
+    assert_eq!(
+        status["restarts"].as_u64(),
+        Some(incidents as u64),
+        "{status}"
+    );
+    assert_eq!(
+        status["generation"].as_u64(),
+        Some(incidents as u64 + 1),
+        "{status}"
+    );
     assert!(
         error_total * 10 <= sent,
         "definite errors stay a small share ({error_total} of {sent}): {errors:?}"

@@ -160,14 +160,22 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
     let mut seen: BTreeSet<u32> = members(pgid).into_iter().map(|m| m.pid).collect();
     seen.insert(pgid);
 
-    send(pgid, Signal::SIGTERM)?;
-    send(pgid, Signal::SIGCONT)?;
-    let mut escalated = false;
+    if plan.grace.is_zero() {
+        // No grace: SIGKILL at once. (SIGCONT first would let a frozen server run for the instant
+        // before the kill and start answering requests it cannot finish.)
+        send(pgid, Signal::SIGKILL)?;
+    } else {
+        send(pgid, Signal::SIGTERM)?;
+        send(pgid, Signal::SIGCONT)?;
+    }
+    let mut escalated = plan.grace.is_zero();
     let exit = match tokio::time::timeout(plan.grace, leader_exit(&mut plan.exited)).await {
         Ok(exit) => exit,
         Err(_) => {
-            tracing::warn!(server = %plan.server, pgid, grace = ?plan.grace,
-                "server ignored SIGTERM for the whole grace; sending SIGKILL to its group");
+            if !plan.grace.is_zero() {
+                tracing::warn!(server = %plan.server, pgid, grace = ?plan.grace,
+                    "server ignored SIGTERM for the whole grace; sending SIGKILL to its group");
+            }
             escalated = true;
             send(pgid, Signal::SIGKILL)?;
             tokio::time::timeout(plan.release_timeout, leader_exit(&mut plan.exited))

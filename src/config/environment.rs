@@ -130,6 +130,7 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         stop_grace: env.duration("stop_grace")?,
         max_restarts: env.number("max_restarts", COUNT)?,
         restart_window: env.duration("restart_window")?,
+        stable_after: env.duration("stable_after")?,
         retries: env.number("retries", COUNT)?,
         poison_after: env.number("poison_after", COUNT)?,
         enable_restart: env.boolean("enable_restart")?,

@@ -59,6 +59,7 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         stop_grace: args.stop_grace,
         max_restarts: args.max_restarts,
         restart_window: args.restart_window,
+        stable_after: args.stable_after,
         retries: args.retries,
         poison_after: args.poison_after,
         enable_restart: None,

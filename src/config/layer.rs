@@ -37,6 +37,7 @@ pub const KEYS: &[&str] = &[
     "stop_grace",
     "max_restarts",
     "restart_window",
+    "stable_after",
     "retries",
     "poison_after",
     "enable_restart",
@@ -89,6 +90,8 @@ pub(crate) struct Layer {
     pub max_restarts: Option<u32>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub restart_window: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub stable_after: Option<Duration>,
     pub retries: Option<u32>,
     pub poison_after: Option<u32>,
     pub enable_restart: Option<bool>,
@@ -123,7 +126,7 @@ impl Layer {
             name, listen, command, shell, health_path, health_interval, health_timeout,
             unhealthy_after, request_timeout, stall_timeout, canary_interval, canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
-            restart_window, retries, poison_after, enable_restart, max_body_size, header_timeout,
+            restart_window, stable_after, retries, poison_after, enable_restart, max_body_size, header_timeout,
             workers, log_format;
             port, upstream, canary_body, admin_token, restart_url, restart_token,
             restart_command, release_check

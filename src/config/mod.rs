@@ -167,6 +167,10 @@ pub struct ServeConfig {
     /// The window of `max_restarts`. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
+    /// How long a generation must stay ready before the restart backoff starts over: a hang after
+    /// that is restarted at once, a hang sooner waits for the growing backoff. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
     /// Attempts per request after the first. Default 3.
     pub retries: u32,
     /// The bearer token of `POST /respawn/restart`; without one, that endpoint refuses everyone.
@@ -241,6 +245,8 @@ pub mod defaults {
     pub const MAX_RESTARTS: u32 = 5;
     /// `restart_window`.
     pub const RESTART_WINDOW: Duration = Duration::from_secs(600);
+    /// `stable_after`.
+    pub const STABLE_AFTER: Duration = Duration::from_secs(60);
     /// `retries`.
     pub const RETRIES: u32 = 3;
     /// `max_body_size`: 64 MiB.
@@ -277,6 +283,7 @@ impl Default for ServeConfig {
             stop_grace: defaults::STOP_GRACE,
             max_restarts: defaults::MAX_RESTARTS,
             restart_window: defaults::RESTART_WINDOW,
+            stable_after: defaults::STABLE_AFTER,
             retries: defaults::RETRIES,
             admin_token: None,
             admin_token_from_flag: false,
@@ -388,6 +395,7 @@ impl ServeConfig {
             ("progress_timeout", self.progress_timeout),
             ("startup_timeout", self.startup_timeout),
             ("restart_window", self.restart_window),
+            ("stable_after", self.stable_after),
             ("header_timeout", self.header_timeout),
         ] {
             if value.is_zero() {
@@ -485,6 +493,7 @@ impl ServeConfig {
         core.health.startup_timeout = self.startup_timeout;
         core.policy.intensity.max_restarts = self.max_restarts;
         core.policy.intensity.window = self.restart_window;
+        core.policy.stable_after = self.stable_after;
         core.retry.max_retries = self.retries;
         core.stream.first_byte = self.request_timeout;
         core.stream.between_chunks = self.stall_timeout;

@@ -171,7 +171,11 @@ pub fn request(
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    if !body.is_empty() && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
         head.push_str("Content-Type: application/json\r\n");
     }
     if method != "GET" || !body.is_empty() {
@@ -194,7 +198,9 @@ pub fn request(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}"))
+        })?;
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -288,7 +294,13 @@ pub fn chat_body(prompt: &str, max_tokens: u64, stream: bool) -> String {
 }
 
 /// `POST /v1/chat/completions`.
-pub fn chat(addr: SocketAddr, prompt: &str, max_tokens: u64, stream: bool, timeout: Duration) -> io::Result<Reply> {
+pub fn chat(
+    addr: SocketAddr,
+    prompt: &str,
+    max_tokens: u64,
+    stream: bool,
+    timeout: Duration,
+) -> io::Result<Reply> {
     request(
         addr,
         "POST",
@@ -553,7 +565,10 @@ impl Respawn {
             }
             Some(Err(status)) => {
                 run.exit = Some(status);
-                panic!("respawn exited with {status} before it was ready:\n{}", run.log_text())
+                panic!(
+                    "respawn exited with {status} before it was ready:\n{}",
+                    run.log_text()
+                )
             }
             None => panic!("respawn was not ready within 30 s:\n{}", run.log_text()),
         }
@@ -591,7 +606,12 @@ impl Respawn {
     }
 
     /// Waits (≤ `bound`) until `check` accepts the status; panics with the last one and the log.
-    pub fn wait_status(&self, bound: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        bound: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
         let found = wait_for(bound, || {
             let status = get(self.addr(), "/respawn/status").ok()?.json()?;
@@ -600,7 +620,10 @@ impl Respawn {
             check(&status).then_some(status)
         });
         found.unwrap_or_else(|| {
-            panic!("{what}: not within {bound:?}; last status {last}\nlog:\n{}", self.log_text())
+            panic!(
+                "{what}: not within {bound:?}; last status {last}\nlog:\n{}",
+                self.log_text()
+            )
         })
     }
 
@@ -612,7 +635,9 @@ impl Respawn {
     /// The model server: the guardian's first live child.
     pub fn server(&self) -> Option<u32> {
         let guardian = self.guardian()?;
-        wait_for(Duration::from_secs(10), || children(guardian).first().copied())
+        wait_for(Duration::from_secs(10), || {
+            children(guardian).first().copied()
+        })
     }
 
     /// `GET /respawn/metrics` as text.
@@ -637,7 +662,10 @@ impl Respawn {
     pub fn exit_code(&mut self, bound: Duration) -> i32 {
         match self.wait_exit(bound) {
             Some(status) => status.code().unwrap_or(-1),
-            None => panic!("respawn did not exit within {bound:?}:\n{}", self.log_text()),
+            None => panic!(
+                "respawn did not exit within {bound:?}:\n{}",
+                self.log_text()
+            ),
         }
     }
 

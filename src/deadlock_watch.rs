@@ -187,7 +187,10 @@ impl DeadlockWatch {
                     .find(|name| metric_value(&text, name).is_some())
                 {
                     Some(found) => {
-                        info!(metric = found, "progress metric found on the server's /metrics");
+                        info!(
+                            metric = found,
+                            "progress metric found on the server's /metrics"
+                        );
                         act.metric = Some((*found).to_owned());
                         (*found).to_owned()
                     }

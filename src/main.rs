@@ -36,8 +36,12 @@ enum Command {
 const GUARDIAN_ARG: &str = "__guardian";
 
 fn init_logging(format: LogFormat) {
+    init_logging_default(format, "info");
+}
+
+fn init_logging_default(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESPAWN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -119,7 +123,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo(args) => {
-            init_logging(LogFormat::Text);
+            // The demo speaks through its progress bar and table; logs only for problems
+            // (RESPAWN_LOG overrides, as everywhere).
+            init_logging_default(LogFormat::Text, "warn");
             match respawn::demo::run(args) {
                 Ok(code) => exit(code),
                 Err(err) => {

@@ -105,6 +105,13 @@ pub async fn wait_ready(
     generation: Generation,
     bound: Duration,
 ) -> Result<Generation, WaitError> {
+    // The common case, a ready server, costs no timer.
+    {
+        let state = rx.borrow_and_update();
+        if state.ready_for(generation) {
+            return Ok(state.generation);
+        }
+    }
     let wait = async {
         loop {
             {

@@ -13,7 +13,7 @@ use actix::Addr;
 use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::http::Method;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use respawn_core::{
     AttemptOutcome, Fingerprint, Generation, GiveUpReason, HangCause, RetryConfig, RetryDecision,
     RetryPlan,
@@ -311,15 +311,19 @@ impl Upstream {
             .client
             .request(out.method.clone(), url)
             .timeout(config.request_timeout);
-        for (name, value) in &out.headers {
-            request = request.append_header((name.clone(), value.clone()));
-        }
+        *request.headers_mut() = out.headers.clone();
         let mut response = match request.send_body(out.body.clone()).await {
             Ok(response) => response,
             Err(err) => return Err(classify_send_error(&err)),
         };
+        // A small answer is usually complete with its head: take it without arming a timer.
+        let ready = response.next().now_or_never();
         let remaining = config.request_timeout.saturating_sub(started.elapsed());
-        let first = match tokio::time::timeout(remaining, response.next()).await {
+        let next = match ready {
+            Some(item) => Ok(item),
+            None => tokio::time::timeout(remaining, response.next()).await,
+        };
+        let first = match next {
             Err(_) => return Err(AttemptOutcome::FirstByteTimeout),
             Ok(None) => None,
             Ok(Some(Ok(chunk))) => Some(chunk),

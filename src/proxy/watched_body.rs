@@ -61,7 +61,8 @@ pub struct Completeness {
 pub struct WatchedBody<S> {
     first: Option<Bytes>,
     inner: S,
-    stall: Pin<Box<Sleep>>,
+    /// Armed the first time the server makes the body wait: a body that arrives whole costs no timer.
+    stall: Option<Pin<Box<Sleep>>>,
     watch: BodyWatch,
     done: bool,
     received: u64,
@@ -74,11 +75,10 @@ const TAIL: usize = 32;
 impl<S> WatchedBody<S> {
     /// Wraps `inner`, which follows `first` (the chunk already read to confirm the response).
     pub fn new(first: Option<Bytes>, inner: S, watch: BodyWatch) -> Self {
-        let stall = Box::pin(tokio::time::sleep(watch.stall_timeout));
         let mut body = Self {
             first: None,
             inner,
-            stall,
+            stall: None,
             watch,
             done: false,
             received: 0,
@@ -166,8 +166,9 @@ where
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = Instant::now() + this.watch.stall_timeout;
-                this.stall.as_mut().reset(deadline);
+                if let Some(stall) = this.stall.as_mut() {
+                    stall.as_mut().reset(Instant::now() + this.watch.stall_timeout);
+                }
                 this.account(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -193,7 +194,11 @@ where
                 this.failure(&message)
             }
             Poll::Pending => {
-                if this.stall.as_mut().poll(cx).is_ready() {
+                let timeout = this.watch.stall_timeout;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stall.as_mut().poll(cx).is_ready() {
                     this.watch.coordinator.do_send(Hang {
                         generation: this.watch.generation,
                         cause: HangCause::StreamStall,

@@ -921,7 +921,19 @@ def main():
     os.makedirs("target/bench", exist_ok=True)
     with open("target/bench/results.json", "w") as f:
         json.dump({"machine": machine_info(), "results": r}, f, indent=2)
+    # Figures measured by other commands (the batch run, the real llama-server) live after this
+    # marker; a rerun keeps them.
+    marker = "<!-- figures measured by other commands: kept across reruns -->"
+    kept = ""
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        if marker in old:
+            kept = old[old.index(marker):]
     write_doc(args.out, r, args.command, machine_info(), started, finished)
+    if kept:
+        with open(args.out, "a") as f:
+            f.write("\n" + kept)
     log(f"wrote {args.out}; logs in {workdir}")
 
 

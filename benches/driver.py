@@ -39,10 +39,18 @@ def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that was free a moment ago and that this driver has not handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def request(port, method, path, body=None, timeout=120.0, headers=None):
@@ -582,7 +590,12 @@ def restart_time(respawn, workdir, trials=3):
 def scaling(respawn, workdir, sizes=(1, 8, 64), window=30):
     out = []
     for n in sizes:
-        serves = [Serve(respawn, workdir, log_level="warn") for _ in range(n)]
+        # Distinct child ports chosen here: 64 instances each picking "a free port" at the same
+        # moment can pick the same one.
+        ports = set()
+        while len(ports) < n:
+            ports.add(free_port())
+        serves = [Serve(respawn, workdir, log_level="warn", child_port=p) for p in sorted(ports)]
         try:
             for s in serves:
                 s.__enter__()

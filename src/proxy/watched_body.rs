@@ -167,7 +167,9 @@ where
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(stall) = this.stall.as_mut() {
-                    stall.as_mut().reset(Instant::now() + this.watch.stall_timeout);
+                    stall
+                        .as_mut()
+                        .reset(Instant::now() + this.watch.stall_timeout);
                 }
                 this.account(&chunk);
                 Poll::Ready(Some(Ok(chunk)))

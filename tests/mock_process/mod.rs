@@ -1,0 +1,188 @@
+//! `respawn mock` as a child process for the tests that drive it from outside: started on a
+//! free port, its log collected, killed when dropped (even when the test fails), and a raw
+//! HTTP/1.1 client for whole answers and Server-Sent Events.
+
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// A `respawn mock` child process, killed when dropped (even when the test fails).
+pub struct Mock {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mock {
+    pub fn start(args: &[&str]) -> Mock {
+        Mock::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Mock {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_respawn"));
+        cmd.arg("mock")
+            .args(["--port", "0", "--workers", "2"])
+            .args(args)
+            .env_remove("RESPAWN_ADMIN_TOKEN")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("PORT")
+            .env("RESPAWN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn respawn mock");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                sink.lock().push(line);
+            }
+        });
+        let mut mock = Mock {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the mock logs its address");
+        mock.addr = addr.parse().expect("a socket address");
+        mock
+    }
+
+    /// One request on a fresh connection; `None` when no complete answer came within `wait`.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        wait: Duration,
+    ) -> Option<Answer> {
+        let mut stream = TcpStream::connect(self.addr).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).ok()?;
+        stream.write_all(body.as_bytes()).ok()?;
+        let deadline = Instant::now() + wait;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if Instant::now() > deadline {
+                return None;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return None
+                }
+                Err(_) => break, // reset by peer: what was read is the answer
+            }
+        }
+        if raw.is_empty() {
+            return Some(Answer {
+                status: 0,
+                head: String::new(),
+                body: String::new(),
+            });
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Some(Answer {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Option<Answer> {
+        self.request("GET", path, &[], "", Duration::from_secs(10))
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Option<Answer> {
+        self.request("POST", path, &[], body, Duration::from_secs(10))
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `wait`.
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The `data:` payloads of an SSE body, in order.
+    pub fn sse_data(&self) -> Vec<String> {
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The body as JSON (the mock answers short JSON bodies with a Content-Length).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}

@@ -5,7 +5,6 @@
 //!    brought back by its supervising parent (here another `respawn serve`, standing in for systemd);
 //! 3. manual restart through a registry handle.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,11 +19,26 @@ fn respawn_bin() -> &'static str {
     env!("CARGO_BIN_EXE_respawn")
 }
 
+/// A TCP port on 127.0.0.1 that is free now and that no other test of this binary is handed.
+///
+/// Ports come from below the kernel's ephemeral range (which starts at 32768 here), from a
+/// per-process counter: tests of one binary run in parallel threads and never get the same port,
+/// and nothing that binds port 0 (respawn choosing a child's port, a client socket) can take one
+/// of them between the moment it is chosen and the moment it is bound.
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = (std::process::id() * 7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 fn mock_target(name: &str, extra: &[&str]) -> Target {

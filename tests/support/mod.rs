@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -24,12 +24,26 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_respawn")
 }
 
-/// A loopback port that was free a moment ago.
+/// A TCP port on 127.0.0.1 that is free now and that no other test of this binary is handed.
+///
+/// Ports come from below the kernel's ephemeral range (which starts at 32768 here), from a
+/// per-process counter: tests of one binary run in parallel threads and never get the same port,
+/// and nothing that binds port 0 (respawn choosing a child's port, a client socket) can take one
+/// of them between the moment it is chosen and the moment it is bound.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = (std::process::id() * 7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// Polls `check` every 50 ms until it answers `Some`, or `None` after `bound`.
@@ -546,7 +560,31 @@ impl Respawn {
     }
 
     /// Like [`Respawn::serve`], then waits (≤ 30 s) for `/respawn/readyz`; panics with the log.
+    ///
+    /// Tests run in parallel and each picks "a free port" a moment before it is bound, so two can
+    /// pick the same one: a start that fails because a port was taken (exit 4, or a child port
+    /// already in use) is retried on new ports, up to five times.
     pub fn serve_ready(options: &[&str], command: &[&str], env: &[(&str, &str)]) -> Respawn {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Respawn::try_serve_ready(options, command, env) {
+                Ok(run) => return run,
+                Err(run) if attempt < 5 => drop(run),
+                Err(run) => panic!(
+                    "respawn could not get a free port in {attempt} attempts:\n{}",
+                    run.log_text()
+                ),
+            }
+        }
+    }
+
+    /// One start for [`Respawn::serve_ready`]; `Err` when a port collision stopped it.
+    fn try_serve_ready(
+        options: &[&str],
+        command: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Respawn, Respawn> {
         let mut run = Respawn::serve(options, command, env);
         let addr = run.addr();
         let ready = wait_for(Duration::from_secs(30), || {
@@ -561,14 +599,15 @@ impl Respawn {
         match ready {
             Some(Ok(())) => {
                 run.status();
-                run
+                Ok(run)
             }
             Some(Err(status)) => {
                 run.exit = Some(status);
-                panic!(
-                    "respawn exited with {status} before it was ready:\n{}",
-                    run.log_text()
-                )
+                let log = run.log_text();
+                if status.code() == Some(4) || log.contains("already in use") {
+                    return Err(run);
+                }
+                panic!("respawn exited with {status} before it was ready:\n{log}")
             }
             None => panic!("respawn was not ready within 30 s:\n{}", run.log_text()),
         }

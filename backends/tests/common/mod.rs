@@ -174,10 +174,26 @@ impl Drop for KillGroupOnDrop {
     }
 }
 
-/// A loopback port that nothing listens on (right now).
+/// A TCP port on 127.0.0.1 that is free now and that no other test of this binary is handed.
+///
+/// Ports come from below the kernel's ephemeral range (which starts at 32768 here), from a
+/// per-process counter: tests of one binary run in parallel threads and never get the same port,
+/// and nothing that binds port 0 (respawn choosing a child's port, a client socket) can take one
+/// of them between the moment it is chosen and the moment it is bound.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = (std::process::id() * 7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// Whether process `pid` exists and has not exited (zombies count as gone).

@@ -30,13 +30,50 @@ restarts, and SERVER_RESTART_WAIT_TIME (seconds) sets --startup-timeout. Exit co
 server never started), 4 cannot listen on --listen."
 )]
 pub struct ServeArgs {
-    /// The server's name in logs and metrics [default: server] [env: RESPAWN_NAME]
-    #[arg(long, value_name = "NAME", help_heading = "Server")]
-    pub name: Option<String>,
+    /// The supervision options (shared with `respawn batch`).
+    #[command(flatten)]
+    pub supervision: SupervisionArgs,
 
     /// Where clients connect [default: 127.0.0.1:8000] [env: RESPAWN_LISTEN]
     #[arg(long, value_name = "ADDR", value_parser = parse_listen, help_heading = "Server")]
     pub listen: Option<SocketAddr>,
+
+    /// Supervise a server respawn does not own, instead of COMMAND (exactly one of the two) [env: RESPAWN_UPSTREAM]
+    #[arg(long, value_name = "URL", help_heading = "Server")]
+    pub upstream: Option<String>,
+
+    /// Largest request body; 413 past it (e.g. 64MiB, 10MB, 1048576) [default: 64MiB] [env: RESPAWN_MAX_BODY_SIZE]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Requests")]
+    pub max_body_size: Option<u64>,
+
+    /// Longest time a client may take to send its request head (slowloris bound) [default: 5s] [env: RESPAWN_HEADER_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
+    pub header_timeout: Option<Duration>,
+
+    /// HTTP worker threads [default: number of cores] [env: RESPAWN_WORKERS]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
+    pub workers: Option<usize>,
+
+    /// Bearer token of POST /respawn/restart; without a token that endpoint refuses everyone (visible in `ps`: prefer the environment) [env: RESPAWN_ADMIN_TOKEN]
+    #[arg(long, value_name = "TOKEN", value_parser = TokenParser, help_heading = "Control")]
+    pub admin_token: Option<AdminToken>,
+
+    /// Log format [default: text] [env: RESPAWN_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT", value_enum, help_heading = "Control")]
+    pub log_format: Option<LogFormat>,
+
+    /// The server to run and its arguments; `{port}` becomes the child's port [env: RESPAWN_COMMAND, split on whitespace]
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// The options that say how a model server is supervised: shared by `respawn serve` and
+/// `respawn batch`, with the same flags, environment variables and config keys.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SupervisionArgs {
+    /// The server's name in logs and metrics [default: server] [env: RESPAWN_NAME]
+    #[arg(long, value_name = "NAME", help_heading = "Server")]
+    pub name: Option<String>,
 
     /// The child's port, exported as PORT; `{port}` in ARGS becomes it [default: a free one] [env: RESPAWN_PORT]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = "Server")]
@@ -46,10 +83,6 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = parse_flag_bool, help_heading = "Server")]
     pub shell: Option<bool>,
-
-    /// Supervise a server respawn does not own, instead of COMMAND (exactly one of the two) [env: RESPAWN_UPSTREAM]
-    #[arg(long, value_name = "URL", help_heading = "Server")]
-    pub upstream: Option<String>,
 
     /// The child's health path [default: /health] [env: RESPAWN_HEALTH_PATH]
     #[arg(long, value_name = "PATH", help_heading = "Hang detection")]
@@ -139,33 +172,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub poison_after: Option<u32>,
 
-    /// Largest request body; 413 past it (e.g. 64MiB, 10MB, 1048576) [default: 64MiB] [env: RESPAWN_MAX_BODY_SIZE]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Requests")]
-    pub max_body_size: Option<u64>,
-
-    /// Longest time a client may take to send its request head (slowloris bound) [default: 5s] [env: RESPAWN_HEADER_TIMEOUT]
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
-    pub header_timeout: Option<Duration>,
-
-    /// HTTP worker threads [default: number of cores] [env: RESPAWN_WORKERS]
-    #[arg(long, value_name = "N", help_heading = "Requests")]
-    pub workers: Option<usize>,
-
-    /// Bearer token of POST /respawn/restart; without a token that endpoint refuses everyone (visible in `ps`: prefer the environment) [env: RESPAWN_ADMIN_TOKEN]
-    #[arg(long, value_name = "TOKEN", value_parser = TokenParser, help_heading = "Control")]
-    pub admin_token: Option<AdminToken>,
-
-    /// Log format [default: text] [env: RESPAWN_LOG_FORMAT]
-    #[arg(long, value_name = "FORMAT", value_enum, help_heading = "Control")]
-    pub log_format: Option<LogFormat>,
-
     /// TOML file with the same keys in snake_case; precedence: flags > environment > file > defaults [env: RESPAWN_CONFIG]
     #[arg(long, value_name = "FILE", help_heading = "Control")]
     pub config: Option<PathBuf>,
-
-    /// The server to run and its arguments; `{port}` becomes the child's port [env: RESPAWN_COMMAND, split on whitespace]
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
 }
 
 /// Options of `respawn status`: ask a running instance how its server is doing.

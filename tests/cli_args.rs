@@ -105,8 +105,16 @@ fn help_shows_the_defaults() {
 #[test]
 fn nothing_given_means_every_value_is_unset() {
     let args = serve(&["--", "model"]).unwrap();
-    assert!(args.health_interval.is_none() && args.retries.is_none() && args.listen.is_none());
-    assert!(args.shell.is_none() && args.admin_token.is_none() && args.config.is_none());
+    assert!(
+        args.supervision.health_interval.is_none()
+            && args.supervision.retries.is_none()
+            && args.listen.is_none()
+    );
+    assert!(
+        args.supervision.shell.is_none()
+            && args.admin_token.is_none()
+            && args.supervision.config.is_none()
+    );
     assert_eq!(args.command, ["model"]);
 }
 
@@ -116,7 +124,7 @@ fn the_command_after_the_separator_is_kept_verbatim() {
         "--port", "8101", "--", "vllm", "serve", "m", "--port", "{port}",
     ])
     .unwrap();
-    assert_eq!(args.port, Some(8101));
+    assert_eq!(args.supervision.port, Some(8101));
     assert_eq!(args.command, ["vllm", "serve", "m", "--port", "{port}"]);
 }
 
@@ -133,8 +141,11 @@ fn durations_and_sizes_are_parsed_by_clap() {
         "m",
     ])
     .unwrap();
-    assert_eq!(args.health_interval, Some(Duration::from_millis(500)));
-    assert_eq!(args.canary_interval, Some(Duration::ZERO));
+    assert_eq!(
+        args.supervision.health_interval,
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(args.supervision.canary_interval, Some(Duration::ZERO));
     assert_eq!(args.max_body_size, Some(10_000_000));
 }
 
@@ -153,12 +164,18 @@ fn a_bad_duration_is_a_usage_error_naming_the_option_and_value() {
 
 #[test]
 fn shell_is_a_switch_that_can_also_be_turned_off() {
-    assert_eq!(serve(&["--shell", "--", "m"]).unwrap().shell, Some(true));
     assert_eq!(
-        serve(&["--shell=false", "--", "m"]).unwrap().shell,
+        serve(&["--shell", "--", "m"]).unwrap().supervision.shell,
+        Some(true)
+    );
+    assert_eq!(
+        serve(&["--shell=false", "--", "m"])
+            .unwrap()
+            .supervision
+            .shell,
         Some(false)
     );
-    assert_eq!(serve(&["--", "m"]).unwrap().shell, None);
+    assert_eq!(serve(&["--", "m"]).unwrap().supervision.shell, None);
 }
 
 #[test]

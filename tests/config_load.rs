@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use respawn::auth::AdminToken;
-use respawn::cli::ServeArgs;
+use respawn::cli::{ServeArgs, SupervisionArgs};
 use respawn::config::{ConfigError, LogFormat, ProgressMetric, ServeConfig};
 
 /// A config file in the temp directory, removed when dropped.
@@ -105,8 +105,11 @@ fn each_layer_beats_the_one_below_for_a_duration() {
     let file = TempFile::new("f1", "command = [\"m\"]\nhealth_interval = \"3s\"\n");
     let env = env_of(&[("RESPAWN_HEALTH_INTERVAL", "2s")]);
     let flag = ServeArgs {
-        config: Some(file.path().to_owned()),
-        health_interval: Some(Duration::from_millis(1500)),
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            health_interval: Some(Duration::from_millis(1500)),
+            ..SupervisionArgs::default()
+        },
         ..ServeArgs::default()
     };
     assert_eq!(
@@ -115,7 +118,10 @@ fn each_layer_beats_the_one_below_for_a_duration() {
         "flag beats env"
     );
     let no_flag = ServeArgs {
-        health_interval: None,
+        supervision: SupervisionArgs {
+            health_interval: None,
+            ..flag.supervision.clone()
+        },
         ..flag.clone()
     };
     assert_eq!(
@@ -129,7 +135,10 @@ fn each_layer_beats_the_one_below_for_a_duration() {
         "file beats default"
     );
     let nothing = ServeArgs {
-        config: None,
+        supervision: SupervisionArgs {
+            config: None,
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     assert_eq!(
@@ -147,8 +156,11 @@ fn each_layer_beats_the_one_below_for_counts_and_text() {
     );
     let env = env_of(&[("RESPAWN_RETRIES", "5"), ("RESPAWN_HEALTH_PATH", "/env")]);
     let args = ServeArgs {
-        config: Some(file.path().to_owned()),
-        retries: Some(1),
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            retries: Some(1),
+            ..SupervisionArgs::default()
+        },
         ..ServeArgs::default()
     };
     let config = load(&args, &env);
@@ -165,7 +177,10 @@ fn the_file_can_be_named_by_the_environment_and_the_flag_wins() {
     let env = env_of(&[("RESPAWN_CONFIG", path)]);
     assert_eq!(load(&ServeArgs::default(), &env).retries, 4);
     let args = ServeArgs {
-        config: Some(from_flag.path().to_owned()),
+        supervision: SupervisionArgs {
+            config: Some(from_flag.path().to_owned()),
+            ..SupervisionArgs::default()
+        },
         ..ServeArgs::default()
     };
     assert_eq!(load(&args, &env).retries, 9);
@@ -174,7 +189,10 @@ fn the_file_can_be_named_by_the_environment_and_the_flag_wins() {
 #[test]
 fn a_missing_file_is_named() {
     let args = ServeArgs {
-        config: Some("/nonexistent/respawn.toml".into()),
+        supervision: SupervisionArgs {
+            config: Some("/nonexistent/respawn.toml".into()),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     let err = ServeConfig::load(&args, &no_env).unwrap_err();
@@ -206,7 +224,10 @@ fn the_seed_wait_time_sets_the_startup_timeout_in_seconds() {
     );
 
     let flag = ServeArgs {
-        startup_timeout: Some(Duration::from_secs(30)),
+        supervision: SupervisionArgs {
+            startup_timeout: Some(Duration::from_secs(30)),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     assert_eq!(
@@ -288,7 +309,10 @@ fn a_bad_duration_in_the_environment_names_the_variable_and_the_value() {
 fn sizes_are_read_with_units_from_every_layer() {
     let file = TempFile::new("f5", "command = [\"m\"]\nmax_body_size = \"10MB\"\n");
     let args = ServeArgs {
-        config: Some(file.path().to_owned()),
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            ..SupervisionArgs::default()
+        },
         ..ServeArgs::default()
     };
     assert_eq!(load(&args, &no_env).max_body_size, 10_000_000);
@@ -313,7 +337,10 @@ fn the_port_placeholder_is_left_for_the_spawner() {
         "command = [\"vllm\", \"serve\", \"m\", \"--port={port}\"]\n",
     );
     let args = ServeArgs {
-        config: Some(file.path().to_owned()),
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            ..SupervisionArgs::default()
+        },
         ..ServeArgs::default()
     };
     assert_eq!(
@@ -326,7 +353,10 @@ fn the_port_placeholder_is_left_for_the_spawner() {
 fn the_flag_command_replaces_the_file_command_whole() {
     let file = TempFile::new("f7", "command = [\"from-file\", \"a\", \"b\"]\n");
     let args = ServeArgs {
-        config: Some(file.path().to_owned()),
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     assert_eq!(
@@ -439,7 +469,10 @@ fn urls_must_be_plain_http() {
 #[test]
 fn a_restart_url_needs_its_token() {
     let args = ServeArgs {
-        restart_url: Some("http://127.0.0.1:9000/restart".into()),
+        supervision: SupervisionArgs {
+            restart_url: Some("http://127.0.0.1:9000/restart".into()),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     let err = ServeConfig::load(&args, &no_env).unwrap_err();
@@ -451,7 +484,10 @@ fn a_restart_url_needs_its_token() {
 #[test]
 fn a_zero_canary_interval_turns_the_canary_off() {
     let args = ServeArgs {
-        canary_interval: Some(Duration::ZERO),
+        supervision: SupervisionArgs {
+            canary_interval: Some(Duration::ZERO),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     let config = load(&args, &no_env);
@@ -463,18 +499,27 @@ fn a_zero_canary_interval_turns_the_canary_off() {
 #[test]
 fn zero_where_zero_means_nothing_is_refused() {
     let args = ServeArgs {
-        health_interval: Some(Duration::ZERO),
+        supervision: SupervisionArgs {
+            health_interval: Some(Duration::ZERO),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     let err = ServeConfig::load(&args, &no_env).unwrap_err();
     assert!(err.to_string().contains("--health-interval"), "{err}");
     for args in [
         ServeArgs {
-            unhealthy_after: Some(0),
+            supervision: SupervisionArgs {
+                unhealthy_after: Some(0),
+                ..SupervisionArgs::default()
+            },
             ..with_command()
         },
         ServeArgs {
-            max_restarts: Some(0),
+            supervision: SupervisionArgs {
+                max_restarts: Some(0),
+                ..SupervisionArgs::default()
+            },
             ..with_command()
         },
         ServeArgs {
@@ -486,7 +531,10 @@ fn zero_where_zero_means_nothing_is_refused() {
             ..with_command()
         },
         ServeArgs {
-            poison_after: Some(0),
+            supervision: SupervisionArgs {
+                poison_after: Some(0),
+                ..SupervisionArgs::default()
+            },
             ..with_command()
         },
     ] {
@@ -494,7 +542,10 @@ fn zero_where_zero_means_nothing_is_refused() {
         assert!(matches!(err, ConfigError::BadValue { .. }), "{err:?}");
     }
     let zero_grace = ServeArgs {
-        stop_grace: Some(Duration::ZERO),
+        supervision: SupervisionArgs {
+            stop_grace: Some(Duration::ZERO),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     assert_eq!(
@@ -507,18 +558,21 @@ fn zero_where_zero_means_nothing_is_refused() {
 #[test]
 fn the_core_gets_the_mapped_settings() {
     let args = ServeArgs {
-        health_interval: Some(Duration::from_secs(2)),
-        health_timeout: Some(Duration::from_millis(700)),
-        unhealthy_after: Some(4),
-        request_timeout: Some(Duration::from_secs(20)),
-        stall_timeout: Some(Duration::from_secs(7)),
-        startup_timeout: Some(Duration::from_secs(90)),
-        max_restarts: Some(8),
-        restart_window: Some(Duration::from_secs(120)),
-        retries: Some(6),
-        poison_after: Some(3),
-        progress_timeout: Some(Duration::from_secs(12)),
-        canary_timeout: Some(Duration::from_secs(4)),
+        supervision: SupervisionArgs {
+            health_interval: Some(Duration::from_secs(2)),
+            health_timeout: Some(Duration::from_millis(700)),
+            unhealthy_after: Some(4),
+            request_timeout: Some(Duration::from_secs(20)),
+            stall_timeout: Some(Duration::from_secs(7)),
+            startup_timeout: Some(Duration::from_secs(90)),
+            max_restarts: Some(8),
+            restart_window: Some(Duration::from_secs(120)),
+            retries: Some(6),
+            poison_after: Some(3),
+            progress_timeout: Some(Duration::from_secs(12)),
+            canary_timeout: Some(Duration::from_secs(4)),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     let core = load(&args, &no_env).core();
@@ -582,7 +636,10 @@ fn restart_commands_split_on_whitespace() {
     );
     assert_eq!(config.release_check.unwrap(), ["nvidia-smi", "-q"]);
     let args = ServeArgs {
-        restart_command: Some("  ".into()),
+        supervision: SupervisionArgs {
+            restart_command: Some("  ".into()),
+            ..SupervisionArgs::default()
+        },
         ..with_command()
     };
     assert!(ServeConfig::load(&args, &no_env)
@@ -598,7 +655,10 @@ fn shell_and_log_format_come_from_any_layer() {
     assert!(config.shell);
     assert_eq!(config.log_format, LogFormat::Json);
     let flag = ServeArgs {
-        shell: Some(false),
+        supervision: SupervisionArgs {
+            shell: Some(false),
+            ..SupervisionArgs::default()
+        },
         log_format: Some(LogFormat::Text),
         ..with_command()
     };

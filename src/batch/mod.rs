@@ -36,7 +36,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-pub use args::{BatchArgs, SupervisionArgs};
+pub use crate::cli::SupervisionArgs;
+pub use args::BatchArgs;
 pub use error::BatchError;
 
 use crate::config::ServeConfig;

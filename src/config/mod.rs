@@ -309,13 +309,13 @@ impl ServeConfig {
     ///
     /// `env` looks up one environment variable (`|name| std::env::var(name).ok()` in the
     /// binary); it is injected so tests describe an environment instead of changing the
-    /// process's own. The file is `args.config`, else `RESPAWN_CONFIG`, else none.
+    /// process's own. The file is `args.supervision.config`, else `RESPAWN_CONFIG`, else none.
     pub fn load(
         args: &ServeArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ServeConfig, ConfigError> {
         let mut config = ServeConfig::default();
-        let file = args.config.clone().or_else(|| {
+        let file = args.supervision.config.clone().or_else(|| {
             env(CONFIG_FILE_VAR)
                 .filter(|path| !path.trim().is_empty())
                 .map(std::path::PathBuf::from)

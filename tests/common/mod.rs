@@ -40,7 +40,11 @@ pub fn free_port() -> u16 {
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (LOW + (offset + n) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // Free to bind, and nothing answers there (a listener that is shutting down, or one
+        // that another process left behind, would).
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
             return port;
         }
     }

@@ -12,52 +12,23 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+/// The helpers the `serve_*` tests use too (ports, polling, request bodies, /proc).
+#[path = "../common/mod.rs"]
+mod common;
+
+#[allow(unused_imports)] // each test file uses a different part
+pub use common::{chat_body, cmdline, free_port, wait_for};
+
 /// The `respawn` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_respawn")
-}
-
-/// A TCP port on 127.0.0.1 that is free now and that no other test of this binary is handed.
-///
-/// Ports come from below the kernel's ephemeral range (which starts at 32768 here), from a
-/// per-process counter: tests of one binary run in parallel threads and never get the same port,
-/// and nothing that binds port 0 (respawn choosing a child's port, a client socket) can take one
-/// of them between the moment it is chosen and the moment it is bound.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    let offset = (std::process::id() * 7919) % SPAN;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + (offset + n) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between {LOW} and {}", LOW + SPAN)
-}
-
-/// Polls `check` every 50 ms until it answers `Some`, or `None` after `bound`.
-pub fn wait_for<T>(bound: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A scratch directory removed when dropped.
@@ -296,17 +267,6 @@ pub fn get(addr: SocketAddr, path: &str) -> io::Result<Reply> {
     request(addr, "GET", path, &[], b"", Duration::from_secs(10))
 }
 
-/// A chat completion request body.
-pub fn chat_body(prompt: &str, max_tokens: u64, stream: bool) -> String {
-    serde_json::json!({
-        "model": "mock-llm",
-        "messages": [{ "role": "user", "content": prompt }],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    })
-    .to_string()
-}
-
 /// `POST /v1/chat/completions`.
 pub fn chat(
     addr: SocketAddr,
@@ -446,19 +406,6 @@ pub fn children(pid: u32) -> Vec<u32> {
         .filter(|p| p.ppid == pid && p.state != 'Z')
         .map(|p| p.pid)
         .collect()
-}
-
-/// The command line of `pid`, arguments joined by spaces.
-pub fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 /// Resident memory of `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).

@@ -169,16 +169,22 @@ impl DeadlockWatch {
         .into_actor(self)
         .map(move |(text, wanted), act, _ctx| {
             act.busy = false;
-            let Some(text) = text else {
-                // A server that does not answer /metrics while requests are in flight makes no
-                // progress either (llama.cpp serves /metrics from the loop that generates): the
-                // counter is taken as unchanged, so the flat time keeps counting.
-                if let Some(last) = act.last_counter {
-                    if act.state.borrow().generation == generation {
+            let text = match text {
+                Fetched::Text(text) => text,
+                Fetched::NotServed => return,
+                Fetched::NoAnswer => {
+                    // A server that does not answer /metrics while requests are in flight makes no
+                    // progress either (llama.cpp serves /metrics from the loop that generates): the
+                    // counter is taken as unchanged, so the flat time keeps counting. This needs a
+                    // known counter; a first sample that gets no answer counts from zero.
+                    let known = wanted.is_some();
+                    if known && act.state.borrow().generation == generation {
+                        let last = act.last_counter.unwrap_or(0);
+                        act.last_counter = Some(last);
                         act.judge(generation, "/metrics (no answer)", last, in_flight);
                     }
+                    return;
                 }
-                return;
             };
             let name = match wanted {
                 Some(name) => name,
@@ -303,13 +309,31 @@ async fn default_canary(client: &awc::Client, base: &str) -> serde_json::Value {
     })
 }
 
-async fn fetch_text(client: &awc::Client, url: &str) -> Option<String> {
-    let mut response = client.get(url).send().await.ok()?;
+/// What a `/metrics` fetch found.
+enum Fetched {
+    /// The exposition text.
+    Text(String),
+    /// The server answered, but not with metrics (404, 500, not text): no verdict either way.
+    NotServed,
+    /// No answer at all (timeout, connection refused or reset).
+    NoAnswer,
+}
+
+async fn fetch_text(client: &awc::Client, url: &str) -> Fetched {
+    let Ok(mut response) = client.get(url).send().await else {
+        return Fetched::NoAnswer;
+    };
     if !response.status().is_success() {
-        return None;
+        return Fetched::NotServed;
     }
-    let body = response.body().limit(8 << 20).await.ok()?;
-    String::from_utf8(body.to_vec()).ok()
+    match response.body().limit(8 << 20).await {
+        Ok(body) => match String::from_utf8(body.to_vec()) {
+            Ok(text) => Fetched::Text(text),
+            Err(_) => Fetched::NotServed,
+        },
+        Err(awc::error::PayloadError::Overflow) => Fetched::NotServed,
+        Err(_) => Fetched::NoAnswer,
+    }
 }
 
 /// The sum of every sample of `name` in a Prometheus text exposition (labels summed over).

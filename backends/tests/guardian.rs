@@ -9,12 +9,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use actix::prelude::*;
 use common::{
-    alive, eventually, eventually_blocking, exit_events, guarded_spec, spawn_role, KillGroupOnDrop,
-    ROLE_ENV,
+    alive, eventually, eventually_blocking, guarded_spec, spawn_role, start_server,
+    KillGroupOnDrop, ROLE_ENV,
 };
-use respawn_backends::{group_members, ExitInfo, ServerActor, Start, Stop, GUARDIAN_NOT_FOUND};
+use respawn_backends::{group_members, ExitInfo, Stop, GUARDIAN_NOT_FOUND};
 use respawn_core::Generation;
 
 const SLACK: Duration = Duration::from_secs(5);
@@ -54,15 +53,7 @@ fn the_guardian_reports_a_missing_program_like_a_shell() {
 async fn with_a_guardian_stop_kills_a_grandchild_ignoring_sigterm_without_escalating() {
     let script = "(trap '' TERM; exec sleep 61) & exec sleep 62";
     let spec = guarded_spec("sh", &["-c", script]);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     // guardian + server + grandchild, all in the guardian's group.
     assert!(eventually(SLACK, || group_members(started.pid).len() >= 3).await);
@@ -88,15 +79,7 @@ async fn with_a_guardian_stop_kills_a_grandchild_ignoring_sigterm_without_escala
 #[actix::test]
 async fn with_a_guardian_an_exit_is_reported_with_the_servers_code() {
     let spec = guarded_spec("sh", &["-c", "exit 5"]);
-    let (events, mut rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(3),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (_server, mut rx, started) = start_server(spec, Generation(3)).await;
     let exited = tokio::time::timeout(SLACK, rx.recv())
         .await
         .expect("exit reported")

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{alive, eventually, exit_events, free_port, KillGroupOnDrop};
+use common::{alive, eventually, exit_events, free_port, start_server, KillGroupOnDrop};
 use nix::sys::signal::Signal;
 use respawn_backends::{
     ExitInfo, GetServerStatus, ServerActor, ServerSpec, SignalServer, SpawnError, Start,
@@ -39,15 +39,7 @@ async fn wait_for_line(server: &Addr<ServerActor>, wanted: &str) -> Vec<String> 
 async fn argv_mode_substitutes_port_and_exports_it_without_a_shell() {
     let port = free_port();
     let spec = ServerSpec::new("echo", "echo", ["--port={port}", "$PORT"], port);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, _started) = start_server(spec, Generation(1)).await;
     let wanted = format!("--port={port} $PORT");
     let lines = wait_for_line(&server, &wanted).await;
     assert!(
@@ -56,15 +48,7 @@ async fn argv_mode_substitutes_port_and_exports_it_without_a_shell() {
     );
 
     let spec = ServerSpec::new("env", "printenv", ["PORT"], port);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, _started) = start_server(spec, Generation(1)).await;
     let lines = wait_for_line(&server, &port.to_string()).await;
     assert!(
         lines.contains(&port.to_string()),
@@ -77,15 +61,7 @@ async fn shell_mode_runs_a_shell_line_with_port() {
     let port = free_port();
     let mut spec = ServerSpec::new("sh", "echo", ["env=$PORT", "arg={port}"], port);
     spec.shell = true;
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, _started) = start_server(spec, Generation(1)).await;
     let wanted = format!("env={port} arg={port}");
     let lines = wait_for_line(&server, &wanted).await;
     assert!(lines.contains(&wanted), "{lines:?}");
@@ -94,15 +70,7 @@ async fn shell_mode_runs_a_shell_line_with_port() {
 #[actix::test]
 async fn stdout_and_stderr_lines_are_kept() {
     let spec = ServerSpec::new("both", "sh", ["-c", "echo to-out; echo to-err >&2"], 0);
-    let (events, mut rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, mut rx, _started) = start_server(spec, Generation(1)).await;
     let exited = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("exit reported")
@@ -179,15 +147,7 @@ async fn a_taken_port_is_reported_with_its_number() {
 #[actix::test]
 async fn a_second_start_is_refused_while_running() {
     let spec = ServerSpec::new("x", "sleep", ["30"], 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     let err = server
         .send(Start {
@@ -209,15 +169,7 @@ async fn a_second_start_is_refused_while_running() {
 #[actix::test]
 async fn an_exit_code_is_reported() {
     let spec = ServerSpec::new("x", "sh", ["-c", "exit 3"], 0);
-    let (events, mut rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(4),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, mut rx, started) = start_server(spec, Generation(4)).await;
     let exited = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("exit reported")
@@ -233,15 +185,7 @@ async fn an_exit_code_is_reported() {
 #[actix::test]
 async fn a_kill_by_signal_is_reported() {
     let spec = ServerSpec::new("x", "sleep", ["30"], 0);
-    let (events, mut rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, mut rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     server
         .send(SignalServer {
@@ -261,15 +205,7 @@ async fn a_kill_by_signal_is_reported() {
 #[actix::test]
 async fn dropping_the_actor_kills_the_group() {
     let spec = ServerSpec::new("x", "sleep", ["30"], 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     assert!(alive(started.pid));
     drop(server);

@@ -6,7 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use common::{alive, eventually, exit_events, free_port, spawn_role, KillGroupOnDrop, ROLE_ENV};
+use common::{
+    alive, eventually, exit_events, free_port, spawn_role, start_server, KillGroupOnDrop, ROLE_ENV,
+};
 use nix::sys::signal::Signal;
 use respawn_backends::{
     group_members, GetServerStatus, ServerActor, ServerSpec, SignalServer, Start, Stop, Stopped,
@@ -18,15 +20,7 @@ const SLACK: Duration = Duration::from_secs(5);
 #[actix::test]
 async fn a_frozen_child_is_gone_within_grace_plus_two_seconds() {
     let spec = ServerSpec::new("frozen", "sleep", ["30"], 0);
-    let (events, mut rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, mut rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     server
         .send(SignalServer {
@@ -67,15 +61,7 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace() {
         ["-c", "trap '' TERM; echo ready; sleep 60"],
         0,
     );
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     let ready = eventually(SLACK, || group_members(started.pid).len() >= 2).await;
     assert!(ready, "the shell never started its sleep");
@@ -96,15 +82,7 @@ async fn a_grandchild_ignoring_sigterm_leaves_nothing_of_the_group() {
     // The leader exits on SIGTERM at once; the grandchild ignores it.
     let script = "(trap '' TERM; exec sleep 61) & exec sleep 62";
     let spec = ServerSpec::new("forking", "sh", ["-c", script], 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     let ready = eventually(SLACK, || group_members(started.pid).len() >= 2).await;
     assert!(ready, "the grandchild never started");
@@ -193,15 +171,7 @@ async fn a_port_taken_by_someone_else_fails_the_stop() {
     let port = free_port();
     let mut spec = ServerSpec::new("x", "sleep", ["30"], port);
     spec.release_timeout = Duration::from_millis(300);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     // A process outside the server's group starts listening on the server's port.
     let _holder = spawn_role("listen", &[], &[("PORT", &port.to_string())]);
@@ -230,15 +200,7 @@ async fn a_release_check_listing_an_old_pid_fails_the_stop() {
     // process still holding GPU memory.
     let marker = std::env::temp_dir().join(format!("respawn-release-{}", std::process::id()));
     spec.release_check = Some(vec!["cat".into(), marker.clone().into_os_string()]);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     std::fs::write(&marker, format!("{}, 1024 MiB\n", started.pid)).unwrap();
     let err = server
@@ -260,15 +222,7 @@ async fn a_release_check_listing_an_old_pid_fails_the_stop() {
 async fn a_release_check_that_lists_nothing_passes() {
     let mut spec = ServerSpec::new("gpu", "sleep", ["30"], 0);
     spec.release_check = Some(vec!["echo".into(), "4000000000".into()]);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     let stopped = server
         .send(Stop {

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use parking_lot::Mutex;
-use respawn_backends::{guardian_main, GuardianLaunch, ServerExited, ServerSpec};
+use respawn_backends::{
+    guardian_main, GuardianLaunch, ServerActor, ServerExited, ServerSpec, Start, Started,
+};
+use respawn_core::Generation;
 use tokio::sync::mpsc;
 
 /// Environment variable naming the role a re-executed test binary plays.
@@ -260,6 +263,26 @@ pub fn exit_events() -> (
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     (ExitEvents(tx).start().recipient(), rx)
+}
+
+/// A `ServerActor` for `spec` that was sent `Start { generation }`, with the receiver of its exit
+/// reports; panics when the start fails (the tests that expect a failure send `Start` themselves).
+pub async fn start_server(
+    spec: ServerSpec,
+    generation: Generation,
+) -> (
+    Addr<ServerActor>,
+    mpsc::UnboundedReceiver<ServerExited>,
+    Started,
+) {
+    let (events, exits) = exit_events();
+    let server = ServerActor::new(spec, events).start();
+    let started = server
+        .send(Start { generation })
+        .await
+        .expect("the server actor is running")
+        .expect("the server starts");
+    (server, exits, started)
 }
 
 /// What the canned HTTP server saw and how it answers: given the request head, the full

@@ -245,15 +245,7 @@ impl Metrics {
             "# HELP respawn_upstream_phase The supervisor's phase (1 for the current one)."
         );
         let _ = writeln!(out, "# TYPE respawn_upstream_phase gauge");
-        for phase in [
-            Phase::Starting,
-            Phase::Ready,
-            Phase::Restarting,
-            Phase::BackingOff,
-            Phase::Failed,
-            Phase::Stopping,
-            Phase::Stopped,
-        ] {
+        for phase in Phase::ALL {
             let _ = writeln!(
                 out,
                 "respawn_upstream_phase{{server=\"{server}\",phase=\"{}\"}} {}",

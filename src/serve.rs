@@ -5,7 +5,6 @@
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::Duration;
 
 use respawn_backends::{GuardianLaunch, ServerSpec};
@@ -155,14 +154,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let supervisor = Supervisor::start(supervisor_config(&config), target)?;
-        let control = Control {
-            name: config.name.clone(),
-            state: supervisor.state(),
-            coordinator: supervisor.coordinator().clone(),
-            metrics: Arc::clone(supervisor.metrics()),
-            in_flight: Arc::clone(supervisor.in_flight()),
-            token: config.admin_token.clone(),
-        };
+        let control = Control::of(&supervisor, config.admin_token.clone());
         let settings = ProxySettings {
             listen: config.listen,
             workers: config.workers,

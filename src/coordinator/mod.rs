@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_backends::{
-    Restart, RestartError, RestartReport, ServerActor, ServerExited, Start, Stop,
-};
+use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
 use respawn_core::{
     GateDecision, Generation, HangCause, Phase, PoisonTracker, PolicyDecision, RestartGate,
     RestartPolicy,
@@ -150,7 +148,6 @@ impl RestartCoordinator {
     /// The first start of the server (generation 1).
     fn start_first(&mut self, ctx: &mut Context<Self>) {
         let generation = self.gate.generation().next();
-        self.started_at = Some(Instant::now());
         match self.parts.server.clone() {
             Some(server) => {
                 self.publish(|s| s.phase = Phase::Starting);
@@ -366,7 +363,7 @@ impl RestartCoordinator {
             .map(move |result, act, ctx| {
                 let outcome: Result<RestartReport, String> = match result {
                     Ok(Ok(report)) => Ok(report),
-                    Ok(Err(err)) => Err(describe_restart_error(&err)),
+                    Ok(Err(err)) => Err(err.to_string()),
                     Err(err) => Err(format!("the strategy actor is gone: {err}")),
                 };
                 match outcome {
@@ -393,10 +390,6 @@ impl RestartCoordinator {
             s.last_error = Some(reason);
         });
     }
-}
-
-fn describe_restart_error(err: &RestartError) -> String {
-    err.to_string()
 }
 
 impl Actor for RestartCoordinator {

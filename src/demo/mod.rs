@@ -21,7 +21,6 @@ use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use load::{sample_body, CLIENT_TIMEOUT};
@@ -244,14 +243,7 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
         system.block_on(async {
             let supervisor = Supervisor::start(supervisor_config, target)
                 .map_err(|err| DemoError::Start(err.to_string()))?;
-            let control = Control {
-                name: config.name.clone(),
-                state: supervisor.state(),
-                coordinator: supervisor.coordinator().clone(),
-                metrics: Arc::clone(supervisor.metrics()),
-                in_flight: Arc::clone(supervisor.in_flight()),
-                token: None,
-            };
+            let control = Control::of(&supervisor, None);
             let settings = ProxySettings {
                 listen,
                 workers: config.workers,

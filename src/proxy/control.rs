@@ -13,6 +13,7 @@ use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::proxy::forward::error_response;
 use crate::state::SupervisorState;
+use crate::supervisor::Supervisor;
 
 /// What the control routes read.
 #[derive(Clone)]
@@ -29,6 +30,20 @@ pub struct Control {
     pub in_flight: Arc<InFlight>,
     /// The bearer token `POST /respawn/restart` requires; `None` refuses everyone.
     pub token: Option<AdminToken>,
+}
+
+impl Control {
+    /// The control surface of `supervisor`, guarded by `token` (`None` refuses every restart).
+    pub fn of(supervisor: &Supervisor, token: Option<AdminToken>) -> Self {
+        Self {
+            name: supervisor.name().to_owned(),
+            state: supervisor.state(),
+            coordinator: supervisor.coordinator().clone(),
+            metrics: Arc::clone(supervisor.metrics()),
+            in_flight: Arc::clone(supervisor.in_flight()),
+            token,
+        }
+    }
 }
 
 /// Registers the `/respawn/*` routes.

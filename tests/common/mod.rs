@@ -546,7 +546,7 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
 // ---------------------------------------------------------------------------------------------
 
 /// One entry of `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
     /// The process id.
     pub pid: u32,
@@ -575,7 +575,8 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     })
 }
 
-fn all_processes() -> Vec<ProcStat> {
+/// Every process on the machine, as `/proc` shows it now.
+pub fn all_processes() -> Vec<ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

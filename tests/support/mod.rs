@@ -24,7 +24,10 @@ use serde_json::Value;
 mod common;
 
 #[allow(unused_imports)] // each test file uses a different part
-pub use common::{chat_body, cmdline, free_port, wait_for};
+pub use common::{
+    all_processes as processes, chat_body, cmdline, free_port, group_members as group,
+    proc_stat as stat, wait_for, ProcStat as Stat,
+};
 
 /// The `respawn` binary under test.
 pub fn bin() -> &'static str {
@@ -330,57 +333,9 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 // /proc
 // ---------------------------------------------------------------------------------------------
 
-/// The fields of `/proc/<pid>/stat` the tests need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    /// The pid.
-    pub pid: u32,
-    /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
-    pub state: char,
-    /// The parent.
-    pub ppid: u32,
-    /// The process group.
-    pub pgrp: u32,
-}
-
-/// `/proc/<pid>/stat`; `None` once the process is gone.
-pub fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat {
-        pid,
-        state,
-        ppid,
-        pgrp,
-    })
-}
-
-/// Every process visible in `/proc`.
-pub fn processes() -> Vec<Stat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(stat)
-        .collect()
-}
-
 /// Whether `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
-}
-
-/// Live (not zombie) members of process group `pgid`.
-pub fn group(pgid: u32) -> Vec<u32> {
-    processes()
-        .into_iter()
-        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
-        .map(|p| p.pid)
-        .collect()
 }
 
 /// Every descendant of `root` (children, grandchildren, ...), zombies included.

@@ -166,6 +166,11 @@ impl Harness {
         self.state.borrow().generation
     }
 
+    /// A detector reports that `generation` hung.
+    fn report(&self, generation: Generation, cause: HangCause) {
+        self.coordinator.do_send(Hang { generation, cause });
+    }
+
     async fn ready(&self, generation: Generation) {
         self.coordinator.do_send(Ready {
             generation,
@@ -227,18 +232,12 @@ async fn a_report_from_an_old_generation_is_ignored() {
     let h = harness(vec![s], 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::HealthProbes,
-    });
+    h.report(Generation(1), HangCause::HealthProbes);
     settle().await;
     h.ready(Generation(2)).await;
     assert_eq!(calls.lock().len(), 1);
     // A request that was sent to generation 1 times out late: stale, no second restart.
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::FirstByteTimeout,
-    });
+    h.report(Generation(1), HangCause::FirstByteTimeout);
     settle().await;
     assert_eq!(calls.lock().len(), 1);
     assert_eq!(h.phase(), Phase::Ready);
@@ -269,10 +268,7 @@ async fn a_failing_strategy_falls_through_to_the_next() {
     let h = harness(vec![failing, working], 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::FirstByteTimeout,
-    });
+    h.report(Generation(1), HangCause::FirstByteTimeout);
     settle().await;
     actix::clock::sleep(Duration::from_millis(20)).await;
     settle().await;
@@ -339,10 +335,7 @@ async fn a_request_in_flight_at_two_hangs_is_quarantined() {
     let _p = h.in_flight.enter(poison);
     {
         let _i = h.in_flight.enter(innocent);
-        h.coordinator.do_send(Hang {
-            generation: Generation(1),
-            cause: HangCause::FirstByteTimeout,
-        });
+        h.report(Generation(1), HangCause::FirstByteTimeout);
         settle().await;
     }
     assert!(h.in_flight.is_suspect(poison));
@@ -351,10 +344,7 @@ async fn a_request_in_flight_at_two_hangs_is_quarantined() {
         "one hang is not enough"
     );
     h.ready(Generation(2)).await;
-    h.coordinator.do_send(Hang {
-        generation: Generation(2),
-        cause: HangCause::FirstByteTimeout,
-    });
+    h.report(Generation(2), HangCause::FirstByteTimeout);
     settle().await;
     assert!(h.in_flight.is_quarantined(poison));
     assert!(!h.in_flight.is_quarantined(innocent));
@@ -366,19 +356,13 @@ async fn with_restarts_disabled_a_hang_is_reported_only() {
     let h = harness(vec![s], 5, false);
     settle().await;
     h.ready(Generation(1)).await;
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::CanaryTimeout,
-    });
+    h.report(Generation(1), HangCause::CanaryTimeout);
     settle().await;
     assert!(calls.lock().is_empty());
     assert_eq!(h.state.borrow().last_cause, Some(HangCause::CanaryTimeout));
     assert_eq!(h.generation(), Generation(1));
     // The next hang is reported too, and the same generation stays watched.
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::FirstByteTimeout,
-    });
+    h.report(Generation(1), HangCause::FirstByteTimeout);
     settle().await;
     assert!(calls.lock().is_empty());
     assert_eq!(
@@ -411,10 +395,7 @@ async fn startup_timeout_of_a_new_generation_restarts_it_again() {
     let h = harness(vec![s], 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::HealthProbes,
-    });
+    h.report(Generation(1), HangCause::HealthProbes);
     settle().await;
     assert_eq!(h.generation(), Generation(2));
     h.coordinator.do_send(StartupTimedOut {
@@ -584,10 +565,7 @@ async fn the_rest_strategy_fails_fast_on_a_hung_server_and_the_command_strategy_
     settle().await;
     h.ready(Generation(1)).await;
     let started = std::time::Instant::now();
-    h.coordinator.do_send(Hang {
-        generation: Generation(1),
-        cause: HangCause::HealthProbes,
-    });
+    h.report(Generation(1), HangCause::HealthProbes);
     let mut state = h.state.clone();
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -63,7 +63,10 @@ fn main() -> ExitCode {
 
 async fn run(program: String, port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let mut registry = Registry::new();
-    let child_port = respawn::serve::free_port()?;
+    // A port the OS says is free now; the supervisor checks again before each start.
+    let child_port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
     let target = Target::command("llm", program, ["mock", "--port", "{port}"], child_port);
     let mut config = SupervisorConfig::new("llm");
     config.stop_grace = Duration::from_secs(2);

@@ -43,7 +43,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(program: String) -> Result<(), Box<dyn std::error::Error>> {
-    let port = respawn::serve::free_port()?;
+    // A port the OS says is free now; the supervisor checks again before each start.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
     let target = Target::command("llm", program, ["mock", "--port", "{port}"], port);
     let mut config = SupervisorConfig::new("llm");
     config.stop_grace = Duration::from_secs(2);

@@ -325,7 +325,10 @@ mod tests {
     #[actix::test]
     async fn a_server_that_never_answers_times_out_its_startup() {
         // A port with nothing listening: every probe fails, the startup budget runs out.
-        let port = crate::serve::free_port().expect("port");
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
         let recorder = Recorder::default();
         let events = Arc::clone(&recorder.events);
         let recorder = recorder.start();

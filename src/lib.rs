@@ -6,25 +6,20 @@
 //! that owns the child live in [`respawn_backends`]; this crate wires them into actors
 //! ([`coordinator::RestartCoordinator`], [`health_actor::HealthActor`],
 //! [`client_actor::ClientActor`], [`deadlock_watch::DeadlockWatch`]), the [`registry::Registry`],
-//! the [`proxy`], the embeddable actix-web control scope ([`web`]), the simulated model server
-//! ([`mock`]) and the `respawn` command line.
+//! the [`proxy`] and the embeddable actix-web control scope ([`web`]). Configuration arrives as
+//! plain typed structs with documented defaults ([`supervisor::SupervisorConfig`]); the command
+//! line, its configuration file and the simulated model server are separate crates
+//! (`respawn-cli`, `respawn-mock`) that this library does not depend on.
 
 pub mod auth;
-pub mod batch;
-pub mod cli;
 pub mod client_actor;
-pub mod config;
-pub mod control_client;
 pub mod coordinator;
 pub mod deadlock_watch;
-pub mod demo;
 pub mod health_actor;
 pub mod in_flight;
 pub mod metrics;
-pub mod mock;
 pub mod proxy;
 pub mod registry;
-pub mod serve;
 pub mod state;
 pub mod supervisor;
 pub mod systemd;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use respawn::cli::{RestartArgs, ServeArgs, StatusArgs};
-use respawn::config::{variable_for, KEYS};
+use respawn_cli::cli::{RestartArgs, ServeArgs, StatusArgs};
+use respawn_cli::config::{variable_for, KEYS};
 
 #[derive(Parser, Debug)]
 #[command(name = "respawn")]

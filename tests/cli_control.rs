@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use respawn::auth::AdminToken;
-use respawn::control_client::{self, ControlClient, ControlError};
+use respawn_cli::control_client::{self, ControlClient, ControlError};
 
 /// A one-shot server: accepts one connection, reads the request head, answers `response`,
 /// and hands back the request it saw.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use respawn::config::{ConfigError, ProgressMetric, ServeConfig, KEYS};
+use respawn_cli::config::{ConfigError, ProgressMetric, ServeConfig, KEYS};
 
 fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
     ServeConfig::from_toml(Path::new("/etc/respawn.toml"), text)
@@ -168,7 +168,7 @@ log_format = "json"
     assert_eq!(config.release_check.as_ref().unwrap().len(), 3);
     assert_eq!(config.max_body_size, 1_572_864);
     assert_eq!(config.workers, 3);
-    assert_eq!(config.log_format, respawn::config::LogFormat::Json);
+    assert_eq!(config.log_format, respawn_cli::config::LogFormat::Json);
 }
 
 #[test]
@@ -215,13 +215,13 @@ fn the_struct_deserializes_directly_for_embedders() {
 #[test]
 fn the_docs_list_every_key_flag_and_variable() {
     let docs =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
     for key in KEYS {
         assert!(
             docs.contains(&format!("`{key}`")),
             "docs/CONFIG.md does not mention the key `{key}`"
         );
-        let variable = respawn::config::variable_for(key);
+        let variable = respawn_cli::config::variable_for(key);
         assert!(
             docs.contains(&variable),
             "docs/CONFIG.md does not mention {variable}"

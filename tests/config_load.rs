@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use respawn::auth::AdminToken;
-use respawn::cli::{ServeArgs, SupervisionArgs};
-use respawn::config::{ConfigError, LogFormat, ProgressMetric, ServeConfig};
+use respawn_cli::cli::{ServeArgs, SupervisionArgs};
+use respawn_cli::config::{ConfigError, LogFormat, ProgressMetric, ServeConfig};
 
 /// A config file in the temp directory, removed when dropped.
 struct TempFile(PathBuf);

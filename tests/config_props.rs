@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use respawn::cli::ServeArgs;
-use respawn::config::value::{parse_duration, parse_size};
-use respawn::config::{ServeConfig, KEYS};
+use respawn_cli::cli::ServeArgs;
+use respawn_cli::config::value::{parse_duration, parse_size};
+use respawn_cli::config::{ServeConfig, KEYS};
 
 /// A line `key = value` with a known key and a value of any TOML-ish shape.
 fn key_value_line() -> impl Strategy<Value = String> {
@@ -54,7 +54,7 @@ proptest! {
         key in proptest::sample::select(KEYS.to_vec()),
         value in prop_oneof![any::<String>(), "[0-9]{1,25}(\\.[0-9]{0,20})?(ms|s|KiB|TB|GiB)?"],
     ) {
-        let variable = respawn::config::variable_for(key);
+        let variable = respawn_cli::config::variable_for(key);
         let args = ServeArgs { command: vec!["m".into()], ..ServeArgs::default() };
         let env = |name: &str| (name == variable).then(|| value.clone());
         let _ = ServeConfig::load(&args, &env);

@@ -57,7 +57,7 @@ struct PythonClient {
 
 impl PythonClient {
     fn start(python: &Path, base_url: &str, extra: &[&str]) -> PythonClient {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/openai_client.py");
         let mut child = Command::new(python)
             .arg(script)
             .arg("--base-url")

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use respawn::config::{ServeConfig, KEYS};
+use respawn_cli::config::{ServeConfig, KEYS};
 
 /// A TOML value of any type, as text.
 fn toml_value() -> impl Strategy<Value = String> {

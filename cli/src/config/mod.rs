@@ -18,7 +18,6 @@ mod flags;
 mod layer;
 pub mod value;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,62 +29,10 @@ pub use error::{ConfigError, USAGE_EXIT_CODE};
 pub use file::suggest as suggest_key;
 pub use layer::KEYS;
 
-use crate::auth::AdminToken;
 use crate::cli::ServeArgs;
+use respawn::auth::AdminToken;
 
-/// Where the progress signal comes from: the Prometheus counter on the child's `/metrics` that
-/// grows while it generates tokens (the only reliable sign of life of a busy model server, whose
-/// `/health` stays green through an engine deadlock).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum ProgressMetric {
-    /// Look for the known counters of vLLM, llama.cpp, SGLang and TGI (written `auto`).
-    #[default]
-    Auto,
-    /// No progress detection (written `none` or `off`).
-    Off,
-    /// This exact counter name.
-    Named(String),
-}
-
-impl FromStr for ProgressMetric {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        match text.to_ascii_lowercase().as_str() {
-            "" => Err("expected a metric name, `auto` or `none`".to_owned()),
-            "auto" => Ok(ProgressMetric::Auto),
-            "none" | "off" => Ok(ProgressMetric::Off),
-            _ if text.chars().any(char::is_whitespace) => {
-                Err(format!("`{text}`: a metric name has no spaces (expected e.g. vllm:generation_tokens_total)"))
-            }
-            _ => Ok(ProgressMetric::Named(text.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for ProgressMetric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProgressMetric::Auto => f.write_str("auto"),
-            ProgressMetric::Off => f.write_str("none"),
-            ProgressMetric::Named(name) => f.write_str(name),
-        }
-    }
-}
-
-impl Serialize for ProgressMetric {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ProgressMetric {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use respawn::deadlock_watch::ProgressMetric;
 
 /// How respawn writes its own logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 
-use crate::auth::AdminToken;
 use crate::config::value::{parse_duration, parse_json, parse_listen, parse_size};
 use crate::config::{LogFormat, ProgressMetric};
+use respawn::auth::AdminToken;
 
 /// Options of `respawn serve`: supervise a model server and proxy its clients.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -5,12 +5,12 @@
 //! not), `/metrics` — with deterministic fake tokens at a configurable per-token latency, and
 //! misbehaves on demand: wedges (the whole server hangs, `/health` too), poison prompts, crashes,
 //! slow starts, 500s, streams dropped midway, and the engine deadlock that `/health` does not see.
-//! It embeds [`crate::web`], so `POST /restart` works with `RESPAWN_ADMIN_TOKEN`, and it speaks
+//! It embeds [`respawn::web`], so `POST /restart` works with `RESPAWN_ADMIN_TOKEN`, and it speaks
 //! sd_notify. The demo, the tests and the benchmarks run against it; `docs/MOCK.md` documents
 //! every flag.
 //!
 //! Exit codes ([`MockError::exit_code`]): 0 after SIGTERM/SIGINT; 1 for the `--crash-after` fault;
-//! 75 after an authorized `/restart` ([`crate::web::EXIT_RESTART`]); 69 when the address cannot
+//! 75 after an authorized `/restart` ([`respawn::web::EXIT_RESTART`]); 69 when the address cannot
 //! be bound; 74 for another I/O failure; 78 for a configuration error; 2 for bad flags (clap).
 
 mod args;
@@ -49,7 +49,7 @@ pub enum MockError {
     Io(#[from] std::io::Error),
     /// `NOTIFY_SOCKET`/`WATCHDOG_USEC` are set but unusable: fix the service's environment.
     #[error(transparent)]
-    Notify(#[from] crate::systemd::NotifyEnvError),
+    Notify(#[from] respawn::systemd::NotifyEnvError),
     /// The `--state-file` exists but cannot be read or parsed: fix or delete it.
     #[error(transparent)]
     StateFile(#[from] state_file::StateFileError),

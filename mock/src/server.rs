@@ -13,8 +13,8 @@ use super::metrics::MockMetrics;
 use super::openai::{self, openai_error, Generator};
 use super::state_file;
 use super::MockError;
-use crate::systemd::Notifier;
-use crate::web::{run_until_restart, Exit, RestartControl};
+use respawn::systemd::Notifier;
+use respawn::web::{run_until_restart, Exit, RestartControl};
 
 /// Runs the mock server until SIGTERM/SIGINT (`Ok`) or an authorized `/restart`
 /// (`Err(MockError::RestartRequested)`, whose exit code tells the service manager to restart it).

@@ -8,7 +8,7 @@ use respawn_core::Phase;
 use tokio::sync::watch;
 
 use super::progress::Progress;
-use crate::state::{LastRestart, SupervisorState};
+use respawn::state::{LastRestart, SupervisorState};
 
 /// The restarts seen so far, in order.
 #[derive(Debug, Default)]

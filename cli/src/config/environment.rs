@@ -12,7 +12,7 @@ use super::value::{
     parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_seconds, parse_size,
 };
 use super::{LogFormat, ProgressMetric};
-use crate::auth::AdminToken;
+use respawn::auth::AdminToken;
 
 /// The seed's variable for the start-up wait, in seconds; `RESPAWN_STARTUP_TIMEOUT` wins over it.
 pub const SEED_STARTUP_VAR: &str = "SERVER_RESTART_WAIT_TIME";

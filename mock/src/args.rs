@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::AdminToken;
+use respawn::auth::AdminToken;
 
 /// Options of `respawn mock`; every flag is described in `docs/MOCK.md`.
 #[derive(clap::Args, Debug, Clone)]
@@ -73,7 +73,7 @@ pub struct MockArgs {
     pub token: Option<AdminToken>,
 
     /// Exit code after an authorized POST /restart.
-    #[arg(long, default_value_t = crate::web::EXIT_RESTART)]
+    #[arg(long, default_value_t = respawn::web::EXIT_RESTART)]
     pub restart_exit_code: i32,
 
     /// How long a graceful stop waits for open connections (humantime, rounded up to seconds).

@@ -38,7 +38,7 @@ pub enum BatchError {
     },
     /// The supervisor refused its configuration (exit 2).
     #[error(transparent)]
-    Supervisor(#[from] crate::supervisor::SupervisorError),
+    Supervisor(#[from] respawn::supervisor::SupervisorError),
     /// The server could not be set up: no free port, respawn's own executable missing (exit 1).
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),

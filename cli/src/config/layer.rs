@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::value::serde_with;
 use super::{LogFormat, ProgressMetric, ServeConfig};
-use crate::auth::AdminToken;
+use respawn::auth::AdminToken;
 
 /// The keys a config file may hold, in the order of `docs/CONFIG.md`.
 ///

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use respawn::config::{LogFormat, ServeConfig};
+use respawn_cli::config::{LogFormat, ServeConfig};
 
 /// Keeps LLM inference servers answering: detects hangs, kills and restarts the whole process
 /// tree, and retries the requests that were caught.
@@ -18,17 +18,17 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Supervise a model server and proxy clients to it: `respawn serve [OPTIONS] -- COMMAND [ARGS...]`.
-    Serve(Box<respawn::cli::ServeArgs>),
+    Serve(Box<respawn_cli::cli::ServeArgs>),
     /// Show the status of a running `respawn serve`.
-    Status(respawn::cli::StatusArgs),
+    Status(respawn_cli::cli::StatusArgs),
     /// Ask a running `respawn serve` to restart its model server now.
-    Restart(respawn::cli::RestartArgs),
+    Restart(respawn_cli::cli::RestartArgs),
     /// Run a simulated OpenAI-compatible model server with fault injection.
-    Mock(Box<respawn::mock::MockArgs>),
+    Mock(Box<respawn_mock::MockArgs>),
     /// Show respawn at work: a 1,000-sample run against a simulated server that wedges, and what it cost.
-    Demo(respawn::demo::DemoArgs),
+    Demo(respawn_cli::demo::DemoArgs),
     /// Run an OpenAI batch file (JSONL) against a supervised server, surviving hangs and respawn's own crash.
-    Batch(Box<respawn::batch::BatchArgs>),
+    Batch(Box<respawn_cli::batch::BatchArgs>),
 }
 
 /// Where the guardian mode is entered: `respawn __guardian -- PROGRAM ARGS...` leads the model
@@ -87,9 +87,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log_format);
-            match respawn::serve::run(config) {
+            match respawn_cli::serve::run(config) {
                 Ok(outcome) => {
-                    if let respawn::serve::ServeExit::GaveUp { reason } = &outcome {
+                    if let respawn_cli::serve::ServeExit::GaveUp { reason } = &outcome {
                         eprintln!("respawn serve: gave up: {reason}");
                     }
                     ExitCode::from(outcome.code())
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status(args) => match respawn::control_client::status(&args.url, args.json) {
+        Command::Status(args) => match respawn_cli::control_client::status(&args.url, args.json) {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Restart(args) => {
-            match respawn::control_client::restart(&args.url, args.token.as_ref()) {
+            match respawn_cli::control_client::restart(&args.url, args.token.as_ref()) {
                 Ok(text) => {
                     println!("{text}");
                     ExitCode::SUCCESS
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             // The demo speaks through its progress bar and table; logs only for problems
             // (RESPAWN_LOG overrides, as everywhere).
             init_logging_default(LogFormat::Text, "warn");
-            match respawn::demo::run(args) {
+            match respawn_cli::demo::run(args) {
                 Ok(code) => exit(code),
                 Err(err) => {
                     eprintln!("respawn demo: {err}");
@@ -136,7 +136,7 @@ fn main() -> ExitCode {
         }
         Command::Batch(args) => {
             init_logging(LogFormat::Text);
-            match respawn::batch::run(*args) {
+            match respawn_cli::batch::run(*args) {
                 Ok(code) => exit(code),
                 Err(err) => {
                     eprintln!("respawn batch: {err}");
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         }
         Command::Mock(args) => {
             init_logging(LogFormat::Text);
-            match respawn::mock::run(*args) {
+            match respawn_mock::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("respawn mock: {err}");

@@ -12,7 +12,7 @@
 //! 3. the output file is locked and read back: the ids it records are skipped, and a torn last
 //!    line left by a crash is cut ([`journal`]);
 //! 4. the server is started (or, with `--url`, watched) by an in-process
-//!    [`Supervisor`](crate::supervisor::Supervisor), and the pending requests are sent
+//!    [`Supervisor`](respawn::supervisor::Supervisor), and the pending requests are sent
 //!    `--concurrency` at a time through the retrying sender ([`runner`]);
 //! 5. each result is appended as it completes by one writer thread that syncs at short
 //!    intervals ([`journal_writer`]), in the OpenAI batch output format ([`record`]);
@@ -42,9 +42,9 @@ pub use error::BatchError;
 
 use crate::config::ServeConfig;
 use crate::serve::{free_port, supervisor_config, target, ServeError};
-use crate::supervisor::Supervisor;
 use journal_writer::{JournalWriter, SyncPolicy};
 use progress::Progress;
+use respawn::supervisor::Supervisor;
 use runner::{RunEnd, RunSettings};
 
 /// Runs `respawn batch`; returns the process exit code: 0 when every request succeeded, 1 when

@@ -28,10 +28,10 @@ pub use report::{human, median_and_max, NoRestart, Summary, SEED_TIMEOUT, SEED_T
 pub use wedge_plan::WedgePlan;
 
 use crate::config::ServeConfig;
-use crate::proxy::{self, Control, ProxySettings};
-use crate::supervisor::{Supervisor, Target};
 use progress::Progress;
 use recoveries::Recoveries;
+use respawn::proxy::{self, Control, ProxySettings};
+use respawn::supervisor::{Supervisor, Target};
 
 /// How long the demo waits for the simulated server's first start.
 const FIRST_START_BOUND: Duration = Duration::from_secs(60);
@@ -78,7 +78,7 @@ pub enum DemoError {
     Start(String),
     /// The simulated server never became ready.
     #[error("the simulated server did not become ready: {0}")]
-    NotReady(crate::state::WaitError),
+    NotReady(respawn::state::WaitError),
     /// The actix runtime failed.
     #[error("runtime error: {0}")]
     Runtime(std::io::Error),

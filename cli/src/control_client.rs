@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::auth::AdminToken;
+use respawn::auth::AdminToken;
 
 /// The largest response accepted; a control endpoint answers a few hundred bytes.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;

@@ -13,8 +13,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::ServeConfig;
-use crate::proxy::{self, Control, ProxySettings};
-use crate::supervisor::{RestRestart, Supervisor, SupervisorConfig, Target};
+use respawn::proxy::{self, Control, ProxySettings};
+use respawn::supervisor::{RestRestart, Supervisor, SupervisorConfig, Target};
 
 /// How `respawn serve` ended, with its documented exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum ServeError {
     NoFreePort(std::io::Error),
     /// The supervisor rejected its configuration: exit 2.
     #[error(transparent)]
-    Supervisor(#[from] crate::supervisor::SupervisorError),
+    Supervisor(#[from] respawn::supervisor::SupervisorError),
     /// The guardian (respawn's own executable) cannot be found: exit 1.
     #[error("cannot find respawn's own executable to run the process-group guardian: {0}")]
     Guardian(std::io::Error),
@@ -144,7 +144,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         None => free_port().map_err(ServeError::NoFreePort)?,
     };
     let target = target(&config, port)?;
-    let notifier = match crate::systemd::Notifier::from_env() {
+    let notifier = match respawn::systemd::Notifier::from_env() {
         Ok(notifier) => notifier,
         Err(err) => {
             warn!(error = %err, "ignoring an invalid systemd notify environment");
@@ -188,7 +188,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
 
 async fn supervise(
     supervisor: &Supervisor,
-    notifier: Option<&crate::systemd::Notifier>,
+    notifier: Option<&respawn::systemd::Notifier>,
     _grace: Duration,
 ) -> Result<ServeExit, ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;

@@ -1,7 +1,7 @@
 //! Sending the pending requests through the supervisor, `--concurrency` at a time, and
 //! recording each result as it completes.
 //!
-//! Every request goes through the retrying sender ([`crate::client_actor::call`]): the body is
+//! Every request goes through the retrying sender ([`respawn::client_actor::call`]): the body is
 //! collected whole before anything is recorded, so a request caught by a hang (no first byte,
 //! a stalled or broken stream, the server killed under it) is simply sent again to the next
 //! generation. What is recorded is final: an answer, or an error line when the retries are
@@ -16,9 +16,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::client_actor::{call, Call, CallResponse};
-use crate::supervisor::Supervisor;
-use crate::upstream::{CallError, Upstream};
+use respawn::client_actor::{call, Call, CallResponse};
+use respawn::supervisor::Supervisor;
+use respawn::upstream::{CallError, Upstream};
 
 use super::input::BatchRequest;
 use super::journal_writer::JournalWriter;

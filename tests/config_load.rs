@@ -677,7 +677,13 @@ fn restart_strategies_come_from_any_layer_in_the_order_written() {
         },
         ..args.clone()
     };
-    assert_eq!(load(&flag, &env).restart_strategies.unwrap(), ["command"]);
+    let config = load(&flag, &env);
+    assert_eq!(config.restart_strategies.as_deref().unwrap(), ["command"]);
+    assert_eq!(
+        respawn_cli::serve::supervisor_config(&config).restart_strategies,
+        config.restart_strategies,
+        "the supervisor is built with the names the configuration holds"
+    );
     assert_eq!(load(&with_command(), &no_env).restart_strategies, None);
 }
 

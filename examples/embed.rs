@@ -2,11 +2,21 @@
 //!
 //! The service supervises one model server (`respawn mock`, named `llm`), keeps the supervisors
 //! in a [`Registry`] built at start-up and passed to the handlers as app data (no global), and
-//! gives each worker its own `ClientActor` per server. Its routes:
+//! gives each worker its own `ClientActor` per server.
+//!
+//! It also registers a restart strategy of its own, `logged_kill`: it records each restart in the
+//! service's restart log (where its operators look) and then restarts the process group as
+//! `process_kill` does, through the `ProcessKill` it builds from the supervisor's context. The
+//! supervisor names it first and the built-in `process_kill` after it, as the fallback. A strategy
+//! that asks an outside orchestrator (a command, an HTTP call) is registered the same way.
+//!
+//! Its routes:
 //!
 //! - `POST /ask/{server}` with a prompt as the body: one chat completion, retried across hangs
 //!   and restarts, answered as `{"server", "generation", "attempts", "answer"}`;
-//! - `GET /servers`: every registered server with its generation, phase and restarts;
+//! - `GET /servers`: every registered server with its generation, phase, restarts and restart
+//!   strategies;
+//! - `GET /restarts`: the restart log that `logged_kill` writes;
 //! - `POST /restart/{server}`: restart that server now (an operator's button; put it behind
 //!   authentication in a real service).
 //!
@@ -20,16 +30,59 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Context, Handler, Recipient, ResponseFuture};
 use actix_web::{web, App, HttpResponse, HttpServer};
+use parking_lot::Mutex;
+use respawn::backends::{ProcessKill, Restart, RestartError, RestartReport};
 use respawn::client_actor::{Call, ClientActor};
-use respawn::registry::Registry;
-use respawn::supervisor::{Supervisor, SupervisorConfig, Target};
+use respawn::registry::{NotApplicable, Registry, PROCESS_KILL};
+use respawn::supervisor::{SupervisorConfig, Target};
 
 /// The workers' own client actors, one per registered server.
 struct Clients(HashMap<String, Addr<ClientActor>>);
+
+/// The name this service registers its restart strategy under.
+const LOGGED_KILL: &str = "logged_kill";
+
+/// Every restart `logged_kill` was asked for, oldest first.
+#[derive(Clone, Default)]
+struct RestartLog(Arc<Mutex<Vec<serde_json::Value>>>);
+
+/// This service's restart strategy: writes the restart into the service's log, then lets a
+/// `ProcessKill` stop the whole process group and start a new one.
+struct LoggedKill {
+    server: String,
+    log: RestartLog,
+    kill: Recipient<Restart>,
+}
+
+impl Actor for LoggedKill {
+    type Context = Context<Self>;
+}
+
+impl Handler<Restart> for LoggedKill {
+    type Result = ResponseFuture<Result<RestartReport, RestartError>>;
+
+    fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
+        self.log.0.lock().push(serde_json::json!({
+            "server": self.server,
+            "hung": msg.hung.0,
+            "next": msg.next.0,
+            "cause": msg.cause.as_str(),
+        }));
+        let kill = self.kill.clone();
+        Box::pin(async move {
+            let mut report = kill.send(msg).await.map_err(|_| RestartError::ActorGone {
+                actor: PROCESS_KILL,
+            })??;
+            report.strategy = LOGGED_KILL;
+            Ok(report)
+        })
+    }
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -62,7 +115,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(program: String, port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    let restart_log = RestartLog::default();
     let mut registry = Registry::new();
+    let log = restart_log.clone();
+    registry.register_strategy(LOGGED_KILL, move |context| {
+        let server = context.server().ok_or_else(|| {
+            NotApplicable::new("it restarts a process respawn owns, and this server is a URL")
+        })?;
+        let kill = ProcessKill::new(server.clone(), context.stop_grace()).start();
+        Ok(LoggedKill {
+            server: context.server_name().to_owned(),
+            log: log.clone(),
+            kill: kill.recipient(),
+        }
+        .start()
+        .recipient())
+    })?;
     // A port the OS says is free now; the supervisor checks again before each start.
     let child_port = std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
@@ -70,7 +138,8 @@ async fn run(program: String, port: u16) -> Result<(), Box<dyn std::error::Error
     let target = Target::command("llm", program, ["mock", "--port", "{port}"], child_port);
     let mut config = SupervisorConfig::new("llm");
     config.stop_grace = Duration::from_secs(2);
-    registry.register(Supervisor::start(config, target)?)?;
+    config.restart_strategies = Some(vec![LOGGED_KILL.to_owned(), PROCESS_KILL.to_owned()]);
+    registry.start(config, target)?;
     for (name, supervisor) in registry.iter() {
         let generation = supervisor.wait_ready(Duration::from_secs(30)).await?;
         tracing::info!(server = name, %generation, "model server ready");
@@ -91,8 +160,10 @@ async fn run(program: String, port: u16) -> Result<(), Box<dyn std::error::Error
         App::new()
             .app_data(web::Data::new(shared.clone()))
             .app_data(web::Data::new(Clients(clients)))
+            .app_data(web::Data::new(restart_log.clone()))
             .route("/ask/{server}", web::post().to(ask))
             .route("/servers", web::get().to(servers))
+            .route("/restarts", web::get().to(restarts))
             .route("/restart/{server}", web::post().to(restart))
     })
     .workers(2)
@@ -158,10 +229,17 @@ async fn servers(registry: web::Data<Registry>) -> HttpResponse {
                 "generation": state.generation.0,
                 "phase": state.phase.as_str(),
                 "restarts": state.restarts,
+                "strategies": supervisor.strategy_names(),
             })
         })
         .collect();
     HttpResponse::Ok().json(list)
+}
+
+/// `GET /restarts`: what `logged_kill` recorded.
+async fn restarts(log: web::Data<RestartLog>) -> HttpResponse {
+    let entries = log.0.lock().clone();
+    HttpResponse::Ok().json(entries)
 }
 
 /// `POST /restart/{server}`: restart through the registry's handle.

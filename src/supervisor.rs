@@ -19,17 +19,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_backends::{CommandRestart, ProcessKill, RestEndpoint, ServerActor, ServerSpec};
+use respawn_backends::{ServerActor, ServerSpec};
 use respawn_core::{CoreConfig, Generation};
 use tokio::sync::watch;
 
 use crate::coordinator::{
-    CoordinatorConfig, CoordinatorParts, RestartCoordinator, RestartNow, Shutdown, Strategy,
+    CoordinatorConfig, CoordinatorParts, RestartCoordinator, RestartNow, Shutdown,
 };
 use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
 use crate::health_actor::{HealthActor, HealthReports};
 use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
+use crate::registry::{SelectionError, Strategies, StrategyContext};
 use crate::state::{self, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
 
@@ -113,6 +114,12 @@ pub struct SupervisorConfig {
     pub progress_metric: ProgressMetric,
     /// The idle canary's body (`None`: a one-token chat completion).
     pub canary_body: Option<serde_json::Value>,
+    /// The restart strategies to ask, in order, by their registered names
+    /// ([`Strategies`](crate::registry::Strategies)). `None`: the built-ins in
+    /// [`DEFAULT_ORDER`](crate::registry::DEFAULT_ORDER), each where it applies (`process_kill`
+    /// when respawn owns the process, then `rest_endpoint` when `rest_restart` is set, then
+    /// `command` when `restart_command` is set).
+    pub restart_strategies: Option<Vec<String>>,
 }
 
 impl SupervisorConfig {
@@ -128,6 +135,7 @@ impl SupervisorConfig {
             restart_command: None,
             progress_metric: ProgressMetric::Auto,
             canary_body: None,
+            restart_strategies: None,
         }
     }
 }
@@ -138,6 +146,9 @@ pub enum SupervisorError {
     /// A threshold is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(#[from] respawn_core::InvalidConfig),
+    /// The named restart strategies cannot be used: unknown, repeated, or not applicable.
+    #[error(transparent)]
+    Strategy(#[from] SelectionError),
     /// A URL target has no strategy that could restart it.
     #[error("the server at {url} is not owned by respawn and no restart endpoint or restart command is configured; hangs will be reported but cannot be fixed")]
     NoStrategy {
@@ -157,26 +168,41 @@ pub struct Supervisor {
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     upstream: Arc<UpstreamShared>,
+    strategies: Arc<[&'static str]>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("name", &self.name)
+            .field("strategies", &self.strategies)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Supervisor {
-    /// Starts the actors and the first generation. Must run inside an actix system.
+    /// Starts the actors and the first generation, with the built-in restart strategies
+    /// ([`Strategies::builtin`]). Must run inside an actix system.
     pub fn start(config: SupervisorConfig, target: Target) -> Result<Self, SupervisorError> {
+        Self::start_with(&Strategies::builtin(), config, target)
+    }
+
+    /// Starts the actors and the first generation, asking the strategies that
+    /// `config.restart_strategies` names in `strategies` (a [`Registry`](crate::registry::Registry)
+    /// passes its own). A selection that cannot be used is refused before the server is started.
+    /// Must run inside an actix system.
+    pub fn start_with(
+        strategies: &Strategies,
+        config: SupervisorConfig,
+        target: Target,
+    ) -> Result<Self, SupervisorError> {
         config.core.validate()?;
         let base_url = target.base_url();
-        if matches!(target, Target::Url { .. })
-            && config.rest_restart.is_none()
-            && config.restart_command.is_none()
-            && config.enable_restart
-        {
-            return Err(SupervisorError::NoStrategy { url: base_url });
-        }
         let (state_tx, state_rx) = state::channel();
         let metrics = Arc::new(Metrics::default());
         let in_flight = InFlight::new();
         let health_url = format!("{base_url}{}", config.health_path);
         let core = config.core;
-        let ready_timeout = core.health.startup_timeout;
         let coordinator_config = CoordinatorConfig {
             name: config.name.clone(),
             policy: core.policy,
@@ -187,43 +213,29 @@ impl Supervisor {
         // to it can be built first and handed to it.
         let ctx: Context<RestartCoordinator> = Context::new();
         let me = ctx.address();
-        let health =
-            HealthActor::new(health_url.clone(), core.health, HealthReports::to(&me)).start();
-        let mut strategies = Vec::new();
+        // Only an actor: the process is spawned when the coordinator starts, after every check.
         let server = match &target {
             Target::Command(spec) => {
-                let server = ServerActor::new((**spec).clone(), me.clone().recipient()).start();
-                let kill = ProcessKill::new(server.clone(), config.stop_grace).start();
-                strategies.push(Strategy {
-                    name: "process_kill",
-                    recipient: kill.recipient(),
-                });
-                Some(server)
+                Some(ServerActor::new((**spec).clone(), me.clone().recipient()).start())
             }
             Target::Url { .. } => None,
         };
-        if let Some(rest) = &config.rest_restart {
-            let mut rest_endpoint = RestEndpoint::new(
-                rest.url.clone(),
-                rest.token.expose().to_owned(),
-                health_url.clone(),
-            );
-            rest_endpoint.ready_timeout = ready_timeout;
-            let actor = rest_endpoint.start();
-            strategies.push(Strategy {
-                name: "rest_endpoint",
-                recipient: actor.recipient(),
-            });
+        let strategies = strategies.build(
+            config.restart_strategies.as_deref(),
+            &StrategyContext {
+                config: &config,
+                target: &target,
+                server: server.as_ref(),
+                base_url: &base_url,
+                health_url: &health_url,
+            },
+        )?;
+        if strategies.is_empty() && matches!(target, Target::Url { .. }) && config.enable_restart {
+            return Err(SupervisorError::NoStrategy { url: base_url });
         }
-        if let Some(argv) = &config.restart_command {
-            let mut command = CommandRestart::new(argv.clone(), Some(health_url.clone()));
-            command.ready_timeout = ready_timeout;
-            let actor = command.start();
-            strategies.push(Strategy {
-                name: "command",
-                recipient: actor.recipient(),
-            });
-        }
+        let names: Arc<[&'static str]> = strategies.iter().map(|s| s.name).collect();
+        let health =
+            HealthActor::new(health_url.clone(), core.health, HealthReports::to(&me)).start();
         let parts = CoordinatorParts {
             strategies,
             server: server.clone(),
@@ -271,12 +283,18 @@ impl Supervisor {
             metrics,
             in_flight,
             upstream,
+            strategies: names,
         })
     }
 
     /// The server's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The names of the restart strategies it asks, in order.
+    pub fn strategy_names(&self) -> &[&'static str] {
+        &self.strategies
     }
 
     /// A receiver of the published state.

@@ -110,6 +110,7 @@ fn serve_help_lists_every_option_with_its_default() {
         ("--name", "[default: server]"),
         ("--shell", "[default: off]"),
         ("--upstream", "RESPAWN_UPSTREAM"),
+        ("--restart-strategies", "[default: process_kill"),
         ("--restart-url", "RESPAWN_RESTART_URL"),
         ("--restart-token", "RESPAWN_RESTART_TOKEN"),
         ("--restart-command", "RESPAWN_RESTART_COMMAND"),
@@ -178,6 +179,47 @@ fn invalid_toml_exits_2_with_line_and_column() {
             "invalid TOML in {} at line 2, column 11",
             file.arg()
         )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_restart_strategy_exits_2_listing_the_known_ones_before_anything_starts() {
+    let marker = std::env::temp_dir().join(format!(
+        "respawn-cli-errors-{}-strategy-marker",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&marker);
+    let (code, _, stderr) = respawn(&[
+        "serve",
+        "--restart-strategies",
+        "process_kill,orchestrator",
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--restart-strategies")
+            && stderr.contains("`orchestrator`")
+            && stderr.contains("process_kill, rest_endpoint, command"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the command was never started");
+}
+
+#[test]
+fn a_named_restart_strategy_that_cannot_apply_exits_2_saying_what_it_needs() {
+    let (code, _, stderr) = respawn(&[
+        "serve",
+        "--restart-strategies",
+        "process_kill,command",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`command` needs --restart-command"),
         "{stderr}"
     );
 }

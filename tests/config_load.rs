@@ -649,6 +649,99 @@ fn restart_commands_split_on_whitespace() {
 }
 
 #[test]
+fn restart_strategies_come_from_any_layer_in_the_order_written() {
+    let file = TempFile::new(
+        "strategies",
+        "command = [\"m\"]\nrestart_command = \"systemctl restart vllm\"\nrestart_strategies = [\"command\", \"process_kill\"]\n",
+    );
+    let args = ServeArgs {
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_path_buf()),
+            ..SupervisionArgs::default()
+        },
+        ..ServeArgs::default()
+    };
+    assert_eq!(
+        load(&args, &no_env).restart_strategies.unwrap(),
+        ["command", "process_kill"]
+    );
+    let env = env_of(&[("RESPAWN_RESTART_STRATEGIES", " process_kill , command")]);
+    assert_eq!(
+        load(&args, &env).restart_strategies.unwrap(),
+        ["process_kill", "command"]
+    );
+    let flag = ServeArgs {
+        supervision: SupervisionArgs {
+            restart_strategies: Some("command".into()),
+            ..args.supervision.clone()
+        },
+        ..args.clone()
+    };
+    let config = load(&flag, &env);
+    assert_eq!(config.restart_strategies.as_deref().unwrap(), ["command"]);
+    assert_eq!(
+        respawn_cli::serve::supervisor_config(&config).restart_strategies,
+        config.restart_strategies,
+        "the supervisor is built with the names the configuration holds"
+    );
+    assert_eq!(load(&with_command(), &no_env).restart_strategies, None);
+}
+
+#[test]
+fn restart_strategies_must_be_known_named_once_and_configured() {
+    let strategies = |names: &str, env: &[(&str, &str)]| {
+        let args = ServeArgs {
+            supervision: SupervisionArgs {
+                restart_strategies: Some(names.into()),
+                ..SupervisionArgs::default()
+            },
+            ..with_command()
+        };
+        ServeConfig::load(&args, &env_of(env)).map(|config| config.restart_strategies)
+    };
+    let err = strategies("process_kill,k8s", &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("`k8s`")
+            && err
+                .to_string()
+                .contains("process_kill, rest_endpoint, command"),
+        "{err}"
+    );
+    let err = strategies("process_kill,process_kill", &[]).unwrap_err();
+    assert!(err.to_string().contains("named once"), "{err}");
+    let err = strategies("process_kill,,command", &[]).unwrap_err();
+    assert!(err.to_string().contains("--restart-strategies"), "{err}");
+    let err = strategies("rest_endpoint", &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`rest_endpoint` needs --restart-url"),
+        "{err}"
+    );
+    let upstream = [("RESPAWN_UPSTREAM", "http://127.0.0.1:9")];
+    let args = ServeArgs {
+        supervision: SupervisionArgs {
+            restart_strategies: Some("process_kill".into()),
+            ..SupervisionArgs::default()
+        },
+        ..ServeArgs::default()
+    };
+    let err = ServeConfig::load(&args, &env_of(&upstream)).unwrap_err();
+    assert!(
+        err.to_string().contains("`process_kill` needs a command"),
+        "{err}"
+    );
+    assert_eq!(
+        strategies(
+            "command",
+            &[("RESPAWN_RESTART_COMMAND", "systemctl restart vllm")]
+        )
+        .unwrap()
+        .unwrap(),
+        ["command"]
+    );
+}
+
+#[test]
 fn shell_and_log_format_come_from_any_layer() {
     let env = env_of(&[("RESPAWN_SHELL", "yes"), ("RESPAWN_LOG_FORMAT", "json")]);
     let config = load(&with_command(), &env);

@@ -118,7 +118,7 @@ fn standalone_asks_restarts_asks_again_and_stops() {
 }
 
 #[test]
-fn embed_serves_its_own_routes_through_the_registry_and_client_actor() {
+fn embed_serves_its_own_routes_and_restarts_with_its_own_strategy() {
     let Some(path) = example("embed") else { return };
     let port = free_port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -144,6 +144,15 @@ fn embed_serves_its_own_routes_through_the_registry_and_client_actor() {
     .expect("the embed example serves /servers");
     assert_eq!(servers[0]["server"], "llm", "{servers}");
     assert_eq!(servers[0]["phase"], "ready", "{servers}");
+    assert_eq!(
+        servers[0]["strategies"],
+        serde_json::json!(["logged_kill", "process_kill"]),
+        "the example's own strategy first, the built-in after it: {servers}"
+    );
+    let log = get(addr, "/restarts", Duration::from_secs(2))
+        .expect("GET /restarts")
+        .json();
+    assert_eq!(log, serde_json::json!([]), "no restart yet");
     let model_server = running.spawned.clone();
     assert!(
         !model_server.is_empty(),
@@ -197,7 +206,21 @@ fn embed_serves_its_own_routes_through_the_registry_and_client_actor() {
         (servers[0]["generation"] == 2 && servers[0]["phase"] == "ready").then_some(())
     })
     .expect("generation 2 becomes ready");
+    let log = get(addr, "/restarts", Duration::from_secs(2))
+        .expect("GET /restarts")
+        .json();
+    assert_eq!(
+        log,
+        serde_json::json!([{ "server": "llm", "hung": 1, "next": 2, "cause": "manual" }]),
+        "the restart went through the example's own strategy"
+    );
+    let pids_before = running.spawned.clone();
     running.remember_children();
+    assert!(
+        running.spawned.len() > pids_before.len(),
+        "a new model server process was started: {:?}",
+        running.spawned
+    );
     let second = ask("hello again").json();
     assert_eq!(second["generation"], 2, "{second}");
 

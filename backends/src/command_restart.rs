@@ -37,6 +37,9 @@ pub struct CommandRestart {
 }
 
 impl CommandRestart {
+    /// The strategy's name in reports, logs and a supervisor's `restart_strategies`.
+    pub const NAME: &'static str = "command";
+
     /// A strategy running `argv` with [`DEFAULT_COMMAND_TIMEOUT`] and
     /// [`DEFAULT_COMMAND_READY_TIMEOUT`].
     pub fn new(
@@ -123,7 +126,7 @@ impl Handler<Restart> for CommandRestart {
                 ready_confirmed = true;
             }
             Ok(RestartReport {
-                strategy: "command",
+                strategy: Self::NAME,
                 pid: None,
                 ready_confirmed,
                 steps,

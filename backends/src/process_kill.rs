@@ -20,6 +20,9 @@ pub struct ProcessKill {
 }
 
 impl ProcessKill {
+    /// The strategy's name in reports, logs and a supervisor's `restart_strategies`.
+    pub const NAME: &'static str = "process_kill";
+
     /// A strategy that restarts the server owned by `server`, granting it `grace` to exit.
     pub fn new(server: Addr<ServerActor>, grace: Duration) -> Self {
         Self { server, grace }
@@ -59,7 +62,7 @@ impl Handler<Restart> for ProcessKill {
                 .map_err(|_| gone())?
                 .map_err(RestartError::Spawn)?;
             Ok(RestartReport {
-                strategy: "process_kill",
+                strategy: Self::NAME,
                 pid: Some(started.pid),
                 ready_confirmed: false,
                 steps: vec![

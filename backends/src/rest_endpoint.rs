@@ -48,6 +48,9 @@ impl fmt::Debug for RestEndpoint {
 }
 
 impl RestEndpoint {
+    /// The strategy's name in reports, logs and a supervisor's `restart_strategies`.
+    pub const NAME: &'static str = "rest_endpoint";
+
     /// A strategy with [`DEFAULT_REQUEST_TIMEOUT`] and [`DEFAULT_READY_TIMEOUT`].
     pub fn new(
         restart_url: impl Into<String>,
@@ -135,7 +138,7 @@ impl Handler<Restart> for RestEndpoint {
             let left = deadline.saturating_duration_since(step);
             wait_until_healthy(&client, &this.health_url, this.request_timeout, left).await?;
             Ok(RestartReport {
-                strategy: "rest_endpoint",
+                strategy: Self::NAME,
                 pid: None,
                 ready_confirmed: true,
                 steps: vec![

@@ -148,6 +148,10 @@ pub struct SupervisionArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
     pub stable_after: Option<Duration>,
 
+    /// The restart strategies to try, in order, comma-separated: process_kill, rest_endpoint, command [default: process_kill when respawn owns the server, then rest_endpoint and command when configured] [env: RESPAWN_RESTART_STRATEGIES]
+    #[arg(long, value_name = "NAMES", help_heading = "Restarts")]
+    pub restart_strategies: Option<String>,
+
     /// The server's REST restart endpoint, for a server respawn does not own [env: RESPAWN_RESTART_URL]
     #[arg(long, value_name = "URL", help_heading = "Restarts")]
     pub restart_url: Option<String>,

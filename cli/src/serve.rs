@@ -120,6 +120,7 @@ pub fn supervisor_config(config: &ServeConfig) -> SupervisorConfig {
         .restart_command
         .as_ref()
         .map(|argv| argv.iter().map(OsString::from).collect());
+    sup.restart_strategies = config.restart_strategies.clone();
     sup.progress_metric = config.progress_metric.clone();
     sup.canary_body = config.canary_body.clone();
     sup
@@ -153,7 +154,11 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
     };
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let supervisor = Supervisor::start(supervisor_config(&config), target)?;
+        let supervisor = Supervisor::start_with(
+            &crate::config::restart_strategies(),
+            supervisor_config(&config),
+            target,
+        )?;
         let control = Control::of(&supervisor, config.admin_token.clone());
         let settings = ProxySettings {
             listen: config.listen,

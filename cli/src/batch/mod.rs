@@ -109,7 +109,11 @@ pub fn run(args: BatchArgs) -> Result<i32, BatchError> {
     };
     let system = actix_web::rt::System::new();
     let ended = system.block_on(async {
-        let supervisor = Supervisor::start(supervisor_config(&config), target)?;
+        let supervisor = Supervisor::start_with(
+            &crate::config::restart_strategies(),
+            supervisor_config(&config),
+            target,
+        )?;
         let ended = runner::drive(&supervisor, pending, settings, &writer, &mut progress).await;
         supervisor.stop(config.stop_grace).await;
         ended.map_err(BatchError::Runtime)

@@ -9,7 +9,8 @@ use std::str::FromStr;
 use super::error::ConfigError;
 use super::layer::Layer;
 use super::value::{
-    parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_seconds, parse_size,
+    parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_names, parse_seconds,
+    parse_size,
 };
 use super::{LogFormat, ProgressMetric};
 use respawn::auth::AdminToken;
@@ -135,6 +136,7 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         poison_after: env.number("poison_after", COUNT)?,
         enable_restart: env.boolean("enable_restart")?,
         admin_token: env.token("admin_token")?,
+        restart_strategies: env.read("restart_strategies", parse_names)?,
         restart_url: env.text("restart_url")?,
         restart_token: env.token("restart_token")?,
         restart_command: env.read("restart_command", parse_argv)?,

@@ -2,7 +2,7 @@
 
 use super::error::ConfigError;
 use super::layer::Layer;
-use super::value::parse_argv;
+use super::value::{parse_argv, parse_names};
 use crate::cli::ServeArgs;
 
 /// The values the flags give. clap has already parsed the typed ones; what is left is the
@@ -64,6 +64,18 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         poison_after: args.supervision.poison_after,
         enable_restart: None,
         admin_token: args.admin_token.clone(),
+        restart_strategies: args
+            .supervision
+            .restart_strategies
+            .as_deref()
+            .map(|text| {
+                parse_names(text).map_err(|expected| ConfigError::BadValue {
+                    option: "--restart-strategies".to_owned(),
+                    value: text.to_owned(),
+                    expected,
+                })
+            })
+            .transpose()?,
         restart_url: args.supervision.restart_url.clone(),
         restart_token: args.supervision.restart_token.clone(),
         restart_command: argv("--restart-command", &args.supervision.restart_command)?,

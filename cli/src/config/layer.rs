@@ -42,6 +42,7 @@ pub const KEYS: &[&str] = &[
     "poison_after",
     "enable_restart",
     "admin_token",
+    "restart_strategies",
     "restart_url",
     "restart_token",
     "restart_command",
@@ -96,6 +97,8 @@ pub(crate) struct Layer {
     pub poison_after: Option<u32>,
     pub enable_restart: Option<bool>,
     pub admin_token: Option<AdminToken>,
+    #[serde(default, deserialize_with = "serde_with::names")]
+    pub restart_strategies: Option<Vec<String>>,
     pub restart_url: Option<String>,
     pub restart_token: Option<AdminToken>,
     #[serde(default, deserialize_with = "serde_with::argv")]
@@ -128,7 +131,7 @@ impl Layer {
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
             restart_window, stable_after, retries, poison_after, enable_restart, max_body_size, header_timeout,
             workers, log_format;
-            port, upstream, canary_body, admin_token, restart_url, restart_token,
+            port, upstream, canary_body, admin_token, restart_strategies, restart_url, restart_token,
             restart_command, release_check
         );
     }

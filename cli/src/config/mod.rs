@@ -31,6 +31,7 @@ pub use layer::KEYS;
 
 use crate::cli::ServeArgs;
 use respawn::auth::AdminToken;
+use respawn::registry::{SelectionError, Strategies, COMMAND, PROCESS_KILL, REST_ENDPOINT};
 
 pub use respawn::deadlock_watch::ProgressMetric;
 
@@ -145,6 +146,10 @@ pub struct ServeConfig {
     pub command: Vec<String>,
     /// A server respawn does not own (`http://host:port`), supervised instead of `command`.
     pub upstream: Option<String>,
+    /// The restart strategies to try, in order, by name (`["process_kill", "command"]`). `None`:
+    /// `process_kill` when respawn owns the server, then `rest_endpoint` when `restart_url` is
+    /// set, then `command` when `restart_command` is set.
+    pub restart_strategies: Option<Vec<String>>,
     /// The server's REST restart endpoint (tier 2), called with `restart_token`.
     pub restart_url: Option<String>,
     /// The bearer token of `restart_url`.
@@ -242,6 +247,7 @@ impl Default for ServeConfig {
             shell: false,
             command: Vec::new(),
             upstream: None,
+            restart_strategies: None,
             restart_url: None,
             restart_token: None,
             restart_command: None,
@@ -412,6 +418,9 @@ impl ServeConfig {
                 }
             }
         }
+        if let Some(names) = &self.restart_strategies {
+            self.check_restart_strategies(names)?;
+        }
         if let Some(body) = &self.canary_body {
             if !body.is_object() {
                 return Err(bad_value(
@@ -422,6 +431,39 @@ impl ServeConfig {
             }
         }
         self.core().validate()?;
+        Ok(())
+    }
+
+    /// Checks `restart_strategies` against [`restart_strategies`] (every name known, none twice)
+    /// and against the other keys (each named strategy has what it needs), so that a mistake is
+    /// reported before anything starts.
+    fn check_restart_strategies(&self, names: &[String]) -> Result<(), ConfigError> {
+        let key = "restart_strategies";
+        let resolved = restart_strategies().check(names).map_err(|err| match err {
+            SelectionError::Unknown { name, registered } => bad_value(
+                key,
+                &name,
+                &format!("a known restart strategy: {}", registered.join(", ")),
+            ),
+            SelectionError::Duplicate { name } => bad_value(key, &name, "each strategy named once"),
+            other => bad_value(key, &names.join(","), &other.to_string()),
+        })?;
+        for name in resolved {
+            let missing = match name {
+                PROCESS_KILL if self.upstream.is_some() => Some(
+                    "needs a command to own; --upstream supervises a server respawn does not start",
+                ),
+                REST_ENDPOINT if self.restart_url.is_none() => Some("needs --restart-url"),
+                COMMAND if self.restart_command.is_none() => Some("needs --restart-command"),
+                _ => None,
+            };
+            if let Some(missing) = missing {
+                return Err(ConfigError::Conflict {
+                    option: option_names(key),
+                    reason: format!("`{name}` {missing}"),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -461,6 +503,12 @@ impl ServeConfig {
     pub fn canary_enabled(&self) -> bool {
         !self.canary_interval.is_zero()
     }
+}
+
+/// The restart strategies `respawn` can name: the library's built-ins. The configuration is
+/// checked against them, and `serve` and `batch` build their supervisors with them.
+pub fn restart_strategies() -> Strategies {
+    Strategies::builtin()
 }
 
 /// The flag and the file key of a setting, for errors found after the layers were merged.

@@ -125,6 +125,24 @@ pub fn parse_argv(text: &str) -> Result<Vec<String>, String> {
     Ok(argv)
 }
 
+/// Reads a list of names written on one line, separated by commas (`process_kill, command`).
+pub fn parse_names(text: &str) -> Result<Vec<String>, String> {
+    let expected = "expected names separated by commas, e.g. process_kill,rest_endpoint";
+    if text.trim().is_empty() {
+        return Err(format!("empty; {expected}"));
+    }
+    text.split(',')
+        .map(|name| {
+            let name = name.trim();
+            if name.is_empty() {
+                Err(format!("an empty name between commas; {expected}"))
+            } else {
+                Ok(name.to_owned())
+            }
+        })
+        .collect()
+}
+
 /// Reads a JSON document (the canary request body).
 pub fn parse_json(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).map_err(|err| format!("not valid JSON: {err}"))
@@ -192,6 +210,32 @@ pub(crate) mod serde_with {
             Value::Array(_) => Err(D::Error::custom(format!("empty command; {expected}"))),
             other => Err(D::Error::custom(format!(
                 "invalid command {other}: {expected}"
+            ))),
+        }
+    }
+
+    /// A list of names: an array of strings, or one string of names separated by commas.
+    pub fn names<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<String>>, D::Error> {
+        let expected = "expected a list of names, e.g. [\"process_kill\", \"command\"]";
+        match Value::deserialize(de)? {
+            Value::String(text) => parse_names(&text).map(Some).map_err(D::Error::custom),
+            Value::Array(items) if !items.is_empty() => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(name) => parse_names(&name).and_then(|mut one| match one.len() {
+                        1 => Ok(one.remove(0)),
+                        _ => Err(format!(
+                            "`{name}` holds several names; write each as its own string"
+                        )),
+                    }),
+                    other => Err(format!("invalid name {other}: each name is a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+                .map_err(D::Error::custom),
+            Value::Array(_) => Err(D::Error::custom(format!("empty list; {expected}"))),
+            other => Err(D::Error::custom(format!(
+                "invalid list {other}: {expected}"
             ))),
         }
     }
@@ -285,5 +329,17 @@ mod tests {
             ])
         );
         assert!(parse_argv("   ").is_err());
+    }
+
+    #[test]
+    fn names_split_on_commas_and_refuse_empty_ones() {
+        assert_eq!(
+            parse_names(" process_kill, command "),
+            Ok(vec!["process_kill".to_owned(), "command".to_owned()])
+        );
+        assert_eq!(parse_names("command"), Ok(vec!["command".to_owned()]));
+        assert!(parse_names("  ").is_err());
+        assert!(parse_names("process_kill,,command").is_err());
+        assert!(parse_names("command,").is_err());
     }
 }

@@ -241,8 +241,12 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
     // lines, so they are shown only when RESPAWN_LOG asks for them.
     let measured = tracing::subscriber::with_default(demo_logs(), || {
         system.block_on(async {
-            let supervisor = Supervisor::start(supervisor_config, target)
-                .map_err(|err| DemoError::Start(err.to_string()))?;
+            let supervisor = Supervisor::start_with(
+                &crate::config::restart_strategies(),
+                supervisor_config,
+                target,
+            )
+            .map_err(|err| DemoError::Start(err.to_string()))?;
             let control = Control::of(&supervisor, None);
             let settings = ProxySettings {
                 listen,

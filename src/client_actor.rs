@@ -1,55 +1,23 @@
 //! The `ClientActor`: a whole request to the model server, retried across hangs and restarts, with
-//! the complete answer returned. This is the seed's `call_vllm_api` for Rust programs; the proxy
-//! uses the same sender ([`Upstream`]) without the actor hop.
+//! the complete answer returned. This is the original design's `call_vllm_api` for Rust programs;
+//! the proxy uses the same sender ([`Upstream`]) without the actor hop.
 //!
 //! Because the caller receives the body only once it is complete, a stream that stalls or breaks
 //! half-way has sent nothing to anyone yet, so it is reported and retried on the next generation
-//! like any other hang.
-
-use std::time::Duration;
+//! like any other hang. One [`RequestPlan`](respawn_core::RequestPlan) covers the whole call, so
+//! the attempt bound holds whether the attempts failed before the first byte or while the body
+//! was collected.
 
 use actix::prelude::*;
-use actix_web::http::header::HeaderMap;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use respawn_core::{Generation, HangCause};
+use futures_util::{FutureExt, StreamExt};
+use respawn_core::{AttemptOutcome, Generation};
 
-use crate::coordinator::Hang;
 use crate::in_flight::fingerprint;
-use crate::state::wait_ready;
+pub use crate::messages::Call;
+use crate::messages::RequestSucceeded;
 use crate::upstream::{CallError, Outgoing, Upstream};
-
-/// Send this request and answer with the complete response.
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "Result<CallResponse, CallError>")]
-pub struct Call {
-    /// The HTTP method.
-    pub method: Method,
-    /// Path and query, e.g. `/v1/chat/completions`.
-    pub path: String,
-    /// Headers to send.
-    pub headers: HeaderMap,
-    /// The body.
-    pub body: Bytes,
-}
-
-impl Call {
-    /// A JSON `POST` to `path`.
-    pub fn post_json(path: &str, body: &serde_json::Value) -> Self {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            actix_web::http::header::CONTENT_TYPE,
-            actix_web::http::header::HeaderValue::from_static("application/json"),
-        );
-        Self {
-            method: Method::POST,
-            path: path.to_owned(),
-            headers,
-            body: Bytes::from(body.to_string()),
-        }
-    }
-}
 
 /// A complete response.
 #[derive(Clone, Debug)]
@@ -68,17 +36,14 @@ pub struct CallResponse {
 pub struct ClientActor {
     upstream: Option<Upstream>,
     shared: std::sync::Arc<crate::upstream::UpstreamShared>,
-    max_stalls: u32,
 }
 
 impl ClientActor {
     /// A client using the supervisor's shared sending state.
     pub fn new(shared: std::sync::Arc<crate::upstream::UpstreamShared>) -> Self {
-        let max_stalls = shared.config.retry.max_retries;
         Self {
             upstream: None,
             shared,
-            max_stalls,
         }
     }
 }
@@ -101,18 +66,14 @@ impl Handler<Call> for ClientActor {
             .upstream
             .get_or_insert_with(|| Upstream::new(shared))
             .clone();
-        let max_stalls = self.max_stalls;
-        Box::pin(async move { call(&upstream, msg, max_stalls).await })
+        Box::pin(async move { call(&upstream, msg).await })
     }
 }
 
 /// Sends one whole request; see the module docs.
-pub async fn call(
-    upstream: &Upstream,
-    msg: Call,
-    max_stalls: u32,
-) -> Result<CallResponse, CallError> {
+pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallError> {
     let shared = upstream.shared();
+    let clock = shared.clock;
     let out = Outgoing {
         method: msg.method,
         path_and_query: msg.path,
@@ -121,11 +82,11 @@ pub async fn call(
     };
     let fp = fingerprint(out.method.as_str(), &out.path_and_query, &out.body);
     let _guard = shared.in_flight.enter(fp);
-    let mut attempts = 0;
-    let mut stalls = 0;
+    let mut plan = upstream.plan();
+    let mut want = Generation::NONE;
+    let mut state = None;
     loop {
-        let delivered = upstream.deliver(&out, fp).await?;
-        attempts += delivered.attempts;
+        let delivered = upstream.deliver(&out, fp, &mut plan, want).await?;
         let generation = delivered.generation;
         let status = delivered.response.status();
         let mut response = delivered.response;
@@ -133,62 +94,43 @@ pub async fn call(
         if let Some(first) = delivered.first {
             body.extend_from_slice(&first);
         }
-        let stall = shared.config.stall_timeout;
-        let broken = loop {
-            match tokio::time::timeout(stall, response.next()).await {
-                Ok(Some(Ok(chunk))) => body.extend_from_slice(&chunk),
-                Ok(None) => break None,
-                Ok(Some(Err(_))) => break Some(false),
-                Err(_) => break Some(true),
-            }
-        };
-        match broken {
-            None => {
-                return Ok(CallResponse {
-                    status,
-                    body: body.freeze(),
-                    generation,
-                    attempts,
-                })
-            }
-            Some(stalled) => {
-                stalls += 1;
-                if stalled {
-                    shared.coordinator.do_send(Hang {
-                        generation,
-                        cause: HangCause::StreamStall,
-                    });
-                }
-                if stalls > max_stalls {
-                    return Err(CallError::GaveUp {
-                        reason: respawn_core::GiveUpReason::RetriesExhausted { attempts },
-                        last: if stalled {
-                            "the stream stalled".into()
-                        } else {
-                            "the stream broke".into()
+        let outcome = loop {
+            let next = match response.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    let deadline = clock.instant(plan.deadline().unwrap_or_default());
+                    match tokio::time::timeout_at(deadline, response.next()).await {
+                        Ok(item) => item,
+                        Err(_) => match plan.check(clock.now()) {
+                            Some(outcome) => break outcome,
+                            None => continue,
                         },
-                        status: 504,
-                    });
-                }
-                shared.metrics.request_retried();
-                let mut state = shared.state.clone();
-                let bound = shared.config.wait_bound;
-                let next = if stalled {
-                    generation.next()
-                } else {
-                    generation
-                };
-                let wait = if stalled {
-                    bound
-                } else {
-                    Duration::from_millis(250)
-                };
-                if let Err(err) = wait_ready(&mut state, next, wait).await {
-                    if !matches!(err, crate::state::WaitError::TimedOut { .. }) || stalled {
-                        return Err(err.into());
                     }
                 }
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    plan.on_chunk(clock.now());
+                    body.extend_from_slice(&chunk);
+                }
+                Some(Err(_)) => break AttemptOutcome::ConnectionReset,
+                None => {
+                    if upstream.is_suspect(fp) {
+                        shared
+                            .coordinator
+                            .do_send(RequestSucceeded { fingerprint: fp });
+                    }
+                    return Ok(CallResponse {
+                        status,
+                        body: body.freeze(),
+                        generation,
+                        attempts: plan.attempts() + 1,
+                    });
+                }
             }
-        }
+        };
+        want = upstream
+            .after_failure(&mut plan, outcome, &mut state)
+            .await?;
     }
 }

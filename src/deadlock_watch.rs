@@ -4,7 +4,9 @@
 //! catch it without crying wolf: while requests are in flight, a token counter on the server's
 //! `/metrics` must grow (slowness is not a hang: a counter that grows slowly is fine); while idle,
 //! a one-token canary request must answer. Never a canary while busy, where it would queue behind
-//! real work. The decisions are the core's `ProgressWatch`; this actor only fetches and sends.
+//! real work. The decisions are the supervision machine's (its `Liveness` part): this actor asks
+//! the coordinator what to look at ([`LivenessTick`]), fetches, and sends back what it read
+//! ([`ProgressSample`], [`CanaryResult`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,13 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_core::{Generation, HangCause, Phase, ProgressConfig, ProgressVerdict, ProgressWatch};
-use tokio::sync::watch;
+use respawn_core::{Generation, LivenessStep, ProgressReading};
 use tracing::{debug, info, warn};
 
-use crate::coordinator::{Hang, RestartCoordinator};
+use crate::coordinator::RestartCoordinator;
 use crate::in_flight::InFlight;
-use crate::state::SupervisorState;
+use crate::messages::{CanaryResult, LivenessOrder, LivenessTick, ProgressSample};
 
 /// Counters that grow while a known model server generates, in the order they are looked for.
 ///
@@ -95,8 +96,8 @@ impl<'de> serde::Deserialize<'de> for ProgressMetric {
 pub struct DeadlockWatchConfig {
     /// `http://host:port` of the model server.
     pub base_url: String,
-    /// The core's thresholds (progress timeout, canary interval and timeout).
-    pub progress: ProgressConfig,
+    /// How long the canary may take before it counts as unanswered.
+    pub canary_timeout: Duration,
     /// Which counter to watch.
     pub metric: ProgressMetric,
     /// The canary request body (`None`: a one-token chat completion to the first listed model).
@@ -108,9 +109,6 @@ pub struct DeadlockWatchConfig {
 /// See the module docs.
 pub struct DeadlockWatch {
     config: DeadlockWatchConfig,
-    watch: ProgressWatch,
-    origin: tokio::time::Instant,
-    state: watch::Receiver<SupervisorState>,
     in_flight: Arc<InFlight>,
     coordinator: Addr<RestartCoordinator>,
     client: Option<awc::Client>,
@@ -118,35 +116,24 @@ pub struct DeadlockWatch {
     metric: Option<String>,
     canary_body: Option<serde_json::Value>,
     busy: bool,
-    reported: bool,
-    last_canary: Duration,
-    last_counter: Option<u64>,
 }
 
 impl DeadlockWatch {
-    /// A watcher of the server at `config.base_url`.
+    /// A watcher of the server at `config.base_url`, reporting to `coordinator`.
     pub fn new(
         config: DeadlockWatchConfig,
-        state: watch::Receiver<SupervisorState>,
         in_flight: Arc<InFlight>,
         coordinator: Addr<RestartCoordinator>,
     ) -> Self {
-        let watch = ProgressWatch::new(config.progress, Duration::ZERO);
         Self {
             canary_body: config.canary_body.clone(),
             config,
-            watch,
-            origin: tokio::time::Instant::now(),
-            state,
             in_flight,
             coordinator,
             client: None,
             generation: Generation(0),
             metric: None,
             busy: false,
-            reported: false,
-            last_canary: Duration::ZERO,
-            last_counter: None,
         }
     }
 
@@ -161,53 +148,41 @@ impl DeadlockWatch {
             .clone()
     }
 
+    /// Asks the coordinator what to look at, then looks.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
         }
-        let (phase, generation) = {
-            let state = self.state.borrow();
-            (state.phase, state.generation)
+        self.busy = true;
+        let question = LivenessTick {
+            in_flight: self.in_flight.count(),
+            last_activity: self.in_flight.last_activity(),
         };
-        if phase != Phase::Ready {
-            return;
-        }
-        let now = self.origin.elapsed();
-        if generation != self.generation {
-            // A new generation: fresh counters, fresh clocks, and find the metric again.
-            self.generation = generation;
-            self.watch.reset(now);
-            self.reported = false;
-            self.last_canary = now;
-            self.last_counter = None;
-            if matches!(self.config.metric, ProgressMetric::Auto) {
-                self.metric = None;
-            }
-        }
-        if self.reported {
-            return;
-        }
-        let in_flight = self.in_flight.count();
-        if in_flight > 0 {
-            self.sample_progress(ctx, generation, in_flight);
-        } else if self.watch.canary_due(
-            now,
-            in_flight,
-            self.in_flight.last_activity().max(self.last_canary),
-        ) {
-            self.send_canary(ctx, generation);
-        } else {
-            // Idle and not due: keep the busy clock honest.
-            let _ = self.watch.on_sample(now, 0, 0);
-        }
+        self.coordinator
+            .send(question)
+            .into_actor(self)
+            .map(|order, act, ctx| {
+                act.busy = false;
+                let Ok(LivenessOrder { generation, step }) = order else {
+                    return;
+                };
+                if generation != act.generation {
+                    // A new generation: find the metric again (the server may have changed).
+                    act.generation = generation;
+                    if matches!(act.config.metric, ProgressMetric::Auto) {
+                        act.metric = None;
+                    }
+                }
+                match step {
+                    LivenessStep::Nothing => {}
+                    LivenessStep::SampleProgress => act.sample_progress(ctx, generation),
+                    LivenessStep::SendCanary => act.send_canary(ctx, generation),
+                }
+            })
+            .spawn(ctx);
     }
 
-    fn sample_progress(
-        &mut self,
-        ctx: &mut Context<Self>,
-        generation: Generation,
-        in_flight: usize,
-    ) {
+    fn sample_progress(&mut self, ctx: &mut Context<Self>, generation: Generation) {
         let wanted = match &self.config.metric {
             ProgressMetric::Off => return,
             ProgressMetric::Named(name) => Some(name.clone()),
@@ -223,71 +198,48 @@ impl DeadlockWatch {
         .into_actor(self)
         .map(move |(text, wanted), act, _ctx| {
             act.busy = false;
-            let text = match text {
-                Fetched::Text(text) => text,
-                Fetched::NotServed => return,
-                Fetched::NoAnswer => {
-                    // A server that does not answer /metrics while requests are in flight makes no
-                    // progress either (llama.cpp serves /metrics from the loop that generates): the
-                    // counter is taken as unchanged, so the flat time keeps counting. This needs a
-                    // known counter; a first sample that gets no answer counts from zero.
-                    let known = wanted.is_some();
-                    if known && act.state.borrow().generation == generation {
-                        let last = act.last_counter.unwrap_or(0);
-                        act.last_counter = Some(last);
-                        act.judge(generation, "/metrics (no answer)", last, in_flight);
-                    }
-                    return;
+            let reading = match text {
+                Fetched::Text(text) => {
+                    let name = match wanted {
+                        Some(name) => name,
+                        None => match KNOWN_PROGRESS_METRICS
+                            .iter()
+                            .find(|name| metric_value(&text, name).is_some())
+                        {
+                            Some(found) => {
+                                info!(
+                                    metric = found,
+                                    "progress metric found on the server's /metrics"
+                                );
+                                act.metric = Some((*found).to_owned());
+                                (*found).to_owned()
+                            }
+                            None => return,
+                        },
+                    };
+                    let Some(value) = metric_value(&text, &name) else {
+                        debug!(metric = %name, "progress metric missing from /metrics");
+                        return;
+                    };
+                    ProgressReading::Counter(value.max(0.0) as u64)
                 }
+                Fetched::NotServed => ProgressReading::NotServed,
+                // Silence means something only for a counter we know the server has.
+                Fetched::NoAnswer if wanted.is_some() => ProgressReading::NoAnswer,
+                Fetched::NoAnswer => return,
             };
-            let name = match wanted {
-                Some(name) => name,
-                None => match KNOWN_PROGRESS_METRICS
-                    .iter()
-                    .find(|name| metric_value(&text, name).is_some())
-                {
-                    Some(found) => {
-                        info!(
-                            metric = found,
-                            "progress metric found on the server's /metrics"
-                        );
-                        act.metric = Some((*found).to_owned());
-                        (*found).to_owned()
-                    }
-                    None => return,
-                },
-            };
-            let Some(value) = metric_value(&text, &name) else {
-                debug!(metric = %name, "progress metric missing from /metrics");
-                return;
-            };
-            if act.state.borrow().generation != generation {
-                return;
-            }
-            let counter = value.max(0.0) as u64;
-            act.last_counter = Some(counter);
-            act.judge(generation, &name, counter, in_flight);
+            act.coordinator.do_send(ProgressSample {
+                generation,
+                reading,
+            });
         })
         .spawn(ctx);
-    }
-
-    /// Feeds one sample to the core's progress watch and reports a stall.
-    fn judge(&mut self, generation: Generation, source: &str, counter: u64, in_flight: usize) {
-        let now = self.origin.elapsed();
-        if let ProgressVerdict::Stalled { for_ } = self.watch.on_sample(now, counter, in_flight) {
-            warn!(metric = %source, stalled_s = for_.as_secs(), %generation, "requests in flight but the token counter stopped growing");
-            self.reported = true;
-            self.coordinator.do_send(Hang {
-                generation,
-                cause: HangCause::ProgressStalled,
-            });
-        }
     }
 
     fn send_canary(&mut self, ctx: &mut Context<Self>, generation: Generation) {
         let client = self.client();
         let base = self.config.base_url.clone();
-        let timeout = self.config.progress.canary_timeout;
+        let timeout = self.config.canary_timeout;
         let body = self.canary_body.clone();
         self.busy = true;
         async move {
@@ -312,6 +264,7 @@ impl DeadlockWatch {
                         Some(response.status().as_u16())
                     }
                     Err(awc::error::SendRequestError::Timeout) => None,
+                    // A refused connection is an exit, which the server's watcher reports.
                     Err(_) => Some(0),
                 }
             })
@@ -322,24 +275,18 @@ impl DeadlockWatch {
         .into_actor(self)
         .map(move |(outcome, took), act, _ctx| {
             act.busy = false;
-            // Whatever the answer, the canary counts as activity: the next one is an interval away.
-            act.last_canary = act.origin.elapsed();
-            if act.state.borrow().generation != generation {
-                return;
-            }
             match outcome {
                 None => {
-                    warn!(%generation, took_ms = took.as_millis() as u64, "the idle canary got no answer: the server is hung");
-                    act.reported = true;
-                    act.coordinator.do_send(Hang {
-                        generation,
-                        cause: HangCause::CanaryTimeout,
-                    });
+                    warn!(%generation, took_ms = took.as_millis() as u64, "the idle canary got no answer");
                 }
                 Some(status) => {
                     debug!(%generation, status, took_ms = took.as_millis() as u64, "canary answered");
                 }
             }
+            act.coordinator.do_send(CanaryResult {
+                generation,
+                answered: outcome.is_some(),
+            });
         })
         .spawn(ctx);
     }

@@ -1,86 +1,46 @@
-//! The `HealthActor`: probes the server's health path and turns the outcomes, through the core's
-//! `HealthTracker`, into `Ready`, `Unhealthy` and `StartupTimedOut` reports for the coordinator.
+//! The `HealthActor`: probes the server's health path and tells the coordinator what came back.
 //!
-//! After every start it polls fast (the tracker's readiness cadence starts at tens of
-//! milliseconds) so a server that becomes ready is noticed at once, then settles to the steady
-//! interval. Probes are scheduled from the start of the previous probe, so a probe that times out
-//! does not stretch the period: three failures take about three intervals.
+//! It decides nothing: each answer goes to the coordinator as a [`ProbeResult`], whose machine
+//! owns the `HealthTracker` (ready, strikes, startup budget) and answers when to probe next. After
+//! every start that is fast (tens of milliseconds, growing) so that a server that becomes ready is
+//! noticed at once, then the steady interval. Probes are scheduled from the start of the previous
+//! probe, so a probe that times out does not stretch the period: three failures take about three
+//! intervals.
 
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_core::{Generation, HealthConfig, HealthEvent, HealthTracker, ProbeOutcome};
+use respawn_core::{Generation, ProbeAnswer};
 use tokio::time::Instant;
-use tracing::{debug, trace};
+use tracing::trace;
 
-use crate::coordinator::{Ready, StartupTimedOut, Unhealthy};
+use crate::messages::{ProbeResult, Watch};
 
-/// Where the health actor's reports go (the coordinator, or a test's recorder).
-#[derive(Clone)]
-pub struct HealthReports {
-    /// `Ready { generation, startup }`.
-    pub ready: Recipient<Ready>,
-    /// `Unhealthy { generation, failures }`.
-    pub unhealthy: Recipient<Unhealthy>,
-    /// `StartupTimedOut { generation, after }`.
-    pub startup_timed_out: Recipient<StartupTimedOut>,
-}
-
-impl HealthReports {
-    /// Every report to one actor.
-    pub fn to<A>(addr: &Addr<A>) -> Self
-    where
-        A: Actor<Context = Context<A>>
-            + Handler<Ready>
-            + Handler<Unhealthy>
-            + Handler<StartupTimedOut>,
-    {
-        Self {
-            ready: addr.clone().recipient(),
-            unhealthy: addr.clone().recipient(),
-            startup_timed_out: addr.clone().recipient(),
-        }
-    }
-}
-
-/// Start watching `generation`, which was just started: poll until it is ready, then keep probing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub struct Watch {
-    /// The generation that was just started.
-    pub generation: Generation,
-}
+/// How many bytes of a failing probe's body are kept for the log.
+const BODY_HEAD: usize = 200;
 
 /// Probes one health URL for the coordinator.
 pub struct HealthActor {
     url: String,
-    config: HealthConfig,
-    tracker: HealthTracker,
+    timeout: Duration,
     generation: Generation,
     epoch: u64,
-    origin: Instant,
     client: Option<awc::Client>,
-    reports: HealthReports,
+    results: Recipient<ProbeResult>,
 }
 
 impl HealthActor {
-    /// A prober for `url` (e.g. `http://127.0.0.1:8001/health`).
-    pub fn new(url: String, config: HealthConfig, reports: HealthReports) -> Self {
-        let origin = Instant::now();
+    /// A prober for `url` (e.g. `http://127.0.0.1:8001/health`) whose probes may take `timeout`;
+    /// results go to `results` (the coordinator).
+    pub fn new(url: String, timeout: Duration, results: Recipient<ProbeResult>) -> Self {
         Self {
             url,
-            config,
-            tracker: HealthTracker::new(config, Duration::ZERO),
-            generation: Generation(0),
+            timeout,
+            generation: Generation::NONE,
             epoch: 0,
-            origin,
             client: None,
-            reports,
+            results,
         }
-    }
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
@@ -94,8 +54,9 @@ impl HealthActor {
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
         let epoch = self.epoch;
+        let generation = self.generation;
         let started = Instant::now();
-        let timeout = self.config.timeout;
+        let timeout = self.timeout;
         let client = self
             .client
             .get_or_insert_with(|| {
@@ -106,78 +67,68 @@ impl HealthActor {
             })
             .clone();
         let url = self.url.clone();
-        let fut = async move { probe_once(&client, &url, timeout).await };
-        fut.into_actor(self)
-            .map(move |outcome, act, ctx| {
+        async move { probe_once(&client, &url, timeout).await }
+            .into_actor(self)
+            .then(move |(answer, body_head), act, _ctx| {
+                trace!(url = %act.url, ?answer, "health probe");
+                // A result from before the last `Watch` is about a server no longer watched.
+                let current = act.epoch == epoch;
+                let results = act.results.clone();
+                async move {
+                    if !current {
+                        return None;
+                    }
+                    let result = ProbeResult {
+                        generation,
+                        answer,
+                        body_head,
+                    };
+                    results.send(result).await.ok().flatten()
+                }
+                .into_actor(act)
+            })
+            .map(move |next, act, ctx| {
                 if act.epoch != epoch {
                     return;
                 }
-                act.on_outcome(ctx, outcome, started);
+                // `None`: the coordinator takes it from here; probing resumes with the next `Watch`.
+                if let Some(next) = next {
+                    act.schedule(ctx, next.saturating_sub(started.elapsed()));
+                }
             })
             .spawn(ctx);
     }
-
-    fn on_outcome(&mut self, ctx: &mut Context<Self>, outcome: ProbeOutcome, started: Instant) {
-        let now = self.now();
-        trace!(url = %self.url, ?outcome, "health probe");
-        let event = match self.tracker.on_probe(now, outcome) {
-            HealthEvent::Nothing => self.tracker.poll(now),
-            event => event,
-        };
-        let generation = self.generation;
-        match event {
-            HealthEvent::Nothing => {}
-            HealthEvent::BecameReady { startup } => {
-                self.reports.ready.do_send(Ready {
-                    generation,
-                    startup,
-                });
-            }
-            HealthEvent::Unresponsive { failures } => {
-                debug!(url = %self.url, %generation, failures, "health probes failed in a row");
-                self.reports.unhealthy.do_send(Unhealthy {
-                    generation,
-                    failures,
-                });
-                // The coordinator takes it from here; probing resumes with the next `Watch`.
-                return;
-            }
-            HealthEvent::StartupTimedOut { after } => {
-                self.reports
-                    .startup_timed_out
-                    .do_send(StartupTimedOut { generation, after });
-                return;
-            }
-        }
-        let next = self
-            .tracker
-            .next_probe_in()
-            .saturating_sub(started.elapsed());
-        self.schedule(ctx, next);
-    }
 }
 
-/// One probe: a 2xx answer within the timeout is healthy.
-async fn probe_once(client: &awc::Client, url: &str, timeout: Duration) -> ProbeOutcome {
+/// One probe: the status of an answer within the timeout, and the first bytes of a failing one's
+/// body (a wrong health path answering 404 must be obvious in the log).
+async fn probe_once(
+    client: &awc::Client,
+    url: &str,
+    timeout: Duration,
+) -> (ProbeAnswer, Option<String>) {
     let attempt = async {
         match client.get(url).send().await {
             Ok(mut response) => {
-                let ok = response.status().is_success();
+                let status = response.status();
                 // Drain the body so the connection can be reused.
-                let _ = response.body().limit(64 * 1024).await;
-                if ok {
-                    ProbeOutcome::Ok
-                } else {
-                    ProbeOutcome::Failed
-                }
+                let body = response.body().limit(64 * 1024).await;
+                let head = (!status.is_success()).then(|| match body {
+                    Ok(body) => {
+                        let cut = body.len().min(BODY_HEAD);
+                        String::from_utf8_lossy(&body[..cut]).into_owned()
+                    }
+                    Err(err) => format!("<unreadable body: {err}>"),
+                });
+                (ProbeAnswer::Status(status.as_u16()), head)
             }
-            Err(awc::error::SendRequestError::Timeout) => ProbeOutcome::TimedOut,
-            Err(_) => ProbeOutcome::Failed,
+            Err(awc::error::SendRequestError::Timeout) => (ProbeAnswer::TimedOut, None),
+            Err(_) => (ProbeAnswer::NoConnection, None),
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(outcome) => outcome,
-        Err(_) => ProbeOutcome::TimedOut,
+        Err(_) => (ProbeAnswer::TimedOut, None),
     }
 }
 
@@ -191,8 +142,6 @@ impl Handler<Watch> for HealthActor {
     fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) {
         self.epoch = self.epoch.wrapping_add(1);
         self.generation = msg.generation;
-        let now = self.now();
-        self.tracker.restarted(now);
         // The first probe goes out at once: a server that starts instantly is ready instantly.
         self.schedule(ctx, Duration::ZERO);
     }
@@ -208,57 +157,48 @@ mod tests {
 
     use super::*;
 
-    #[derive(Default)]
+    type Results = Arc<Mutex<Vec<(Generation, ProbeAnswer)>>>;
+
+    /// Records every result and answers with the cadence it is given; `None` after `stop_after`.
     struct Recorder {
-        events: Arc<Mutex<Vec<String>>>,
+        results: Results,
+        stop_after: usize,
     }
 
     impl Actor for Recorder {
         type Context = Context<Self>;
     }
 
-    impl Handler<Ready> for Recorder {
-        type Result = ();
-        fn handle(&mut self, msg: Ready, _: &mut Self::Context) {
-            self.events.lock().push(format!("ready {}", msg.generation));
+    impl Handler<ProbeResult> for Recorder {
+        type Result = Option<Duration>;
+        fn handle(&mut self, msg: ProbeResult, _: &mut Self::Context) -> Self::Result {
+            let mut results = self.results.lock();
+            results.push((msg.generation, msg.answer));
+            (results.len() < self.stop_after).then_some(Duration::from_millis(20))
         }
     }
 
-    impl Handler<Unhealthy> for Recorder {
-        type Result = ();
-        fn handle(&mut self, msg: Unhealthy, _: &mut Self::Context) {
-            self.events.lock().push(format!(
-                "unhealthy {} after {}",
-                msg.generation, msg.failures
-            ));
-        }
-    }
-
-    impl Handler<StartupTimedOut> for Recorder {
-        type Result = ();
-        fn handle(&mut self, msg: StartupTimedOut, _: &mut Self::Context) {
-            self.events
-                .lock()
-                .push(format!("startup timed out {}", msg.generation));
-        }
-    }
-
-    /// A health endpoint that answers until `hang` is set, then never answers.
+    /// A health endpoint that answers 200 until `hang` is set, then never answers.
     fn server(hang: Arc<AtomicBool>) -> std::net::SocketAddr {
         let server = HttpServer::new(move || {
             let hang = Arc::clone(&hang);
-            App::new().route(
-                "/health",
-                web::get().to(move || {
-                    let hang = Arc::clone(&hang);
-                    async move {
-                        if hang.load(Ordering::SeqCst) {
-                            std::future::pending::<()>().await;
+            App::new()
+                .route(
+                    "/health",
+                    web::get().to(move || {
+                        let hang = Arc::clone(&hang);
+                        async move {
+                            if hang.load(Ordering::SeqCst) {
+                                std::future::pending::<()>().await;
+                            }
+                            HttpResponse::Ok().finish()
                         }
-                        HttpResponse::Ok().finish()
-                    }
-                }),
-            )
+                    }),
+                )
+                .route(
+                    "/busy",
+                    web::get().to(|| async { HttpResponse::ServiceUnavailable().body("busy") }),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -269,19 +209,22 @@ mod tests {
         addr
     }
 
-    fn config() -> HealthConfig {
-        HealthConfig {
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(100),
-            unhealthy_after: 3,
-            startup_timeout: Duration::from_millis(500),
-            ..HealthConfig::default()
+    fn start_recorder(stop_after: usize) -> (Addr<Recorder>, Results) {
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let addr = Recorder {
+            results: Arc::clone(&results),
+            stop_after,
         }
+        .start();
+        (addr, results)
     }
 
-    async fn wait_for(events: &Arc<Mutex<Vec<String>>>, what: &str) -> bool {
-        for _ in 0..200 {
-            if events.lock().iter().any(|e| e == what) {
+    async fn wait_for(
+        results: &Results,
+        what: impl Fn(&[(Generation, ProbeAnswer)]) -> bool,
+    ) -> bool {
+        for _ in 0..300 {
+            if what(&results.lock()) {
                 return true;
             }
             actix::clock::sleep(Duration::from_millis(10)).await;
@@ -290,62 +233,76 @@ mod tests {
     }
 
     #[actix::test]
-    async fn probes_report_ready_then_unhealthy_when_the_server_stops_answering() {
+    async fn probes_report_each_answer_of_the_watched_generation_until_told_to_stop() {
         let hang = Arc::new(AtomicBool::new(false));
         let addr = server(Arc::clone(&hang));
-        let recorder = Recorder::default();
-        let events = Arc::clone(&recorder.events);
-        let recorder = recorder.start();
+        let (recorder, results) = start_recorder(6);
         let health = HealthActor::new(
             format!("http://{addr}/health"),
-            config(),
-            HealthReports::to(&recorder),
+            Duration::from_millis(100),
+            recorder.recipient(),
         )
         .start();
         health.do_send(Watch {
             generation: Generation(1),
         });
-        assert!(wait_for(&events, "ready 1").await, "{:?}", events.lock());
+        assert!(
+            wait_for(&results, |r| r.len() >= 2).await,
+            "{:?}",
+            results.lock()
+        );
         hang.store(true, Ordering::SeqCst);
         assert!(
-            wait_for(&events, "unhealthy 1 after 3").await,
+            wait_for(&results, |r| r
+                .last()
+                .is_some_and(|(_, a)| *a == ProbeAnswer::TimedOut))
+            .await,
             "{:?}",
-            events.lock()
+            results.lock()
         );
-        // Reported once: the coordinator takes over.
-        actix::clock::sleep(Duration::from_millis(400)).await;
-        let unhealthy = events
-            .lock()
-            .iter()
-            .filter(|e| e.starts_with("unhealthy"))
-            .count();
-        assert_eq!(unhealthy, 1);
+        assert!(wait_for(&results, |r| r.len() == 6).await);
+        // Told to stop: no probe until the next `Watch`.
+        actix::clock::sleep(Duration::from_millis(300)).await;
+        let results = results.lock().clone();
+        assert_eq!(results.len(), 6, "{results:?}");
+        assert_eq!(results[0], (Generation(1), ProbeAnswer::Status(200)));
     }
 
     #[actix::test]
-    async fn a_server_that_never_answers_times_out_its_startup() {
-        // A port with nothing listening: every probe fails, the startup budget runs out.
+    async fn refused_connections_and_error_statuses_are_told_apart() {
+        // A port with nothing listening: every probe finds no connection.
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let recorder = Recorder::default();
-        let events = Arc::clone(&recorder.events);
-        let recorder = recorder.start();
+        let (recorder, results) = start_recorder(2);
         let health = HealthActor::new(
             format!("http://127.0.0.1:{port}/health"),
-            config(),
-            HealthReports::to(&recorder),
+            Duration::from_millis(100),
+            recorder.clone().recipient(),
         )
         .start();
         health.do_send(Watch {
             generation: Generation(4),
         });
-        assert!(
-            wait_for(&events, "startup timed out 4").await,
-            "{:?}",
-            events.lock()
-        );
-        assert!(!events.lock().iter().any(|e| e.starts_with("ready")));
+        assert!(wait_for(&results, |r| r.len() == 2).await);
+        assert!(results
+            .lock()
+            .iter()
+            .all(|r| *r == (Generation(4), ProbeAnswer::NoConnection)));
+
+        let addr = server(Arc::new(AtomicBool::new(false)));
+        let (recorder, results) = start_recorder(1);
+        let health = HealthActor::new(
+            format!("http://{addr}/busy"),
+            Duration::from_millis(500),
+            recorder.recipient(),
+        )
+        .start();
+        health.do_send(Watch {
+            generation: Generation(5),
+        });
+        assert!(wait_for(&results, |r| r.len() == 1).await);
+        assert_eq!(results.lock()[0], (Generation(5), ProbeAnswer::Status(503)));
     }
 }

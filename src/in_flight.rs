@@ -1,39 +1,43 @@
-//! The requests in flight through the proxy: how many, which (by fingerprint, for poison
-//! tracking), and when the last one finished (for the idle canary).
+//! The requests in flight through the proxy: how many, which (by fingerprint: the machine makes
+//! the ones in flight at an incident suspects), and when the last one started or finished (for
+//! the idle canary).
 //!
 //! Shared by every proxy worker; the hot path takes one uncontended lock to register a request
-//! and one to remove it.
+//! and one to remove it. The poison verdicts are not kept here: the machine owns them and
+//! publishes them with its snapshot ([`crate::state::SharedSnapshot`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use respawn_core::Fingerprint;
-use tokio::time::Instant;
 
-/// The requests in flight and the poison verdicts the coordinator published.
+use crate::state::Clock;
+
+/// The requests in flight.
 #[derive(Debug)]
 pub struct InFlight {
-    origin: Instant,
+    clock: Clock,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Fingerprint>>,
     last_activity_ms: AtomicU64,
-    suspects: RwLock<HashSet<Fingerprint>>,
-    quarantined: RwLock<HashSet<Fingerprint>>,
 }
 
 impl InFlight {
-    /// An empty table.
+    /// An empty table with its own clock.
     pub fn new() -> Arc<Self> {
+        Self::with_clock(Clock::new())
+    }
+
+    /// An empty table on the supervisor's clock.
+    pub fn with_clock(clock: Clock) -> Arc<Self> {
         Arc::new(Self {
-            origin: Instant::now(),
+            clock,
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             last_activity_ms: AtomicU64::new(0),
-            suspects: RwLock::new(HashSet::new()),
-            quarantined: RwLock::new(HashSet::new()),
         })
     }
 
@@ -58,39 +62,19 @@ impl InFlight {
         self.open.lock().values().copied().collect()
     }
 
-    /// Time since the table was created when a request last started or finished.
+    /// When a request last started or finished, on the table's clock.
     pub fn last_activity(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
     }
 
-    /// Time since the table was created.
-    pub fn now(&self) -> std::time::Duration {
-        self.origin.elapsed()
+    /// The table's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Whether this request was quarantined as poison.
-    pub fn is_quarantined(&self, fingerprint: Fingerprint) -> bool {
-        self.quarantined.read().contains(&fingerprint)
-    }
-
-    /// Whether this request was in flight at a hang and has not succeeded since.
-    pub fn is_suspect(&self, fingerprint: Fingerprint) -> bool {
-        self.suspects.read().contains(&fingerprint)
-    }
-
-    /// Publishes the coordinator's poison verdicts.
-    pub fn publish_poison(
-        &self,
-        suspects: HashSet<Fingerprint>,
-        quarantined: HashSet<Fingerprint>,
-    ) {
-        *self.suspects.write() = suspects;
-        *self.quarantined.write() = quarantined;
     }
 }
 
@@ -140,13 +124,5 @@ mod tests {
         let c = fingerprint("POST", "/v1/completions", b"{\"prompt\":\"y\"}");
         assert_eq!(a, b);
         assert_ne!(a, c);
-    }
-
-    #[test]
-    fn quarantine_is_published() {
-        let table = InFlight::new();
-        assert!(!table.is_quarantined(Fingerprint(7)));
-        table.publish_poison(HashSet::new(), [Fingerprint(7)].into_iter().collect());
-        assert!(table.is_quarantined(Fingerprint(7)));
     }
 }

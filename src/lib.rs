@@ -2,10 +2,12 @@
 //! seconds, kills the whole process tree, starts it again, waits until it is ready, and retries the
 //! requests that were caught, so the client never sees the hang.
 //!
-//! The decisions live in [`respawn_core`] (pure, `no_std`); the restart strategies and the actor
-//! that owns the child live in [`respawn_backends`]; this crate wires them into actors
-//! ([`coordinator::RestartCoordinator`], [`health_actor::HealthActor`],
-//! [`client_actor::ClientActor`], [`deadlock_watch::DeadlockWatch`]), the [`registry::Registry`],
+//! The decisions live in [`respawn_core`] (pure, `no_std`): one supervision machine
+//! ([`respawn_core::Supervision`]) and a small plan per request ([`respawn_core::RequestPlan`]).
+//! The restart strategies and the actor that owns the child live in [`respawn_backends`]; this
+//! crate wires them into driver actors ([`coordinator::RestartCoordinator`], which owns the
+//! machine, [`health_actor::HealthActor`], [`client_actor::ClientActor`],
+//! [`deadlock_watch::DeadlockWatch`], all talking through [`messages`]), the [`registry::Registry`],
 //! the [`proxy`] and the embeddable actix-web control scope ([`web`]). Configuration arrives as
 //! plain typed structs with documented defaults ([`supervisor::SupervisorConfig`]); the command
 //! line, its configuration file and the simulated model server are separate crates
@@ -17,6 +19,7 @@ pub mod coordinator;
 pub mod deadlock_watch;
 pub mod health_actor;
 pub mod in_flight;
+pub mod messages;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;

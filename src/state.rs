@@ -1,11 +1,147 @@
-//! The supervisor's published state: one `watch` channel that waiting requests, the status
-//! endpoint, metrics and embedders all read, and only the coordinator writes.
+//! The supervisor's published state, written only by the coordinator from its machine's
+//! `Publish` actions:
+//!
+//! * a [`SharedSnapshot`]: one atomic word (generation, phase, poison epoch) that every request
+//!   checks before it is sent, with no lock and no actor hop, and the poison table behind it,
+//!   looked up only when its epoch moved ([`PoisonCache`]);
+//! * one `watch` channel of [`SupervisorState`] that waiting requests, the status endpoint,
+//!   metrics and embedders read.
+//!
+//! Both share one [`Clock`], so that times the machine publishes mean the same to a request.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use respawn_core::{Generation, HangCause, Phase};
+use parking_lot::RwLock;
+use respawn_core::{Fingerprint, Generation, HangCause, Phase, PoisonTracker, Snapshot, Status};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The supervisor's clock: the core takes time as a `Duration` since an origin the caller
+/// chooses; every actor and request of one supervisor uses this one (tokio's, so paused time in
+/// tests moves it too).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+        }
+    }
+
+    /// Time since the origin.
+    pub fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// The instant `at` after the origin, for timers.
+    pub fn instant(&self, at: Duration) -> Instant {
+        self.origin.checked_add(at).unwrap_or_else(far_future)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// An instant no timer will reach (about 30 years ahead), for deadlines that overflow.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// The machine's snapshot in one atomic word, and the poison table it points to.
+#[derive(Debug)]
+pub struct SharedSnapshot {
+    word: AtomicU64,
+    poison: RwLock<Arc<PoisonTracker>>,
+}
+
+impl SharedSnapshot {
+    /// The snapshot before anything started.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            word: AtomicU64::new(Snapshot::INITIAL.pack()),
+            poison: RwLock::new(Arc::new(PoisonTracker::default())),
+        })
+    }
+
+    /// The current snapshot: one atomic load.
+    pub fn load(&self) -> Snapshot {
+        Snapshot::unpack(self.word.load(Ordering::Acquire))
+    }
+
+    /// Publishes `status`; `poison` is the machine's table, copied only when its epoch moved.
+    pub fn publish(&self, status: &Status, poison: &PoisonTracker) {
+        if self.load().poison_epoch != status.poison_epoch {
+            *self.poison.write() = Arc::new(poison.clone());
+        }
+        self.word.store(status.snapshot().pack(), Ordering::Release);
+    }
+
+    /// The published poison table.
+    pub fn poison(&self) -> Arc<PoisonTracker> {
+        Arc::clone(&self.poison.read())
+    }
+}
+
+/// One worker's copy of the poison table, fetched again only when the snapshot's epoch moves:
+/// while nothing was ever suspected, a request's check is the atomic load alone.
+#[derive(Debug, Default)]
+pub struct PoisonCache {
+    table: RefCell<Option<(u32, Arc<PoisonTracker>)>>,
+}
+
+impl PoisonCache {
+    fn with<R>(
+        &self,
+        shared: &SharedSnapshot,
+        snapshot: Snapshot,
+        read: impl FnOnce(&PoisonTracker) -> R,
+        empty: R,
+    ) -> R {
+        if snapshot.poison_epoch == 0 {
+            return empty;
+        }
+        let mut table = self.table.borrow_mut();
+        let fresh = matches!(&*table, Some((epoch, _)) if *epoch == snapshot.poison_epoch);
+        if !fresh {
+            *table = Some((snapshot.poison_epoch, shared.poison()));
+        }
+        match &*table {
+            Some((_, tracker)) => read(tracker),
+            None => empty,
+        }
+    }
+
+    /// Whether `fingerprint` must be refused.
+    pub fn is_quarantined(
+        &self,
+        shared: &SharedSnapshot,
+        snapshot: Snapshot,
+        fingerprint: Fingerprint,
+    ) -> bool {
+        self.with(shared, snapshot, |t| t.is_quarantined(fingerprint), false)
+    }
+
+    /// Whether `fingerprint` was in flight at a hang and has not succeeded since.
+    pub fn is_suspect(
+        &self,
+        shared: &SharedSnapshot,
+        snapshot: Snapshot,
+        fingerprint: Fingerprint,
+    ) -> bool {
+        self.with(shared, snapshot, |t| t.strikes(fingerprint) > 0, false)
+    }
+}
 
 /// When and why the last restart happened, and how long it took to be ready again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

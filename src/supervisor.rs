@@ -20,18 +20,17 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use respawn_backends::{ServerActor, ServerSpec};
-use respawn_core::{CoreConfig, Generation};
+use respawn_core::{CoreConfig, Generation, RequestConfig};
 use tokio::sync::watch;
 
-use crate::coordinator::{
-    CoordinatorConfig, CoordinatorParts, RestartCoordinator, RestartNow, Shutdown,
-};
+use crate::coordinator::{CoordinatorConfig, CoordinatorParts, RestartCoordinator};
 use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
-use crate::health_actor::{HealthActor, HealthReports};
+use crate::health_actor::HealthActor;
 use crate::in_flight::InFlight;
+use crate::messages::{RestartNow, Shutdown};
 use crate::metrics::Metrics;
 use crate::registry::{SelectionError, Strategies, StrategyContext};
-use crate::state::{self, SupervisorState, WaitError};
+use crate::state::{self, Clock, SharedSnapshot, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
 
 /// What to supervise.
@@ -199,14 +198,15 @@ impl Supervisor {
         config.core.validate()?;
         let base_url = target.base_url();
         let (state_tx, state_rx) = state::channel();
+        let clock = Clock::new();
+        let snapshot = SharedSnapshot::new();
         let metrics = Arc::new(Metrics::default());
-        let in_flight = InFlight::new();
+        let in_flight = InFlight::with_clock(clock);
         let health_url = format!("{base_url}{}", config.health_path);
         let core = config.core;
         let coordinator_config = CoordinatorConfig {
             name: config.name.clone(),
-            policy: core.policy,
-            poison_threshold: core.poison_threshold,
+            core,
             enable_restart: config.enable_restart,
         };
         // The coordinator's address exists before the coordinator, so that the actors that report
@@ -234,13 +234,19 @@ impl Supervisor {
             return Err(SupervisorError::NoStrategy { url: base_url });
         }
         let names: Arc<[&'static str]> = strategies.iter().map(|s| s.name).collect();
-        let health =
-            HealthActor::new(health_url.clone(), core.health, HealthReports::to(&me)).start();
+        let health = HealthActor::new(
+            health_url.clone(),
+            core.health.timeout,
+            me.clone().recipient(),
+        )
+        .start();
         let parts = CoordinatorParts {
             strategies,
             server: server.clone(),
             health: health.clone().recipient(),
             state: state_tx,
+            snapshot: Arc::clone(&snapshot),
+            clock,
             metrics: Arc::clone(&metrics),
             in_flight: Arc::clone(&in_flight),
         };
@@ -248,12 +254,11 @@ impl Supervisor {
         DeadlockWatch::new(
             DeadlockWatchConfig {
                 base_url: base_url.clone(),
-                progress: core.progress,
+                canary_timeout: core.progress.canary_timeout,
                 metric: config.progress_metric.clone(),
                 canary_body: config.canary_body.clone(),
                 tick: Duration::from_millis(500),
             },
-            state_rx.clone(),
             Arc::clone(&in_flight),
             coordinator.clone(),
         )
@@ -261,15 +266,18 @@ impl Supervisor {
         let upstream = Arc::new(UpstreamShared {
             config: UpstreamConfig {
                 base_url,
-                request_timeout: core.stream.first_byte,
-                stall_timeout: core.stream.between_chunks,
-                retry: core.retry,
+                request: RequestConfig {
+                    retry: core.retry,
+                    deadlines: core.stream,
+                    enable_restart: config.enable_restart,
+                },
                 wait_bound: core.health.startup_timeout
                     + config.stop_grace
                     + Duration::from_secs(5),
-                enable_restart: config.enable_restart,
             },
             state: state_rx.clone(),
+            snapshot,
+            clock,
             coordinator: coordinator.clone(),
             metrics: Arc::clone(&metrics),
             in_flight: Arc::clone(&in_flight),
@@ -302,7 +310,7 @@ impl Supervisor {
         self.state.clone()
     }
 
-    /// The coordinator (send it `Hang`, `RestartNow`, `Shutdown`).
+    /// The coordinator (send it the [`crate::messages`]: `HangReport`, `RestartNow`, `Shutdown`).
     pub fn coordinator(&self) -> &Addr<RestartCoordinator> {
         &self.coordinator
     }

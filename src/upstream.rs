@@ -1,11 +1,16 @@
-//! Sending one request to the model server under the core's deadlines and retry plan.
+//! Sending one request to the model server under the core's request plan.
 //!
-//! This is the seed's `call_vllm_api` loop, rebuilt: every attempt is tagged with the generation it
-//! went to; a first-byte timeout reports a `Hang` for that generation and waits for the next one;
-//! a 5xx backs off; nothing is replayed once a byte reached the client. The proxy and the
-//! `ClientActor` both use it. It is a plain value owned by each actix-web worker (awc's client is
-//! `!Send`), so the data path never funnels through one thread or one actor.
+//! This is the original design's `call_vllm_api` loop, rebuilt on the core: each request carries a
+//! [`RequestPlan`] (its attempt bound, its deadlines, what each failure means); each attempt is
+//! tagged with the generation it went to; a deadline passed in silence is reported as a hang for
+//! that generation and the retry waits for the next one; a 5xx backs off; nothing is replayed once
+//! a byte reached the client. Before each attempt the request checks the supervisor's one-word
+//! [`Snapshot`](respawn_core::Snapshot): no lock, no actor hop, unless the server is not ready or
+//! the poison table changed. The proxy and the `ClientActor` both use it. It is a plain value
+//! owned by each actix-web worker (awc's client is `!Send`), so the data path never funnels
+//! through one thread or one actor.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,33 +20,26 @@ use actix_web::http::Method;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use respawn_core::{
-    AttemptOutcome, Fingerprint, Generation, GiveUpReason, HangCause, RetryConfig, RetryDecision,
-    RetryPlan,
+    AttemptOutcome, Fingerprint, Generation, GiveUpReason, Next, RequestConfig, RequestPlan,
 };
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::coordinator::{Hang, RestartCoordinator};
+use crate::coordinator::RestartCoordinator;
 use crate::in_flight::InFlight;
+use crate::messages::HangReport;
 use crate::metrics::{FailureClass, Metrics};
-use crate::state::{wait_ready, SupervisorState, WaitError};
+use crate::state::{wait_ready, Clock, PoisonCache, SharedSnapshot, SupervisorState, WaitError};
 
 /// How requests are sent and retried.
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     /// `http://host:port` of the model server, without a trailing slash.
     pub base_url: String,
-    /// Time to a response's first byte.
-    pub request_timeout: Duration,
-    /// Longest silence between streamed chunks.
-    pub stall_timeout: Duration,
-    /// Attempts and backoff.
-    pub retry: RetryConfig,
+    /// Attempts, deadlines, and whether hangs lead to restarts.
+    pub request: RequestConfig,
     /// How long a request waits for a ready server (during a start or a restart).
     pub wait_bound: Duration,
-    /// Whether hangs lead to restarts; without them a timeout is retried on the same generation.
-    pub enable_restart: bool,
 }
 
 /// What every worker's `Upstream` shares.
@@ -49,8 +47,12 @@ pub struct UpstreamConfig {
 pub struct UpstreamShared {
     /// Sending and retry settings.
     pub config: UpstreamConfig,
-    /// The supervisor's published state.
+    /// The supervisor's published state, for requests that must wait.
     pub state: watch::Receiver<SupervisorState>,
+    /// The supervisor's one-word snapshot, checked before every attempt.
+    pub snapshot: Arc<SharedSnapshot>,
+    /// The supervisor's clock.
+    pub clock: Clock,
     /// Where hangs are reported.
     pub coordinator: Addr<RestartCoordinator>,
     /// Shared counters.
@@ -92,7 +94,7 @@ pub enum CallError {
     /// No ready server (gave up, stopping, or not ready within the wait bound).
     #[error(transparent)]
     Unavailable(#[from] WaitError),
-    /// The retry plan gave up.
+    /// The request plan gave up.
     #[error("{reason} (last attempt: {last})")]
     GaveUp {
         /// Why the plan gave up.
@@ -157,16 +159,18 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// A worker's sender: its own awc client plus the shared state.
+/// A worker's sender: its own awc client and poison-table copy, plus the shared state.
 #[derive(Clone)]
 pub struct Upstream {
     shared: Arc<UpstreamShared>,
     client: awc::Client,
+    poison: Rc<PoisonCache>,
 }
 
 /// Builds the awc client respawn uses towards the model server: no connection limit (256
-/// requests in flight must not queue behind a pool of 100), no redirects, no default headers.
-pub fn build_client(request_timeout: Duration) -> awc::Client {
+/// requests in flight must not queue behind a pool of 100), no redirects, no default headers, and
+/// no timeout of its own: the request plan's deadlines are the only ones.
+pub fn build_client() -> awc::Client {
     awc::Client::builder()
         .connector(
             awc::Connector::new()
@@ -175,15 +179,18 @@ pub fn build_client(request_timeout: Duration) -> awc::Client {
         )
         .disable_redirects()
         .no_default_headers()
-        .timeout(request_timeout)
+        .disable_timeout()
         .finish()
 }
 
 impl Upstream {
     /// A sender for this worker.
     pub fn new(shared: Arc<UpstreamShared>) -> Self {
-        let client = build_client(shared.config.request_timeout);
-        Self { shared, client }
+        Self {
+            shared,
+            client: build_client(),
+            poison: Rc::new(PoisonCache::default()),
+        }
     }
 
     /// What this sender shares with the others.
@@ -191,8 +198,42 @@ impl Upstream {
         &self.shared
     }
 
-    /// Sends `out` until its head and first chunk arrive, retrying across restarts as the core's
-    /// retry plan says.
+    /// A plan for a new request.
+    pub fn plan(&self) -> RequestPlan {
+        RequestPlan::new(self.shared.config.request)
+    }
+
+    /// Whether requests with this fingerprint are refused now.
+    pub fn is_quarantined(&self, fingerprint: Fingerprint) -> bool {
+        let shared = &self.shared;
+        self.poison
+            .is_quarantined(&shared.snapshot, shared.snapshot.load(), fingerprint)
+    }
+
+    /// Whether this fingerprint was in flight at a hang and has not succeeded since (its success
+    /// must be reported, to clear it).
+    pub fn is_suspect(&self, fingerprint: Fingerprint) -> bool {
+        let shared = &self.shared;
+        self.poison
+            .is_suspect(&shared.snapshot, shared.snapshot.load(), fingerprint)
+    }
+
+    /// Waits until a generation at least `want` is ready: one atomic load when it already is.
+    async fn ready(
+        &self,
+        state: &mut Option<watch::Receiver<SupervisorState>>,
+        want: Generation,
+    ) -> Result<Generation, WaitError> {
+        let snapshot = self.shared.snapshot.load();
+        if snapshot.ready_for(want) {
+            return Ok(snapshot.generation);
+        }
+        let state = state.get_or_insert_with(|| self.shared.state.clone());
+        wait_ready(state, want, self.shared.config.wait_bound).await
+    }
+
+    /// Sends `out` until its head and first chunk arrive, attempts and retries as `plan` says;
+    /// the first attempt goes to generation `want` or a later one.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future drops the attempt in progress, which closes its upstream
@@ -201,30 +242,25 @@ impl Upstream {
         &self,
         out: &Outgoing,
         fingerprint: Fingerprint,
+        plan: &mut RequestPlan,
+        mut want: Generation,
     ) -> Result<Delivered, CallError> {
-        let shared = &self.shared;
-        let config = &shared.config;
-        if shared.in_flight.is_quarantined(fingerprint) {
-            return Err(CallError::Quarantined);
-        }
-        let mut plan = RetryPlan::new(config.retry);
-        let mut state = shared.state.clone();
-        let mut want = Generation(0);
+        let mut state = None;
         loop {
-            let generation = wait_ready(&mut state, want, config.wait_bound).await?;
-            if shared.in_flight.is_quarantined(fingerprint) {
+            if self.is_quarantined(fingerprint) {
                 return Err(CallError::Quarantined);
             }
-            let (outcome, detail) = match self.attempt(out, generation).await {
+            let generation = self.ready(&mut state, want).await?;
+            if state.is_some() && self.is_quarantined(fingerprint) {
+                return Err(CallError::Quarantined);
+            }
+            plan.begin(self.shared.clock.now(), generation);
+            let (outcome, answered) = match self.attempt(out, plan).await {
                 Ok(delivered) => {
                     let status = delivered.response.status();
                     if status.is_server_error() {
-                        (
-                            AttemptOutcome::ServerError {
-                                status: status.as_u16(),
-                            },
-                            Some(delivered),
-                        )
+                        let status = status.as_u16();
+                        (AttemptOutcome::ServerError { status }, Some(delivered))
                     } else {
                         let mut delivered = delivered;
                         delivered.attempts = plan.attempts() + 1;
@@ -233,101 +269,107 @@ impl Upstream {
                 }
                 Err(outcome) => (outcome, None),
             };
-            let decision = plan.decide(outcome, generation, false);
-            debug!(%generation, ?outcome, ?decision, "attempt failed");
-            let hang_cause = match outcome {
-                AttemptOutcome::FirstByteTimeout => Some(HangCause::FirstByteTimeout),
-                AttemptOutcome::Stall => Some(HangCause::StreamStall),
-                _ => None,
-            };
-            if let Some(cause) = hang_cause {
-                shared.coordinator.do_send(Hang { generation, cause });
+            match (
+                self.after_failure(plan, outcome, &mut state).await,
+                answered,
+            ) {
+                (Ok(next), _) => want = next,
+                // The server's own 5xx is the most honest answer once retries are spent.
+                (Err(CallError::GaveUp { .. }), Some(mut delivered)) => {
+                    delivered.attempts = plan.attempts();
+                    return Ok(delivered);
+                }
+                (Err(err), _) => return Err(err),
             }
-            match decision {
-                RetryDecision::Done => {
-                    // Only a success is Done, and successes returned above.
-                    if let Some(delivered) = detail {
-                        return Ok(delivered);
-                    }
-                }
-                RetryDecision::RetryNow => {}
-                RetryDecision::RetryAfter(delay) => tokio::time::sleep(delay).await,
-                RetryDecision::WaitForGeneration(next) => {
-                    if hang_cause.is_some() && config.enable_restart {
-                        want = next;
-                    } else if hang_cause.is_some() {
-                        // No restart will come: retry the same server after a pause.
-                        tokio::time::sleep(config.retry.base_delay).await;
-                    } else {
-                        // A refused or reset connection: if the server died, the restart shows up
-                        // in the state at once; if it was a stale keep-alive connection, the same
-                        // generation is still ready and the retry goes there.
-                        let brief = config
-                            .retry
-                            .base_delay
-                            .saturating_mul(plan.attempts().max(1));
-                        match wait_ready(&mut state, next, brief).await {
-                            Ok(_) => want = next,
-                            Err(WaitError::TimedOut { .. }) => {
-                                want = if state.borrow().ready_for(generation) {
-                                    generation
-                                } else {
-                                    next
-                                };
-                            }
-                            Err(err) => return Err(err.into()),
-                        }
-                    }
-                }
-                RetryDecision::GiveUp(reason) => {
-                    if let Some(delivered) = detail {
-                        // The server's own 5xx is the most honest answer once retries are spent.
-                        return Ok(delivered);
-                    }
-                    let status = match outcome {
-                        AttemptOutcome::FirstByteTimeout | AttemptOutcome::Stall => 504,
-                        _ => 502,
-                    };
-                    return Err(CallError::GaveUp {
-                        reason,
-                        last: describe(outcome),
-                        status,
-                    });
-                }
-            }
-            shared.metrics.request_retried();
         }
+    }
+
+    /// Carries out the plan's decision after an attempt failed with `outcome`: reports the hang
+    /// it found, waits as decided, and answers the generation the next attempt needs (or why the
+    /// request ends).
+    pub async fn after_failure(
+        &self,
+        plan: &mut RequestPlan,
+        outcome: AttemptOutcome,
+        state: &mut Option<watch::Receiver<SupervisorState>>,
+    ) -> Result<Generation, CallError> {
+        let shared = &self.shared;
+        let generation = plan.generation();
+        let decision = plan.decide(outcome);
+        debug!(%generation, ?outcome, ?decision, "attempt failed");
+        if let Some(hang) = decision.report {
+            shared.coordinator.do_send(HangReport(hang));
+        }
+        let give_up = |reason| CallError::GaveUp {
+            reason,
+            last: describe(outcome),
+            status: match outcome {
+                AttemptOutcome::FirstByteTimeout | AttemptOutcome::Stall => 504,
+                _ => 502,
+            },
+        };
+        let next = match decision.next {
+            Next::Done | Next::RetryNow => generation,
+            Next::RetryAfter(delay) => {
+                tokio::time::sleep(delay).await;
+                generation
+            }
+            Next::WaitForGeneration(next) => next,
+            Next::Recheck { next, within } => {
+                // A dead server shows up as a restart at once; a stale keep-alive connection
+                // leaves the same generation ready, and the retry goes there.
+                let state = state.get_or_insert_with(|| shared.state.clone());
+                match wait_ready(state, next, within).await {
+                    Ok(_) => next,
+                    Err(WaitError::TimedOut { .. }) => generation,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            // Stream resumption is not built yet: a request whose bytes reached the client ends.
+            Next::Continue => return Err(give_up(GiveUpReason::BytesAlreadySent)),
+            Next::GiveUp(reason) => return Err(give_up(reason)),
+        };
+        shared.metrics.request_retried();
+        Ok(next)
     }
 
     async fn attempt(
         &self,
         out: &Outgoing,
-        generation: Generation,
+        plan: &mut RequestPlan,
     ) -> Result<Delivered, AttemptOutcome> {
-        let config = &self.shared.config;
-        let started = Instant::now();
-        let url = format!("{}{}", config.base_url, out.path_and_query);
-        let mut request = self
-            .client
-            .request(out.method.clone(), url)
-            .timeout(config.request_timeout);
+        let shared = &self.shared;
+        let clock = shared.clock;
+        let generation = plan.generation();
+        let deadline = clock.instant(plan.deadline().unwrap_or_default());
+        let timed_out = |plan: &RequestPlan| {
+            plan.check(clock.now())
+                .unwrap_or(AttemptOutcome::FirstByteTimeout)
+        };
+        let url = format!("{}{}", shared.config.base_url, out.path_and_query);
+        let mut request = self.client.request(out.method.clone(), url);
         *request.headers_mut() = out.headers.clone();
-        let mut response = match request.send_body(out.body.clone()).await {
-            Ok(response) => response,
-            Err(err) => return Err(classify_send_error(&err)),
+        let sent = tokio::time::timeout_at(deadline, request.send_body(out.body.clone())).await;
+        let mut response = match sent {
+            Err(_) => return Err(timed_out(plan)),
+            Ok(Err(err)) => return Err(classify_send_error(&err)),
+            Ok(Ok(response)) => response,
         };
         // A small answer is usually complete with its head: take it without arming a timer.
-        let ready = response.next().now_or_never();
-        let remaining = config.request_timeout.saturating_sub(started.elapsed());
-        let next = match ready {
-            Some(item) => Ok(item),
-            None => tokio::time::timeout(remaining, response.next()).await,
+        let next = match response.next().now_or_never() {
+            Some(item) => item,
+            None => match tokio::time::timeout_at(deadline, response.next()).await {
+                Ok(item) => item,
+                Err(_) => return Err(timed_out(plan)),
+            },
         };
         let first = match next {
-            Err(_) => return Err(AttemptOutcome::FirstByteTimeout),
-            Ok(None) => None,
-            Ok(Some(Ok(chunk))) => Some(chunk),
-            Ok(Some(Err(err))) => {
+            None => None,
+            Some(Ok(chunk)) => {
+                plan.on_chunk(clock.now());
+                Some(chunk)
+            }
+            Some(Err(err)) => {
                 warn!(%generation, error = %err, "the response broke before its first byte");
                 return Err(AttemptOutcome::ConnectionReset);
             }
@@ -351,7 +393,8 @@ fn classify_send_error(err: &awc::error::SendRequestError) -> AttemptOutcome {
     }
 }
 
-fn describe(outcome: AttemptOutcome) -> String {
+/// What an attempt ran into, for error messages.
+pub fn describe(outcome: AttemptOutcome) -> String {
     match outcome {
         AttemptOutcome::Success => "success".to_owned(),
         AttemptOutcome::ConnectionRefused => "connection refused".to_owned(),
@@ -361,6 +404,7 @@ fn describe(outcome: AttemptOutcome) -> String {
         AttemptOutcome::ServerError { status } => format!("server error {status}"),
         AttemptOutcome::ClientError { status } => format!("client error {status}"),
         AttemptOutcome::Cancelled => "cancelled".to_owned(),
+        AttemptOutcome::DeadlineExceeded => "the request's overall deadline passed".to_owned(),
     }
 }
 

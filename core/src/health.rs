@@ -95,6 +95,39 @@ pub enum ProbeOutcome {
     TimedOut,
 }
 
+/// What one health probe got back, as the prober saw it: the machine that reads it needs more
+/// than ok/failed (a server that answers 503 is alive; one that cannot be reached is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum ProbeAnswer {
+    /// The server answered with this HTTP status.
+    Status(u16),
+    /// No connection could be made, or it broke before the answer.
+    NoConnection,
+    /// No answer within the probe timeout.
+    TimedOut,
+}
+
+impl ProbeAnswer {
+    /// Whether the server answered with a success status (2xx).
+    #[must_use]
+    pub const fn is_success(self) -> bool {
+        matches!(self, ProbeAnswer::Status(200..=299))
+    }
+
+    /// The outcome as the [`HealthTracker`] counts it: 2xx is ok, any other answer or no
+    /// connection is a failure, no answer in time is a timeout.
+    #[must_use]
+    pub const fn outcome(self) -> ProbeOutcome {
+        match self {
+            ProbeAnswer::Status(200..=299) => ProbeOutcome::Ok,
+            ProbeAnswer::Status(_) | ProbeAnswer::NoConnection => ProbeOutcome::Failed,
+            ProbeAnswer::TimedOut => ProbeOutcome::TimedOut,
+        }
+    }
+}
+
 /// What the tracker currently believes about the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -12,6 +12,9 @@
 //!
 //! | concept | type |
 //! |---|---|
+//! | **the supervisor's decisions, all of them** | [`Supervision`] (events in, [`Action`]s out) |
+//! | what requests check, lock-free | [`Snapshot`] |
+//! | one request's attempts and deadlines | [`RequestPlan`] |
 //! | start counter | [`Generation`] |
 //! | a report of a hang | [`Hang`], [`HangCause`] |
 //! | probes → verdict | [`HealthTracker`] |
@@ -20,9 +23,35 @@
 //! | one request's retries | [`RetryPlan`] |
 //! | response deadlines | [`StreamWatch`] |
 //! | repeat offenders | [`PoisonTracker`] |
-//! | deadlocks behind a green `/health` | [`ProgressWatch`] |
+//! | deadlocks behind a green `/health` | [`ProgressWatch`], [`Liveness`] |
 //! | what the supervisor is doing | [`Phase`] |
 //! | every knob | [`CoreConfig`] |
+//!
+//! The machine, driven by hand (a driver does this with processes and timers):
+//!
+//! ```
+//! use core::time::Duration;
+//! use respawn_core::*;
+//!
+//! let mut machine = Supervision::try_new(SupervisionConfig::new(1), Duration::ZERO, 42)?;
+//! machine.start(Duration::ZERO);
+//! assert_eq!(machine.poll_action(), Some(Action::Spawn { generation: Generation(1) }));
+//! machine.handle_spawned(Duration::from_millis(5));
+//! machine.handle_probe(Duration::from_millis(20), Generation(1), ProbeAnswer::Status(200), &[]);
+//! assert_eq!(machine.phase(), Phase::Ready);
+//! // 1,000 requests time out against the same frozen server: one restart, with strategy 0.
+//! for _ in 0..1000 {
+//!     let hang = Hang::new(Generation(1), HangCause::FirstByteTimeout);
+//!     machine.handle_hang(Duration::from_secs(90), hang, &[]);
+//! }
+//! let restarts = core::iter::from_fn(|| machine.poll_action())
+//!     .filter(|a| matches!(a, Action::Restart { strategy: 0, .. }))
+//!     .count();
+//! assert_eq!(restarts, 1);
+//! # Ok::<(), InvalidConfig>(())
+//! ```
+//!
+//! Its parts, alone:
 //!
 //! ```
 //! use core::time::Duration;
@@ -54,23 +83,31 @@ mod exponential;
 mod generation;
 mod hang;
 mod health;
+mod liveness;
 mod phase;
 mod poison;
 mod progress;
+mod request_plan;
 mod restart_gate;
 mod restart_policy;
 mod retry_plan;
+mod snapshot;
 mod stream_watch;
+mod supervision;
 
 pub use config::*;
 pub use error::*;
 pub use generation::*;
 pub use hang::*;
 pub use health::*;
+pub use liveness::*;
 pub use phase::*;
 pub use poison::*;
 pub use progress::*;
+pub use request_plan::*;
 pub use restart_gate::*;
 pub use restart_policy::*;
 pub use retry_plan::*;
+pub use snapshot::*;
 pub use stream_watch::*;
+pub use supervision::*;

@@ -5,14 +5,18 @@
 //! 1. `Success` → [`Done`](RetryDecision::Done).
 //! 2. `Cancelled` → give up ([`Cancelled`](GiveUpReason::Cancelled)): nobody is waiting.
 //! 3. `ClientError` (4xx) → give up: the server rejected the request itself, a retry would too.
+//!    `DeadlineExceeded` → give up ([`DeadlineExceeded`](GiveUpReason::DeadlineExceeded)): the
+//!    request's own budget is spent.
 //! 4. Bytes already reached the client → give up ([`BytesAlreadySent`](GiveUpReason::BytesAlreadySent)):
 //!    a replay would send the client a second, different beginning. Never replay.
 //! 5. That was the last attempt allowed (attempt `max_retries + 1`) → give up
 //!    ([`RetriesExhausted`](GiveUpReason::RetriesExhausted)).
 //! 6. `FirstByteTimeout`, `Stall`, `ConnectionRefused`, `ConnectionReset` → the server of this
-//!    generation is hung or gone: the caller reports the hang, and the retry goes to the next
-//!    generation as soon as it is ready ([`WaitForGeneration`](RetryDecision::WaitForGeneration)).
-//!    The first timeout triggers the restart, and the retry follows at once.
+//!    generation is hung or gone ([`AttemptOutcome::means_server_hung`]): the retry goes to the
+//!    next generation as soon as it is ready ([`WaitForGeneration`](RetryDecision::WaitForGeneration)).
+//!    The timeouts are also the hang to report ([`AttemptOutcome::hang_cause`]); the first one
+//!    triggers the restart, and the retry follows at once. [`RequestPlan`](crate::RequestPlan)
+//!    refines this for refused connections and for a supervisor that does not restart.
 //! 7. `ServerError` (5xx) → the server answers but failed: retry after an exponential backoff,
 //!    `base_delay * 2^(attempt-1)` capped at `max_delay` ([`RetryNow`](RetryDecision::RetryNow)
 //!    when that is zero).
@@ -22,7 +26,7 @@
 use core::time::Duration;
 
 use crate::exponential::grow;
-use crate::{Generation, GiveUpReason, InvalidConfig};
+use crate::{Generation, GiveUpReason, HangCause, InvalidConfig};
 
 /// How one attempt of a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +55,14 @@ pub enum AttemptOutcome {
     },
     /// The client went away.
     Cancelled,
+    /// The request's overall budget (`stream.total`) ran out: a budget, not a hang.
+    DeadlineExceeded,
 }
 
 impl AttemptOutcome {
-    /// Whether this outcome means the server itself is hung or gone (a hang to report).
+    /// Whether this outcome means the server of that generation is hung or gone, so that the
+    /// retry belongs to the next generation: a deadline passed in silence, or the connection was
+    /// refused or broken.
     #[must_use]
     pub const fn means_server_hung(self) -> bool {
         matches!(
@@ -64,6 +72,18 @@ impl AttemptOutcome {
                 | AttemptOutcome::FirstByteTimeout
                 | AttemptOutcome::Stall
         )
+    }
+
+    /// The hang this outcome is evidence of, to be reported: only a deadline that passed while
+    /// the server kept silent. A refused or broken connection is not reported: a server that died
+    /// is reported by whoever watches its process, and a stale keep-alive connection is no hang.
+    #[must_use]
+    pub const fn hang_cause(self) -> Option<HangCause> {
+        match self {
+            AttemptOutcome::FirstByteTimeout => Some(HangCause::FirstByteTimeout),
+            AttemptOutcome::Stall => Some(HangCause::StreamStall),
+            _ => None,
+        }
     }
 }
 
@@ -166,6 +186,9 @@ impl RetryPlan {
             AttemptOutcome::Cancelled => return RetryDecision::GiveUp(GiveUpReason::Cancelled),
             AttemptOutcome::ClientError { status } => {
                 return RetryDecision::GiveUp(GiveUpReason::ClientError { status })
+            }
+            AttemptOutcome::DeadlineExceeded => {
+                return RetryDecision::GiveUp(GiveUpReason::DeadlineExceeded)
             }
             _ => {}
         }

@@ -554,3 +554,294 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. The supervision machine against a simple model, under random interleavings of everything a
+// supervisor can see: one incident per generation, restarts single-flight and never beyond the
+// intensity limit, nothing after the end, `Ready` only for the current generation.
+
+#[derive(Clone, Debug)]
+enum Event {
+    /// A detector reports a hang against `current + offset - 1`.
+    Hang(u8, usize),
+    Exit(u8),
+    Probe(u8, u8),
+    /// The outstanding restart strategy answers (or a stale one, when none is outstanding).
+    RestartDone(bool),
+    RestartFailed,
+    /// Time passes; a due backoff fires.
+    Advance(u64),
+    Operator,
+    Progress(u8, bool),
+    Canary(bool),
+    Succeeded(u8),
+    Shutdown,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => (0u8..3, 0usize..8).prop_map(|(o, c)| Event::Hang(o, c)),
+        2 => (0u8..3).prop_map(Event::Exit),
+        6 => (0u8..3, 0u8..4).prop_map(|(o, a)| Event::Probe(o, a)),
+        4 => any::<bool>().prop_map(Event::RestartDone),
+        2 => Just(Event::RestartFailed),
+        4 => (0u64..40_000).prop_map(Event::Advance),
+        1 => Just(Event::Operator),
+        2 => (0u8..3, any::<bool>()).prop_map(|(c, busy)| Event::Progress(c, busy)),
+        1 => any::<bool>().prop_map(Event::Canary),
+        1 => (0u8..4).prop_map(Event::Succeeded),
+        1 => Just(Event::Shutdown),
+    ]
+}
+
+/// What the test's driver remembers between events (the I/O side, not decisions).
+#[derive(Default)]
+struct Driver {
+    /// The strategy asked and not answered yet, with the generation it will start.
+    asked: Option<(usize, Generation)>,
+    wake: Option<Duration>,
+    spawning: bool,
+    /// Times of the restarts begun, for the intensity check.
+    begun: Vec<Duration>,
+    incidents: Vec<Generation>,
+    failed: bool,
+}
+
+fn answer(code: u8) -> ProbeAnswer {
+    match code {
+        0 => ProbeAnswer::Status(200),
+        1 => ProbeAnswer::Status(503),
+        2 => ProbeAnswer::NoConnection,
+        _ => ProbeAnswer::TimedOut,
+    }
+}
+
+fn check_actions(
+    m: &mut Supervision,
+    d: &mut Driver,
+    now: Duration,
+    strategies: usize,
+) -> Result<(), TestCaseError> {
+    while let Some(action) = m.poll_action() {
+        prop_assert!(
+            !d.failed || matches!(action, Action::Publish(_) | Action::Detected { .. }),
+            "{:?} after the machine gave up",
+            action
+        );
+        match action {
+            Action::Spawn { generation } => {
+                prop_assert_eq!(generation, Generation(1));
+                prop_assert!(!d.spawning);
+                d.spawning = true;
+            }
+            Action::Restart {
+                hung,
+                next,
+                strategy,
+                ..
+            } => {
+                prop_assert!(d.asked.is_none(), "two restarts at once");
+                prop_assert!(strategy < strategies);
+                prop_assert_eq!(next, m.generation().next());
+                prop_assert!(hung <= m.generation());
+                d.asked = Some((strategy, next));
+            }
+            Action::WakeAt(at) => {
+                prop_assert!(at >= now);
+                d.wake = Some(at);
+            }
+            Action::Detected { hang, triage } => {
+                if triage == Triage::Incident {
+                    prop_assert!(
+                        d.incidents
+                            .last()
+                            .map_or(true, |last| *last < hang.generation),
+                        "a second incident for {} after {:?}",
+                        hang.generation,
+                        d.incidents
+                    );
+                    d.incidents.push(hang.generation);
+                }
+            }
+            Action::RestartScheduled { .. } => d.begun.push(now),
+            Action::Ready { generation, .. } => {
+                prop_assert_eq!(generation, m.generation());
+                prop_assert_eq!(m.phase(), Phase::Ready);
+            }
+            Action::Failed(_) => d.failed = true,
+            Action::Publish(status) => {
+                prop_assert_eq!(status, m.status());
+            }
+            Action::Watch { .. }
+            | Action::StartupTimedOut { .. }
+            | Action::StrategiesExhausted
+            | Action::Quarantined(_) => {}
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn the_machine_restarts_each_generation_at_most_once_within_the_intensity_limit(
+        strategies in 0usize..3,
+        max_restarts in 1u32..6,
+        window_s in 1u64..300,
+        enable_restart in prop::bool::weighted(0.85),
+        events in prop::collection::vec(event(), 0..250),
+    ) {
+        let mut config = SupervisionConfig::new(strategies);
+        config.enable_restart = enable_restart;
+        config.core.policy.intensity = IntensityConfig { max_restarts, window: Duration::from_secs(window_s) };
+        config.core.health.startup_timeout = Duration::from_secs(60);
+        config.core.poison_threshold = 2;
+        let mut m = Supervision::try_new(config, Duration::ZERO, 3).unwrap();
+        let mut d = Driver::default();
+        let mut now = Duration::ZERO;
+        m.start(now);
+        check_actions(&mut m, &mut d, now, strategies)?;
+        m.handle_spawned(now);
+        d.spawning = false;
+        check_actions(&mut m, &mut d, now, strategies)?;
+        for event in events {
+            let current = m.generation().get();
+            let at = |offset: u8| Generation((current + u64::from(offset)).saturating_sub(1));
+            let in_flight = [Fingerprint(1), Fingerprint(2)];
+            match event {
+                Event::Hang(offset, cause) => {
+                    m.handle_hang(now, Hang::new(at(offset), HangCause::ALL[cause]), &in_flight)
+                }
+                Event::Exit(offset) => m.handle_exit(now, at(offset), &[]),
+                Event::Probe(offset, code) => m.handle_probe(now, at(offset), answer(code), &[]),
+                Event::RestartDone(ready) => match d.asked.take() {
+                    Some((strategy, _)) => m.handle_restart_done(now, strategy, ready),
+                    None => m.handle_restart_done(now, 0, ready),
+                },
+                Event::RestartFailed => match d.asked.take() {
+                    Some((strategy, _)) => m.handle_restart_failed(now, strategy),
+                    None => m.handle_restart_failed(now, 0),
+                },
+                Event::Advance(ms_) => {
+                    now += ms(ms_);
+                    if d.wake.is_some_and(|at| at <= now) {
+                        d.wake = None;
+                        m.handle_timeout(now);
+                    }
+                }
+                Event::Operator => {
+                    let replaced = m.handle_operator_restart(now, &[]);
+                    prop_assert_eq!(replaced, Generation(current));
+                }
+                Event::Progress(counter, busy) => {
+                    let open: &[Fingerprint] = if busy { &in_flight } else { &[] };
+                    m.handle_progress(now, m.generation(), ProgressReading::Counter(u64::from(counter)), open);
+                }
+                Event::Canary(answered) => m.handle_canary(now, m.generation(), answered, &[]),
+                Event::Succeeded(fp) => m.handle_request_succeeded(now, Fingerprint(u64::from(fp))),
+                Event::Shutdown => {
+                    m.handle_shutdown(now);
+                    d.failed = true;
+                    d.asked = None;
+                }
+            }
+            check_actions(&mut m, &mut d, now, strategies)?;
+            // The intensity limit: never more restarts inside one window than allowed.
+            for &start in &d.begun {
+                let inside = d.begun.iter().filter(|&&t| t >= start && t - start < Duration::from_secs(window_s)).count();
+                prop_assert!(inside <= max_restarts as usize, "{} restarts in one window", inside);
+            }
+            if !enable_restart {
+                prop_assert!(d.begun.is_empty(), "a restart with restarts disabled");
+            }
+            if m.phase().is_terminal() {
+                prop_assert!(m.next_probe_in(m.generation()).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn snapshots_pack_and_unpack(generation in 0u64..(1 << 40), phase in 0usize..7, epoch in 0u32..(1 << 20)) {
+        let snapshot = Snapshot { generation: Generation(generation), phase: Phase::ALL[phase], poison_epoch: epoch };
+        prop_assert_eq!(Snapshot::unpack(snapshot.pack()), snapshot);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. One request's plan: the attempt bound holds across deadlines, stalls, resets and 5xx; a
+// hang is reported exactly for a silent deadline; once bytes reached the client nothing is
+// replayed (`Continue`, reserved for stream resumption, is never answered).
+
+#[derive(Clone, Debug)]
+enum AttemptEnd {
+    /// A deadline passes after `chunks` chunks arrived.
+    Deadline {
+        chunks: u8,
+    },
+    Outcome(AttemptOutcome),
+}
+
+fn attempt_end() -> impl Strategy<Value = AttemptEnd> {
+    prop_oneof![
+        2 => (0u8..3).prop_map(|chunks| AttemptEnd::Deadline { chunks }),
+        3 => attempt_outcome().prop_map(AttemptEnd::Outcome),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn a_request_plan_ends_within_the_bound_and_never_replays_what_the_client_saw(
+        retry in retry_config(),
+        enable_restart in any::<bool>(),
+        total in prop::option::of(1u64..200_000),
+        attempts in prop::collection::vec((attempt_end(), prop::bool::weighted(0.2), 0u64..5), 64),
+    ) {
+        let deadlines = StreamDeadlines { total: total.map(ms), ..StreamDeadlines::default() };
+        let mut plan = RequestPlan::new(RequestConfig { retry, deadlines, enable_restart });
+        let mut now = Duration::ZERO;
+        let mut ended_after = None;
+        for (n, (end, reach_client, generation)) in attempts.into_iter().enumerate() {
+            let generation = Generation(generation);
+            plan.begin(now, generation);
+            let outcome = match end {
+                AttemptEnd::Outcome(outcome) => outcome,
+                AttemptEnd::Deadline { chunks } => {
+                    for _ in 0..chunks {
+                        now += ms(10);
+                        plan.on_chunk(now);
+                    }
+                    let deadline = plan.deadline().expect("an attempt was begun");
+                    prop_assert_eq!(plan.check(deadline - Duration::from_nanos(1).min(deadline)).is_none(), deadline > Duration::ZERO);
+                    now = deadline;
+                    plan.check(now).expect("the deadline passed")
+                }
+            };
+            if reach_client {
+                plan.reached_client();
+            }
+            let decision = plan.decide(outcome);
+            prop_assert_eq!(decision.report.is_some(), matches!(outcome, AttemptOutcome::FirstByteTimeout | AttemptOutcome::Stall));
+            if let Some(hang) = decision.report {
+                prop_assert_eq!(hang.generation, generation);
+            }
+            prop_assert_ne!(decision.next, Next::Continue);
+            if plan.has_reached_client() && outcome != AttemptOutcome::Success {
+                prop_assert!(matches!(decision.next, Next::GiveUp(_)), "{:?} after bytes reached the client", decision.next);
+            }
+            match decision.next {
+                Next::Done | Next::GiveUp(_) => {
+                    ended_after = Some(n + 1);
+                    break;
+                }
+                Next::WaitForGeneration(g) => {
+                    prop_assert!(enable_restart);
+                    prop_assert_eq!(g, generation.next());
+                }
+                Next::Recheck { next, .. } => prop_assert_eq!(next, generation.next()),
+                Next::RetryNow | Next::RetryAfter(_) | Next::Continue => {}
+            }
+            now += ms(1);
+        }
+        let ended_after = ended_after.ok_or_else(|| TestCaseError::fail("never ended"))?;
+        prop_assert!(ended_after <= retry.max_retries as usize + 1);
+    }
+}

@@ -1,33 +1,31 @@
-//! The `RestartCoordinator`: receives every hang report, decides with the core's `RestartGate`
-//! and `RestartPolicy`, asks the restart strategies in order, and publishes the supervisor's state.
+//! The `RestartCoordinator`: owns the supervision machine ([`Supervision`]) and drives it.
 //!
-//! One freeze noticed by a thousand requests is one restart: the gate answers `StartRestart` to the
-//! first report against the current generation and `AlreadyRestarting` or `Stale` to the rest.
+//! It decides nothing itself. Every message from the other actors becomes one `handle_*` call on
+//! the machine with the current time; then the machine's actions are carried out in order:
+//! spawn the server, tell the prober which generation to watch, ask restart strategy *i*, set a
+//! timer for a backoff, publish the state, log and count. One freeze noticed by a thousand
+//! requests is one restart because the machine says so, not because of anything here.
+//!
+//! What it keeps besides the machine is only what the status document shows and no rule reads:
+//! the child's pid, the last error's text, the last completed restart.
 
-mod messages;
-
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
 use respawn_core::{
-    GateDecision, Generation, HangCause, Phase, PoisonTracker, PolicyDecision, RestartGate,
-    RestartPolicy,
+    Action, CoreConfig, FailReason, Fingerprint, HangCause, Supervision, SupervisionConfig, Triage,
 };
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-pub use messages::{
-    Hang, Ready, RequestSucceeded, RestartNow, Shutdown, StartupTimedOut, Unhealthy,
-};
-
-use crate::health_actor::Watch;
 use crate::in_flight::InFlight;
+use crate::messages::{
+    CanaryResult, HangReport, LivenessOrder, LivenessTick, ProbeResult, ProgressSample,
+    RequestSucceeded, RestartNow, Shutdown, Watch,
+};
 use crate::metrics::Metrics;
-use crate::state::{unix_now_s, LastRestart, SupervisorState};
+use crate::state::{unix_now_s, Clock, LastRestart, SharedSnapshot, SupervisorState};
 
 /// One restart strategy the coordinator can ask, by name.
 #[derive(Clone)]
@@ -51,11 +49,10 @@ impl std::fmt::Debug for Strategy {
 pub struct CoordinatorConfig {
     /// The server's name, for logs.
     pub name: String,
-    /// Restart policy: backoff and intensity.
-    pub policy: respawn_core::RestartPolicyConfig,
-    /// Hangs a request may be in flight at before it is quarantined.
-    pub poison_threshold: u32,
-    /// `false`: detect and report hangs, never restart (the seed's `ENABLE_SERVER_RESTART=false`).
+    /// Every threshold of the machine.
+    pub core: CoreConfig,
+    /// `false`: detect and report hangs, never restart (the original design's
+    /// `ENABLE_SERVER_RESTART=false`).
     pub enable_restart: bool,
 }
 
@@ -67,295 +64,250 @@ pub struct CoordinatorParts {
     pub server: Option<Addr<ServerActor>>,
     /// The health prober (told to watch each new generation).
     pub health: Recipient<Watch>,
-    /// Where the state is published.
+    /// Where the state is published for waiting requests and the status endpoint.
     pub state: watch::Sender<SupervisorState>,
+    /// Where the one-word snapshot is published for the request path.
+    pub snapshot: Arc<SharedSnapshot>,
+    /// The supervisor's clock.
+    pub clock: Clock,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
-    /// The requests in flight (for poison tracking).
+    /// The requests in flight (suspects at an incident).
     pub in_flight: Arc<InFlight>,
 }
 
-/// A restart under way: why, and since when (for the recovery time).
-#[derive(Clone, Copy, Debug)]
-struct PendingRestart {
-    cause: HangCause,
-    detected_at: Instant,
-    at_unix: u64,
-}
-
-/// Decides and drives restarts; see the module docs.
+/// Drives the supervision machine; see the module docs.
 pub struct RestartCoordinator {
-    config: CoordinatorConfig,
+    name: String,
     parts: CoordinatorParts,
-    gate: RestartGate,
-    policy: RestartPolicy,
-    poison: PoisonTracker,
-    origin: Instant,
-    pending: Option<PendingRestart>,
-    started_at: Option<Instant>,
-    rng: u64,
-    suspects: HashSet<respawn_core::Fingerprint>,
-    quarantined: HashSet<respawn_core::Fingerprint>,
+    machine: Supervision,
+    /// The text of the last error, for the status document and the give-up message.
+    last_error: Option<String>,
+    /// The current child's pid, for the status document and the log.
+    pid: Option<u32>,
 }
 
 impl RestartCoordinator {
-    /// A coordinator; fails if the restart policy is invalid.
+    /// A coordinator; fails if a threshold is invalid.
     pub fn new(
         config: CoordinatorConfig,
         parts: CoordinatorParts,
     ) -> Result<Self, respawn_core::InvalidConfig> {
-        let policy = RestartPolicy::try_new(config.policy)?;
-        let poison = PoisonTracker::new(config.poison_threshold.max(1));
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
+            .map(|d| u64::from(d.subsec_nanos()))
             .unwrap_or(0x9e37_79b9);
+        let machine = Supervision::try_new(
+            SupervisionConfig {
+                core: config.core,
+                strategies: parts.strategies.len(),
+                enable_restart: config.enable_restart,
+            },
+            parts.clock.now(),
+            seed,
+        )?;
         Ok(Self {
-            config,
+            name: config.name,
             parts,
-            gate: RestartGate::new(),
-            policy,
-            poison,
-            origin: Instant::now(),
-            pending: None,
-            started_at: None,
-            rng: seed | 1,
-            suspects: HashSet::new(),
-            quarantined: HashSet::new(),
+            machine,
+            last_error: None,
+            pid: None,
         })
     }
 
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
+    fn now(&self) -> std::time::Duration {
+        self.parts.clock.now()
     }
 
-    fn jitter(&mut self) -> u32 {
-        // xorshift64: jitter needs spread, not secrecy.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 32) as u32
+    fn in_flight(&self) -> Vec<Fingerprint> {
+        self.parts.in_flight.fingerprints()
     }
 
     fn publish(&self, update: impl FnOnce(&mut SupervisorState)) {
         self.parts.state.send_modify(update);
     }
 
-    fn phase(&self) -> Phase {
-        self.parts.state.borrow().phase
+    fn set_pid(&mut self, pid: Option<u32>) {
+        self.pid = pid;
+        self.publish(|s| s.pid = pid);
     }
 
-    /// The first start of the server (generation 1).
-    fn start_first(&mut self, ctx: &mut Context<Self>) {
-        let generation = self.gate.generation().next();
-        match self.parts.server.clone() {
-            Some(server) => {
-                self.publish(|s| s.phase = Phase::Starting);
-                server
-                    .send(Start { generation })
-                    .into_actor(self)
-                    .map(move |result, act, ctx| match result {
-                        Ok(Ok(started)) => {
-                            act.on_started(ctx, started.generation, Some(started.pid), false)
-                        }
-                        Ok(Err(err)) => act.fail(format!("cannot start the model server: {err}")),
-                        Err(err) => act.fail(format!("the server actor is gone: {err}")),
-                    })
-                    .spawn(ctx);
-            }
-            None => {
+    fn set_error(&mut self, message: String) {
+        self.last_error = Some(message.clone());
+        self.publish(|s| s.last_error = Some(message));
+    }
+
+    /// Carries out every action the machine has queued, in order.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.machine.poll_action() {
+            self.act(ctx, action);
+        }
+    }
+
+    fn act(&mut self, ctx: &mut Context<Self>, action: Action) {
+        let name = self.name.clone();
+        match action {
+            Action::Spawn { generation } => match self.parts.server.clone() {
+                Some(server) => {
+                    server
+                        .send(Start { generation })
+                        .into_actor(self)
+                        .map(move |result, act, ctx| {
+                            let now = act.now();
+                            match result {
+                                Ok(Ok(started)) => {
+                                    act.set_pid(Some(started.pid));
+                                    act.machine.handle_spawned(now);
+                                }
+                                Ok(Err(err)) => {
+                                    act.set_error(format!("cannot start the model server: {err}"));
+                                    act.machine.handle_spawn_failed(now);
+                                }
+                                Err(err) => {
+                                    act.set_error(format!("the server actor is gone: {err}"));
+                                    act.machine.handle_spawn_failed(now);
+                                }
+                            }
+                            act.drive(ctx);
+                        })
+                        .spawn(ctx);
+                }
                 // Not owned: the server is already running; generation 1 is what answers now.
-                self.on_started(ctx, generation, None, false);
+                None => {
+                    let now = self.now();
+                    self.machine.handle_spawned(now);
+                }
+            },
+            Action::Watch { generation } => {
+                let pid = self.pid.unwrap_or(0);
+                info!(server = %name, %generation, pid, "server started; waiting until it is ready");
+                self.publish(|s| s.ready_at = None);
+                self.parts.health.do_send(Watch { generation });
             }
-        }
-    }
-
-    fn on_started(
-        &mut self,
-        ctx: &mut Context<Self>,
-        expected: Generation,
-        pid: Option<u32>,
-        ready_confirmed: bool,
-    ) {
-        let generation = self.gate.started();
-        if generation != expected {
-            warn!(server = %self.config.name, %generation, %expected, "generation mismatch after a start");
-        }
-        self.started_at = Some(Instant::now());
-        self.publish(|s| {
-            s.generation = generation;
-            s.pid = pid;
-            s.phase = Phase::Starting;
-            s.ready_at = None;
-        });
-        info!(server = %self.config.name, %generation, pid = pid.unwrap_or(0), "server started; waiting until it is ready");
-        self.parts.health.do_send(Watch { generation });
-        if ready_confirmed {
-            let startup = self.started_at.map(|t| t.elapsed()).unwrap_or_default();
-            self.on_ready(ctx, generation, startup);
-        }
-    }
-
-    fn on_ready(&mut self, _ctx: &mut Context<Self>, generation: Generation, startup: Duration) {
-        if generation != self.gate.generation() || self.phase() == Phase::Ready {
-            return;
-        }
-        self.gate.ready();
-        let now = self.now();
-        self.policy.on_ready(now, startup);
-        let last = self.pending.take().map(|p| {
-            let took = p.detected_at.elapsed();
-            self.parts.metrics.recovered(took);
-            info!(
-                server = %self.config.name,
-                %generation,
-                cause = p.cause.as_str(),
-                recovery_ms = took.as_millis() as u64,
-                "recovered: the new generation is ready"
-            );
-            LastRestart {
-                cause: p.cause.as_str(),
-                duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                at: p.at_unix,
-            }
-        });
-        if last.is_none() {
-            info!(server = %self.config.name, %generation, startup_ms = startup.as_millis() as u64, "server ready");
-        }
-        self.publish(|s| {
-            s.phase = Phase::Ready;
-            s.ready_at = Some(unix_now_s());
-            if let Some(last) = last {
-                s.last_restart = Some(last);
-            }
-        });
-    }
-
-    fn on_hang(&mut self, ctx: &mut Context<Self>, generation: Generation, cause: HangCause) {
-        let phase = self.phase();
-        if matches!(phase, Phase::Failed | Phase::Stopping | Phase::Stopped) {
-            return;
-        }
-        self.parts.metrics.hang_detected(cause);
-        // A start that dies or never becomes ready is a failed restart, not a new hang: the gate
-        // already has a restart under way for this generation.
-        if phase == Phase::Starting
-            && generation == self.gate.generation()
-            && matches!(cause, HangCause::Exited | HangCause::StartupTimeout)
-            && self.gate.is_restarting()
-        {
-            warn!(server = %self.config.name, %generation, cause = cause.as_str(), "the new generation failed during its start");
-            let pending = self.pending.get_or_insert(PendingRestart {
+            Action::Restart {
+                hung,
+                next,
                 cause,
-                detected_at: Instant::now(),
-                at_unix: unix_now_s(),
-            });
-            pending.cause = cause;
-            self.schedule_restart(ctx, generation, cause);
-            return;
-        }
-        match self.gate.report(respawn_core::Hang { generation, cause }) {
-            GateDecision::StartRestart { generation } => {
-                warn!(server = %self.config.name, %generation, cause = cause.as_str(), "hang detected");
-                self.update_poison();
-                self.publish(|s| s.last_cause = Some(cause));
-                if !self.config.enable_restart {
-                    warn!(server = %self.config.name, %generation, "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
-                    // Nothing will be restarted: close the gate again so the next hang is reported
-                    // too, and keep probing the same generation so that a recovery is seen.
-                    self.gate.abandon();
-                    self.parts.health.do_send(Watch { generation });
-                    return;
+                strategy,
+            } => self.ask_strategy(ctx, hung, next, cause, strategy),
+            Action::WakeAt(at) => {
+                let delay = at.saturating_sub(self.now());
+                ctx.run_later(delay, |act, ctx| {
+                    let now = act.now();
+                    act.machine.handle_timeout(now);
+                    act.drive(ctx);
+                });
+            }
+            Action::Detected { hang, triage } => {
+                self.parts.metrics.hang_detected(hang.cause);
+                let generation = hang.generation;
+                let cause = hang.cause.as_str();
+                match triage {
+                    Triage::Incident => {
+                        warn!(server = %name, %generation, cause, "hang detected")
+                    }
+                    Triage::ReportOnly => {
+                        warn!(server = %name, %generation, cause, "hang detected");
+                        warn!(server = %name, %generation, "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
+                    }
+                    Triage::FailedStart => {
+                        warn!(server = %name, %generation, cause, "the new generation failed during its start")
+                    }
+                    Triage::Joined => {
+                        debug!(server = %name, %generation, cause, "hang report joins the restart under way")
+                    }
+                    Triage::Stale => {
+                        debug!(server = %name, %generation, cause, "stale hang report ignored")
+                    }
                 }
-                self.pending = Some(PendingRestart {
-                    cause,
-                    detected_at: Instant::now(),
-                    at_unix: unix_now_s(),
-                });
-                self.schedule_restart(ctx, generation, cause);
             }
-            GateDecision::AlreadyRestarting { generation } => {
-                debug!(server = %self.config.name, %generation, cause = cause.as_str(), "hang report joins the restart under way");
+            Action::StartupTimedOut { generation, after } => {
+                warn!(server = %name, %generation, after_s = after.as_secs(), "the server did not become ready within the startup timeout");
+                self.set_error(format!(
+                    "the server did not become ready within the startup timeout ({}s)",
+                    after.as_secs()
+                ));
             }
-            GateDecision::Stale { reported, current } => {
-                debug!(server = %self.config.name, %reported, %current, cause = cause.as_str(), "stale hang report ignored");
-            }
-        }
-    }
-
-    fn update_poison(&mut self) {
-        let in_flight = self.parts.in_flight.fingerprints();
-        for fp in self.poison.on_hang(&in_flight) {
-            warn!(server = %self.config.name, fingerprint = fp.0, "request quarantined: it was in flight at repeated hangs");
-            self.quarantined.insert(fp);
-        }
-        for fp in in_flight {
-            if self.poison.strikes(fp) > 0 {
-                self.suspects.insert(fp);
-            }
-        }
-        self.publish_poison();
-    }
-
-    fn publish_poison(&self) {
-        self.parts
-            .in_flight
-            .publish_poison(self.suspects.clone(), self.quarantined.clone());
-    }
-
-    fn schedule_restart(&mut self, ctx: &mut Context<Self>, hung: Generation, cause: HangCause) {
-        let now = self.now();
-        let jitter = self.jitter();
-        match self.policy.on_restart_needed(now, jitter) {
-            PolicyDecision::GiveUp(reason) => {
-                // Say what kept failing, not only that the limit was reached.
-                let last = self.parts.state.borrow().last_error.clone();
-                self.fail(match last {
-                    Some(last) => format!("{reason}; last failure: {last}"),
-                    None => format!("{reason}"),
-                });
-            }
-            PolicyDecision::RestartAfter(delay) => {
+            Action::RestartScheduled { cause, delay } => {
                 self.parts.metrics.restart_started(cause);
-                self.publish(|s| {
-                    s.restarts += 1;
-                    s.phase = if delay.is_zero() {
-                        Phase::Restarting
-                    } else {
-                        Phase::BackingOff
-                    };
-                });
-                if delay.is_zero() {
-                    self.run_strategy(ctx, hung, cause, 0);
-                } else {
-                    info!(server = %self.config.name, delay_ms = delay.as_millis() as u64, "backing off before the restart");
-                    ctx.run_later(delay, move |act, ctx| act.run_strategy(ctx, hung, cause, 0));
+                if !delay.is_zero() {
+                    info!(server = %name, delay_ms = delay.as_millis() as u64, "backing off before the restart");
                 }
+            }
+            Action::StrategiesExhausted => {
+                warn!(server = %name, "every restart strategy failed; backing off");
+            }
+            Action::Ready {
+                generation,
+                startup,
+                recovery,
+            } => {
+                let last = recovery.map(|r| {
+                    self.parts.metrics.recovered(r.took);
+                    info!(
+                        server = %name,
+                        %generation,
+                        cause = r.cause.as_str(),
+                        recovery_ms = r.took.as_millis() as u64,
+                        "recovered: the new generation is ready"
+                    );
+                    LastRestart {
+                        cause: r.cause.as_str(),
+                        duration_ms: u64::try_from(r.took.as_millis()).unwrap_or(u64::MAX),
+                        at: unix_now_s().saturating_sub(r.took.as_secs()),
+                    }
+                });
+                if last.is_none() {
+                    info!(server = %name, %generation, startup_ms = startup.as_millis() as u64, "server ready");
+                }
+                self.publish(|s| {
+                    s.ready_at = Some(unix_now_s());
+                    if let Some(last) = last {
+                        s.last_restart = Some(last);
+                    }
+                });
+            }
+            Action::Quarantined(fingerprint) => {
+                warn!(server = %name, fingerprint = fingerprint.0, "request quarantined: it was in flight at repeated hangs");
+            }
+            Action::Failed(reason) => {
+                // Say what kept failing, not only that the limit was reached.
+                let message = match (reason, self.last_error.clone()) {
+                    (FailReason::FirstStartFailed, Some(last)) => last,
+                    (FailReason::Exhausted(reason), Some(last)) => {
+                        format!("{reason}; last failure: {last}")
+                    }
+                    (reason, None) => reason.to_string(),
+                };
+                error!(server = %name, reason = %message, "giving up on the model server");
+                self.set_error(message);
+            }
+            Action::Publish(status) => {
+                self.parts.snapshot.publish(&status, self.machine.poison());
+                self.publish(|s| {
+                    s.phase = status.phase;
+                    s.generation = status.generation;
+                    s.restarts = status.restarts;
+                    s.last_cause = status.last_cause;
+                });
             }
         }
     }
 
-    fn run_strategy(
+    fn ask_strategy(
         &mut self,
         ctx: &mut Context<Self>,
-        hung: Generation,
+        hung: respawn_core::Generation,
+        next: respawn_core::Generation,
         cause: HangCause,
         index: usize,
     ) {
-        if matches!(
-            self.phase(),
-            Phase::Failed | Phase::Stopping | Phase::Stopped
-        ) {
-            return;
-        }
         let Some(strategy) = self.parts.strategies.get(index).cloned() else {
-            warn!(server = %self.config.name, "every restart strategy failed; backing off");
-            self.schedule_restart(ctx, hung, cause);
+            let now = self.now();
+            self.machine.handle_restart_failed(now, index);
             return;
         };
-        self.publish(|s| s.phase = Phase::Restarting);
-        let next = self.gate.generation().next();
-        info!(server = %self.config.name, strategy = strategy.name, %hung, %next, cause = cause.as_str(), "restarting");
+        info!(server = %self.name, strategy = strategy.name, %hung, %next, cause = cause.as_str(), "restarting");
         strategy
             .recipient
             .send(Restart { hung, next, cause })
@@ -366,29 +318,23 @@ impl RestartCoordinator {
                     Ok(Err(err)) => Err(err.to_string()),
                     Err(err) => Err(format!("the strategy actor is gone: {err}")),
                 };
+                let now = act.now();
                 match outcome {
                     Ok(report) => {
-                        debug!(server = %act.config.name, strategy = report.strategy, steps = ?report.steps, "restart strategy done");
-                        act.on_started(ctx, next, report.pid, report.ready_confirmed);
+                        debug!(server = %act.name, strategy = report.strategy, steps = ?report.steps, "restart strategy done");
+                        act.set_pid(report.pid);
+                        act.machine
+                            .handle_restart_done(now, index, report.ready_confirmed);
                     }
                     Err(message) => {
-                        warn!(server = %act.config.name, strategy = strategy.name, error = %message, "restart strategy failed; trying the next one");
-                        act.publish(|s| s.last_error = Some(format!("{}: {message}", strategy.name)));
-                        act.run_strategy(ctx, hung, cause, index + 1);
+                        warn!(server = %act.name, strategy = strategy.name, error = %message, "restart strategy failed; trying the next one");
+                        act.set_error(format!("{}: {message}", strategy.name));
+                        act.machine.handle_restart_failed(now, index);
                     }
                 }
+                act.drive(ctx);
             })
             .spawn(ctx);
-    }
-
-    fn fail(&mut self, reason: String) {
-        error!(server = %self.config.name, %reason, "giving up on the model server");
-        self.gate.abandon();
-        self.pending = None;
-        self.publish(|s| {
-            s.phase = Phase::Failed;
-            s.last_error = Some(reason);
-        });
     }
 }
 
@@ -396,47 +342,76 @@ impl Actor for RestartCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.start_first(ctx);
+        let now = self.now();
+        self.machine.start(now);
+        self.drive(ctx);
     }
 }
 
-impl Handler<Hang> for RestartCoordinator {
+impl Handler<HangReport> for RestartCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: Hang, ctx: &mut Self::Context) {
-        self.on_hang(ctx, msg.generation, msg.cause);
+    fn handle(&mut self, msg: HangReport, ctx: &mut Self::Context) {
+        let now = self.now();
+        let in_flight = self.in_flight();
+        self.machine.handle_hang(now, msg.0, &in_flight);
+        self.drive(ctx);
     }
 }
 
-impl Handler<Unhealthy> for RestartCoordinator {
-    type Result = ();
+impl Handler<ProbeResult> for RestartCoordinator {
+    type Result = Option<std::time::Duration>;
 
-    fn handle(&mut self, msg: Unhealthy, ctx: &mut Self::Context) {
-        debug!(server = %self.config.name, generation = %msg.generation, failures = msg.failures, "health probes failing");
-        self.on_hang(ctx, msg.generation, HangCause::HealthProbes);
+    fn handle(&mut self, msg: ProbeResult, ctx: &mut Self::Context) -> Self::Result {
+        if !msg.answer.is_success() {
+            debug!(server = %self.name, generation = %msg.generation, answer = ?msg.answer, body = msg.body_head.as_deref().unwrap_or(""), "health probe failed");
+        }
+        let now = self.now();
+        let in_flight = self.in_flight();
+        self.machine
+            .handle_probe(now, msg.generation, msg.answer, &in_flight);
+        self.drive(ctx);
+        self.machine.next_probe_in(msg.generation)
     }
 }
 
-impl Handler<StartupTimedOut> for RestartCoordinator {
-    type Result = ();
+impl Handler<LivenessTick> for RestartCoordinator {
+    type Result = LivenessOrder;
 
-    fn handle(&mut self, msg: StartupTimedOut, ctx: &mut Self::Context) {
-        warn!(server = %self.config.name, generation = %msg.generation, after_s = msg.after.as_secs(), "the server did not become ready within the startup timeout");
-        self.publish(|s| {
-            s.last_error = Some(format!(
-                "the server did not become ready within the startup timeout ({}s)",
-                msg.after.as_secs()
-            ))
-        });
-        self.on_hang(ctx, msg.generation, HangCause::StartupTimeout);
+    fn handle(&mut self, msg: LivenessTick, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.now();
+        let step = self
+            .machine
+            .liveness_step(now, msg.in_flight, msg.last_activity);
+        self.drive(ctx);
+        LivenessOrder {
+            generation: self.machine.generation(),
+            step,
+        }
     }
 }
 
-impl Handler<Ready> for RestartCoordinator {
+impl Handler<ProgressSample> for RestartCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: Ready, ctx: &mut Self::Context) {
-        self.on_ready(ctx, msg.generation, msg.startup);
+    fn handle(&mut self, msg: ProgressSample, ctx: &mut Self::Context) {
+        let now = self.now();
+        let in_flight = self.in_flight();
+        self.machine
+            .handle_progress(now, msg.generation, msg.reading, &in_flight);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<CanaryResult> for RestartCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: CanaryResult, ctx: &mut Self::Context) {
+        let now = self.now();
+        let in_flight = self.in_flight();
+        self.machine
+            .handle_canary(now, msg.generation, msg.answered, &in_flight);
+        self.drive(ctx);
     }
 }
 
@@ -444,9 +419,12 @@ impl Handler<ServerExited> for RestartCoordinator {
     type Result = ();
 
     fn handle(&mut self, msg: ServerExited, ctx: &mut Self::Context) {
-        warn!(server = %self.config.name, generation = %msg.generation, pid = msg.pid, status = %msg.status, "the server exited");
-        self.publish(|s| s.last_error = Some(format!("the server exited: {}", msg.status)));
-        self.on_hang(ctx, msg.generation, HangCause::Exited);
+        warn!(server = %self.name, generation = %msg.generation, pid = msg.pid, status = %msg.status, "the server exited");
+        self.set_error(format!("the server exited: {}", msg.status));
+        let now = self.now();
+        let in_flight = self.in_flight();
+        self.machine.handle_exit(now, msg.generation, &in_flight);
+        self.drive(ctx);
     }
 }
 
@@ -454,8 +432,10 @@ impl Handler<RestartNow> for RestartCoordinator {
     type Result = MessageResult<RestartNow>;
 
     fn handle(&mut self, _msg: RestartNow, ctx: &mut Self::Context) -> Self::Result {
-        let generation = self.gate.generation();
-        self.on_hang(ctx, generation, HangCause::Manual);
+        let now = self.now();
+        let in_flight = self.in_flight();
+        let generation = self.machine.handle_operator_restart(now, &in_flight);
+        self.drive(ctx);
         MessageResult(generation)
     }
 }
@@ -463,21 +443,22 @@ impl Handler<RestartNow> for RestartCoordinator {
 impl Handler<RequestSucceeded> for RestartCoordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: RequestSucceeded, _ctx: &mut Self::Context) {
-        self.poison.on_success(msg.fingerprint);
-        if self.suspects.remove(&msg.fingerprint) {
-            self.publish_poison();
-        }
+    fn handle(&mut self, msg: RequestSucceeded, ctx: &mut Self::Context) {
+        let now = self.now();
+        self.machine.handle_request_succeeded(now, msg.fingerprint);
+        self.drive(ctx);
     }
 }
 
 impl Handler<Shutdown> for RestartCoordinator {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        self.publish(|s| s.phase = Phase::Stopping);
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        let now = self.now();
+        self.machine.handle_shutdown(now);
+        self.drive(ctx);
         let server = self.parts.server.clone();
-        let name = self.config.name.clone();
+        let name = self.name.clone();
         Box::pin(
             async move {
                 if let Some(server) = server {
@@ -489,7 +470,11 @@ impl Handler<Shutdown> for RestartCoordinator {
                 }
             }
             .into_actor(self)
-            .map(|(), act, _ctx| act.publish(|s| s.phase = Phase::Stopped)),
+            .map(|(), act, ctx| {
+                let now = act.now();
+                act.machine.handle_stopped(now);
+                act.drive(ctx);
+            }),
         )
     }
 }

@@ -8,15 +8,16 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use respawn_backends::{Restart, RestartError, RestartReport};
 use respawn_core::{
-    BackoffConfig, Fingerprint, Generation, HangCause, IntensityConfig, Phase, RestartPolicyConfig,
+    BackoffConfig, CoreConfig, Fingerprint, Generation, Hang, HangCause, IntensityConfig, Phase,
+    ProbeAnswer, RestartPolicyConfig,
 };
 use tokio::sync::watch;
 
 use super::*;
-use crate::health_actor::Watch;
 use crate::in_flight::InFlight;
+use crate::messages::{HangReport, ProbeResult, RestartNow, Watch};
 use crate::metrics::Metrics;
-use crate::state::SupervisorState;
+use crate::state::{Clock, SharedSnapshot, SupervisorState};
 
 /// A restart strategy that records every call and answers as told.
 struct FakeStrategy {
@@ -78,6 +79,8 @@ type Calls = Arc<Mutex<Vec<(Restart, tokio::time::Instant)>>>;
 struct Harness {
     coordinator: Addr<RestartCoordinator>,
     state: watch::Receiver<SupervisorState>,
+    snapshot: Arc<SharedSnapshot>,
+    clock: Clock,
     in_flight: Arc<InFlight>,
     watched: Arc<Mutex<Vec<Generation>>>,
 }
@@ -123,19 +126,26 @@ fn harness(strategies: Vec<Strategy>, max_restarts: u32, enable_restart: bool) -
         watched: Arc::clone(&watched),
     }
     .start();
-    let in_flight = InFlight::new();
+    let clock = Clock::new();
+    let snapshot = SharedSnapshot::new();
+    let in_flight = InFlight::with_clock(clock);
     let parts = CoordinatorParts {
         strategies,
         server: None,
         health: health.recipient(),
         state: state_tx,
+        snapshot: Arc::clone(&snapshot),
+        clock,
         metrics: Arc::new(Metrics::default()),
         in_flight: Arc::clone(&in_flight),
     };
     let config = CoordinatorConfig {
         name: "test".to_owned(),
-        policy: policy(max_restarts),
-        poison_threshold: 2,
+        core: CoreConfig {
+            policy: policy(max_restarts),
+            poison_threshold: 2,
+            ..CoreConfig::default()
+        },
         enable_restart,
     };
     let coordinator = RestartCoordinator::new(config, parts)
@@ -144,6 +154,8 @@ fn harness(strategies: Vec<Strategy>, max_restarts: u32, enable_restart: bool) -
     Harness {
         coordinator,
         state,
+        snapshot,
+        clock,
         in_flight,
         watched,
     }
@@ -168,14 +180,22 @@ impl Harness {
 
     /// A detector reports that `generation` hung.
     fn report(&self, generation: Generation, cause: HangCause) {
-        self.coordinator.do_send(Hang { generation, cause });
+        self.coordinator
+            .do_send(HangReport(Hang::new(generation, cause)));
     }
 
-    async fn ready(&self, generation: Generation) {
-        self.coordinator.do_send(Ready {
+    /// A health probe of `generation` got `answer`.
+    fn probe(&self, generation: Generation, answer: ProbeAnswer) {
+        self.coordinator.do_send(ProbeResult {
             generation,
-            startup: Duration::from_millis(10),
+            answer,
+            body_head: None,
         });
+    }
+
+    /// `generation` answers its health check.
+    async fn ready(&self, generation: Generation) {
+        self.probe(generation, ProbeAnswer::Status(200));
         settle().await;
     }
 }
@@ -205,10 +225,10 @@ async fn a_thousand_concurrent_hang_reports_cause_one_restart() {
         } else {
             HangCause::StreamStall
         };
-        sends.push(h.coordinator.send(Hang {
-            generation: Generation(1),
-            cause,
-        }));
+        sends.push(
+            h.coordinator
+                .send(HangReport(Hang::new(Generation(1), cause))),
+        );
     }
     for send in sends {
         send.await.expect("coordinator alive");
@@ -250,10 +270,9 @@ async fn failed_health_probes_restart_the_server() {
     let h = harness(vec![s], 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    h.coordinator.do_send(Unhealthy {
-        generation: Generation(1),
-        failures: 3,
-    });
+    for _ in 0..3 {
+        h.probe(Generation(1), ProbeAnswer::TimedOut);
+    }
     settle().await;
     assert_eq!(calls.lock().len(), 1);
     assert_eq!(calls.lock()[0].0.cause, HangCause::HealthProbes);
@@ -338,16 +357,18 @@ async fn a_request_in_flight_at_two_hangs_is_quarantined() {
         h.report(Generation(1), HangCause::FirstByteTimeout);
         settle().await;
     }
-    assert!(h.in_flight.is_suspect(poison));
+    // The verdicts are published with the snapshot, for the request path.
+    assert_ne!(h.snapshot.load().poison_epoch, 0);
+    assert_eq!(h.snapshot.poison().strikes(poison), 1);
     assert!(
-        !h.in_flight.is_quarantined(poison),
+        !h.snapshot.poison().is_quarantined(poison),
         "one hang is not enough"
     );
     h.ready(Generation(2)).await;
     h.report(Generation(2), HangCause::FirstByteTimeout);
     settle().await;
-    assert!(h.in_flight.is_quarantined(poison));
-    assert!(!h.in_flight.is_quarantined(innocent));
+    assert!(h.snapshot.poison().is_quarantined(poison));
+    assert!(!h.snapshot.poison().is_quarantined(innocent));
 }
 
 #[actix::test]
@@ -398,10 +419,9 @@ async fn startup_timeout_of_a_new_generation_restarts_it_again() {
     h.report(Generation(1), HangCause::HealthProbes);
     settle().await;
     assert_eq!(h.generation(), Generation(2));
-    h.coordinator.do_send(StartupTimedOut {
-        generation: Generation(2),
-        after: Duration::from_secs(600),
-    });
+    // Generation 2 never answers: when a probe finds the startup budget spent, it is a hang.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    h.probe(Generation(2), ProbeAnswer::NoConnection);
     settle().await;
     tokio::time::sleep(Duration::from_secs(40)).await;
     settle().await;
@@ -431,17 +451,24 @@ fn upstream_for(h: &Harness, base_url: String, retries: u32) -> crate::upstream:
     let shared = Arc::new(crate::upstream::UpstreamShared {
         config: crate::upstream::UpstreamConfig {
             base_url,
-            request_timeout: Duration::from_millis(200),
-            stall_timeout: Duration::from_millis(200),
-            retry: respawn_core::RetryConfig {
-                max_retries: retries,
-                base_delay: Duration::from_millis(10),
-                max_delay: Duration::from_millis(100),
+            request: respawn_core::RequestConfig {
+                retry: respawn_core::RetryConfig {
+                    max_retries: retries,
+                    base_delay: Duration::from_millis(10),
+                    max_delay: Duration::from_millis(100),
+                },
+                deadlines: respawn_core::StreamDeadlines {
+                    first_byte: Duration::from_millis(200),
+                    between_chunks: Duration::from_millis(200),
+                    total: None,
+                },
+                enable_restart: true,
             },
             wait_bound: Duration::from_secs(10),
-            enable_restart: true,
         },
         state: h.state.clone(),
+        snapshot: Arc::clone(&h.snapshot),
+        clock: h.clock,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),
         in_flight: Arc::clone(&h.in_flight),
@@ -473,8 +500,9 @@ async fn a_request_without_a_first_byte_reports_a_hang_and_waits_for_the_next_ge
             actix::clock::sleep(Duration::from_millis(10)).await;
         }
     };
+    let mut plan = upstream.plan();
     let result = tokio::select! {
-        result = upstream.deliver(&out, Fingerprint(1)) => result,
+        result = upstream.deliver(&out, Fingerprint(1), &mut plan, Generation::NONE) => result,
         () = coordinator_side => panic!("deliver never finished"),
     };
     let err = result.err().expect("the server never answers");
@@ -495,6 +523,15 @@ async fn a_request_without_a_first_byte_reports_a_hang_and_waits_for_the_next_ge
         .all(|(r, _)| r.cause == HangCause::FirstByteTimeout));
 }
 
+/// The plan of a request to generation 1 whose head and first chunk already reached the client.
+fn streaming_plan(h: &Harness) -> respawn_core::RequestPlan {
+    let mut plan = respawn_core::RequestPlan::new(respawn_core::RequestConfig::default());
+    plan.begin(h.clock.now(), Generation(1));
+    plan.on_chunk(h.clock.now());
+    plan.reached_client();
+    plan
+}
+
 #[actix::test]
 async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
     use futures_util::StreamExt;
@@ -508,8 +545,8 @@ async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
     )])
     .chain(futures_util::stream::pending());
     let watch = crate::proxy::watched_body::BodyWatch {
-        generation: Generation(1),
-        stall_timeout: Duration::from_secs(30),
+        plan: streaming_plan(&h),
+        clock: h.clock,
         sse: true,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),
@@ -602,8 +639,8 @@ async fn drain_body(
             .collect::<Vec<_>>(),
     );
     let watch = crate::proxy::watched_body::BodyWatch {
-        generation: Generation(1),
-        stall_timeout: Duration::from_secs(30),
+        plan: streaming_plan(h),
+        clock: h.clock,
         sse,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),

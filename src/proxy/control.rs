@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::auth::AdminToken;
-use crate::coordinator::{RestartCoordinator, RestartNow};
+use crate::coordinator::RestartCoordinator;
 use crate::in_flight::InFlight;
+use crate::messages::RestartNow;
 use crate::metrics::Metrics;
 use crate::proxy::forward::error_response;
 use crate::state::SupervisorState;

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use respawn_core::Generation;
 
 use crate::in_flight::fingerprint;
 use crate::metrics::FailureClass;
@@ -89,7 +90,11 @@ pub async fn forward(
         body,
     };
 
-    let delivered = match upstream.deliver(&out, fp).await {
+    let mut plan = upstream.plan();
+    let delivered = match upstream
+        .deliver(&out, fp, &mut plan, Generation::NONE)
+        .await
+    {
         Ok(delivered) => delivered,
         Err(err) => {
             metrics.request_failed(err.class());
@@ -131,14 +136,16 @@ pub async fn forward(
     if delivered.attempts > 1 {
         builder.insert_header(("x-respawn-attempts", delivered.attempts.to_string()));
     }
-    let suspect = shared.in_flight.is_suspect(fp).then_some(fp);
+    // The head goes to the client now: from here on nothing is replayed.
+    plan.reached_client();
+    let suspect = upstream.is_suspect(fp).then_some(fp);
     let completeness = Completeness {
         length,
         ends_with_done: sse && out.path_and_query.contains("/completions"),
     };
     let watch = BodyWatch {
-        generation: delivered.generation,
-        stall_timeout: shared.config.stall_timeout,
+        plan,
+        clock: shared.clock,
         sse,
         coordinator: shared.coordinator.clone(),
         metrics: Arc::clone(&shared.metrics),

@@ -1,34 +1,41 @@
 //! The response body as it streams from the model server to the client, watched for stalls.
 //!
-//! Every chunk is passed on as it arrives (no buffering). A silence longer than the stall timeout
-//! reports a `Hang { cause: StreamStall }` for the generation that was answering, and the stream
-//! ends with a clear error: an explicit Server-Sent Events `error` event for event streams (an awc
-//! or OpenAI client would otherwise read a cut stream as a normal end), an aborted body otherwise.
+//! Every chunk is passed on as it arrives (no buffering). The request's [`RequestPlan`] keeps the
+//! deadlines: a silence longer than the between-chunks deadline is a hang the plan reports
+//! (`StreamStall`, for the generation that was answering), and since bytes already reached the
+//! client the stream ends with a clear error: an explicit Server-Sent Events `error` event for
+//! event streams (an awc or OpenAI client would otherwise read a cut stream as a normal end), an
+//! aborted body otherwise.
+//!
+//! The timer is lazy: it is armed the first time the server makes the body wait, and when it
+//! fires early (chunks came meanwhile) it is moved to the plan's new deadline, so a flowing stream
+//! costs one clock read per chunk and no timer reset.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use actix::Addr;
 use actix_web::error::ErrorBadGateway;
 use bytes::Bytes;
 use futures_util::Stream;
-use respawn_core::{Fingerprint, Generation, HangCause};
-use tokio::time::{Instant, Sleep};
+use respawn_core::{AttemptOutcome, Fingerprint, RequestPlan};
+use tokio::time::Sleep;
 use tracing::warn;
 
-use crate::coordinator::{Hang, RequestSucceeded, RestartCoordinator};
+use crate::coordinator::RestartCoordinator;
 use crate::in_flight::InFlightGuard;
+use crate::messages::{HangReport, RequestSucceeded};
 use crate::metrics::{FailureClass, Metrics};
+use crate::state::Clock;
 
 /// What the body needs to report and account for.
 pub struct BodyWatch {
-    /// The generation that is answering.
-    pub generation: Generation,
-    /// Longest silence between chunks.
-    pub stall_timeout: Duration,
+    /// The request's plan: its deadlines and what a stall means.
+    pub plan: RequestPlan,
+    /// The supervisor's clock.
+    pub clock: Clock,
     /// Whether the response is an event stream (`text/event-stream`).
     pub sse: bool,
     /// Where a stall is reported.
@@ -129,7 +136,7 @@ impl<S> WatchedBody<S> {
     fn failure(&mut self, message: &str) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.done = true;
         self.watch.metrics.request_failed(FailureClass::Truncated);
-        warn!(generation = %self.watch.generation, "{message}");
+        warn!(generation = %self.watch.plan.generation(), "{message}");
         if self.watch.sse {
             Poll::Ready(Some(Ok(sse_error_event(message))))
         } else {
@@ -166,11 +173,7 @@ where
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(stall) = this.stall.as_mut() {
-                    stall
-                        .as_mut()
-                        .reset(Instant::now() + this.watch.stall_timeout);
-                }
+                this.watch.plan.on_chunk(this.watch.clock.now());
                 this.account(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -195,24 +198,33 @@ where
                 );
                 this.failure(&message)
             }
-            Poll::Pending => {
-                let timeout = this.watch.stall_timeout;
+            Poll::Pending => loop {
+                let clock = this.watch.clock;
+                let deadline = clock.instant(this.watch.plan.deadline().unwrap_or_default());
                 let stall = this
                     .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if stall.as_mut().poll(cx).is_ready() {
-                    this.watch.coordinator.do_send(Hang {
-                        generation: this.watch.generation,
-                        cause: HangCause::StreamStall,
-                    });
-                    let message = format!(
-                        "the model server stalled for {:?} mid-stream; it is being restarted, and the request cannot be replayed because part of the answer was already sent",
-                        this.watch.stall_timeout
-                    );
-                    return this.failure(&message);
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending
-            }
+                let Some(outcome) = this.watch.plan.check(clock.now()) else {
+                    // Chunks came since the timer was set: follow the deadline they moved.
+                    stall.as_mut().reset(deadline);
+                    continue;
+                };
+                let decision = this.watch.plan.decide(outcome);
+                if let Some(hang) = decision.report {
+                    this.watch.coordinator.do_send(HangReport(hang));
+                }
+                let message = match outcome {
+                    AttemptOutcome::DeadlineExceeded => "the request's overall deadline passed mid-stream; the request cannot be replayed because part of the answer was already sent".to_owned(),
+                    _ => format!(
+                        "the model server stalled for {:?} mid-stream; it is being restarted, and the request cannot be replayed because part of the answer was already sent",
+                        this.watch.plan.deadlines().between_chunks
+                    ),
+                };
+                return this.failure(&message);
+            },
         }
     }
 }

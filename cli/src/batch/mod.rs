@@ -104,7 +104,6 @@ pub fn run(args: BatchArgs) -> Result<i32, BatchError> {
         .map_err(BatchError::Runtime)?;
     let settings = RunSettings {
         concurrency: args.concurrency as usize,
-        max_stalls: config.retries,
         first_ready: config.startup_timeout + config.stop_grace + Duration::from_secs(5),
     };
     let system = actix_web::rt::System::new();

@@ -49,8 +49,6 @@ pub enum RunEnd {
 pub struct RunSettings {
     /// Requests in flight at once.
     pub concurrency: usize,
-    /// Stalls of a collected body allowed per request (the `--retries` count).
-    pub max_stalls: u32,
     /// How long to wait for the first generation to be ready.
     pub first_ready: Duration,
 }
@@ -91,12 +89,7 @@ pub async fn drive(
         while server_down.is_none() && in_flight.len() < settings.concurrency {
             let Some(request) = queue.next() else { break };
             let request_id = ids.next_id("req_");
-            in_flight.push(send(
-                upstream.clone(),
-                request,
-                request_id,
-                settings.max_stalls,
-            ));
+            in_flight.push(send(upstream.clone(), request, request_id));
         }
         if in_flight.is_empty() {
             break;
@@ -144,12 +137,7 @@ struct Sent {
     result: Result<CallResponse, CallError>,
 }
 
-async fn send(
-    upstream: Upstream,
-    request: BatchRequest,
-    request_id: String,
-    max_stalls: u32,
-) -> Sent {
+async fn send(upstream: Upstream, request: BatchRequest, request_id: String) -> Sent {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -161,7 +149,7 @@ async fn send(
         headers,
         body: request.body.clone(),
     };
-    let result = call(&upstream, message, max_stalls).await;
+    let result = call(&upstream, message).await;
     Sent {
         request,
         request_id,

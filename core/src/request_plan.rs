@@ -1,0 +1,329 @@
+//! One request's plan: its attempts, its deadlines, and what each failure means.
+//!
+//! A [`RequestPlan`] is the small value every request carries through the proxy or the client
+//! actor. It combines the [`RetryPlan`] (how many attempts, what each failure leads to) with one
+//! [`StreamWatch`] per attempt (first byte, silence between chunks, total), so that the attempt
+//! bound holds across every way a request can fail: a missing first byte, a stall while the body
+//! is collected, a refused connection, a 5xx. It needs no lock and no actor: the shell checks it
+//! against the lock-free [`Snapshot`](crate::Snapshot) of the supervisor and reports the hangs it
+//! finds.
+//!
+//! Rules on top of the retry plan's, in the order they apply:
+//!
+//! 1. A deadline that passed is [`AttemptOutcome::FirstByteTimeout`] before the first byte,
+//!    [`AttemptOutcome::Stall`] after it, [`AttemptOutcome::DeadlineExceeded`] when the total
+//!    budget ran out ([`RequestPlan::check`]).
+//! 2. A silent deadline is a hang to report against the attempt's generation
+//!    ([`AttemptOutcome::hang_cause`]), whatever happens to the request.
+//! 3. Once bytes reached the client ([`RequestPlan::reached_client`]) nothing is replayed. A
+//!    stream continuation is the one planned exception: [`Next::Continue`] is reserved for it and
+//!    never answered yet.
+//! 4. A refused or broken connection may be a dead server or only a stale keep-alive connection:
+//!    [`Next::Recheck`] waits briefly (`base_delay` × attempts) for a new generation and otherwise
+//!    retries the same server.
+//! 5. Without restarts (report-only), a hang is retried on the same server after `base_delay`.
+
+use core::time::Duration;
+
+use crate::{
+    AttemptOutcome, Generation, GiveUpReason, Hang, RetryConfig, RetryDecision, RetryPlan,
+    StreamDeadlines, StreamTimeout, StreamWatch,
+};
+
+/// What a request needs to know to plan its attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestConfig {
+    /// Attempts and backoff.
+    pub retry: RetryConfig,
+    /// First byte, between chunks, total.
+    pub deadlines: StreamDeadlines,
+    /// Whether a hang leads to a restart (and the retry waits for the next generation).
+    pub enable_restart: bool,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        RequestConfig {
+            retry: RetryConfig::default(),
+            deadlines: StreamDeadlines::default(),
+            enable_restart: true,
+        }
+    }
+}
+
+/// What to do with the request next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The request is answered.
+    Done,
+    /// Send it again at once, to the server that is ready.
+    RetryNow,
+    /// Send it again after this delay, to the server that is ready then.
+    RetryAfter(Duration),
+    /// The server is hung or gone: send it again once this generation is ready.
+    WaitForGeneration(Generation),
+    /// The connection failed: wait up to `within` for generation `next` (a server that died is
+    /// being replaced); if none comes, the same server is still there and gets the retry.
+    Recheck {
+        /// The generation a restart would bring.
+        next: Generation,
+        /// How long to wait for it.
+        within: Duration,
+    },
+    /// Resume the response where the client's copy ends (reserved for stream resumption; no
+    /// plan answers it yet).
+    Continue,
+    /// Stop and tell the client why.
+    GiveUp(GiveUpReason),
+}
+
+/// The plan's answer after an attempt failed or ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// What to do with the request.
+    pub next: Next,
+    /// A hang to report to the supervisor, if the attempt found one.
+    pub report: Option<Hang>,
+}
+
+/// The plan of one request; see the module docs.
+#[derive(Clone, Debug)]
+pub struct RequestPlan {
+    config: RequestConfig,
+    retry: RetryPlan,
+    watch: Option<StreamWatch>,
+    generation: Generation,
+    reached_client: bool,
+}
+
+impl RequestPlan {
+    /// A plan for a request not sent yet.
+    #[must_use]
+    pub fn new(config: RequestConfig) -> Self {
+        RequestPlan {
+            config,
+            retry: RetryPlan::new(config.retry),
+            watch: None,
+            generation: Generation::NONE,
+            reached_client: false,
+        }
+    }
+
+    /// An attempt is sent at `now` to `generation`: its deadlines start.
+    pub fn begin(&mut self, now: Duration, generation: Generation) {
+        self.generation = generation;
+        self.watch = Some(StreamWatch::new(self.config.deadlines, now));
+    }
+
+    /// The deadlines each attempt gets.
+    #[must_use]
+    pub fn deadlines(&self) -> StreamDeadlines {
+        self.config.deadlines
+    }
+
+    /// The generation of the latest attempt.
+    #[must_use]
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// Attempts decided so far.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.retry.attempts()
+    }
+
+    /// A chunk of the response arrived from the server at `now`.
+    pub fn on_chunk(&mut self, now: Duration) {
+        if let Some(watch) = self.watch.as_mut() {
+            watch.on_chunk(now);
+        }
+    }
+
+    /// Whether the current attempt has seen its first byte.
+    #[must_use]
+    pub fn first_byte_seen(&self) -> bool {
+        self.watch.is_some_and(|w| w.first_byte_seen())
+    }
+
+    /// Bytes of the response reached the client: from now on nothing is replayed.
+    pub fn reached_client(&mut self) {
+        self.reached_client = true;
+    }
+
+    /// Whether bytes of the response already reached the client.
+    #[must_use]
+    pub fn has_reached_client(&self) -> bool {
+        self.reached_client
+    }
+
+    /// When the current attempt's next deadline falls (`None` before any attempt).
+    #[must_use]
+    pub fn deadline(&self) -> Option<Duration> {
+        self.watch.map(|w| w.deadline())
+    }
+
+    /// The outcome of the current attempt if a deadline has passed at `now`.
+    #[must_use]
+    pub fn check(&self, now: Duration) -> Option<AttemptOutcome> {
+        let passed = self.watch?.check(now)?;
+        Some(match passed {
+            StreamTimeout::FirstByte => AttemptOutcome::FirstByteTimeout,
+            StreamTimeout::Stall => AttemptOutcome::Stall,
+            StreamTimeout::Total => AttemptOutcome::DeadlineExceeded,
+        })
+    }
+
+    /// Decides after the current attempt ended with `outcome`; see the module docs.
+    pub fn decide(&mut self, outcome: AttemptOutcome) -> Decision {
+        let generation = self.generation;
+        let report = outcome
+            .hang_cause()
+            .map(|cause| Hang::new(generation, cause));
+        let next = match self.retry.decide(outcome, generation, self.reached_client) {
+            RetryDecision::Done => Next::Done,
+            RetryDecision::RetryNow => Next::RetryNow,
+            RetryDecision::RetryAfter(delay) => Next::RetryAfter(delay),
+            RetryDecision::GiveUp(reason) => Next::GiveUp(reason),
+            RetryDecision::WaitForGeneration(next) if report.is_none() => Next::Recheck {
+                next,
+                within: self
+                    .config
+                    .retry
+                    .base_delay
+                    .saturating_mul(self.retry.attempts().max(1)),
+            },
+            RetryDecision::WaitForGeneration(next) if self.config.enable_restart => {
+                Next::WaitForGeneration(next)
+            }
+            RetryDecision::WaitForGeneration(_) => {
+                // No restart will come: the same server gets the retry after a pause.
+                let pause = self.config.retry.base_delay;
+                if pause.is_zero() {
+                    Next::RetryNow
+                } else {
+                    Next::RetryAfter(pause)
+                }
+            }
+        };
+        self.watch = None;
+        Decision { next, report }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HangCause;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_silent_first_byte_deadline_is_a_hang_and_the_retry_waits_for_the_next_generation() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        plan.begin(s(10), Generation(3));
+        assert_eq!(plan.deadline(), Some(s(70)));
+        assert_eq!(plan.check(s(69)), None);
+        let outcome = plan.check(s(70)).unwrap();
+        assert_eq!(outcome, AttemptOutcome::FirstByteTimeout);
+        assert_eq!(
+            plan.decide(outcome),
+            Decision {
+                next: Next::WaitForGeneration(Generation(4)),
+                report: Some(Hang::new(Generation(3), HangCause::FirstByteTimeout)),
+            }
+        );
+    }
+
+    #[test]
+    fn a_stall_after_bytes_reached_the_client_is_reported_and_never_replayed() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        plan.begin(s(0), Generation(1));
+        plan.on_chunk(s(1));
+        plan.reached_client();
+        assert_eq!(plan.check(s(31)), Some(AttemptOutcome::Stall));
+        let decision = plan.decide(AttemptOutcome::Stall);
+        assert_eq!(decision.next, Next::GiveUp(GiveUpReason::BytesAlreadySent));
+        assert_eq!(
+            decision.report,
+            Some(Hang::new(Generation(1), HangCause::StreamStall))
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_rechecks_briefly_and_reports_nothing() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        plan.begin(s(0), Generation(2));
+        let decision = plan.decide(AttemptOutcome::ConnectionRefused);
+        assert_eq!(decision.report, None);
+        assert_eq!(
+            decision.next,
+            Next::Recheck {
+                next: Generation(3),
+                within: Duration::from_millis(250)
+            }
+        );
+        plan.begin(s(1), Generation(2));
+        let decision = plan.decide(AttemptOutcome::ConnectionReset);
+        assert_eq!(
+            decision.next,
+            Next::Recheck {
+                next: Generation(3),
+                within: Duration::from_millis(500)
+            }
+        );
+    }
+
+    #[test]
+    fn without_restarts_a_hang_is_retried_on_the_same_server_after_a_pause() {
+        let mut plan = RequestPlan::new(RequestConfig {
+            enable_restart: false,
+            ..RequestConfig::default()
+        });
+        plan.begin(s(0), Generation(1));
+        let decision = plan.decide(AttemptOutcome::FirstByteTimeout);
+        assert_eq!(decision.next, Next::RetryAfter(Duration::from_millis(250)));
+        assert!(decision.report.is_some(), "the hang is still reported");
+    }
+
+    #[test]
+    fn the_total_budget_ends_the_request() {
+        let mut plan = RequestPlan::new(RequestConfig {
+            deadlines: StreamDeadlines {
+                total: Some(s(5)),
+                ..StreamDeadlines::default()
+            },
+            ..RequestConfig::default()
+        });
+        plan.begin(s(0), Generation(1));
+        assert_eq!(plan.check(s(5)), Some(AttemptOutcome::DeadlineExceeded));
+        let decision = plan.decide(AttemptOutcome::DeadlineExceeded);
+        assert_eq!(decision.next, Next::GiveUp(GiveUpReason::DeadlineExceeded));
+        assert_eq!(decision.report, None);
+    }
+
+    #[test]
+    fn the_attempt_bound_holds_across_every_kind_of_failure() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        let failures = [
+            AttemptOutcome::FirstByteTimeout,
+            AttemptOutcome::Stall,
+            AttemptOutcome::ConnectionReset,
+            AttemptOutcome::ServerError { status: 500 },
+        ];
+        for (i, outcome) in failures.into_iter().enumerate() {
+            plan.begin(s(i as u64), Generation(1));
+            let next = plan.decide(outcome).next;
+            if i < 3 {
+                assert!(!matches!(next, Next::GiveUp(_)), "{next:?}");
+            } else {
+                assert_eq!(
+                    next,
+                    Next::GiveUp(GiveUpReason::RetriesExhausted { attempts: 4 })
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The machine on a virtual clock: every scenario of the coordinator, in microseconds.
+
+use alloc::vec::Vec;
+
+use super::*;
+use crate::{BackoffConfig, GiveUpReason, IntensityConfig, RestartPolicyConfig};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn config(strategies: usize, max_restarts: u32) -> SupervisionConfig {
+    let mut config = SupervisionConfig::new(strategies);
+    config.core.policy = RestartPolicyConfig {
+        backoff: BackoffConfig {
+            scale_with_startup: false,
+            ..BackoffConfig::default()
+        },
+        intensity: IntensityConfig {
+            max_restarts,
+            window: Duration::from_secs(600),
+        },
+        stable_after: Duration::from_secs(60),
+    };
+    config
+}
+
+fn drain(m: &mut Supervision) -> Vec<Action> {
+    core::iter::from_fn(|| m.poll_action()).collect()
+}
+
+fn restarts(actions: &[Action]) -> Vec<(Generation, Generation, HangCause, usize)> {
+    actions
+        .iter()
+        .filter_map(|a| match *a {
+            Action::Restart {
+                hung,
+                next,
+                cause,
+                strategy,
+            } => Some((hung, next, cause, strategy)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A machine whose generation 1 is ready at 10 ms.
+fn ready_machine(config: SupervisionConfig) -> Supervision {
+    let mut m = Supervision::try_new(config, ms(0), 7).unwrap();
+    m.start(ms(0));
+    assert_eq!(
+        drain(&mut m),
+        [
+            Action::Spawn {
+                generation: Generation(1)
+            },
+            Action::Publish(m.status())
+        ]
+    );
+    m.handle_spawned(ms(1));
+    m.handle_probe(ms(10), Generation(1), ProbeAnswer::Status(200), &[]);
+    let actions = drain(&mut m);
+    assert_eq!(
+        actions[0],
+        Action::Watch {
+            generation: Generation(1)
+        }
+    );
+    assert!(actions.contains(&Action::Ready {
+        generation: Generation(1),
+        startup: ms(9),
+        recovery: None
+    }));
+    assert_eq!(m.phase(), Phase::Ready);
+    m
+}
+
+#[test]
+fn the_first_generation_is_spawned_watched_and_becomes_ready() {
+    let m = ready_machine(config(1, 5));
+    assert_eq!(m.generation(), Generation(1));
+    assert_eq!(m.next_probe_in(Generation(1)), Some(Duration::from_secs(1)));
+    assert_eq!(m.next_probe_in(Generation(2)), None);
+}
+
+#[test]
+fn a_thousand_reports_of_one_freeze_make_one_restart() {
+    let mut m = ready_machine(config(1, 5));
+    for i in 0..1000 {
+        let cause = if i % 2 == 0 {
+            HangCause::FirstByteTimeout
+        } else {
+            HangCause::StreamStall
+        };
+        m.handle_hang(ms(100), Hang::new(Generation(1), cause), &[]);
+    }
+    let actions = drain(&mut m);
+    assert_eq!(
+        restarts(&actions),
+        [(Generation(1), Generation(2), HangCause::FirstByteTimeout, 0)]
+    );
+    let detected = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Detected { .. }))
+        .count();
+    assert_eq!(detected, 1000, "every report is counted");
+    assert_eq!(m.phase(), Phase::Restarting);
+    assert_eq!(m.status().restarts, 1);
+    m.handle_restart_done(ms(150), 0, false);
+    assert_eq!(m.generation(), Generation(2));
+    m.handle_probe(ms(200), Generation(2), ProbeAnswer::Status(200), &[]);
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::Ready {
+        generation: Generation(2),
+        startup: ms(50),
+        recovery: Some(Recovery {
+            cause: HangCause::FirstByteTimeout,
+            took: ms(100)
+        })
+    }));
+}
+
+#[test]
+fn a_late_report_against_a_replaced_generation_is_stale() {
+    let mut m = ready_machine(config(1, 5));
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::HealthProbes),
+        &[],
+    );
+    m.handle_restart_done(ms(110), 0, true);
+    assert_eq!(m.phase(), Phase::Ready);
+    drain(&mut m);
+    m.handle_hang(
+        ms(120),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[],
+    );
+    let actions = drain(&mut m);
+    assert_eq!(
+        actions,
+        [Action::Detected {
+            hang: Hang::new(Generation(1), HangCause::FirstByteTimeout),
+            triage: Triage::Stale
+        }]
+    );
+}
+
+#[test]
+fn failed_probes_make_an_incident_and_the_hung_generation_is_no_longer_probed() {
+    let mut m = ready_machine(config(1, 5));
+    for at in [1000, 2000] {
+        m.handle_probe(ms(at), Generation(1), ProbeAnswer::TimedOut, &[]);
+    }
+    assert!(restarts(&drain(&mut m)).is_empty());
+    m.handle_probe(ms(3000), Generation(1), ProbeAnswer::Status(500), &[]);
+    let actions = drain(&mut m);
+    assert_eq!(
+        restarts(&actions),
+        [(Generation(1), Generation(2), HangCause::HealthProbes, 0)]
+    );
+    assert_eq!(m.next_probe_in(Generation(1)), None);
+    assert_eq!(m.status().last_cause, Some(HangCause::HealthProbes));
+    m.handle_restart_done(ms(3100), 0, false);
+    assert_eq!(
+        drain(&mut m)[0],
+        Action::Watch {
+            generation: Generation(2)
+        }
+    );
+}
+
+#[test]
+fn a_failing_strategy_falls_through_to_the_next_and_then_the_round_is_scheduled_again() {
+    let mut m = ready_machine(config(2, 5));
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[],
+    );
+    drain(&mut m);
+    m.handle_restart_failed(ms(110), 0);
+    let actions = drain(&mut m);
+    assert_eq!(
+        restarts(&actions),
+        [(Generation(1), Generation(2), HangCause::FirstByteTimeout, 1)]
+    );
+    // A late answer from the first strategy changes nothing.
+    m.handle_restart_done(ms(111), 0, false);
+    assert_eq!(m.generation(), Generation(1));
+    m.handle_restart_failed(ms(120), 1);
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::StrategiesExhausted));
+    // The second restart of the streak backs off.
+    assert!(actions.contains(&Action::WakeAt(ms(620))), "{actions:?}");
+    assert_eq!(m.phase(), Phase::BackingOff);
+    m.handle_timeout(ms(620));
+    assert_eq!(
+        restarts(&drain(&mut m)),
+        [(Generation(1), Generation(2), HangCause::FirstByteTimeout, 0)]
+    );
+}
+
+#[test]
+fn a_crash_loop_backs_off_longer_each_time_and_ends_failed() {
+    let mut m = ready_machine(config(1, 3));
+    let mut now = ms(100);
+    m.handle_exit(now, Generation(1), &[]);
+    let mut delays = Vec::new();
+    loop {
+        let actions = drain(&mut m);
+        if let Some(Action::Failed(reason)) =
+            actions.iter().find(|a| matches!(a, Action::Failed(_)))
+        {
+            assert_eq!(
+                *reason,
+                FailReason::Exhausted(GiveUpReason::IntensityExceeded {
+                    restarts: 3,
+                    window: Duration::from_secs(600)
+                })
+            );
+            break;
+        }
+        for action in actions {
+            match action {
+                Action::RestartScheduled { delay, .. } => delays.push(delay),
+                Action::WakeAt(at) => {
+                    now = at;
+                    m.handle_timeout(now);
+                }
+                Action::Restart { strategy, .. } => {
+                    now += ms(5);
+                    m.handle_restart_done(now, strategy, false);
+                    // Every new generation dies as soon as it is spawned.
+                    now += ms(5);
+                    let generation = m.generation();
+                    m.handle_exit(now, generation, &[]);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(delays, [ms(0), ms(500), ms(1000)]);
+    assert_eq!(m.phase(), Phase::Failed);
+    // Final: nothing brings it back.
+    m.handle_hang(now, Hang::new(m.generation(), HangCause::Manual), &[]);
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn a_request_in_flight_at_two_incidents_is_quarantined() {
+    let mut m = ready_machine(config(1, 5));
+    let poison = Fingerprint(42);
+    let innocent = Fingerprint(7);
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[poison, innocent],
+    );
+    assert_eq!(m.poison().strikes(poison), 1);
+    assert!(!m.poison().is_quarantined(poison));
+    let epoch = m.status().poison_epoch;
+    assert_ne!(epoch, 0);
+    m.handle_restart_done(ms(110), 0, true);
+    // Joined reports do not count again.
+    m.handle_hang(
+        ms(111),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[poison],
+    );
+    drain(&mut m);
+    m.handle_hang(
+        ms(5000),
+        Hang::new(Generation(2), HangCause::FirstByteTimeout),
+        &[poison],
+    );
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::Quarantined(poison)));
+    assert!(m.poison().is_quarantined(poison));
+    assert!(!m.poison().is_quarantined(innocent));
+    assert_ne!(m.status().poison_epoch, epoch);
+    // A success clears it and moves the epoch again.
+    let epoch = m.status().poison_epoch;
+    m.handle_request_succeeded(ms(6000), poison);
+    assert!(!m.poison().is_quarantined(poison));
+    assert_ne!(m.status().poison_epoch, epoch);
+}
+
+#[test]
+fn with_restarts_disabled_every_hang_is_reported_and_the_same_generation_watched() {
+    let mut cfg = config(1, 5);
+    cfg.enable_restart = false;
+    let mut m = ready_machine(cfg);
+    for cause in [HangCause::CanaryTimeout, HangCause::FirstByteTimeout] {
+        m.handle_hang(ms(100), Hang::new(Generation(1), cause), &[]);
+        let actions = drain(&mut m);
+        assert!(restarts(&actions).is_empty());
+        assert!(actions.contains(&Action::Detected {
+            hang: Hang::new(Generation(1), cause),
+            triage: Triage::ReportOnly
+        }));
+        assert!(actions.contains(&Action::Watch {
+            generation: Generation(1)
+        }));
+        assert_eq!(m.status().last_cause, Some(cause));
+    }
+    assert_eq!(m.phase(), Phase::Ready);
+    assert_eq!(m.generation(), Generation(1));
+}
+
+#[test]
+fn an_operator_restart_answers_the_replaced_generation() {
+    let mut m = ready_machine(config(1, 5));
+    assert_eq!(m.handle_operator_restart(ms(100), &[]), Generation(1));
+    assert_eq!(
+        restarts(&drain(&mut m)),
+        [(Generation(1), Generation(2), HangCause::Manual, 0)]
+    );
+}
+
+#[test]
+fn a_new_generation_that_never_becomes_ready_is_restarted_again() {
+    let mut cfg = config(1, 5);
+    cfg.core.health.startup_timeout = Duration::from_secs(600);
+    let mut m = ready_machine(cfg);
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::HealthProbes),
+        &[],
+    );
+    m.handle_restart_done(ms(200), 0, false);
+    drain(&mut m);
+    m.handle_probe(
+        ms(200 + 600_000),
+        Generation(2),
+        ProbeAnswer::NoConnection,
+        &[],
+    );
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::StartupTimedOut {
+        generation: Generation(2),
+        after: Duration::from_secs(600)
+    }));
+    assert!(actions.contains(&Action::Detected {
+        hang: Hang::new(Generation(2), HangCause::StartupTimeout),
+        triage: Triage::FailedStart
+    }));
+    // A failed start is the second restart of the streak: it backs off, then replaces gen 2.
+    let wake = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::WakeAt(at) => Some(*at),
+            _ => None,
+        })
+        .expect("a backoff");
+    m.handle_timeout(wake);
+    assert_eq!(
+        restarts(&drain(&mut m)),
+        [(Generation(2), Generation(3), HangCause::StartupTimeout, 0)]
+    );
+}
+
+#[test]
+fn without_any_strategy_rounds_go_through_the_timer_and_end_failed() {
+    let mut m = ready_machine(config(0, 3));
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[],
+    );
+    let mut now = ms(100);
+    for _ in 0..10 {
+        let actions = drain(&mut m);
+        if m.phase() == Phase::Failed {
+            break;
+        }
+        let wake = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::WakeAt(at) => Some(*at),
+                _ => None,
+            })
+            .expect("the next round is timed");
+        now = wake.max(now);
+        m.handle_timeout(now);
+    }
+    assert_eq!(m.phase(), Phase::Failed);
+}
+
+#[test]
+fn a_failed_first_start_gives_up_and_shutdown_is_final() {
+    let mut m = Supervision::try_new(config(1, 5), ms(0), 1).unwrap();
+    m.start(ms(0));
+    m.handle_spawn_failed(ms(1));
+    assert!(drain(&mut m).contains(&Action::Failed(FailReason::FirstStartFailed)));
+    let mut m = ready_machine(config(1, 5));
+    m.handle_shutdown(ms(100));
+    m.handle_exit(ms(101), Generation(1), &[]);
+    m.handle_stopped(ms(102));
+    let actions = drain(&mut m);
+    assert!(restarts(&actions).is_empty());
+    assert_eq!(m.phase(), Phase::Stopped);
+}
+
+#[test]
+fn progress_and_canary_verdicts_are_hangs_of_the_current_generation_only() {
+    let mut m = ready_machine(config(1, 5));
+    assert_eq!(
+        m.liveness_step(ms(100), 1, ms(0)),
+        LivenessStep::SampleProgress
+    );
+    m.handle_progress(
+        ms(100),
+        Generation(1),
+        ProgressReading::Counter(5),
+        &[Fingerprint(1)],
+    );
+    m.handle_progress(
+        ms(20_000),
+        Generation(1),
+        ProgressReading::Counter(5),
+        &[Fingerprint(1)],
+    );
+    let actions = drain(&mut m);
+    assert_eq!(
+        restarts(&actions),
+        [(Generation(1), Generation(2), HangCause::ProgressStalled, 0)]
+    );
+    assert_eq!(m.liveness_step(ms(20_001), 1, ms(0)), LivenessStep::Nothing);
+    m.handle_restart_done(ms(20_100), 0, true);
+    m.handle_canary(ms(40_000), Generation(1), false, &[]);
+    assert!(restarts(&drain(&mut m)).is_empty(), "a stale canary");
+    assert_eq!(
+        m.liveness_step(ms(40_000), 0, ms(20_100)),
+        LivenessStep::SendCanary
+    );
+    m.handle_canary(ms(50_000), Generation(2), false, &[]);
+    assert!(drain(&mut m).contains(&Action::Detected {
+        hang: Hang::new(Generation(2), HangCause::CanaryTimeout),
+        triage: Triage::Incident
+    }));
+}

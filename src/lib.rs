@@ -6,10 +6,11 @@
 //! that owns the child live in [`respawn_backends`]; this crate wires them into actors
 //! ([`coordinator::RestartCoordinator`], [`health_actor::HealthActor`],
 //! [`client_actor::ClientActor`], [`deadlock_watch::DeadlockWatch`]), the [`registry::Registry`],
-//! the [`proxy`] and the embeddable actix-web control scope ([`web`]). Configuration arrives as
-//! plain typed structs with documented defaults ([`supervisor::SupervisorConfig`]); the command
-//! line, its configuration file and the simulated model server are separate crates
-//! (`respawn-cli`, `respawn-mock`) that this library does not depend on.
+//! the [`proxy`] (whose `GET /respawn/status` answers a [`status::StatusDocument`]) and the
+//! embeddable actix-web control scope ([`web`]). Configuration arrives as plain typed structs with
+//! documented defaults ([`supervisor::SupervisorConfig`]); the command line, its configuration
+//! file and the simulated model server are separate crates (`respawn-cli`, `respawn-mock`) that
+//! this library does not depend on.
 
 pub mod auth;
 pub mod client_actor;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 pub mod systemd;
 pub mod upstream;

@@ -4,14 +4,15 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use respawn_core::{Generation, HangCause, Phase};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-/// When and why the last restart happened, and how long it took to be ready again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// When and why the last restart happened, and how long it took to be ready again; part of the
+/// [status document](crate::status::StatusDocument).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastRestart {
     /// What caused it (`health_probes`, `first_byte_timeout`, ...).
-    pub cause: &'static str,
+    pub cause: HangCause,
     /// From the hang report to the new generation being ready, in milliseconds.
     pub duration_ms: u64,
     /// When the restart was decided, as seconds since the Unix epoch.

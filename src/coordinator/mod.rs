@@ -214,7 +214,7 @@ impl RestartCoordinator {
                 "recovered: the new generation is ready"
             );
             LastRestart {
-                cause: p.cause.as_str(),
+                cause: p.cause,
                 duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
                 at: p.at_unix,
             }

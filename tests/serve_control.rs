@@ -19,7 +19,7 @@ fn serve_with_token(token: Option<&str>) -> Serve {
     Serve::start(options)
 }
 
-fn post_restart(serve: &Serve, authorization: Option<&str>) -> common::Response {
+fn post_restart(serve: &Serve, authorization: Option<&str>) -> common::Reply {
     let headers: Vec<(&str, &str)> = authorization
         .iter()
         .map(|v| ("Authorization", *v))

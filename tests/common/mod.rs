@@ -156,6 +156,73 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Real servers
+// ---------------------------------------------------------------------------------------------
+//
+// The tests that need llama.cpp's `llama-server` or the official OpenAI Python client are
+// `#[ignore]`d, so that a run without them reports them as ignored rather than passed; CI runs
+// them with `--include-ignored` (`RESPAWN_REQUIRE_REAL_SERVERS=1 bash scripts/test.sh`). A test
+// that runs needs what it names: a missing one fails the test with the command that installs it.
+
+/// The command that installs what the real-server tests need.
+pub const INSTALL_REAL_SERVERS: &str = "bash scripts/ci-deps.sh";
+
+/// Where `scripts/ci-deps.sh` builds and downloads into: `RESPAWN_CACHE`, else
+/// `~/.cache/respawn`.
+pub fn cache_root() -> PathBuf {
+    match std::env::var_os("RESPAWN_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/respawn"),
+    }
+}
+
+/// llama.cpp's `llama-server` and its small model (`RESPAWN_LLAMA_SERVER`, `RESPAWN_LLAMA_MODEL`,
+/// or where `scripts/install-llama-server.sh` puts them).
+///
+/// # Panics
+/// When either is missing, with the command that installs them.
+pub fn llama_server() -> (String, String) {
+    let cache = cache_root().join("llama-11434");
+    let server = std::env::var_os("RESPAWN_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("bin/llama-server"));
+    let model = std::env::var_os("RESPAWN_LLAMA_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    for (what, path) in [("llama-server", &server), ("its model", &model)] {
+        assert!(
+            path.is_file(),
+            "this test needs {what}, which is not installed at {}: run `{INSTALL_REAL_SERVERS}`",
+            path.display()
+        );
+    }
+    (
+        server.to_string_lossy().into_owned(),
+        model.to_string_lossy().into_owned(),
+    )
+}
+
+/// The Python interpreter of the venv with the pinned `openai` client version
+/// (`RESPAWN_OPENAI_PYTHON`, or where `scripts/openai-client-venv.sh` puts it).
+///
+/// # Panics
+/// When it is missing, with the command that installs it.
+pub fn openai_python(version: &str) -> PathBuf {
+    let path = match std::env::var_os("RESPAWN_OPENAI_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => cache_root()
+            .join(format!("openai-{version}"))
+            .join("venv/bin/python"),
+    };
+    assert!(
+        path.is_file(),
+        "this test needs the openai {version} client venv, which is not installed at {}: run `{INSTALL_REAL_SERVERS}`",
+        path.display()
+    );
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
 

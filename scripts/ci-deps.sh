@@ -13,7 +13,9 @@ fi
 # The real-server and OpenAI-client tests: the pinned `openai` client in a venv, and llama.cpp's
 # llama-server with a small model, both built or downloaded once into ${RESPAWN_CACHE:-~/.cache/respawn}
 # (a second run takes seconds; the first llama-server build about 6 minutes on 2 cores).
-# RESPAWN_SKIP_REAL_SERVER=1 leaves them out (those tests then skip with a printed reason).
+# RESPAWN_SKIP_REAL_SERVER=1 leaves them out (those tests are #[ignore]d, so a plain
+# `scripts/test.sh` lists them as ignored; with RESPAWN_REQUIRE_REAL_SERVERS=1, as in CI, they
+# fail when what they need is missing).
 if [ "${RESPAWN_SKIP_REAL_SERVER:-0}" != "1" ]; then
     scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     bash "$scripts_dir/openai-client-venv.sh"

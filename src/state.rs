@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use respawn_core::{Fingerprint, Generation, HangCause, Phase, PoisonTracker, Snapshot, Status};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -143,11 +143,12 @@ impl PoisonCache {
     }
 }
 
-/// When and why the last restart happened, and how long it took to be ready again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// When and why the last restart happened, and how long it took to be ready again; part of the
+/// [status document](crate::status::StatusDocument).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastRestart {
     /// What caused it (`health_probes`, `first_byte_timeout`, ...).
-    pub cause: &'static str,
+    pub cause: HangCause,
     /// From the hang report to the new generation being ready, in milliseconds.
     pub duration_ms: u64,
     /// When the restart was decided, as seconds since the Unix epoch.

@@ -50,7 +50,9 @@ fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-const STATUS_JSON: &str = r#"{"state":"ready","generation":4,"pid":4242,"restarts":3,"uptime_s":61,"last_restart":{"cause":"first_byte_timeout","duration_ms":2500,"at":1700000000}}"#;
+/// A status document as `respawn serve` writes it (the wire format is the contract: spelled out
+/// here rather than built from the library's type).
+const STATUS_JSON: &str = r#"{"server":"llm","state":"ready","generation":4,"pid":4242,"restarts":3,"last_restart":{"cause":"first_byte_timeout","duration_ms":2500,"at":1700000000},"last_cause":"first_byte_timeout","last_error":null,"uptime_s":61,"in_flight":0,"requests_total":17}"#;
 
 fn ok_json(body: &'static str) -> String {
     format!(
@@ -97,11 +99,33 @@ fn status_json_passes_the_document_through() {
 
 #[test]
 fn a_chunked_answer_is_decoded() {
-    let server = OneShot::answering(
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n{\"state\":\"ready\r\n2\r\n\"}\r\n0\r\n\r\n",
-    );
+    let (first, second) = STATUS_JSON.split_at(40);
+    let server = OneShot::answering(format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x};ext=1\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    ));
     let out = control_client::status(&server.url, true).unwrap();
     assert!(out.contains("\"state\": \"ready\""), "{out}");
+}
+
+#[test]
+fn an_answer_that_is_not_a_status_document_is_malformed() {
+    let server = OneShot::answering(ok_json(r#"{"state":"ready"}"#));
+    let err = control_client::status(&server.url, false).unwrap_err();
+    assert!(matches!(err, ControlError::Malformed { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a status document"), "{err}");
+    assert_eq!(err.exit_code(), 1);
+}
+
+#[test]
+fn a_body_cut_short_is_malformed() {
+    let server = OneShot::answering(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"state\"",
+    );
+    let err = control_client::status(&server.url, false).unwrap_err();
+    assert!(matches!(err, ControlError::Malformed { .. }), "{err:?}");
+    assert!(err.to_string().contains("before the whole body"), "{err}");
 }
 
 #[test]
@@ -220,7 +244,9 @@ fn garbage_is_reported_as_a_malformed_answer() {
 
 #[test]
 fn a_non_http_url_is_a_usage_error() {
-    let err = control_client::status("https://127.0.0.1:8000", false).unwrap_err();
-    assert!(matches!(err, ControlError::BadUrl { .. }), "{err:?}");
-    assert_eq!(err.exit_code(), 2);
+    for url in ["https://127.0.0.1:8000", "127.0.0.1:8000", "localhost"] {
+        let err = control_client::status(url, false).unwrap_err();
+        assert!(matches!(err, ControlError::BadUrl { .. }), "{url}: {err:?}");
+        assert_eq!(err.exit_code(), 2, "{url}");
+    }
 }

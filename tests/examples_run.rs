@@ -1,5 +1,6 @@
-//! The examples run and do what they say. `cargo test` builds them next to the test binaries
-//! (`target/<profile>/examples/`); a test that cannot find its example says so and passes.
+//! The examples run and do what they say. `cargo test --workspace` builds them next to the test
+//! binaries (`target/<profile>/examples/`); a test that cannot find its example fails and says
+//! how to build it.
 
 mod common;
 
@@ -10,18 +11,24 @@ use std::time::Duration;
 use common::{children_of, free_port, get, proc_stat, request, respawn_bin, wait_for};
 use nix::sys::signal::Signal;
 
-/// The example binary `name`, if `cargo test` built it.
-fn example(name: &str) -> Option<PathBuf> {
+/// The example binary `name`, which `cargo test --workspace` (and so `scripts/test.sh`) builds
+/// next to the test binaries.
+///
+/// # Panics
+/// When it was not built: a test that did not run must not pass.
+fn example(name: &str) -> PathBuf {
     let dir = std::path::Path::new(respawn_bin())
-        .parent()?
-        .join("examples");
+        .parent()
+        .map(|bin| bin.join("examples"))
+        .unwrap_or_default();
     let path = dir.join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("skipped: the example `{name}` was not built at {} (run `cargo test`, which builds the examples)", path.display());
-        None
-    }
+    assert!(
+        path.is_file(),
+        "the example `{name}` was not built at {}: run `cargo build -p respawn --examples` \
+         (`bash scripts/test.sh` and `cargo test --workspace` build it)",
+        path.display()
+    );
+    path
 }
 
 /// A running example, killed with the processes it started when dropped.
@@ -60,9 +67,7 @@ impl Drop for Running {
 
 #[test]
 fn standalone_asks_restarts_asks_again_and_stops() {
-    let Some(path) = example("standalone") else {
-        return;
-    };
+    let path = example("standalone");
     let child = Command::new(path)
         .arg(respawn_bin())
         .env_remove("RESPAWN_ADMIN_TOKEN")
@@ -119,7 +124,7 @@ fn standalone_asks_restarts_asks_again_and_stops() {
 
 #[test]
 fn embed_serves_its_own_routes_and_restarts_with_its_own_strategy() {
-    let Some(path) = example("embed") else { return };
+    let path = example("embed");
     let port = free_port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let child = Command::new(path)

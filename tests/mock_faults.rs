@@ -8,7 +8,7 @@ use serde_json::Value;
 
 mod mock_process;
 
-use mock_process::Mock;
+use mock_process::{Answer, BodyEnd, Mock};
 
 const CHAT: &str = "/v1/chat/completions";
 
@@ -20,6 +20,11 @@ fn chat_body(prompt: &str, max_tokens: u64, stream: bool) -> String {
         "stream": stream,
     })
     .to_string()
+}
+
+/// The `data:` payloads of an event-stream answer, in order.
+fn sse_data(answer: &Answer) -> Vec<String> {
+    answer.events().into_iter().map(|e| e.data).collect()
 }
 
 /// How long a hung request is given before the test calls it hung.
@@ -46,7 +51,7 @@ impl Drop for TempDir {
 fn generated_tokens(mock: &Mock) -> u64 {
     let answer = mock.get("/metrics").expect("metrics answer");
     answer
-        .body
+        .text()
         .lines()
         .find_map(|l| l.strip_prefix("mock:generation_tokens_total "))
         .and_then(|v| v.trim().parse().ok())
@@ -62,13 +67,12 @@ fn streams_openai_chunks_ending_with_done() {
     assert_eq!(answer.status, 200);
     assert!(
         answer
-            .head
-            .to_ascii_lowercase()
-            .contains("text/event-stream"),
-        "{}",
-        answer.head
+            .header("content-type")
+            .is_some_and(|t| t.contains("text/event-stream")),
+        "{:?}",
+        answer.headers
     );
-    let data = answer.sse_data();
+    let data = sse_data(&answer);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
     let chunks: Vec<Value> = data[..data.len() - 1]
         .iter()
@@ -142,7 +146,7 @@ fn metrics_counter_grows_with_tokens() {
     mock.post(CHAT, &chat_body("y", 4, true))
         .expect("an answer");
     assert_eq!(generated_tokens(&mock), before + 10);
-    let metrics = mock.get("/metrics").expect("an answer").body;
+    let metrics = mock.get("/metrics").expect("an answer").text();
     assert!(metrics.contains("# TYPE mock:generation_tokens_total counter"));
     assert!(metrics.contains("mock:completions_total 2"));
     assert!(metrics.contains("mock:requests_running 0"));
@@ -263,12 +267,13 @@ fn drop_stream_rate_one_cuts_streams_before_done() {
         .post(CHAT, &chat_body("hi", 8, true))
         .expect("an answer");
     assert_eq!(answer.status, 200);
-    let data = answer.sse_data();
+    let data = sse_data(&answer);
     assert!(!data.is_empty(), "a few chunks arrive first");
     assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
     assert!(
-        !answer.body.ends_with("0\r\n\r\n"),
-        "the chunked body is not terminated"
+        matches!(answer.end, BodyEnd::Broken(_)),
+        "the chunked body is not terminated: {:?}",
+        answer.end
     );
     let whole = mock
         .post(CHAT, &chat_body("hi", 8, false))

@@ -4,49 +4,25 @@
 //! requests are in flight, against `respawn mock` and (when installed) llama.cpp's `llama-server`.
 //! The client must see zero errors.
 //!
-//! The venv comes from `scripts/openai-client-venv.sh` (found through `RESPAWN_OPENAI_PYTHON` or
-//! the default cache path); without it every test here is skipped with a printed reason.
+//! The venv comes from `bash scripts/ci-deps.sh` (found through `RESPAWN_OPENAI_PYTHON` or the
+//! default cache path). Every test here is `#[ignore]`d, so a plain run reports them as ignored;
+//! `--include-ignored` runs them (CI does), and then a missing venv (or `llama-server`, for the
+//! last test) fails them with the install command.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{fast_args, proc_stat, Serve, ServeOptions, TempDir};
+use common::{fast_args, llama_server, openai_python, proc_stat, Serve, ServeOptions, TempDir};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const OPENAI_VERSION: &str = "1.109.1";
 const TOKEN: &str = "openai-client-test-token";
-
-/// The venv's interpreter, or `None` (with the reason printed) when it is not installed.
-fn openai_python() -> Option<PathBuf> {
-    let path = match std::env::var_os("RESPAWN_OPENAI_PYTHON") {
-        Some(path) => PathBuf::from(path),
-        None => cache_root()
-            .join(format!("openai-{OPENAI_VERSION}"))
-            .join("venv/bin/python"),
-    };
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "SKIPPED: the openai client venv is not installed ({} is missing); run scripts/openai-client-venv.sh",
-            path.display()
-        );
-        None
-    }
-}
-
-fn cache_root() -> PathBuf {
-    match std::env::var_os("RESPAWN_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/respawn"),
-    }
-}
 
 /// `tests/openai_client.py` running in the venv, steered through its stdin; killed when dropped.
 struct PythonClient {
@@ -191,10 +167,9 @@ fn freeze(serve: &Serve) -> u32 {
 }
 
 #[test]
+#[ignore = "needs the openai client venv: bash scripts/ci-deps.sh"]
 fn the_openai_client_sees_no_error_across_a_requested_restart() {
-    let Some(python) = openai_python() else {
-        return;
-    };
+    let python = openai_python(OPENAI_VERSION);
     let serve = serve_mock_with_token(&[], &["--token-latency", "20ms", "--tokens", "16"]);
     let mut client = PythonClient::start(&python, &serve.url(), &["--timeout", "60"]);
 
@@ -220,10 +195,9 @@ fn the_openai_client_sees_no_error_across_a_requested_restart() {
 }
 
 #[test]
+#[ignore = "needs the openai client venv: bash scripts/ci-deps.sh"]
 fn the_openai_client_sees_no_error_when_the_server_wedges_under_its_requests() {
-    let Some(python) = openai_python() else {
-        return;
-    };
+    let python = openai_python(OPENAI_VERSION);
     // After 4 completions every request and /health hang and stay hung through the stop grace:
     // the caught requests can only succeed by being retried on the next generation. The state
     // file makes the wedge fire once over the whole run.
@@ -269,10 +243,9 @@ fn the_openai_client_sees_no_error_when_the_server_wedges_under_its_requests() {
 }
 
 #[test]
+#[ignore = "needs the openai client venv: bash scripts/ci-deps.sh"]
 fn the_openai_client_sees_no_error_when_the_server_freezes_under_its_requests() {
-    let Some(python) = openai_python() else {
-        return;
-    };
+    let python = openai_python(OPENAI_VERSION);
     let serve = serve_mock_with_token(&[], &["--token-latency", "20ms", "--tokens", "16"]);
     let mut client = PythonClient::start(&python, &serve.url(), &["--timeout", "60"]);
 
@@ -299,37 +272,11 @@ fn the_openai_client_sees_no_error_when_the_server_freezes_under_its_requests() 
     assert_eq!(after.generations, vec![2]);
 }
 
-/// llama.cpp's `llama-server` and its model, when installed (see tests/real_llama_server.rs).
-fn llama_paths() -> Option<(PathBuf, PathBuf)> {
-    let base = cache_root().join("llama-11434");
-    let server = std::env::var_os("RESPAWN_LLAMA_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| base.join("bin/llama-server"));
-    let model = std::env::var_os("RESPAWN_LLAMA_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| base.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    if server.is_file() && model.is_file() {
-        Some((server, model))
-    } else {
-        eprintln!(
-            "SKIPPED: llama-server or its model is not installed ({} / {}); run scripts/install-llama-server.sh",
-            server.display(),
-            model.display()
-        );
-        None
-    }
-}
-
 #[test]
+#[ignore = "needs the openai client venv and llama-server: bash scripts/ci-deps.sh"]
 fn the_openai_client_sees_no_error_when_a_real_llama_server_freezes_under_its_requests() {
-    let Some(python) = openai_python() else {
-        return;
-    };
-    let Some((server, model)) = llama_paths() else {
-        return;
-    };
-    let server = server.to_string_lossy().into_owned();
-    let model = model.to_string_lossy().into_owned();
+    let python = openai_python(OPENAI_VERSION);
+    let (server, model) = llama_server();
     let mut options = ServeOptions::command(
         &[],
         &[

@@ -78,7 +78,7 @@ enum Outcome {
 fn expected_answer(direct: SocketAddr, prompt: &str, max_tokens: u64) -> String {
     for _ in 0..5 {
         if let Ok(reply) = chat(direct, prompt, max_tokens, false, Duration::from_secs(30)) {
-            if let Some(content) = reply.json().and_then(|j| {
+            if let Some(content) = reply.try_json().and_then(|j| {
                 j["choices"][0]["message"]["content"]
                     .as_str()
                     .map(str::to_owned)
@@ -98,7 +98,9 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
     };
     if reply.status != 200 {
         return match (reply.end.clone(), reply.error_type()) {
-            (support::End::Clean, Some(kind)) => Outcome::Error(format!("{} {kind}", reply.status)),
+            (support::BodyEnd::Clean, Some(kind)) => {
+                Outcome::Error(format!("{} {kind}", reply.status))
+            }
             (end, _) => Outcome::Lost(format!(
                 "status {} without an error type ({end:?}): {}",
                 reply.status,
@@ -110,10 +112,10 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
         return Outcome::Wrong("a 200 without x-respawn-generation".into());
     }
     if !stream {
-        if reply.end != support::End::Clean {
+        if reply.end != support::BodyEnd::Clean {
             return Outcome::Lost(format!("a 200 whose body broke: {:?}", reply.end));
         }
-        let content = reply.json().and_then(|j| {
+        let content = reply.try_json().and_then(|j| {
             j["choices"][0]["message"]["content"]
                 .as_str()
                 .map(str::to_owned)
@@ -178,7 +180,7 @@ fn fired(state_file: &str) -> (usize, usize) {
 
 /// The current generation when the server is ready, else `None`.
 fn ready_generation(run: &Respawn) -> Option<(u64, u32)> {
-    let status = get(run.addr(), "/respawn/status").ok()?.json()?;
+    let status = get(run.addr(), "/respawn/status").ok()?.try_json()?;
     run.remember(&status);
     if status["state"] != "ready" {
         return None;

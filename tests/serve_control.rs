@@ -19,7 +19,7 @@ fn serve_with_token(token: Option<&str>) -> Serve {
     Serve::start(options)
 }
 
-fn post_restart(serve: &Serve, authorization: Option<&str>) -> common::Response {
+fn post_restart(serve: &Serve, authorization: Option<&str>) -> common::Reply {
     let headers: Vec<(&str, &str)> = authorization
         .iter()
         .map(|v| ("Authorization", *v))
@@ -237,4 +237,18 @@ fn the_status_and_restart_commands_talk_to_a_running_instance() {
     serve.wait_status(Duration::from_secs(20), "generation 3 ready", |s| {
         s["generation"] == 3 && s["state"] == "ready"
     });
+}
+
+#[test]
+fn a_control_url_without_the_http_scheme_is_a_usage_error() {
+    // docs/CONFIG.md: a URL that is not http://HOST:PORT exits 2, before anything is sent.
+    for args in [
+        ["status", "--url", "127.0.0.1:8000"],
+        ["restart", "--url", "localhost:8000"],
+    ] {
+        let out = respawn(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("http://HOST:PORT"), "{args:?}: {stderr}");
+    }
 }

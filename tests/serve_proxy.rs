@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    chat_body, free_port, get, open, prometheus_value, request, serve_mock, wait_for, Serve,
+    chat_body, free_port, get, open, prometheus_value, raw_exchange, serve_mock, wait_for, Serve,
     ServeOptions,
 };
 use parking_lot::Mutex;
@@ -110,32 +110,36 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
         no_wait: false,
     };
     let serve = Serve::start(options);
-    let response = request(
-        serve.addr,
-        "POST",
-        "/v1/echo",
-        &[
-            ("Connection", "close, x-client-hop"),
-            ("X-Client-Hop", "secret"),
-            ("Keep-Alive", "timeout=5"),
-            ("Proxy-Authorization", "Basic c2VjcmV0"),
-            ("TE", "trailers"),
-            ("X-End-To-End", "kept"),
-            ("Authorization", "Bearer for-the-model-server"),
-        ],
-        b"{}",
-        Duration::from_secs(10),
-    )
-    .expect("request");
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.text(), "ok");
-    assert_eq!(response.header("x-upstream-kept"), Some("yes"));
+    // awc writes the Connection header itself and cannot name other headers in it, which is what
+    // this test needs: the request goes out as raw bytes, and the answer is read as text.
+    let raw = format!(
+        "POST /v1/echo HTTP/1.1\r\nHost: {}\r\nConnection: close, x-client-hop\r\n\
+         X-Client-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic c2VjcmV0\r\n\
+         TE: trailers\r\nX-End-To-End: kept\r\nAuthorization: Bearer for-the-model-server\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+        serve.addr
+    );
+    let answer =
+        raw_exchange(serve.addr, raw.as_bytes(), Duration::from_secs(10)).expect("request");
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete answer: {answer:?}"));
+    let head = head.to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    assert!(head.starts_with("http/1.1 200 "), "{answer}");
+    assert_eq!(body, "ok", "{answer}");
+    assert_eq!(header("x-upstream-kept"), Some("yes"));
     assert_eq!(
-        response.header("x-upstream-hop"),
+        header("x-upstream-hop"),
         None,
         "a header the upstream named in Connection"
     );
-    assert_eq!(response.header("keep-alive"), None);
+    assert_eq!(header("keep-alive"), None);
 
     let heads = echo.heads.lock().clone();
     let head = heads

@@ -252,7 +252,7 @@ impl RestartCoordinator {
                         "recovered: the new generation is ready"
                     );
                     LastRestart {
-                        cause: r.cause.as_str(),
+                        cause: r.cause,
                         duration_ms: u64::try_from(r.took.as_millis()).unwrap_or(u64::MAX),
                         at: unix_now_s().saturating_sub(r.took.as_secs()),
                     }

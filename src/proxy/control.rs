@@ -14,6 +14,7 @@ use crate::messages::RestartNow;
 use crate::metrics::Metrics;
 use crate::proxy::forward::error_response;
 use crate::state::SupervisorState;
+use crate::status::StatusDocument;
 use crate::supervisor::Supervisor;
 
 /// What the control routes read.
@@ -59,26 +60,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// The status document served at `/respawn/status`.
-pub fn status_json(control: &Control) -> serde_json::Value {
-    let state = control.state.borrow().clone();
-    serde_json::json!({
-        "server": control.name,
-        "state": state.phase.as_str(),
-        "generation": state.generation.get(),
-        "pid": state.pid,
-        "restarts": state.restarts,
-        "last_restart": state.last_restart,
-        "last_cause": state.last_cause.map(|c| c.as_str()),
-        "last_error": state.last_error,
-        "uptime_s": state.uptime_s(),
-        "in_flight": control.in_flight.count(),
-        "requests_total": control.metrics.requests_total(),
-    })
+impl Control {
+    /// The status document served at `/respawn/status`, as of now.
+    pub fn status(&self) -> StatusDocument {
+        let state = self.state.borrow();
+        StatusDocument::new(
+            &self.name,
+            &state,
+            self.in_flight.count(),
+            self.metrics.requests_total(),
+        )
+    }
 }
 
 async fn status(control: web::Data<Control>) -> HttpResponse {
-    HttpResponse::Ok().json(status_json(&control))
+    HttpResponse::Ok().json(control.status())
 }
 
 async fn restart(req: HttpRequest, control: web::Data<Control>) -> HttpResponse {

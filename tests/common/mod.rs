@@ -1,15 +1,15 @@
 //! What the process tests of `respawn serve` share: start `respawn serve` on a free loopback
-//! port and wait until it is ready, a small blocking HTTP/1.1 client (whole responses, JSON, and
-//! Server-Sent Events with the arrival time of every chunk), the process tree behind an instance
-//! (guardian → real server), signals, and a guard that kills everything a test started even when
-//! the test fails.
+//! port and wait until it is ready, the tests' HTTP client (`tests/http_client`: whole answers,
+//! JSON, and Server-Sent Events with the arrival time of every chunk), the process tree behind an
+//! instance (guardian → real server), signals, and a guard that kills everything a test started
+//! even when the test fails.
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -112,419 +112,33 @@ impl Drop for TempDir {
 // HTTP
 // ---------------------------------------------------------------------------------------------
 
-/// A whole HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// Header names (lower-cased) and values, in order.
-    pub headers: Vec<(String, String)>,
-    /// The decoded body (chunked encoding removed).
-    pub body: Vec<u8>,
-}
+/// Every request of the process tests goes through one client: awc on a thread of its own.
+#[path = "../http_client/mod.rs"]
+mod http_client;
 
-impl Response {
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
+#[allow(unused_imports)] // each test file uses a different part
+pub use http_client::{
+    open, raw_exchange, request, sse_events, BodyEnd, Chunk, Head, Reply, SseEvent,
+    StreamingResponse,
+};
 
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON (panics with the body when it is not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!(
-                "not JSON ({err}): status {} body {:?}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    /// The generation that answered, from `x-respawn-generation`.
-    pub fn generation(&self) -> Option<u64> {
-        self.header("x-respawn-generation")
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-/// The head of a response whose body is still being read.
-#[derive(Debug, Clone)]
-pub struct Head {
-    /// The status code.
-    pub status: u16,
-    /// Header names (lower-cased) and values.
-    pub headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-enum Framing {
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// A response read chunk by chunk as it arrives.
-pub struct StreamingResponse {
-    /// Status and headers.
-    pub head: Head,
-    reader: BufReader<TcpStream>,
-    framing: Framing,
-    finished: bool,
-}
-
-/// One piece of a body and when it arrived.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    /// When the last byte of the piece was read.
-    pub at: Instant,
-    /// The bytes.
-    pub bytes: Vec<u8>,
-}
-
-/// How a streamed body ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyEnd {
-    /// The chunked body's terminating chunk, or the declared length, or a clean close.
-    Clean,
-    /// The connection broke before the body's end (reset, truncated chunk, missing last chunk).
-    Broken(String),
-    /// Nothing arrived within the read timeout.
-    TimedOut,
-}
-
-impl StreamingResponse {
-    /// The next piece of the body; `Ok(None)` at its clean end.
-    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, BodyEnd> {
-        if self.finished {
-            return Ok(None);
-        }
-        let result = match self.framing {
-            Framing::Chunked => self.next_http_chunk(),
-            Framing::Length(0) => Ok(None),
-            Framing::Length(left) => {
-                let mut buf = vec![0u8; left.min(64 * 1024) as usize];
-                match self.reader.read(&mut buf) {
-                    Ok(0) => Err(BodyEnd::Broken(format!("closed with {left} bytes missing"))),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        self.framing = Framing::Length(left - n as u64);
-                        Ok(Some(Chunk {
-                            at: Instant::now(),
-                            bytes: buf,
-                        }))
-                    }
-                    Err(err) => Err(io_end(err)),
-                }
-            }
-            Framing::UntilClose => {
-                let mut buf = vec![0u8; 64 * 1024];
-                match self.reader.read(&mut buf) {
-                    Ok(0) => Ok(None),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Ok(Some(Chunk {
-                            at: Instant::now(),
-                            bytes: buf,
-                        }))
-                    }
-                    Err(err) => Err(io_end(err)),
-                }
-            }
-        };
-        if !matches!(result, Ok(Some(_))) {
-            self.finished = true;
-        }
-        result
-    }
-
-    fn next_http_chunk(&mut self) -> Result<Option<Chunk>, BodyEnd> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => return Err(BodyEnd::Broken("closed before the last chunk".into())),
-            Ok(_) => {}
-            Err(err) => return Err(io_end(err)),
-        }
-        let size_text = line.trim().split(';').next().unwrap_or("").to_owned();
-        let size = u64::from_str_radix(&size_text, 16)
-            .map_err(|_| BodyEnd::Broken(format!("bad chunk size line {line:?}")))?;
-        if size == 0 {
-            // Trailers (none expected) and the final CRLF.
-            loop {
-                let mut trailer = String::new();
-                match self.reader.read_line(&mut trailer) {
-                    Ok(0) => break,
-                    Ok(_) if trailer.trim().is_empty() => break,
-                    Ok(_) => {}
-                    Err(err) => return Err(io_end(err)),
-                }
-            }
-            return Ok(None);
-        }
-        let mut bytes = vec![0u8; size as usize + 2];
-        if let Err(err) = self.reader.read_exact(&mut bytes) {
-            return Err(match err.kind() {
-                io::ErrorKind::UnexpectedEof => BodyEnd::Broken("closed inside a chunk".into()),
-                _ => io_end(err),
-            });
-        }
-        bytes.truncate(size as usize);
-        Ok(Some(Chunk {
-            at: Instant::now(),
-            bytes,
-        }))
-    }
-
-    /// Reads the body to its end: every piece with its arrival time, and how it ended.
-    pub fn collect(mut self) -> (Vec<Chunk>, BodyEnd) {
-        let mut chunks = Vec::new();
-        loop {
-            match self.next_chunk() {
-                Ok(Some(chunk)) => chunks.push(chunk),
-                Ok(None) => return (chunks, BodyEnd::Clean),
-                Err(end) => return (chunks, end),
-            }
-        }
-    }
-
-    /// Reads Server-Sent Events until `stop` says so or the body ends.
-    pub fn events_until(
-        &mut self,
-        mut stop: impl FnMut(&SseEvent) -> bool,
-    ) -> (Vec<SseEvent>, BodyEnd) {
-        let mut parser = SseParser::default();
-        let mut events = Vec::new();
-        loop {
-            match self.next_chunk() {
-                Ok(Some(chunk)) => {
-                    for event in parser.feed(&chunk) {
-                        let done = stop(&event);
-                        events.push(event);
-                        if done {
-                            return (events, BodyEnd::Clean);
-                        }
-                    }
-                }
-                Ok(None) => return (events, BodyEnd::Clean),
-                Err(end) => return (events, end),
-            }
-        }
-    }
-
-    /// Every Server-Sent Event of the body and how the body ended.
-    pub fn events(mut self) -> (Vec<SseEvent>, BodyEnd) {
-        self.events_until(|_| false)
-    }
-}
-
-fn io_end(err: io::Error) -> BodyEnd {
-    match err.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => BodyEnd::TimedOut,
-        _ => BodyEnd::Broken(err.to_string()),
-    }
-}
-
-/// One Server-Sent Event.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    /// When the chunk that completed it arrived.
-    pub at: Instant,
-    /// The `event:` field, if any.
-    pub event: Option<String>,
-    /// The `data:` lines joined by newlines.
-    pub data: String,
-}
-
-#[derive(Default)]
-struct SseParser {
-    pending: String,
-}
-
-impl SseParser {
-    fn feed(&mut self, chunk: &Chunk) -> Vec<SseEvent> {
-        self.pending
-            .push_str(&String::from_utf8_lossy(&chunk.bytes));
-        let mut out = Vec::new();
-        while let Some(end) = self.pending.find("\n\n") {
-            let block: String = self.pending[..end].to_owned();
-            self.pending.drain(..end + 2);
-            let mut event = None;
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(rest) = line.strip_prefix("event:") {
-                    event = Some(rest.trim().to_owned());
-                } else if let Some(rest) = line.strip_prefix("data:") {
-                    data.push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
-                }
-            }
-            if event.is_some() || !data.is_empty() {
-                out.push(SseEvent {
-                    at: chunk.at,
-                    event,
-                    data: data.join("\n"),
-                });
-            }
-        }
-        out
-    }
-}
-
-/// Sends one request on a fresh connection and returns once the response head arrived.
-/// `timeout` bounds every read and write.
-pub fn open(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> io::Result<StreamingResponse> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.set_nodelay(true)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
-    {
-        head.push_str("Connection: close\r\n");
-    }
-    let mut has_type = false;
-    for (name, value) in headers {
-        has_type |= name.eq_ignore_ascii_case("content-type");
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() && !has_type {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    if method != "GET" || !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut writer = stream.try_clone()?;
-    writer.write_all(head.as_bytes())?;
-    writer.write_all(body)?;
-    writer.flush()?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    if reader.read_line(&mut status_line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "closed before the status line",
-        ));
-    }
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {status_line:?}"),
-            )
-        })?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed inside the head",
-            ));
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let head = Head { status, headers };
-    let framing = if head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        Framing::Chunked
-    } else if let Some(length) = head.header("content-length").and_then(|v| v.parse().ok()) {
-        Framing::Length(length)
-    } else if method == "HEAD" || status == 204 || status == 304 {
-        Framing::Length(0)
-    } else {
-        Framing::UntilClose
-    };
-    Ok(StreamingResponse {
-        head,
-        reader,
-        framing,
-        finished: false,
-    })
-}
-
-/// Sends one request and reads the whole response; an error when it did not end cleanly.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> io::Result<Response> {
-    let streaming = open(addr, method, path, headers, body, timeout)?;
-    let head = streaming.head.clone();
-    let (chunks, end) = streaming.collect();
-    if end != BodyEnd::Clean {
-        return Err(io::Error::other(format!(
-            "status {} body ended badly: {end:?}",
-            head.status
-        )));
-    }
-    Ok(Response {
-        status: head.status,
-        headers: head.headers,
-        body: chunks.into_iter().flat_map(|c| c.bytes).collect(),
-    })
-}
-
-/// `GET path`.
-pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
+/// `GET path`: the whole answer, or an error when none came complete within `timeout`.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Reply> {
     request(addr, "GET", path, &[], b"", timeout)
 }
 
-/// `POST path` with a JSON body.
-pub fn post_json(
-    addr: SocketAddr,
-    path: &str,
-    body: &str,
-    timeout: Duration,
-) -> io::Result<Response> {
+/// `POST path` with a JSON body: the whole answer, or an error.
+pub fn post_json(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> io::Result<Reply> {
     request(addr, "POST", path, &[], body.as_bytes(), timeout)
 }
 
-/// One non-streamed chat completion to `addr`.
+/// One non-streamed chat completion to `addr`: the whole answer, or an error.
 pub fn chat(
     addr: SocketAddr,
     prompt: &str,
     max_tokens: u64,
     timeout: Duration,
-) -> io::Result<Response> {
+) -> io::Result<Reply> {
     post_json(
         addr,
         "/v1/chat/completions",
@@ -539,6 +153,73 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real servers
+// ---------------------------------------------------------------------------------------------
+//
+// The tests that need llama.cpp's `llama-server` or the official OpenAI Python client are
+// `#[ignore]`d, so that a run without them reports them as ignored rather than passed; CI runs
+// them with `--include-ignored` (`RESPAWN_REQUIRE_REAL_SERVERS=1 bash scripts/test.sh`). A test
+// that runs needs what it names: a missing one fails the test with the command that installs it.
+
+/// The command that installs what the real-server tests need.
+pub const INSTALL_REAL_SERVERS: &str = "bash scripts/ci-deps.sh";
+
+/// Where `scripts/ci-deps.sh` builds and downloads into: `RESPAWN_CACHE`, else
+/// `~/.cache/respawn`.
+pub fn cache_root() -> PathBuf {
+    match std::env::var_os("RESPAWN_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/respawn"),
+    }
+}
+
+/// llama.cpp's `llama-server` and its small model (`RESPAWN_LLAMA_SERVER`, `RESPAWN_LLAMA_MODEL`,
+/// or where `scripts/install-llama-server.sh` puts them).
+///
+/// # Panics
+/// When either is missing, with the command that installs them.
+pub fn llama_server() -> (String, String) {
+    let cache = cache_root().join("llama-11434");
+    let server = std::env::var_os("RESPAWN_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("bin/llama-server"));
+    let model = std::env::var_os("RESPAWN_LLAMA_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    for (what, path) in [("llama-server", &server), ("its model", &model)] {
+        assert!(
+            path.is_file(),
+            "this test needs {what}, which is not installed at {}: run `{INSTALL_REAL_SERVERS}`",
+            path.display()
+        );
+    }
+    (
+        server.to_string_lossy().into_owned(),
+        model.to_string_lossy().into_owned(),
+    )
+}
+
+/// The Python interpreter of the venv with the pinned `openai` client version
+/// (`RESPAWN_OPENAI_PYTHON`, or where `scripts/openai-client-venv.sh` puts it).
+///
+/// # Panics
+/// When it is missing, with the command that installs it.
+pub fn openai_python(version: &str) -> PathBuf {
+    let path = match std::env::var_os("RESPAWN_OPENAI_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => cache_root()
+            .join(format!("openai-{version}"))
+            .join("venv/bin/python"),
+    };
+    assert!(
+        path.is_file(),
+        "this test needs the openai {version} client venv, which is not installed at {}: run `{INSTALL_REAL_SERVERS}`",
+        path.display()
+    );
+    path
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -911,17 +592,17 @@ impl Serve {
     }
 
     /// `POST path` with a JSON body through the proxy.
-    pub fn post(&self, path: &str, body: &str, timeout: Duration) -> io::Result<Response> {
+    pub fn post(&self, path: &str, body: &str, timeout: Duration) -> io::Result<Reply> {
         post_json(self.addr, path, body, timeout)
     }
 
     /// `GET path` through the proxy.
-    pub fn get(&self, path: &str) -> io::Result<Response> {
+    pub fn get(&self, path: &str) -> io::Result<Reply> {
         get(self.addr, path, Duration::from_secs(10))
     }
 
     /// One chat completion through the proxy (non-streamed).
-    pub fn chat(&self, prompt: &str, max_tokens: u64, timeout: Duration) -> io::Result<Response> {
+    pub fn chat(&self, prompt: &str, max_tokens: u64, timeout: Duration) -> io::Result<Reply> {
         chat(self.addr, prompt, max_tokens, timeout)
     }
 

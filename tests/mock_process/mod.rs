@@ -1,17 +1,22 @@
 //! `respawn mock` as a child process for the tests that drive it from outside: started on a
-//! free port, its log collected, killed when dropped (even when the test fails), and a raw
-//! HTTP/1.1 client for whole answers and Server-Sent Events.
+//! free port, its log collected, killed when dropped (even when the test fails), and asked
+//! through the tests' HTTP client (`tests/http_client`).
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+#[path = "../http_client/mod.rs"]
+mod http_client;
+
+pub use http_client::BodyEnd;
 
 /// A `respawn mock` child process, killed when dropped (even when the test fails).
 pub struct Mock {
@@ -67,7 +72,8 @@ impl Mock {
         mock
     }
 
-    /// One request on a fresh connection; `None` when no complete answer came within `wait`.
+    /// One request on a fresh connection: the answer however its body ended (a cut stream is
+    /// an answer too, [`Answer::end`] says so); `None` when the server stayed silent for `wait`.
     pub fn request(
         &self,
         method: &str,
@@ -76,54 +82,21 @@ impl Mock {
         body: &str,
         wait: Duration,
     ) -> Option<Answer> {
-        let mut stream = TcpStream::connect(self.addr).ok()?;
-        stream.set_read_timeout(Some(wait)).ok()?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).ok()?;
-        stream.write_all(body.as_bytes()).ok()?;
-        let deadline = Instant::now() + wait;
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            if Instant::now() > deadline {
-                return None;
-            }
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                    return None
+        let answer =
+            match http_client::open(self.addr, method, path, headers, body.as_bytes(), wait) {
+                Ok(response) => response.into_reply(),
+                Err(err) if err.kind() == ErrorKind::TimedOut => return None,
+                // Closed or reset before any answer: an answer with no status.
+                Err(_) => {
+                    return Some(Answer {
+                        status: 0,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                        end: BodyEnd::Broken("no answer".into()),
+                    })
                 }
-                Err(_) => break, // reset by peer: what was read is the answer
-            }
-        }
-        if raw.is_empty() {
-            return Some(Answer {
-                status: 0,
-                head: String::new(),
-                body: String::new(),
-            });
-        }
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Some(Answer {
-            status,
-            head: head.to_owned(),
-            body: body.to_owned(),
-        })
+            };
+        (answer.end != BodyEnd::TimedOut).then_some(answer)
     }
 
     pub fn get(&self, path: &str) -> Option<Answer> {
@@ -163,26 +136,5 @@ impl Drop for Mock {
     }
 }
 
-/// A raw HTTP answer.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub head: String,
-    pub body: String,
-}
-
-impl Answer {
-    /// The `data:` payloads of an SSE body, in order.
-    pub fn sse_data(&self) -> Vec<String> {
-        self.body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The body as JSON (the mock answers short JSON bodies with a Content-Length).
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
-    }
-}
+/// An answer of the mock.
+pub type Answer = http_client::Reply;

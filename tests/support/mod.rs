@@ -1,14 +1,14 @@
 //! What the reliability tests share: the `respawn` binary started with a guard that kills it and
-//! every process group it made (even when a test fails), a small blocking HTTP/1.1 client that
-//! also tells a cleanly ended body from a broken one, and views of `/proc` (process trees,
-//! groups, zombies, resident memory).
+//! every process group it made (even when a test fails), the tests' HTTP client (through
+//! `tests/common`; it also tells a cleanly ended body from a broken one), and views of `/proc`
+//! (process trees, groups, zombies, resident memory).
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-/// The helpers the `serve_*` tests use too (ports, polling, request bodies, /proc).
+/// The helpers the `serve_*` tests use too (ports, polling, request bodies, /proc, HTTP).
 #[path = "../common/mod.rs"]
 mod common;
 
@@ -75,202 +75,16 @@ impl Drop for Scratch {
 // HTTP
 // ---------------------------------------------------------------------------------------------
 
-/// How a response body ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
-    /// The declared length, the last chunk of a chunked body, or a close for an unframed body.
-    Clean,
-    /// The connection closed or broke before the body's end.
-    Broken(String),
-}
+#[allow(unused_imports)] // each test file uses a different part
+pub use common::{raw_exchange, request, sse_events, BodyEnd, Reply, SseEvent};
 
-/// One response as the client saw it.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// The status code.
-    pub status: u16,
-    /// Header names (lower-cased) and values.
-    pub headers: Vec<(String, String)>,
-    /// The body, chunked framing removed.
-    pub body: Vec<u8>,
-    /// Whether the body ended cleanly.
-    pub end: End,
-}
-
-impl Reply {
-    /// The first value of header `name` (lower-case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON, if it is JSON.
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    /// `error.type` of an OpenAI-shaped error body.
-    pub fn error_type(&self) -> Option<String> {
-        self.json()?["error"]["type"].as_str().map(str::to_owned)
-    }
-}
-
-/// Sends raw bytes on a fresh connection and reads everything until the peer closes (or
-/// `timeout` passes without a byte). Returns what arrived.
-pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(bytes)?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(err) if out.is_empty() => return Err(err),
-            Err(_) => return Ok(out),
-        }
-    }
-}
-
-/// Sends one request (`Connection: close`) and reads the whole response; `timeout` bounds every
-/// read. An error only when no complete response head arrived.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> io::Result<Reply> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let _ = stream.set_nodelay(true);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty()
-        && !headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-    {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    if method != "GET" || !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut writer = stream.try_clone()?;
-    writer.write_all(head.as_bytes())?;
-    // A server may answer (413) before it read the whole body and close: not our error.
-    let _ = writer.write_all(body);
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "closed before the status line",
-        ));
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}"))
-        })?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed inside the head",
-            ));
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let (body, end) = if chunked {
-        read_chunked(&mut reader)
-    } else if let Some(length) = length {
-        let mut body = vec![0u8; length];
-        match reader.read_exact(&mut body) {
-            Ok(()) => (body, End::Clean),
-            Err(err) => (Vec::new(), End::Broken(err.to_string())),
-        }
-    } else if method == "HEAD" || status == 204 || status == 304 {
-        (Vec::new(), End::Clean)
-    } else {
-        let mut body = Vec::new();
-        match reader.read_to_end(&mut body) {
-            Ok(_) => (body, End::Clean),
-            Err(err) => (body, End::Broken(err.to_string())),
-        }
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-        end,
-    })
-}
-
-fn read_chunked(reader: &mut impl BufRead) -> (Vec<u8>, End) {
-    let mut body = Vec::new();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => return (body, End::Broken("closed before the last chunk".into())),
-            Ok(_) => {}
-            Err(err) => return (body, End::Broken(err.to_string())),
-        }
-        let size = line.trim().split(';').next().unwrap_or("");
-        let Ok(size) = usize::from_str_radix(size, 16) else {
-            return (body, End::Broken(format!("bad chunk size {line:?}")));
-        };
-        if size == 0 {
-            let mut rest = String::new();
-            let _ = reader.read_line(&mut rest);
-            return (body, End::Clean);
-        }
-        let mut chunk = vec![0u8; size + 2];
-        if let Err(err) = reader.read_exact(&mut chunk) {
-            return (body, End::Broken(err.to_string()));
-        }
-        chunk.truncate(size);
-        body.extend_from_slice(&chunk);
-    }
-}
-
-/// `GET path`.
+/// `GET path` (10 s bound): the whole answer, or an error.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Reply> {
     request(addr, "GET", path, &[], b"", Duration::from_secs(10))
 }
 
-/// `POST /v1/chat/completions`.
+/// `POST /v1/chat/completions`: the answer however its body ended ([`Reply::end`] says how);
+/// an error only when no head arrived.
 pub fn chat(
     addr: SocketAddr,
     prompt: &str,
@@ -278,47 +92,16 @@ pub fn chat(
     stream: bool,
     timeout: Duration,
 ) -> io::Result<Reply> {
-    request(
+    let body = chat_body(prompt, max_tokens, stream);
+    Ok(common::open(
         addr,
         "POST",
         "/v1/chat/completions",
         &[],
-        chat_body(prompt, max_tokens, stream).as_bytes(),
+        body.as_bytes(),
         timeout,
-    )
-}
-
-/// One Server-Sent Event: its `event:` field and its `data:` lines joined.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// The `event:` field.
-    pub event: Option<String>,
-    /// The data.
-    pub data: String,
-}
-
-/// The events of an event-stream body.
-pub fn sse_events(body: &[u8]) -> Vec<Event> {
-    let text = String::from_utf8_lossy(body);
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let mut event = None;
-        let mut data = Vec::new();
-        for line in block.lines() {
-            if let Some(rest) = line.strip_prefix("event:") {
-                event = Some(rest.trim().to_owned());
-            } else if let Some(rest) = line.strip_prefix("data:") {
-                data.push(rest.strip_prefix(' ').unwrap_or(rest).to_owned());
-            }
-        }
-        if event.is_some() || !data.is_empty() {
-            events.push(Event {
-                event,
-                data: data.join("\n"),
-            });
-        }
-    }
-    events
+    )?
+    .into_reply())
 }
 
 /// The value of the sample `name{labels}` (exact label text) in a Prometheus exposition.
@@ -534,7 +317,7 @@ impl Respawn {
     pub fn status(&self) -> Value {
         let reply = get(self.addr(), "/respawn/status").expect("GET /respawn/status");
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let status = reply.json().expect("status is JSON");
+        let status = reply.json();
         self.remember(&status);
         status
     }
@@ -555,7 +338,7 @@ impl Respawn {
     ) -> Value {
         let mut last = Value::Null;
         let found = wait_for(bound, || {
-            let status = get(self.addr(), "/respawn/status").ok()?.json()?;
+            let status = get(self.addr(), "/respawn/status").ok()?.try_json()?;
             self.remember(&status);
             last = status.clone();
             check(&status).then_some(status)

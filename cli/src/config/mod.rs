@@ -531,35 +531,11 @@ fn bad_value(key: &str, value: &str, expected: &str) -> ConfigError {
 /// Checks that `url` is a plain `http://host[:port][/path]` URL (respawn speaks HTTP/1.1 without
 /// TLS, to servers on the same host or network).
 fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let invalid = || {
+    crate::http_url::HttpUrl::parse(url).map(drop).map_err(|_| {
         bad_value(
             key,
             url,
             "an http:// URL, e.g. http://127.0.0.1:8080 (TLS is not supported)",
         )
-    };
-    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') || authority.chars().any(char::is_whitespace) {
-        return Err(invalid());
-    }
-    let (host, port) = match authority.strip_prefix('[') {
-        // An IPv6 literal: `[::1]` or `[::1]:8080`.
-        Some(bracketed) => {
-            let (host, after) = bracketed.split_once(']').ok_or_else(invalid)?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':').ok_or_else(invalid)?),
-            };
-            (host, port)
-        }
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() || port.is_some_and(|port| port.parse::<u16>().is_err()) {
-        return Err(invalid());
-    }
-    Ok(())
+    })
 }

@@ -157,6 +157,16 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Whether a response to `method` with `status` has a body (RFC 9110 §6.4.1): never for `HEAD`,
+/// nor for 1xx, 204 and 304, whatever `Content-Length` the head declares.
+pub fn response_has_body(method: &Method, status: actix_web::http::StatusCode) -> bool {
+    use actix_web::http::StatusCode;
+    !(method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
 /// A worker's sender: its own awc client plus the shared state.
 #[derive(Clone)]
 pub struct Upstream {
@@ -202,12 +212,35 @@ impl Upstream {
         out: &Outgoing,
         fingerprint: Fingerprint,
     ) -> Result<Delivered, CallError> {
+        self.deliver_counted(out, fingerprint).await.0
+    }
+
+    /// [`deliver`](Self::deliver), also telling how many attempts were made, so that a failure
+    /// after retries can say so (`x-respawn-attempts`) as a success does.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as `deliver`.
+    pub async fn deliver_counted(
+        &self,
+        out: &Outgoing,
+        fingerprint: Fingerprint,
+    ) -> (Result<Delivered, CallError>, u32) {
+        let mut plan = RetryPlan::new(self.shared.config.retry);
+        let result = self.deliver_with(out, fingerprint, &mut plan).await;
+        (result, plan.attempts())
+    }
+
+    async fn deliver_with(
+        &self,
+        out: &Outgoing,
+        fingerprint: Fingerprint,
+        plan: &mut RetryPlan,
+    ) -> Result<Delivered, CallError> {
         let shared = &self.shared;
         let config = &shared.config;
         if shared.in_flight.is_quarantined(fingerprint) {
             return Err(CallError::Quarantined);
         }
-        let mut plan = RetryPlan::new(config.retry);
         let mut state = shared.state.clone();
         let mut want = Generation(0);
         loop {
@@ -280,8 +313,9 @@ impl Upstream {
                     }
                 }
                 RetryDecision::GiveUp(reason) => {
-                    if let Some(delivered) = detail {
+                    if let Some(mut delivered) = detail {
                         // The server's own 5xx is the most honest answer once retries are spent.
+                        delivered.attempts = plan.attempts();
                         return Ok(delivered);
                     }
                     let status = match outcome {
@@ -316,6 +350,16 @@ impl Upstream {
             Ok(response) => response,
             Err(err) => return Err(classify_send_error(&err)),
         };
+        if !response_has_body(&out.method, response.status()) {
+            // Nothing follows the head (HEAD, 204, 304): waiting for a first chunk would wait for
+            // bytes that never come, even when the head declares a length.
+            return Ok(Delivered {
+                response,
+                first: None,
+                generation,
+                attempts: 0,
+            });
+        }
         // A small answer is usually complete with its head: take it without arming a timer.
         let ready = response.next().now_or_never();
         let remaining = config.request_timeout.saturating_sub(started.elapsed());

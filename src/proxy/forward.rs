@@ -2,17 +2,24 @@
 
 use std::sync::Arc;
 
-use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap};
-use actix_web::http::StatusCode;
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use crate::coordinator::RequestSucceeded;
 use crate::in_flight::fingerprint;
 use crate::metrics::FailureClass;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
-use crate::upstream::{connection_tokens, is_hop_by_hop, CallError, Outgoing, Upstream};
+use crate::upstream::{
+    connection_tokens, is_hop_by_hop, response_has_body, CallError, Outgoing, Upstream,
+};
+
+/// The header that tells a client its request was sent more than once (after a restart or a
+/// server error), on successes and failures alike.
+pub const ATTEMPTS_HEADER: &str = "x-respawn-attempts";
 
 /// Limits the proxy enforces on what clients send.
 #[derive(Clone, Copy, Debug)]
@@ -89,9 +96,9 @@ pub async fn forward(
         body,
     };
 
-    let delivered = match upstream.deliver(&out, fp).await {
-        Ok(delivered) => delivered,
-        Err(err) => {
+    let delivered = match upstream.deliver_counted(&out, fp).await {
+        (Ok(delivered), _) => delivered,
+        (Err(err), attempts) => {
             metrics.request_failed(err.class());
             let kind = match err {
                 CallError::Unavailable(_) => "server_unavailable",
@@ -99,7 +106,14 @@ pub async fn forward(
                 CallError::Quarantined => "request_quarantined",
             };
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-            return error_response(status, kind, &err.to_string());
+            let mut response = error_response(status, kind, &err.to_string());
+            if attempts > 1 {
+                response.headers_mut().insert(
+                    HeaderName::from_static(ATTEMPTS_HEADER),
+                    HeaderValue::from(attempts),
+                );
+            }
+            return response;
         }
     };
 
@@ -129,9 +143,39 @@ pub async fn forward(
         delivered.generation.get().to_string(),
     ));
     if delivered.attempts > 1 {
-        builder.insert_header(("x-respawn-attempts", delivered.attempts.to_string()));
+        builder.insert_header((ATTEMPTS_HEADER, delivered.attempts));
     }
     let suspect = shared.in_flight.is_suspect(fp).then_some(fp);
+    let status = delivered.response.status();
+    if !response_has_body(&out.method, status) {
+        // The head is the whole answer: pass its length on (a HEAD answer and a 304 keep the
+        // length of the representation) without waiting for a body that never comes.
+        drop(guard);
+        if let Some(fingerprint) = suspect {
+            shared.coordinator.do_send(RequestSucceeded { fingerprint });
+        }
+        return match length {
+            Some(length)
+                if out.method == Method::HEAD
+                    && status != StatusCode::NO_CONTENT
+                    && status != StatusCode::NOT_MODIFIED
+                    && !status.is_informational() =>
+            {
+                // Declared as an unframed stream with a fixed length rather than a sized body:
+                // actix-http decides "this answers a HEAD" from the last request it parsed, so
+                // with a pipelined request behind this one a sized body would wait for bytes.
+                builder.no_chunking(length);
+                builder.body(BodyStream::new(futures_util::stream::empty::<
+                    Result<Bytes, actix_web::Error>,
+                >()))
+            }
+            Some(length) if status == StatusCode::NOT_MODIFIED => {
+                builder.insert_header((header::CONTENT_LENGTH, length));
+                builder.body(actix_web::body::None::new())
+            }
+            _ => builder.body(actix_web::body::None::new()),
+        };
+    }
     let completeness = Completeness {
         length,
         ends_with_done: sse && out.path_and_query.contains("/completions"),

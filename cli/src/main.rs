@@ -75,6 +75,8 @@ fn main() -> ExitCode {
         }
     }
 
+    // First, before other threads allocate: large request bodies go back to the system when freed.
+    let returns_memory = respawn_cli::resources::return_large_allocations();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -87,6 +89,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log_format);
+            if !returns_memory {
+                tracing::debug!("the allocator's mmap threshold is left as it is: memory of large request bodies may stay resident after use");
+            }
             match respawn_cli::serve::run(config) {
                 Ok(outcome) => {
                     if let respawn_cli::serve::ServeExit::GaveUp { reason } = &outcome {

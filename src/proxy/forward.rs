@@ -12,6 +12,9 @@ use futures_util::StreamExt;
 use crate::coordinator::RequestSucceeded;
 use crate::in_flight::fingerprint;
 use crate::metrics::FailureClass;
+use crate::proxy::admission::ForwardSlots;
+use crate::proxy::drain::{Drain, SHUTTING_DOWN};
+use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
 use crate::upstream::{
     connection_tokens, is_hop_by_hop, response_has_body, CallError, Outgoing, Upstream,
@@ -38,21 +41,47 @@ pub async fn forward(
     let shared = Arc::clone(upstream.shared());
     let metrics = &shared.metrics;
     metrics.request_started();
+    let drain = req.app_data::<Drain>().cloned().unwrap_or_default();
+    if drain.has_ended() {
+        metrics.request_failed(FailureClass::ShuttingDown);
+        return refusal(
+            shutting_down("respawn is shutting down and takes no new requests"),
+            None,
+        );
+    }
+    // A forward slot is two descriptors (this connection and one towards the model server): when
+    // the worker has none left, refuse now, while this connection can still be answered.
+    let slot = match req.app_data::<ForwardSlots>() {
+        Some(slots) => match slots.try_take() {
+            Some(slot) => Some(slot),
+            None => {
+                metrics.request_failed(FailureClass::Overloaded);
+                return refusal(overloaded(slots.capacity()), Some(1));
+            }
+        },
+        None => None,
+    };
 
     // The body is held (up to the limit) so that the request can be sent again after a restart.
     let limit = limits.max_body_size;
-    if let Some(length) = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared {
         if length > limit {
             metrics.request_failed(FailureClass::TooLarge);
             return too_large(limit);
         }
     }
-    let mut body = BytesMut::new();
+    // Sized once from the declared length: growing by doubling would copy a large body several
+    // times and leave the allocator with blocks of every size on the way.
+    let mut body = BytesMut::with_capacity(
+        declared
+            .and_then(|length| usize::try_from(length).ok())
+            .unwrap_or(0),
+    );
     while let Some(chunk) = payload.next().await {
         match chunk {
             Ok(chunk) => {
@@ -96,7 +125,23 @@ pub async fn forward(
         body,
     };
 
-    let delivered = match upstream.deliver_counted(&out, fp).await {
+    // A request still waiting for its first byte when the shutdown grace ends is answered, not
+    // cut with its connection.
+    let outcome = tokio::select! {
+        biased;
+        outcome = upstream.deliver_counted(&out, fp) => Some(outcome),
+        () = drain.ended() => None,
+    };
+    let Some(outcome) = outcome else {
+        metrics.request_failed(FailureClass::ShuttingDown);
+        return refusal(
+            shutting_down(
+                "respawn is shutting down and the grace for requests in flight ended before the model server answered",
+            ),
+            None,
+        );
+    };
+    let delivered = match outcome {
         (Ok(delivered), _) => delivered,
         (Err(err), attempts) => {
             metrics.request_failed(err.class());
@@ -191,10 +236,35 @@ pub async fn forward(
         completeness,
     };
     let body = WatchedBody::new(delivered.first, delivered.response, watch);
+    let body = ServedBody::new(body, slot, drain, sse);
     match length {
         Some(length) => builder.body(SizedStream::new(length, body)),
         None => builder.streaming(body),
     }
+}
+
+/// A refusal that also closes the connection, freeing its descriptor; `retry_after` in seconds.
+fn refusal(mut response: HttpResponse, retry_after: Option<u32>) -> HttpResponse {
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn overloaded(capacity: usize) -> HttpResponse {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_overloaded",
+        &format!(
+            "respawn is forwarding as many requests as its open-file limit allows ({capacity} per worker); retry shortly"
+        ),
+    )
+}
+
+fn shutting_down(message: &str) -> HttpResponse {
+    error_response(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN, message)
 }
 
 fn too_large(limit: u64) -> HttpResponse {

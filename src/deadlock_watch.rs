@@ -275,7 +275,7 @@ impl DeadlockWatch {
     fn judge(&mut self, generation: Generation, source: &str, counter: u64, in_flight: usize) {
         let now = self.origin.elapsed();
         if let ProgressVerdict::Stalled { for_ } = self.watch.on_sample(now, counter, in_flight) {
-            warn!(metric = %source, stalled_s = for_.as_secs(), %generation, "requests in flight but the token counter stopped growing");
+            warn!(metric = %source, stalled_s = for_.as_secs(), generation = generation.get(), "requests in flight but the token counter stopped growing");
             self.reported = true;
             self.coordinator.do_send(Hang {
                 generation,
@@ -329,7 +329,11 @@ impl DeadlockWatch {
             }
             match outcome {
                 None => {
-                    warn!(%generation, took_ms = took.as_millis() as u64, "the idle canary got no answer: the server is hung");
+                    warn!(
+                        generation = generation.get(),
+                        took_ms = took.as_millis() as u64,
+                        "the idle canary got no answer: the server is hung"
+                    );
                     act.reported = true;
                     act.coordinator.do_send(Hang {
                         generation,
@@ -337,7 +341,12 @@ impl DeadlockWatch {
                     });
                 }
                 Some(status) => {
-                    debug!(%generation, status, took_ms = took.as_millis() as u64, "canary answered");
+                    debug!(
+                        generation = generation.get(),
+                        status,
+                        took_ms = took.as_millis() as u64,
+                        "canary answered"
+                    );
                 }
             }
         })

@@ -134,7 +134,7 @@ impl HealthActor {
                 });
             }
             HealthEvent::Unresponsive { failures } => {
-                debug!(url = %self.url, %generation, failures, "health probes failed in a row");
+                debug!(url = %self.url, generation = generation.get(), failures, "health probes failed in a row");
                 self.reports.unhealthy.do_send(Unhealthy {
                     generation,
                     failures,

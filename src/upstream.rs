@@ -267,7 +267,12 @@ impl Upstream {
                 Err(outcome) => (outcome, None),
             };
             let decision = plan.decide(outcome, generation, false);
-            debug!(%generation, ?outcome, ?decision, "attempt failed");
+            debug!(
+                generation = generation.get(),
+                ?outcome,
+                ?decision,
+                "attempt failed"
+            );
             let hang_cause = match outcome {
                 AttemptOutcome::FirstByteTimeout => Some(HangCause::FirstByteTimeout),
                 AttemptOutcome::Stall => Some(HangCause::StreamStall),
@@ -372,7 +377,7 @@ impl Upstream {
             Ok(None) => None,
             Ok(Some(Ok(chunk))) => Some(chunk),
             Ok(Some(Err(err))) => {
-                warn!(%generation, error = %err, "the response broke before its first byte");
+                warn!(generation = generation.get(), error = %err, "the response broke before its first byte");
                 return Err(AttemptOutcome::ConnectionReset);
             }
         };

@@ -324,7 +324,12 @@ impl Endpoint {
                     "the `{scheme}` scheme is not supported; use http://HOST:PORT, e.g. http://127.0.0.1:8000"
                 )))
             }
-            None => trimmed,
+            // `host:port` alone is a usage error (exit 2), as docs/CONFIG.md says, with the fix.
+            None => {
+                return Err(bad(&format!(
+                    "no scheme; use http://HOST:PORT, e.g. http://{trimmed}"
+                )))
+            }
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(at) => rest.split_at(at),
@@ -700,7 +705,14 @@ mod tests {
             ),
             ("::1", 9000, "/llm")
         );
-        assert_eq!(Endpoint::parse("localhost").unwrap().port, 80);
+        assert_eq!(Endpoint::parse("http://localhost").unwrap().port, 80);
+        match Endpoint::parse("localhost:8000") {
+            Err(err @ ControlError::BadUrl { .. }) => {
+                assert_eq!(err.exit_code(), 2);
+                assert!(err.to_string().contains("http://localhost:8000"), "{err}");
+            }
+            other => panic!("a URL without a scheme is a usage error: {other:?}"),
+        }
         assert!(matches!(
             Endpoint::parse("https://x:1"),
             Err(ControlError::BadUrl { .. })

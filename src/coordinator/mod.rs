@@ -179,7 +179,7 @@ impl RestartCoordinator {
     ) {
         let generation = self.gate.started();
         if generation != expected {
-            warn!(server = %self.config.name, %generation, %expected, "generation mismatch after a start");
+            warn!(server = %self.config.name, generation = generation.get(), expected = expected.get(), "generation mismatch after a start");
         }
         self.started_at = Some(Instant::now());
         self.publish(|s| {
@@ -188,7 +188,7 @@ impl RestartCoordinator {
             s.phase = Phase::Starting;
             s.ready_at = None;
         });
-        info!(server = %self.config.name, %generation, pid = pid.unwrap_or(0), "server started; waiting until it is ready");
+        info!(server = %self.config.name, generation = generation.get(), pid = pid.unwrap_or(0), "server started; waiting until it is ready");
         self.parts.health.do_send(Watch { generation });
         if ready_confirmed {
             let startup = self.started_at.map(|t| t.elapsed()).unwrap_or_default();
@@ -208,7 +208,7 @@ impl RestartCoordinator {
             self.parts.metrics.recovered(took);
             info!(
                 server = %self.config.name,
-                %generation,
+                generation = generation.get(),
                 cause = p.cause.as_str(),
                 recovery_ms = took.as_millis() as u64,
                 "recovered: the new generation is ready"
@@ -220,7 +220,7 @@ impl RestartCoordinator {
             }
         });
         if last.is_none() {
-            info!(server = %self.config.name, %generation, startup_ms = startup.as_millis() as u64, "server ready");
+            info!(server = %self.config.name, generation = generation.get(), startup_ms = startup.as_millis() as u64, "server ready");
         }
         self.publish(|s| {
             s.phase = Phase::Ready;
@@ -244,7 +244,7 @@ impl RestartCoordinator {
             && matches!(cause, HangCause::Exited | HangCause::StartupTimeout)
             && self.gate.is_restarting()
         {
-            warn!(server = %self.config.name, %generation, cause = cause.as_str(), "the new generation failed during its start");
+            warn!(server = %self.config.name, generation = generation.get(), cause = cause.as_str(), "the new generation failed during its start");
             let pending = self.pending.get_or_insert(PendingRestart {
                 cause,
                 detected_at: Instant::now(),
@@ -256,11 +256,11 @@ impl RestartCoordinator {
         }
         match self.gate.report(respawn_core::Hang { generation, cause }) {
             GateDecision::StartRestart { generation } => {
-                warn!(server = %self.config.name, %generation, cause = cause.as_str(), "hang detected");
+                warn!(server = %self.config.name, generation = generation.get(), cause = cause.as_str(), "hang detected");
                 self.update_poison();
                 self.publish(|s| s.last_cause = Some(cause));
                 if !self.config.enable_restart {
-                    warn!(server = %self.config.name, %generation, "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
+                    warn!(server = %self.config.name, generation = generation.get(), "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
                     // Nothing will be restarted: close the gate again so the next hang is reported
                     // too, and keep probing the same generation so that a recovery is seen.
                     self.gate.abandon();
@@ -275,7 +275,7 @@ impl RestartCoordinator {
                 self.schedule_restart(ctx, generation, cause);
             }
             GateDecision::AlreadyRestarting { generation } => {
-                debug!(server = %self.config.name, %generation, cause = cause.as_str(), "hang report joins the restart under way");
+                debug!(server = %self.config.name, generation = generation.get(), cause = cause.as_str(), "hang report joins the restart under way");
             }
             GateDecision::Stale { reported, current } => {
                 debug!(server = %self.config.name, %reported, %current, cause = cause.as_str(), "stale hang report ignored");
@@ -355,7 +355,7 @@ impl RestartCoordinator {
         };
         self.publish(|s| s.phase = Phase::Restarting);
         let next = self.gate.generation().next();
-        info!(server = %self.config.name, strategy = strategy.name, %hung, %next, cause = cause.as_str(), "restarting");
+        info!(server = %self.config.name, strategy = strategy.name, hung = hung.get(), next = next.get(), cause = cause.as_str(), "restarting");
         strategy
             .recipient
             .send(Restart { hung, next, cause })
@@ -412,7 +412,7 @@ impl Handler<Unhealthy> for RestartCoordinator {
     type Result = ();
 
     fn handle(&mut self, msg: Unhealthy, ctx: &mut Self::Context) {
-        debug!(server = %self.config.name, generation = %msg.generation, failures = msg.failures, "health probes failing");
+        debug!(server = %self.config.name, generation = msg.generation.get(), failures = msg.failures, "health probes failing");
         self.on_hang(ctx, msg.generation, HangCause::HealthProbes);
     }
 }
@@ -421,7 +421,7 @@ impl Handler<StartupTimedOut> for RestartCoordinator {
     type Result = ();
 
     fn handle(&mut self, msg: StartupTimedOut, ctx: &mut Self::Context) {
-        warn!(server = %self.config.name, generation = %msg.generation, after_s = msg.after.as_secs(), "the server did not become ready within the startup timeout");
+        warn!(server = %self.config.name, generation = msg.generation.get(), after_s = msg.after.as_secs(), "the server did not become ready within the startup timeout");
         self.publish(|s| {
             s.last_error = Some(format!(
                 "the server did not become ready within the startup timeout ({}s)",
@@ -444,7 +444,7 @@ impl Handler<ServerExited> for RestartCoordinator {
     type Result = ();
 
     fn handle(&mut self, msg: ServerExited, ctx: &mut Self::Context) {
-        warn!(server = %self.config.name, generation = %msg.generation, pid = msg.pid, status = %msg.status, "the server exited");
+        warn!(server = %self.config.name, generation = msg.generation.get(), pid = msg.pid, exit = %msg.status, "the server exited");
         self.publish(|s| s.last_error = Some(format!("the server exited: {}", msg.status)));
         self.on_hang(ctx, msg.generation, HangCause::Exited);
     }

@@ -156,7 +156,13 @@ impl ResponseError for Unauthorized {
     fn error_response(&self) -> HttpResponse {
         HttpResponse::Unauthorized()
             .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-            .json(serde_json::json!({ "error": self.to_string() }))
+            .json(serde_json::json!({
+                "error": {
+                    "message": self.to_string(),
+                    "type": "unauthorized",
+                    "code": 401,
+                }
+            }))
     }
 }
 

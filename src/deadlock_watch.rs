@@ -277,10 +277,19 @@ impl DeadlockWatch {
             act.busy = false;
             match outcome {
                 None => {
-                    warn!(%generation, took_ms = took.as_millis() as u64, "the idle canary got no answer");
+                    warn!(
+                        generation = generation.get(),
+                        took_ms = took.as_millis() as u64,
+                        "the idle canary got no answer"
+                    );
                 }
                 Some(status) => {
-                    debug!(%generation, status, took_ms = took.as_millis() as u64, "canary answered");
+                    debug!(
+                        generation = generation.get(),
+                        status,
+                        took_ms = took.as_millis() as u64,
+                        "canary answered"
+                    );
                 }
             }
             act.coordinator.do_send(CanaryResult {

@@ -29,17 +29,23 @@ pub enum FailureClass {
     TooLarge,
     /// The request could not be forwarded (bad URL, bad headers).
     BadRequest,
+    /// Every forward slot of the worker was taken (the open-file budget): refused with 503.
+    Overloaded,
+    /// respawn was shutting down: refused, or cut at the end of the grace.
+    ShuttingDown,
 }
 
 impl FailureClass {
     /// Every class, in label order.
-    pub const ALL: [FailureClass; 6] = [
+    pub const ALL: [FailureClass; 8] = [
         FailureClass::Unavailable,
         FailureClass::RetriesExhausted,
         FailureClass::Truncated,
         FailureClass::Quarantined,
         FailureClass::TooLarge,
         FailureClass::BadRequest,
+        FailureClass::Overloaded,
+        FailureClass::ShuttingDown,
     ];
 
     /// The label value.
@@ -51,6 +57,8 @@ impl FailureClass {
             FailureClass::Quarantined => "quarantined",
             FailureClass::TooLarge => "too_large",
             FailureClass::BadRequest => "bad_request",
+            FailureClass::Overloaded => "overloaded",
+            FailureClass::ShuttingDown => "shutting_down",
         }
     }
 
@@ -70,7 +78,7 @@ fn cause_index(cause: HangCause) -> usize {
 pub struct Metrics {
     requests: AtomicU64,
     retried: AtomicU64,
-    failed: [AtomicU64; 6],
+    failed: [AtomicU64; FailureClass::ALL.len()],
     hangs: [AtomicU64; CAUSES],
     restarts: [AtomicU64; CAUSES],
     recovery_buckets: [AtomicU64; RECOVERY_BUCKETS.len()],

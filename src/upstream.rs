@@ -159,6 +159,16 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Whether a response to `method` with `status` has a body (RFC 9110 §6.4.1): never for `HEAD`,
+/// nor for 1xx, 204 and 304, whatever `Content-Length` the head declares.
+pub fn response_has_body(method: &Method, status: actix_web::http::StatusCode) -> bool {
+    use actix_web::http::StatusCode;
+    !(method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
 /// A worker's sender: its own awc client and poison-table copy, plus the shared state.
 #[derive(Clone)]
 pub struct Upstream {
@@ -296,7 +306,12 @@ impl Upstream {
         let shared = &self.shared;
         let generation = plan.generation();
         let decision = plan.decide(outcome);
-        debug!(%generation, ?outcome, ?decision, "attempt failed");
+        debug!(
+            generation = generation.get(),
+            ?outcome,
+            ?decision,
+            "attempt failed"
+        );
         if let Some(hang) = decision.report {
             shared.coordinator.do_send(HangReport(hang));
         }
@@ -355,6 +370,16 @@ impl Upstream {
             Ok(Err(err)) => return Err(classify_send_error(&err)),
             Ok(Ok(response)) => response,
         };
+        if !response_has_body(&out.method, response.status()) {
+            // Nothing follows the head (HEAD, 204, 304): waiting for a first chunk would wait for
+            // bytes that never come, even when the head declares a length.
+            return Ok(Delivered {
+                response,
+                first: None,
+                generation,
+                attempts: 0,
+            });
+        }
         // A small answer is usually complete with its head: take it without arming a timer.
         let next = match response.next().now_or_never() {
             Some(item) => item,
@@ -370,7 +395,7 @@ impl Upstream {
                 Some(chunk)
             }
             Some(Err(err)) => {
-                warn!(%generation, error = %err, "the response broke before its first byte");
+                warn!(generation = generation.get(), error = %err, "the response broke before its first byte");
                 return Err(AttemptOutcome::ConnectionReset);
             }
         };

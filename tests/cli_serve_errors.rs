@@ -262,3 +262,12 @@ fn status_of_nothing_exits_1_naming_the_url() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains(&url), "{stderr}");
 }
+
+#[test]
+fn a_control_url_without_a_scheme_is_a_usage_error_exit_2_with_the_fix() {
+    for command in ["status", "restart"] {
+        let (code, _, stderr) = respawn(&[command, "--url", "127.0.0.1:9"]);
+        assert_eq!(code, 2, "respawn {command}: {stderr}");
+        assert!(stderr.contains("http://127.0.0.1:9"), "{stderr}");
+    }
+}

@@ -347,7 +347,7 @@ impl Handler<LeaderExited> for ServerActor {
             return;
         }
         tracing::warn!(server = %self.name, generation = msg.generation.0, pid = msg.pid,
-            status = %msg.status, "server exited on its own");
+            exit = %msg.status, "server exited on its own");
         if let Some(mut child) = self.child.take() {
             // The leader is gone; kill whatever of its group is left so that the next start
             // does not meet the old workers.

@@ -1,9 +1,9 @@
 //! The `respawn` command line, as a library so that its tests can reach the configuration:
 //! flags ([`cli`]), the layered configuration ([`config`]), `respawn serve` ([`serve`]), the
 //! control commands (`status`, `restart`: [`control_client`]), `respawn batch` ([`batch`]),
-//! `respawn demo` ([`demo`]), and the check of the `http://` URLs they are given ([`http_url`]).
-//! The embeddable supervisor is the `respawn` crate; the simulated model server is
-//! `respawn-mock`.
+//! `respawn demo` ([`demo`]), the check of the `http://` URLs they are given ([`http_url`]) and
+//! the process's own limits ([`resources`]). The embeddable supervisor is the `respawn` crate; the
+//! simulated model server is `respawn-mock`.
 
 pub mod batch;
 pub mod cli;
@@ -11,4 +11,5 @@ pub mod config;
 pub mod control_client;
 pub mod demo;
 pub mod http_url;
+pub mod resources;
 pub mod serve;

@@ -39,17 +39,76 @@ fn init_logging(format: LogFormat) {
     init_logging_default(format, "info");
 }
 
+/// Sets up respawn's logs on stderr. With JSON every line respawn writes from here on is one JSON
+/// object, a panic's message included; a second call changes nothing.
 fn init_logging_default(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESPAWN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_target(false);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            if builder.json().try_init().is_ok() {
+                std::panic::set_hook(Box::new(|info| {
+                    tracing::error!(panic = %info, "respawn panicked");
+                }));
+            }
+        }
+        LogFormat::Text => {
+            let _ = builder.try_init();
+        }
+    }
+}
+
+/// Reports why a command ends: a plain `respawn CMD: message` line, or with JSON logs an error
+/// record like every other line (the logs are set up for it if they were not yet).
+fn report_end(format: LogFormat, command: &str, message: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Text => eprintln!("respawn {command}: {message}"),
+        LogFormat::Json => {
+            init_logging(LogFormat::Json);
+            tracing::error!(command, "{message}");
+        }
+    }
+}
+
+/// The log format asked for by `--log-format` among `args` (before a `--`), else by
+/// `RESPAWN_LOG_FORMAT`: known before the configuration is, so that even an error in the
+/// arguments or the configuration is written in it.
+fn requested_log_format(args: &[OsString]) -> LogFormat {
+    let mut words = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .take_while(|a| a != "--");
+    let mut flag = None;
+    while let Some(word) = words.next() {
+        if word == "--log-format" {
+            flag = words.next().map(|value| value.into_owned());
+        } else if let Some(value) = word.strip_prefix("--log-format=") {
+            flag = Some(value.to_owned());
+        }
+    }
+    flag.or_else(|| std::env::var("RESPAWN_LOG_FORMAT").ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_default()
+}
+
+/// Warns about `RESPAWN_*` variables that nothing reads (a typo would otherwise be silently
+/// ignored), with the closest known one.
+fn warn_unknown_environment() {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for unknown in respawn_cli::config::unknown_variables(names.iter().map(String::as_str)) {
+        tracing::warn!(
+            variable = %unknown.name,
+            did_you_mean = unknown.did_you_mean.as_deref(),
+            "{unknown}"
+        );
     }
 }
 
@@ -75,27 +134,48 @@ fn main() -> ExitCode {
         }
     }
 
-    let cli = Cli::parse();
+    // First, before other threads allocate: large request bodies go back to the system when freed.
+    let returns_memory = respawn_cli::resources::return_large_allocations();
+    let requested = requested_log_format(&rest);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error is one JSON line too when JSON logs were asked for; help and version
+        // are printed as they are.
+        Err(err) if err.use_stderr() && requested == LogFormat::Json => {
+            let message = err.render().to_string();
+            let command = rest
+                .first()
+                .map_or_else(|| "respawn".into(), |c| c.to_string_lossy());
+            report_end(requested, &command, &message.trim_end());
+            return exit(err.exit_code());
+        }
+        Err(err) => err.exit(),
+    };
     match cli.command {
         Command::Serve(args) => {
             let env = |name: &str| std::env::var(name).ok();
             let config = match ServeConfig::load(&args, &env) {
                 Ok(config) => config,
                 Err(err) => {
-                    eprintln!("respawn serve: {err}");
+                    report_end(requested, "serve", &err);
                     return exit(err.exit_code());
                 }
             };
-            init_logging(config.log_format);
+            let format = config.log_format;
+            init_logging(format);
+            warn_unknown_environment();
+            if !returns_memory {
+                tracing::debug!("the allocator's mmap threshold is left as it is: memory of large request bodies may stay resident after use");
+            }
             match respawn_cli::serve::run(config) {
                 Ok(outcome) => {
                     if let respawn_cli::serve::ServeExit::GaveUp { reason } = &outcome {
-                        eprintln!("respawn serve: gave up: {reason}");
+                        report_end(format, "serve", &format_args!("gave up: {reason}"));
                     }
                     ExitCode::from(outcome.code())
                 }
                 Err(err) => {
-                    eprintln!("respawn serve: {err}");
+                    report_end(format, "serve", &err);
                     ExitCode::from(err.exit_code())
                 }
             }
@@ -136,6 +216,7 @@ fn main() -> ExitCode {
         }
         Command::Batch(args) => {
             init_logging(LogFormat::Text);
+            warn_unknown_environment();
             match respawn_cli::batch::run(*args) {
                 Ok(code) => exit(code),
                 Err(err) => {

@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::ServeConfig;
-use respawn::proxy::{self, Control, ProxySettings};
+use respawn::proxy::{self, Admission, Control, Drain, ProxySettings};
 use respawn::supervisor::{RestRestart, Supervisor, SupervisorConfig, Target};
 
 /// How `respawn serve` ended, with its documented exit code.
@@ -134,11 +134,13 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
     if !config.listen_is_loopback() && config.admin_token.is_none() {
         warn!(listen = %config.listen, "listening on a non-loopback address without an admin token: POST /respawn/restart refuses everyone, but the proxy itself is open to the network");
     }
+    let open_files = crate::resources::raise_open_file_limit();
     // Bind first: a taken listen address is an error before any child is spawned.
-    let listener = TcpListener::bind(config.listen).map_err(|source| ServeError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let listener =
+        crate::resources::bind_listener(config.listen).map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let listening = listener.local_addr().unwrap_or(config.listen);
     let port = match config.port {
         Some(port) => port,
@@ -160,12 +162,25 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
             target,
         )?;
         let control = Control::of(&supervisor, config.admin_token.clone());
+        let admission = match open_files.now {
+            0 => Admission::unbounded(),
+            limit => Admission::for_open_files(limit, config.workers),
+        };
+        info!(
+            open_files = open_files.now,
+            connections_per_worker = admission.connections_per_worker,
+            forwards_per_worker = admission.forwards_per_worker,
+            "connection budget"
+        );
+        let drain = Drain::new();
         let settings = ProxySettings {
             listen: config.listen,
             workers: config.workers,
             max_body_size: config.max_body_size,
             header_timeout: config.header_timeout,
             shutdown_grace: config.stop_grace,
+            admission,
+            drain: drain.clone(),
         };
         let server = proxy::serve(listener, &settings, &supervisor, control).map_err(|err| {
             ServeError::Listen {
@@ -183,8 +198,16 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         if let Some(notifier) = &notifier {
             notifier.stopping();
         }
-        // Stop accepting; in-flight requests get the grace to finish (graceful stop).
+        // Stop accepting; in-flight requests get the grace to finish (graceful stop). What is
+        // still open when it ends is ended with an error (streams with an SSE `error` event)
+        // before actix closes the connections, a second later.
+        let grace = config.stop_grace;
+        let ending = actix_web::rt::spawn(async move {
+            tokio::time::sleep(grace).await;
+            drain.end_streams();
+        });
         handle.stop(exit == ServeExit::Stopped).await;
+        ending.abort();
         supervisor.stop(config.stop_grace).await;
         let _ = server_task.await;
         Ok(exit)

@@ -85,6 +85,7 @@ async fn serve(
             .route("/v1/completions", web::post().to(openai::completions));
         if debug_endpoints {
             app.route("/debug/block", web::post().to(debug::block))
+                .route("/debug/answer/{status}", web::route().to(debug::answer))
         } else {
             app
         }

@@ -180,7 +180,7 @@ impl RestartCoordinator {
             },
             Action::Watch { generation } => {
                 let pid = self.pid.unwrap_or(0);
-                info!(server = %name, %generation, pid, "server started; waiting until it is ready");
+                info!(server = %name, generation = generation.get(), pid, "server started; waiting until it is ready");
                 self.publish(|s| s.ready_at = None);
                 self.parts.health.do_send(Watch { generation });
             }
@@ -204,25 +204,25 @@ impl RestartCoordinator {
                 let cause = hang.cause.as_str();
                 match triage {
                     Triage::Incident => {
-                        warn!(server = %name, %generation, cause, "hang detected")
+                        warn!(server = %name, generation = generation.get(), cause, "hang detected")
                     }
                     Triage::ReportOnly => {
-                        warn!(server = %name, %generation, cause, "hang detected");
-                        warn!(server = %name, %generation, "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
+                        warn!(server = %name, generation = generation.get(), cause, "hang detected");
+                        warn!(server = %name, generation = generation.get(), "restarts are disabled (ENABLE_SERVER_RESTART=false): reporting only");
                     }
                     Triage::FailedStart => {
-                        warn!(server = %name, %generation, cause, "the new generation failed during its start")
+                        warn!(server = %name, generation = generation.get(), cause, "the new generation failed during its start")
                     }
                     Triage::Joined => {
-                        debug!(server = %name, %generation, cause, "hang report joins the restart under way")
+                        debug!(server = %name, generation = generation.get(), cause, "hang report joins the restart under way")
                     }
                     Triage::Stale => {
-                        debug!(server = %name, %generation, cause, "stale hang report ignored")
+                        debug!(server = %name, generation = generation.get(), cause, "stale hang report ignored")
                     }
                 }
             }
             Action::StartupTimedOut { generation, after } => {
-                warn!(server = %name, %generation, after_s = after.as_secs(), "the server did not become ready within the startup timeout");
+                warn!(server = %name, generation = generation.get(), after_s = after.as_secs(), "the server did not become ready within the startup timeout");
                 self.set_error(format!(
                     "the server did not become ready within the startup timeout ({}s)",
                     after.as_secs()
@@ -246,7 +246,7 @@ impl RestartCoordinator {
                     self.parts.metrics.recovered(r.took);
                     info!(
                         server = %name,
-                        %generation,
+                        generation = generation.get(),
                         cause = r.cause.as_str(),
                         recovery_ms = r.took.as_millis() as u64,
                         "recovered: the new generation is ready"
@@ -258,7 +258,7 @@ impl RestartCoordinator {
                     }
                 });
                 if last.is_none() {
-                    info!(server = %name, %generation, startup_ms = startup.as_millis() as u64, "server ready");
+                    info!(server = %name, generation = generation.get(), startup_ms = startup.as_millis() as u64, "server ready");
                 }
                 self.publish(|s| {
                     s.ready_at = Some(unix_now_s());
@@ -307,7 +307,7 @@ impl RestartCoordinator {
             self.machine.handle_restart_failed(now, index);
             return;
         };
-        info!(server = %self.name, strategy = strategy.name, %hung, %next, cause = cause.as_str(), "restarting");
+        info!(server = %self.name, strategy = strategy.name, hung = hung.get(), next = next.get(), cause = cause.as_str(), "restarting");
         strategy
             .recipient
             .send(Restart { hung, next, cause })
@@ -364,7 +364,7 @@ impl Handler<ProbeResult> for RestartCoordinator {
 
     fn handle(&mut self, msg: ProbeResult, ctx: &mut Self::Context) -> Self::Result {
         if !msg.answer.is_success() {
-            debug!(server = %self.name, generation = %msg.generation, answer = ?msg.answer, body = msg.body_head.as_deref().unwrap_or(""), "health probe failed");
+            debug!(server = %self.name, generation = msg.generation.get(), answer = ?msg.answer, body = msg.body_head.as_deref().unwrap_or(""), "health probe failed");
         }
         let now = self.now();
         let in_flight = self.in_flight();
@@ -419,7 +419,7 @@ impl Handler<ServerExited> for RestartCoordinator {
     type Result = ();
 
     fn handle(&mut self, msg: ServerExited, ctx: &mut Self::Context) {
-        warn!(server = %self.name, generation = %msg.generation, pid = msg.pid, status = %msg.status, "the server exited");
+        warn!(server = %self.name, generation = msg.generation.get(), pid = msg.pid, exit = %msg.status, "the server exited");
         self.set_error(format!("the server exited: {}", msg.status));
         let now = self.now();
         let in_flight = self.in_flight();

@@ -49,14 +49,23 @@ impl Control {
 }
 
 /// Registers the `/respawn/*` routes.
+///
+/// The whole `/respawn/` prefix is respawn's: a path or method it does not serve is answered
+/// here (404, 405 with `Allow`), never forwarded to the model server, and every read-only route
+/// answers `HEAD` itself (the head of its `GET`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/respawn")
-            .route("/status", web::get().to(status))
-            .route("/restart", web::post().to(restart))
-            .route("/metrics", web::get().to(metrics))
-            .route("/livez", web::get().to(livez))
-            .route("/readyz", web::get().to(readyz)),
+            .service(readable("/status", status))
+            .service(
+                web::resource("/restart")
+                    .route(web::post().to(restart))
+                    .default_service(web::to(|| method_not_allowed("POST"))),
+            )
+            .service(readable("/metrics", metrics))
+            .service(readable("/livez", livez))
+            .service(readable("/readyz", readyz))
+            .default_service(web::to(not_found)),
     );
 }
 
@@ -71,6 +80,44 @@ impl Control {
             self.metrics.requests_total(),
         )
     }
+}
+
+/// A read-only route: `GET` and `HEAD`, anything else 405.
+fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|| method_not_allowed("GET, HEAD")))
+}
+
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this respawn endpoint answers {allow} only"),
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    response
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!(
+            "respawn has no endpoint {}; its own are /respawn/status, /respawn/restart, \
+             /respawn/metrics, /respawn/livez and /respawn/readyz",
+            req.path()
+        ),
+    )
 }
 
 async fn status(control: web::Data<Control>) -> HttpResponse {

@@ -2,18 +2,28 @@
 
 use std::sync::Arc;
 
-use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap};
-use actix_web::http::StatusCode;
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use respawn_core::Generation;
 
 use crate::in_flight::fingerprint;
+use crate::messages::RequestSucceeded;
 use crate::metrics::FailureClass;
+use crate::proxy::admission::ForwardSlots;
+use crate::proxy::drain::{Drain, SHUTTING_DOWN};
+use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
-use crate::upstream::{connection_tokens, is_hop_by_hop, CallError, Outgoing, Upstream};
+use crate::upstream::{
+    connection_tokens, is_hop_by_hop, response_has_body, CallError, Outgoing, Upstream,
+};
+
+/// The header that tells a client its request was sent more than once (after a restart or a
+/// server error), on successes and failures alike.
+pub const ATTEMPTS_HEADER: &str = "x-respawn-attempts";
 
 /// Limits the proxy enforces on what clients send.
 #[derive(Clone, Copy, Debug)]
@@ -32,21 +42,47 @@ pub async fn forward(
     let shared = Arc::clone(upstream.shared());
     let metrics = &shared.metrics;
     metrics.request_started();
+    let drain = req.app_data::<Drain>().cloned().unwrap_or_default();
+    if drain.has_ended() {
+        metrics.request_failed(FailureClass::ShuttingDown);
+        return refusal(
+            shutting_down("respawn is shutting down and takes no new requests"),
+            None,
+        );
+    }
+    // A forward slot is two descriptors (this connection and one towards the model server): when
+    // the worker has none left, refuse now, while this connection can still be answered.
+    let slot = match req.app_data::<ForwardSlots>() {
+        Some(slots) => match slots.try_take() {
+            Some(slot) => Some(slot),
+            None => {
+                metrics.request_failed(FailureClass::Overloaded);
+                return refusal(overloaded(slots.capacity()), Some(1));
+            }
+        },
+        None => None,
+    };
 
     // The body is held (up to the limit) so that the request can be sent again after a restart.
     let limit = limits.max_body_size;
-    if let Some(length) = req
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared {
         if length > limit {
             metrics.request_failed(FailureClass::TooLarge);
             return too_large(limit);
         }
     }
-    let mut body = BytesMut::new();
+    // Sized once from the declared length: growing by doubling would copy a large body several
+    // times and leave the allocator with blocks of every size on the way.
+    let mut body = BytesMut::with_capacity(
+        declared
+            .and_then(|length| usize::try_from(length).ok())
+            .unwrap_or(0),
+    );
     while let Some(chunk) = payload.next().await {
         match chunk {
             Ok(chunk) => {
@@ -90,13 +126,27 @@ pub async fn forward(
         body,
     };
 
+    // A request still waiting for its first byte when the shutdown grace ends is answered, not
+    // cut with its connection.
     let mut plan = upstream.plan();
-    let delivered = match upstream
-        .deliver(&out, fp, &mut plan, Generation::NONE)
-        .await
-    {
+    let outcome = tokio::select! {
+        biased;
+        outcome = upstream.deliver(&out, fp, &mut plan, Generation::NONE) => Some(outcome),
+        () = drain.ended() => None,
+    };
+    let Some(outcome) = outcome else {
+        metrics.request_failed(FailureClass::ShuttingDown);
+        return refusal(
+            shutting_down(
+                "respawn is shutting down and the grace for requests in flight ended before the model server answered",
+            ),
+            None,
+        );
+    };
+    let delivered = match outcome {
         Ok(delivered) => delivered,
         Err(err) => {
+            let attempts = plan.attempts();
             metrics.request_failed(err.class());
             let kind = match err {
                 CallError::Unavailable(_) => "server_unavailable",
@@ -104,7 +154,14 @@ pub async fn forward(
                 CallError::Quarantined => "request_quarantined",
             };
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-            return error_response(status, kind, &err.to_string());
+            let mut response = error_response(status, kind, &err.to_string());
+            if attempts > 1 {
+                response.headers_mut().insert(
+                    HeaderName::from_static(ATTEMPTS_HEADER),
+                    HeaderValue::from(attempts),
+                );
+            }
+            return response;
         }
     };
 
@@ -134,11 +191,41 @@ pub async fn forward(
         delivered.generation.get().to_string(),
     ));
     if delivered.attempts > 1 {
-        builder.insert_header(("x-respawn-attempts", delivered.attempts.to_string()));
+        builder.insert_header((ATTEMPTS_HEADER, delivered.attempts));
     }
     // The head goes to the client now: from here on nothing is replayed.
     plan.reached_client();
     let suspect = upstream.is_suspect(fp).then_some(fp);
+    let status = delivered.response.status();
+    if !response_has_body(&out.method, status) {
+        // The head is the whole answer: pass its length on (a HEAD answer and a 304 keep the
+        // length of the representation) without waiting for a body that never comes.
+        drop(guard);
+        if let Some(fingerprint) = suspect {
+            shared.coordinator.do_send(RequestSucceeded { fingerprint });
+        }
+        return match length {
+            Some(length)
+                if out.method == Method::HEAD
+                    && status != StatusCode::NO_CONTENT
+                    && status != StatusCode::NOT_MODIFIED
+                    && !status.is_informational() =>
+            {
+                // Declared as an unframed stream with a fixed length rather than a sized body:
+                // actix-http decides "this answers a HEAD" from the last request it parsed, so
+                // with a pipelined request behind this one a sized body would wait for bytes.
+                builder.no_chunking(length);
+                builder.body(BodyStream::new(futures_util::stream::empty::<
+                    Result<Bytes, actix_web::Error>,
+                >()))
+            }
+            Some(length) if status == StatusCode::NOT_MODIFIED => {
+                builder.insert_header((header::CONTENT_LENGTH, length));
+                builder.body(actix_web::body::None::new())
+            }
+            _ => builder.body(actix_web::body::None::new()),
+        };
+    }
     let completeness = Completeness {
         length,
         ends_with_done: sse && out.path_and_query.contains("/completions"),
@@ -154,10 +241,35 @@ pub async fn forward(
         completeness,
     };
     let body = WatchedBody::new(delivered.first, delivered.response, watch);
+    let body = ServedBody::new(body, slot, drain, sse);
     match length {
         Some(length) => builder.body(SizedStream::new(length, body)),
         None => builder.streaming(body),
     }
+}
+
+/// A refusal that also closes the connection, freeing its descriptor; `retry_after` in seconds.
+fn refusal(mut response: HttpResponse, retry_after: Option<u32>) -> HttpResponse {
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn overloaded(capacity: usize) -> HttpResponse {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_overloaded",
+        &format!(
+            "respawn is forwarding as many requests as its open-file limit allows ({capacity} per worker); retry shortly"
+        ),
+    )
+}
+
+fn shutting_down(message: &str) -> HttpResponse {
+    error_response(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN, message)
 }
 
 fn too_large(limit: u64) -> HttpResponse {

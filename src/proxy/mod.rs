@@ -5,8 +5,11 @@
 //! funnels through one thread; the only shared things are atomics, a watch channel and one
 //! uncontended lock per request for the in-flight table.
 
+pub mod admission;
 pub mod control;
+pub mod drain;
 pub mod forward;
+pub mod served_body;
 pub mod watched_body;
 
 use std::net::SocketAddr;
@@ -14,7 +17,9 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 
+pub use admission::Admission;
 pub use control::Control;
+pub use drain::Drain;
 pub use forward::ProxyLimits;
 
 use crate::supervisor::Supervisor;
@@ -30,8 +35,13 @@ pub struct ProxySettings {
     pub max_body_size: u64,
     /// How long a client may take to send its request head (slowloris bound).
     pub header_timeout: Duration,
-    /// How long in-flight requests may take to finish at shutdown.
+    /// How long in-flight requests may take to finish at shutdown. Streams still open when it
+    /// ends are ended through [`ProxySettings::drain`]; actix closes what is left a second later.
     pub shutdown_grace: Duration,
+    /// How many connections and forwarded requests each worker takes on.
+    pub admission: Admission,
+    /// Ends the answers still open when the shutdown grace ends.
+    pub drain: Drain,
 }
 
 /// Why the proxy could not start.
@@ -58,19 +68,27 @@ pub fn serve(
     let limits = ProxyLimits {
         max_body_size: settings.max_body_size,
     };
+    let admission = settings.admission;
+    let drain = settings.drain.clone();
+    // The drain must come before actix's forced close, which follows its shutdown timeout.
+    let shutdown_timeout = settings.shutdown_grace.as_secs_f64().ceil() as u64 + 1;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(supervisor.upstream()))
             .app_data(web::Data::new(limits))
             .app_data(web::Data::new(control.clone()))
+            // Per worker, on the worker's thread (see `admission`).
+            .app_data(admission::ForwardSlots::new(admission.forwards_per_worker))
+            .app_data(drain.clone())
             // The body is read by the forwarder, which enforces the limit itself (413).
             .app_data(web::PayloadConfig::new(usize::MAX))
             .configure(control::configure)
             .default_service(web::to(forward::forward))
     })
     .workers(settings.workers.max(1))
+    .max_connections(admission.connections_per_worker)
     .client_request_timeout(settings.header_timeout)
-    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
+    .shutdown_timeout(shutdown_timeout)
     .disable_signals()
     .on_connect(|conn, _ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {

@@ -136,7 +136,7 @@ impl<S> WatchedBody<S> {
     fn failure(&mut self, message: &str) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.done = true;
         self.watch.metrics.request_failed(FailureClass::Truncated);
-        warn!(generation = %self.watch.plan.generation(), "{message}");
+        warn!(generation = self.watch.plan.generation().get(), "{message}");
         if self.watch.sse {
             Poll::Ready(Some(Ok(sse_error_event(message))))
         } else {

@@ -188,6 +188,17 @@ const INHERITED: [&str; 6] = [
 impl Respawn {
     /// Runs `program args` (usually [`bin`]) with a clean respawn environment plus `env`.
     pub fn spawn_program(program: &str, args: &[String], env: &[(&str, &str)]) -> Respawn {
+        Respawn::spawn_adjusted(program, args, env, &|_| {})
+    }
+
+    /// [`Respawn::spawn_program`], with `adjust` applied to the command before it is spawned
+    /// (resource limits, for instance).
+    pub fn spawn_adjusted(
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        adjust: &dyn Fn(&mut Command),
+    ) -> Respawn {
         let mut cmd = Command::new(program);
         cmd.args(args);
         for (name, _) in std::env::vars() {
@@ -202,6 +213,7 @@ impl Respawn {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn respawn");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -228,6 +240,16 @@ impl Respawn {
 
     /// `respawn serve --listen 127.0.0.1:PORT --workers 2 OPTIONS -- COMMAND`, not waited for.
     pub fn serve(options: &[&str], command: &[&str], env: &[(&str, &str)]) -> Respawn {
+        Respawn::serve_adjusted(options, command, env, &|_| {})
+    }
+
+    /// [`Respawn::serve`], with `adjust` applied to the command before it is spawned.
+    pub fn serve_adjusted(
+        options: &[&str],
+        command: &[&str],
+        env: &[(&str, &str)],
+        adjust: &dyn Fn(&mut Command),
+    ) -> Respawn {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let mut args = vec![
             "serve".to_owned(),
@@ -239,7 +261,7 @@ impl Respawn {
         args.extend(options.iter().map(|s| (*s).to_owned()));
         args.push("--".to_owned());
         args.extend(command.iter().map(|s| (*s).to_owned()));
-        let mut run = Respawn::spawn_program(bin(), &args, env);
+        let mut run = Respawn::spawn_adjusted(bin(), &args, env, adjust);
         run.addr = Some(addr);
         run
     }
@@ -250,10 +272,20 @@ impl Respawn {
     /// pick the same one: a start that fails because a port was taken (exit 4, or a child port
     /// already in use) is retried on new ports, up to five times.
     pub fn serve_ready(options: &[&str], command: &[&str], env: &[(&str, &str)]) -> Respawn {
+        Respawn::serve_ready_adjusted(options, command, env, &|_| {})
+    }
+
+    /// [`Respawn::serve_ready`], with `adjust` applied to the command before it is spawned.
+    pub fn serve_ready_adjusted(
+        options: &[&str],
+        command: &[&str],
+        env: &[(&str, &str)],
+        adjust: &dyn Fn(&mut Command),
+    ) -> Respawn {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Respawn::try_serve_ready(options, command, env) {
+            match Respawn::try_serve_ready(options, command, env, adjust) {
                 Ok(run) => return run,
                 Err(run) if attempt < 5 => drop(run),
                 Err(run) => panic!(
@@ -269,8 +301,9 @@ impl Respawn {
         options: &[&str],
         command: &[&str],
         env: &[(&str, &str)],
+        adjust: &dyn Fn(&mut Command),
     ) -> Result<Respawn, Respawn> {
-        let mut run = Respawn::serve(options, command, env);
+        let mut run = Respawn::serve_adjusted(options, command, env, adjust);
         let addr = run.addr();
         let ready = wait_for(Duration::from_secs(30), || {
             if let Ok(Some(status)) = run.child.try_wait() {

@@ -70,7 +70,7 @@ pub async fn drive(
     tokio::select! {
         ready = supervisor.wait_ready(settings.first_ready) => match ready {
             Ok(generation) => {
-                info!(%generation, "the server is ready: sending the batch");
+                info!(generation = generation.get(), "the server is ready: sending the batch");
                 progress.sending();
             }
             Err(err) => return Ok(RunEnd::ServerDown { reason: err.to_string() }),

@@ -7,7 +7,8 @@
 use std::str::FromStr;
 
 use super::error::ConfigError;
-use super::layer::Layer;
+use super::file::closest;
+use super::layer::{Layer, KEYS};
 use super::value::{
     parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_names, parse_seconds,
     parse_size,
@@ -23,6 +24,64 @@ pub const SEED_ENABLE_VAR: &str = "ENABLE_SERVER_RESTART";
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_FILE_VAR: &str = "RESPAWN_CONFIG";
+
+/// The `RESPAWN_*` variables respawn reads besides one per configuration key: the config file,
+/// the log filter, the switch of the PID-1 init, the guardian's own, and those of respawn's
+/// scripts and examples (so that setting them for those is not warned about).
+pub const OTHER_VARIABLES: [&str; 6] = [
+    CONFIG_FILE_VAR,
+    "RESPAWN_LOG",
+    "RESPAWN_NO_INIT",
+    "RESPAWN_GUARDIAN_PARENT_PID",
+    "RESPAWN_BIN",
+    "RESPAWN_CACHE",
+];
+
+/// A `RESPAWN_*` variable that nothing reads: most likely a typo, which would otherwise be
+/// silently ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownVariable {
+    /// The variable as set.
+    pub name: String,
+    /// The known variable it most likely meant.
+    pub did_you_mean: Option<String>,
+}
+
+impl std::fmt::Display for UnknownVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown environment variable `{}` is ignored", self.name)?;
+        if let Some(known) = &self.did_you_mean {
+            write!(f, "; did you mean `{known}`?")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `RESPAWN_*` names among `names` that no key and nothing else of respawn reads, each with
+/// the known variable closest to it, in the order given.
+pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<UnknownVariable> {
+    let known: Vec<String> = KEYS
+        .iter()
+        .map(|key| variable_for(key))
+        .chain(OTHER_VARIABLES.iter().map(|v| (*v).to_owned()))
+        .collect();
+    let suffixes: Vec<String> = known
+        .iter()
+        .map(|v| v.trim_start_matches("RESPAWN_").to_ascii_lowercase())
+        .collect();
+    names
+        .into_iter()
+        .filter(|name| name.starts_with("RESPAWN_") && !known.iter().any(|k| k == name))
+        .map(|name| UnknownVariable {
+            name: name.to_owned(),
+            did_you_mean: closest(
+                name.trim_start_matches("RESPAWN_"),
+                suffixes.iter().map(String::as_str),
+            )
+            .map(|suffix| format!("RESPAWN_{}", suffix.to_ascii_uppercase())),
+        })
+        .collect()
+}
 
 /// The name of the environment variable for a configuration key: `health_interval` →
 /// `RESPAWN_HEALTH_INTERVAL`.
@@ -176,6 +235,43 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_variables_are_found_with_the_closest_known_one() {
+        let found = unknown_variables([
+            "RESPAWN_HELTH_PATH",
+            "RESPAWN_HEALTH_PATH",
+            "RESPAWN_LOGS",
+            "RESPAWN_BANANA",
+            "RESPAWN_CONFIG",
+            "RESPAWN_NO_INIT",
+            "PATH",
+            "HF_TOKEN",
+        ]);
+        let named: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|u| (u.name.as_str(), u.did_you_mean.as_deref()))
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                ("RESPAWN_HELTH_PATH", Some("RESPAWN_HEALTH_PATH")),
+                ("RESPAWN_LOGS", Some("RESPAWN_LOG")),
+                ("RESPAWN_BANANA", None),
+            ]
+        );
+        assert_eq!(
+            found[0].to_string(),
+            "unknown environment variable `RESPAWN_HELTH_PATH` is ignored; did you mean `RESPAWN_HEALTH_PATH`?"
+        );
+    }
+
+    #[test]
+    fn every_key_has_a_known_variable() {
+        let names: Vec<String> = KEYS.iter().map(|key| variable_for(key)).collect();
+        assert!(unknown_variables(names.iter().map(String::as_str)).is_empty());
+        assert!(unknown_variables(OTHER_VARIABLES).is_empty());
+    }
 
     #[test]
     fn variable_names_are_upper_snake_with_prefix() {

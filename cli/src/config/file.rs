@@ -80,9 +80,17 @@ fn key_of_value(text: &str, span: Range<usize>) -> Option<&'static str> {
 
 /// The known key closest to `key`, if it is close enough to be a typo.
 pub fn suggest(key: &str) -> Option<&'static str> {
-    let wanted = key.to_ascii_lowercase().replace('-', "_");
-    KEYS.iter()
-        .copied()
+    closest(key, KEYS.iter().copied())
+}
+
+/// The candidate closest to `word` (compared in lower case, `-` as `_`), if it is close enough
+/// to be a typo: at most one edit in three characters of the candidate.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let wanted = word.to_ascii_lowercase().replace('-', "_");
+    candidates
         .map(|known| (edit_distance(&wanted, known), known))
         .filter(|(distance, known)| *distance <= (known.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)

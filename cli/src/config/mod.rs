@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use environment::{variable_for, CONFIG_FILE_VAR, SEED_ENABLE_VAR, SEED_STARTUP_VAR};
+pub use environment::{
+    unknown_variables, variable_for, UnknownVariable, CONFIG_FILE_VAR, OTHER_VARIABLES,
+    SEED_ENABLE_VAR, SEED_STARTUP_VAR,
+};
 pub use error::{ConfigError, USAGE_EXIT_CODE};
 pub use file::suggest as suggest_key;
 pub use layer::KEYS;

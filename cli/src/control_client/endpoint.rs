@@ -1,7 +1,7 @@
 //! Where a control command sends its request: the `--url` of a running `respawn serve`, an
 //! [`HttpUrl`] whose path is the prefix a reverse proxy may put respawn under.
 
-use crate::http_url::HttpUrl;
+use crate::http_url::{HttpUrl, InvalidHttpUrl};
 
 use super::ControlError;
 
@@ -22,7 +22,13 @@ impl Endpoint {
     pub(super) fn parse(url: &str) -> Result<Endpoint, ControlError> {
         let parsed = HttpUrl::parse(url).map_err(|why| ControlError::BadUrl {
             url: url.to_owned(),
-            reason: format!("{why}; {EXPECTED}"),
+            reason: match why {
+                // The likely fix is the same address with the scheme: say it.
+                InvalidHttpUrl::NoScheme => {
+                    format!("{why}; use http://HOST:PORT, here http://{}", url.trim())
+                }
+                _ => format!("{why}; {EXPECTED}"),
+            },
         })?;
         Ok(Endpoint {
             url: url.trim().trim_end_matches('/').to_owned(),

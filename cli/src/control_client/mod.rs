@@ -350,6 +350,12 @@ impl Answer {
 /// The readable part of an error body: the `error`/`message` field of a JSON body, or the text.
 fn server_message(body: &str) -> String {
     if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(body) {
+        // The OpenAI shape respawn answers with: `{"error": {"message": ...}}`.
+        if let Some(serde_json::Value::String(text)) =
+            fields.get("error").and_then(|error| error.get("message"))
+        {
+            return shorten(text);
+        }
         for key in ["error", "message", "reason", "detail"] {
             if let Some(serde_json::Value::String(text)) = fields.get(key) {
                 return shorten(text);

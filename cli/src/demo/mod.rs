@@ -254,6 +254,8 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
                 max_body_size: config.max_body_size,
                 header_timeout: config.header_timeout,
                 shutdown_grace: Duration::from_secs(1),
+                admission: proxy::Admission::unbounded(),
+                drain: proxy::Drain::new(),
             };
             let server = match proxy::serve(listener, &settings, &supervisor, control) {
                 Ok(server) => server,

@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_backends::{CommandRestart, ProcessKill, RestEndpoint, ServerActor, ServerSpec};
+use respawn_backends::{
+    CommandRestart, ContainmentError, ContainmentMode, ProcessKill, RestEndpoint, ServerActor,
+    ServerSpec,
+};
 use respawn_core::{CoreConfig, Generation};
 use tokio::sync::watch;
 
@@ -29,7 +32,7 @@ use crate::coordinator::{
 use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
 use crate::health_actor::{HealthActor, HealthReports};
 use crate::in_flight::InFlight;
-use crate::metrics::Metrics;
+use crate::metrics::{LogLinesDropped, Metrics};
 use crate::state::{self, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
 
@@ -113,6 +116,9 @@ pub struct SupervisorConfig {
     pub progress_metric: ProgressMetric,
     /// The idle canary's body (`None`: a one-token chat completion).
     pub canary_body: Option<serde_json::Value>,
+    /// The counter of log lines the process's log writer dropped, shown in the metrics (a fresh
+    /// counter by default, which stays at zero).
+    pub log_lines_dropped: LogLinesDropped,
 }
 
 impl SupervisorConfig {
@@ -128,6 +134,7 @@ impl SupervisorConfig {
             restart_command: None,
             progress_metric: ProgressMetric::Auto,
             canary_body: None,
+            log_lines_dropped: LogLinesDropped::new(),
         }
     }
 }
@@ -138,6 +145,9 @@ pub enum SupervisorError {
     /// A threshold is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(#[from] respawn_core::InvalidConfig),
+    /// The containment asked for (`ServerSpec::containment`) is not available here.
+    #[error(transparent)]
+    Containment(#[from] ContainmentError),
     /// A URL target has no strategy that could restart it.
     #[error("the server at {url} is not owned by respawn and no restart endpoint or restart command is configured; hangs will be reported but cannot be fixed")]
     NoStrategy {
@@ -152,6 +162,7 @@ pub struct Supervisor {
     name: String,
     coordinator: Addr<RestartCoordinator>,
     server: Option<Addr<ServerActor>>,
+    containment: Option<ContainmentMode>,
     health: Addr<HealthActor>,
     state: watch::Receiver<SupervisorState>,
     metrics: Arc<Metrics>,
@@ -172,7 +183,9 @@ impl Supervisor {
             return Err(SupervisorError::NoStrategy { url: base_url });
         }
         let (state_tx, state_rx) = state::channel();
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_log_lines_dropped(
+            config.log_lines_dropped.clone(),
+        ));
         let in_flight = InFlight::new();
         let health_url = format!("{base_url}{}", config.health_path);
         let core = config.core;
@@ -190,9 +203,12 @@ impl Supervisor {
         let health =
             HealthActor::new(health_url.clone(), core.health, HealthReports::to(&me)).start();
         let mut strategies = Vec::new();
+        let mut containment = None;
         let server = match &target {
             Target::Command(spec) => {
-                let server = ServerActor::new((**spec).clone(), me.clone().recipient()).start();
+                let server = ServerActor::new((**spec).clone(), me.clone().recipient());
+                containment = Some(server.containment()?);
+                let server = server.start();
                 let kill = ProcessKill::new(server.clone(), config.stop_grace).start();
                 strategies.push(Strategy {
                     name: "process_kill",
@@ -266,6 +282,7 @@ impl Supervisor {
             name: config.name,
             coordinator,
             server,
+            containment,
             health,
             state: state_rx,
             metrics,
@@ -292,6 +309,11 @@ impl Supervisor {
     /// The actor owning the child, when respawn owns it.
     pub fn server(&self) -> Option<&Addr<ServerActor>> {
         self.server.as_ref()
+    }
+
+    /// How the owned server's processes are contained (`None` for a server respawn does not own).
+    pub fn containment(&self) -> Option<ContainmentMode> {
+        self.containment
     }
 
     /// The health prober.

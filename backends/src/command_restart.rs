@@ -125,6 +125,7 @@ impl Handler<Restart> for CommandRestart {
             Ok(RestartReport {
                 strategy: "command",
                 pid: None,
+                guardian_pid: None,
                 ready_confirmed,
                 steps,
                 total: begun.elapsed(),

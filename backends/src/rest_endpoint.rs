@@ -137,6 +137,7 @@ impl Handler<Restart> for RestEndpoint {
             Ok(RestartReport {
                 strategy: "rest_endpoint",
                 pid: None,
+                guardian_pid: None,
                 ready_confirmed: true,
                 steps: vec![
                     ("request", requested),

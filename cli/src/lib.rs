@@ -9,4 +9,5 @@ pub mod cli;
 pub mod config;
 pub mod control_client;
 pub mod demo;
+pub mod log_writer;
 pub mod serve;

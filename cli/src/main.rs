@@ -39,17 +39,28 @@ fn init_logging(format: LogFormat) {
     init_logging_default(format, "info");
 }
 
+/// Logs go through a bounded queue to a writing thread (`respawn_cli::log_writer`): a stalled
+/// reader of respawn's stderr costs dropped, counted lines, never a blocked supervisor.
 fn init_logging_default(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESPAWN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_target(false);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    match (respawn_cli::log_writer::install(), format) {
+        (Ok(writer), LogFormat::Json) => builder.with_writer(writer).json().init(),
+        (Ok(writer), LogFormat::Text) => builder.with_writer(writer).init(),
+        (Err(_), LogFormat::Json) => builder.with_writer(std::io::stderr).json().init(),
+        (Err(_), LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// Lets the queued log lines out before the process's last words on stderr.
+fn flush_logs() {
+    if let Ok(writer) = respawn_cli::log_writer::install() {
+        writer.flush(std::time::Duration::from_secs(2));
     }
 }
 
@@ -87,7 +98,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log_format);
-            match respawn_cli::serve::run(config) {
+            let outcome = respawn_cli::serve::run(config);
+            flush_logs();
+            match outcome {
                 Ok(outcome) => {
                     if let respawn_cli::serve::ServeExit::GaveUp { reason } = &outcome {
                         eprintln!("respawn serve: gave up: {reason}");

@@ -155,9 +155,13 @@ impl RestartCoordinator {
                     .send(Start { generation })
                     .into_actor(self)
                     .map(move |result, act, ctx| match result {
-                        Ok(Ok(started)) => {
-                            act.on_started(ctx, started.generation, Some(started.pid), false)
-                        }
+                        Ok(Ok(started)) => act.on_started(
+                            ctx,
+                            started.generation,
+                            Some(started.server_pid),
+                            started.guardian_pid,
+                            false,
+                        ),
                         Ok(Err(err)) => act.fail(format!("cannot start the model server: {err}")),
                         Err(err) => act.fail(format!("the server actor is gone: {err}")),
                     })
@@ -165,7 +169,7 @@ impl RestartCoordinator {
             }
             None => {
                 // Not owned: the server is already running; generation 1 is what answers now.
-                self.on_started(ctx, generation, None, false);
+                self.on_started(ctx, generation, None, None, false);
             }
         }
     }
@@ -175,6 +179,7 @@ impl RestartCoordinator {
         ctx: &mut Context<Self>,
         expected: Generation,
         pid: Option<u32>,
+        guardian_pid: Option<u32>,
         ready_confirmed: bool,
     ) {
         let generation = self.gate.started();
@@ -185,6 +190,7 @@ impl RestartCoordinator {
         self.publish(|s| {
             s.generation = generation;
             s.pid = pid;
+            s.guardian_pid = guardian_pid;
             s.phase = Phase::Starting;
             s.ready_at = None;
         });
@@ -369,7 +375,13 @@ impl RestartCoordinator {
                 match outcome {
                     Ok(report) => {
                         debug!(server = %act.config.name, strategy = report.strategy, steps = ?report.steps, "restart strategy done");
-                        act.on_started(ctx, next, report.pid, report.ready_confirmed);
+                        act.on_started(
+                            ctx,
+                            next,
+                            report.pid,
+                            report.guardian_pid,
+                            report.ready_confirmed,
+                        );
                     }
                     Err(message) => {
                         warn!(server = %act.config.name, strategy = strategy.name, error = %message, "restart strategy failed; trying the next one");

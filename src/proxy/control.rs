@@ -30,6 +30,9 @@ pub struct Control {
     pub in_flight: Arc<InFlight>,
     /// The bearer token `POST /respawn/restart` requires; `None` refuses everyone.
     pub token: Option<AdminToken>,
+    /// How the owned server's processes are contained (`cgroup`, `guardian`, ...); `None` for a
+    /// server respawn does not own.
+    pub containment: Option<&'static str>,
 }
 
 impl Control {
@@ -42,6 +45,7 @@ impl Control {
             metrics: Arc::clone(supervisor.metrics()),
             in_flight: Arc::clone(supervisor.in_flight()),
             token,
+            containment: supervisor.containment().map(|mode| mode.as_str()),
         }
     }
 }
@@ -66,6 +70,8 @@ pub fn status_json(control: &Control) -> serde_json::Value {
         "state": state.phase.as_str(),
         "generation": state.generation.get(),
         "pid": state.pid,
+        "guardian_pid": state.guardian_pid,
+        "containment": control.containment,
         "restarts": state.restarts,
         "last_restart": state.last_restart,
         "last_cause": state.last_cause.map(|c| c.as_str()),

@@ -864,10 +864,15 @@ impl Serve {
             .expect("GET /respawn/status");
         assert_eq!(response.status, 200, "status: {}", response.text());
         let status = response.json();
-        if let Some(pid) = status["pid"].as_u64() {
+        self.remember(&status);
+        status
+    }
+
+    /// Remembers the process group (the guardian's pid) named by a status document.
+    fn remember(&self, status: &Value) {
+        if let Some(pid) = status["guardian_pid"].as_u64() {
             self.groups.lock().insert(pid as u32);
         }
-        status
     }
 
     /// Waits (≤ `bound`) until `check` accepts the status document; panics with the last one.
@@ -882,9 +887,7 @@ impl Serve {
             let status = get(self.addr, "/respawn/status", Duration::from_secs(5))
                 .ok()?
                 .json();
-            if let Some(pid) = status["pid"].as_u64() {
-                self.groups.lock().insert(pid as u32);
-            }
+            self.remember(&status);
             last = status.clone();
             check(&status).then_some(status)
         });
@@ -898,16 +901,18 @@ impl Serve {
 
     /// The guardian's pid (the child's process group id), from the status.
     pub fn guardian_pid(&self) -> u32 {
-        self.status()["pid"].as_u64().expect("a pid in the status") as u32
+        let status = self.status();
+        status["guardian_pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a guardian_pid in the status: {status}")) as u32
     }
 
-    /// The real server: the guardian's child (waits ≤ 10 s for it to appear).
+    /// The real server's pid, from the status (`pid` is the model server's, not the guardian's).
     pub fn server_pid(&self) -> u32 {
-        let guardian = self.guardian_pid();
-        wait_for(Duration::from_secs(10), || {
-            children_of(guardian).first().copied()
-        })
-        .unwrap_or_else(|| panic!("the guardian {guardian} has no child"))
+        let status = self.status();
+        status["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a pid in the status: {status}")) as u32
     }
 
     /// `POST path` with a JSON body through the proxy.
@@ -953,7 +958,7 @@ impl Drop for Serve {
             if let Ok(response) = get(self.addr, "/respawn/status", Duration::from_secs(1)) {
                 if let Some(pid) = serde_json::from_slice::<Value>(&response.body)
                     .ok()
-                    .and_then(|s| s["pid"].as_u64())
+                    .and_then(|s| s["guardian_pid"].as_u64())
                 {
                     self.groups.lock().insert(pid as u32);
                 }

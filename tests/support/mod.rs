@@ -541,7 +541,7 @@ impl Respawn {
 
     /// Remembers the process group named by a status document.
     pub fn remember(&self, status: &Value) {
-        if let Some(pid) = status["pid"].as_u64() {
+        if let Some(pid) = status["guardian_pid"].as_u64() {
             self.groups.lock().insert(pid as u32);
         }
     }
@@ -570,15 +570,12 @@ impl Respawn {
 
     /// The guardian (the child's process group leader), from the status.
     pub fn guardian(&self) -> Option<u32> {
-        self.status()["pid"].as_u64().map(|p| p as u32)
+        self.status()["guardian_pid"].as_u64().map(|p| p as u32)
     }
 
-    /// The model server: the guardian's first live child.
+    /// The model server (`pid` in the status is the server's own, not the guardian's).
     pub fn server(&self) -> Option<u32> {
-        let guardian = self.guardian()?;
-        wait_for(Duration::from_secs(10), || {
-            children(guardian).first().copied()
-        })
+        self.status()["pid"].as_u64().map(|p| p as u32)
     }
 
     /// `GET /respawn/metrics` as text.

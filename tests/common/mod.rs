@@ -966,8 +966,16 @@ impl Drop for Serve {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        // The guardian kills its group when respawn dies; make sure of it (a stopped child too).
-        for pgid in self.groups.lock().iter() {
+        // The guardian kills its generation when respawn dies (its descendants, its cgroup); give
+        // it the time to, and only then make sure of it (a stopped child too).
+        let groups: Vec<u32> = self.groups.lock().iter().copied().collect();
+        wait_for(Duration::from_secs(5), || {
+            groups
+                .iter()
+                .all(|g| group_members(*g).is_empty())
+                .then_some(())
+        });
+        for pgid in &groups {
             if !group_members(*pgid).is_empty() {
                 let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
             }

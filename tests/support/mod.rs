@@ -621,7 +621,13 @@ impl Drop for Respawn {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        for pgid in self.groups.lock().iter() {
+        // The guardian cleans up after respawn's death (its descendants, its cgroup); give it
+        // the time to, and only then kill what is left of its group.
+        let groups: Vec<u32> = self.groups.lock().iter().copied().collect();
+        wait_for(Duration::from_secs(5), || {
+            groups.iter().all(|g| group(*g).is_empty()).then_some(())
+        });
+        for pgid in &groups {
             if !group(*pgid).is_empty() {
                 let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
             }

@@ -90,7 +90,7 @@ pub struct MockArgs {
     #[arg(long, value_delimiter = ',', value_enum, value_name = "KIND[,KIND...]")]
     pub escape: Vec<crate::escape::Escape>,
 
-    /// Write lines to stdout and stderr as fast as bursts of 100 a millisecond allow, counted in
+    /// Write lines to stdout and stderr in bursts of 25 a millisecond, counted in
     /// /metrics as mock:output_lines_total.
     #[arg(long)]
     pub flood_output: bool,

@@ -110,7 +110,7 @@ pub(crate) fn after_bind(escapes: &[Escape]) -> std::io::Result<()> {
 }
 
 /// Lines each burst of `--flood-output` writes to each stream.
-const FLOOD_BURST: u64 = 100;
+const FLOOD_BURST: u64 = 25;
 
 /// Starts `--flood-output`: a thread writing bursts of lines to stdout and stderr, with a
 /// millisecond between bursts, counting in `written` every line it got out.

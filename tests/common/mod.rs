@@ -655,6 +655,8 @@ pub struct ServeOptions {
     pub env: Vec<(String, String)>,
     /// Do not wait for `/respawn/readyz` (for instances expected to fail).
     pub no_wait: bool,
+    /// Leave respawn's stderr unread (a pipe nobody reads) until [`Serve::read_stderr`].
+    pub hold_stderr: bool,
 }
 
 impl ServeOptions {
@@ -672,6 +674,7 @@ impl ServeOptions {
             command,
             env: Vec::new(),
             no_wait: false,
+            hold_stderr: false,
         }
     }
 
@@ -682,6 +685,7 @@ impl ServeOptions {
             command: command.iter().map(|s| (*s).to_owned()).collect(),
             env: Vec::new(),
             no_wait: false,
+            hold_stderr: false,
         }
     }
 
@@ -694,6 +698,12 @@ impl ServeOptions {
     /// Returns as soon as the process runs, without waiting for readiness.
     pub fn no_wait(mut self) -> Self {
         self.no_wait = true;
+        self
+    }
+
+    /// Leaves respawn's stderr a pipe that nobody reads, until [`Serve::read_stderr`].
+    pub fn hold_stderr(mut self) -> Self {
+        self.hold_stderr = true;
         self
     }
 }
@@ -741,6 +751,7 @@ pub struct Serve {
     /// Where it listens.
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    held_stderr: Mutex<Option<std::process::ChildStderr>>,
     groups: Mutex<BTreeSet<u32>>,
     exit: Option<ExitStatus>,
 }
@@ -822,20 +833,31 @@ impl Serve {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn respawn serve");
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
+        let serve = Serve {
+            child,
+            addr,
+            log: Arc::new(Mutex::new(Vec::new())),
+            held_stderr: Mutex::new(Some(stderr)),
+            groups: Mutex::new(BTreeSet::new()),
+            exit: None,
+        };
+        if !options.hold_stderr {
+            serve.read_stderr();
+        }
+        serve
+    }
+
+    /// Starts reading respawn's stderr into the log (at once, unless the options held it).
+    pub fn read_stderr(&self) {
+        let Some(stderr) = self.held_stderr.lock().take() else {
+            return;
+        };
+        let sink = Arc::clone(&self.log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().push(line);
             }
         });
-        Serve {
-            child,
-            addr,
-            log,
-            groups: Mutex::new(BTreeSet::new()),
-            exit: None,
-        }
     }
 
     /// `http://ADDR`.

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use crate::cgroup::{Cgroup, CgroupParent, CgroupUnavailable};
 use crate::group::signal_group;
 use crate::proc_table::{descendants, snapshot, ProcEntry};
+use crate::spawn::SpawnError;
 
 /// How the processes of each generation are held together and ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +176,7 @@ impl Containment {
     }
 
     /// Creates the cgroup of `generation` (cgroup mode only).
-    pub(crate) fn cgroup_for(&self, generation: Generation) -> io::Result<Option<Cgroup>> {
+    pub(crate) fn cgroup_for(&self, generation: Generation) -> Result<Option<Cgroup>, SpawnError> {
         let Some(parent) = &self.parent else {
             return Ok(None);
         };
@@ -185,7 +186,13 @@ impl Containment {
             self.server_number,
             generation.0
         );
-        parent.create(&name).map(Some)
+        parent
+            .create(&name)
+            .map(Some)
+            .map_err(|source| SpawnError::Cgroup {
+                dir: parent.dir().join(&name),
+                source,
+            })
     }
 }
 
@@ -228,13 +235,13 @@ impl Scope {
         let table = snapshot();
         let by_pid: BTreeMap<u32, &ProcEntry> = table.iter().map(|p| (p.pid, p)).collect();
         let mut found: BTreeMap<u32, ProcEntry> = BTreeMap::new();
-        let leader_is_ours = by_pid.get(&self.leader).is_some_and(|leader| {
+        let leader = by_pid.get(&self.leader).copied().filter(|leader| {
             self.seen
                 .get(&self.leader)
                 .map_or(true, |start| *start == leader.start_time)
         });
-        if leader_is_ours {
-            found.insert(self.leader, *by_pid[&self.leader]);
+        if let Some(leader) = leader {
+            found.insert(self.leader, *leader);
             for process in descendants(&table, self.leader) {
                 found.insert(process.pid, process);
             }

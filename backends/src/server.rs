@@ -224,12 +224,7 @@ impl ServerActor {
     ) -> Result<(u32, Option<std::fs::File>), SpawnError> {
         let containment = self.containment.as_ref().map_err(Clone::clone)?;
         let launch = plan_launch(&self.spec)?;
-        let cgroup = containment
-            .cgroup_for(generation)
-            .map_err(|source| SpawnError::Cgroup {
-                dir: PathBuf::from(format!("(a new cgroup for generation {})", generation.0)),
-                source,
-            })?;
+        let cgroup = containment.cgroup_for(generation)?;
         let spawned = match spawn_group_leader(&self.spec, &launch, cgroup.as_ref()) {
             Ok(spawned) => spawned,
             Err(err) => {

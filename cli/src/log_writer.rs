@@ -96,7 +96,10 @@ fn write_lines(lines: Receiver<Vec<u8>>, mut out: impl Write, shared: &Shared, c
     while let Ok(line) = lines.recv() {
         // A reader that went away (EPIPE) loses the log; nothing else is affected.
         let _ = out.write_all(&line);
-        let left = shared.queued.fetch_sub(1, Ordering::AcqRel) - 1;
+        let left = shared
+            .queued
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
         let dropped = shared.dropped.get();
         let caught_up = left < capacity / 2;
         let due = last_warning.map_or(true, |at| at.elapsed() >= WARN_EVERY);

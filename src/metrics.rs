@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use respawn_core::{HangCause, Phase};
@@ -73,6 +74,33 @@ fn cause_index(cause: HangCause) -> usize {
     HangCause::ALL.iter().position(|c| *c == cause).unwrap_or(0)
 }
 
+/// The count of log lines the process's log writer dropped because its reader (whatever reads
+/// respawn's stderr) did not keep up.
+///
+/// Shared between the log writer, which counts, and [`Metrics`], which shows the count as
+/// `respawn_log_lines_dropped_total`. Logging is process-wide, so one counter serves every
+/// supervisor of the process; an embedder with a non-blocking writer of its own can count into
+/// one too.
+#[derive(Clone, Debug, Default)]
+pub struct LogLinesDropped(Arc<AtomicU64>);
+
+impl LogLinesDropped {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `lines` more lines were dropped.
+    pub fn add(&self, lines: u64) {
+        self.0.fetch_add(lines, Ordering::Relaxed);
+    }
+
+    /// Lines dropped so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Counters shared by the proxy workers, the detectors and the coordinator.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -84,9 +112,23 @@ pub struct Metrics {
     recovery_buckets: [AtomicU64; RECOVERY_BUCKETS.len()],
     recovery_count: AtomicU64,
     recovery_sum_ms: AtomicU64,
+    log_lines_dropped: LogLinesDropped,
 }
 
 impl Metrics {
+    /// Counters at zero that show `dropped` as `respawn_log_lines_dropped_total`.
+    pub fn with_log_lines_dropped(dropped: LogLinesDropped) -> Self {
+        Self {
+            log_lines_dropped: dropped,
+            ..Self::default()
+        }
+    }
+
+    /// Log lines dropped so far because respawn's stderr was not read fast enough.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_lines_dropped.get()
+    }
+
     /// A request arrived.
     pub fn request_started(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +313,16 @@ impl Metrics {
             "respawn_upstream_generation{{server=\"{server}\"}} {}",
             state.generation.get()
         );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_log_lines_dropped_total Log lines dropped because respawn's stderr was not read fast enough."
+        );
+        let _ = writeln!(out, "# TYPE respawn_log_lines_dropped_total counter");
+        let _ = writeln!(
+            out,
+            "respawn_log_lines_dropped_total{{server=\"{server}\"}} {}",
+            self.log_lines_dropped()
+        );
         out
     }
 }
@@ -293,6 +345,21 @@ mod tests {
         assert!(text.contains("respawn_recovery_seconds_bucket{server=\"llm\",le=\"0.5\"} 1"));
         assert!(text.contains("respawn_recovery_seconds_count{server=\"llm\"} 1"));
         assert_eq!(metrics.restarts_total(), 3);
+    }
+
+    #[test]
+    fn dropped_log_lines_are_shown_from_the_shared_counter() {
+        let dropped = LogLinesDropped::new();
+        let metrics = Metrics::with_log_lines_dropped(dropped.clone());
+        dropped.add(41);
+        dropped.add(1);
+        let text = metrics.render("llm", &SupervisorState::initial(), 0);
+        assert!(
+            text.contains("respawn_log_lines_dropped_total{server=\"llm\"} 42"),
+            "{text}"
+        );
+        let fresh = Metrics::default().render("llm", &SupervisorState::initial(), 0);
+        assert!(fresh.contains("respawn_log_lines_dropped_total{server=\"llm\"} 0"));
     }
 
     #[test]

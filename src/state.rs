@@ -162,8 +162,10 @@ pub struct SupervisorState {
     pub generation: Generation,
     /// What the supervisor is doing.
     pub phase: Phase,
-    /// The PID of the current child (or of its guardian, which leads its process group).
+    /// The PID of the current model server: the process an operator would signal.
     pub pid: Option<u32>,
+    /// The PID of the guardian that leads the model server's process group, if there is one.
+    pub guardian_pid: Option<u32>,
     /// Restarts so far.
     pub restarts: u64,
     /// The cause of the last hang that was acted upon.
@@ -183,6 +185,7 @@ impl SupervisorState {
             generation: Generation(0),
             phase: Phase::Starting,
             pid: None,
+            guardian_pid: None,
             restarts: 0,
             last_cause: None,
             last_error: None,

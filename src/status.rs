@@ -30,9 +30,15 @@ pub struct StatusDocument {
     pub state: Phase,
     /// The generation that is (or is becoming) current: 0 before the first start.
     pub generation: Generation,
-    /// The PID of the current child (or of its guardian, which leads its process group);
-    /// `null` while none runs.
+    /// The PID of the model server itself (the process to signal); `null` while none runs.
     pub pid: Option<u32>,
+    /// The PID of the guardian that leads the server's process group, when respawn owns it.
+    #[serde(default)]
+    pub guardian_pid: Option<u32>,
+    /// How the owned server's processes are contained (`cgroup` or `guardian`); `null` for a
+    /// server respawn does not own.
+    #[serde(default)]
+    pub containment: Option<String>,
     /// Restarts so far.
     pub restarts: u64,
     /// The last completed restart: its cause, how long until ready again, and when.
@@ -57,6 +63,8 @@ impl StatusDocument {
             state: state.phase,
             generation: state.generation,
             pid: state.pid,
+            guardian_pid: state.guardian_pid,
+            containment: None,
             restarts: state.restarts,
             last_restart: state.last_restart.clone(),
             last_cause: state.last_cause,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_backends::{ServerActor, ServerSpec};
+use respawn_backends::{ContainmentError, ContainmentMode, ServerActor, ServerSpec};
 use respawn_core::{CoreConfig, Generation, RequestConfig};
 use tokio::sync::watch;
 
@@ -28,7 +28,7 @@ use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
 use crate::health_actor::HealthActor;
 use crate::in_flight::InFlight;
 use crate::messages::{RestartNow, Shutdown};
-use crate::metrics::Metrics;
+use crate::metrics::{LogLinesDropped, Metrics};
 use crate::registry::{SelectionError, Strategies, StrategyContext};
 use crate::state::{self, Clock, SharedSnapshot, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
@@ -119,6 +119,9 @@ pub struct SupervisorConfig {
     /// when respawn owns the process, then `rest_endpoint` when `rest_restart` is set, then
     /// `command` when `restart_command` is set).
     pub restart_strategies: Option<Vec<String>>,
+    /// The counter of log lines the process's log writer dropped, shown in the metrics (a fresh
+    /// counter by default, which stays at zero).
+    pub log_lines_dropped: LogLinesDropped,
 }
 
 impl SupervisorConfig {
@@ -135,6 +138,7 @@ impl SupervisorConfig {
             progress_metric: ProgressMetric::Auto,
             canary_body: None,
             restart_strategies: None,
+            log_lines_dropped: LogLinesDropped::new(),
         }
     }
 }
@@ -148,6 +152,9 @@ pub enum SupervisorError {
     /// The named restart strategies cannot be used: unknown, repeated, or not applicable.
     #[error(transparent)]
     Strategy(#[from] SelectionError),
+    /// The containment asked for (`ServerSpec::containment`) is not available here.
+    #[error(transparent)]
+    Containment(#[from] ContainmentError),
     /// A URL target has no strategy that could restart it.
     #[error("the server at {url} is not owned by respawn and no restart endpoint or restart command is configured; hangs will be reported but cannot be fixed")]
     NoStrategy {
@@ -162,6 +169,7 @@ pub struct Supervisor {
     name: String,
     coordinator: Addr<RestartCoordinator>,
     server: Option<Addr<ServerActor>>,
+    containment: Option<ContainmentMode>,
     health: Addr<HealthActor>,
     state: watch::Receiver<SupervisorState>,
     metrics: Arc<Metrics>,
@@ -200,7 +208,9 @@ impl Supervisor {
         let (state_tx, state_rx) = state::channel();
         let clock = Clock::new();
         let snapshot = SharedSnapshot::new();
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_log_lines_dropped(
+            config.log_lines_dropped.clone(),
+        ));
         let in_flight = InFlight::with_clock(clock);
         let health_url = format!("{base_url}{}", config.health_path);
         let core = config.core;
@@ -214,9 +224,12 @@ impl Supervisor {
         let ctx: Context<RestartCoordinator> = Context::new();
         let me = ctx.address();
         // Only an actor: the process is spawned when the coordinator starts, after every check.
+        let mut containment = None;
         let server = match &target {
             Target::Command(spec) => {
-                Some(ServerActor::new((**spec).clone(), me.clone().recipient()).start())
+                let server = ServerActor::new((**spec).clone(), me.clone().recipient());
+                containment = Some(server.containment()?);
+                Some(server.start())
             }
             Target::Url { .. } => None,
         };
@@ -286,6 +299,7 @@ impl Supervisor {
             name: config.name,
             coordinator,
             server,
+            containment,
             health,
             state: state_rx,
             metrics,
@@ -318,6 +332,11 @@ impl Supervisor {
     /// The actor owning the child, when respawn owns it.
     pub fn server(&self) -> Option<&Addr<ServerActor>> {
         self.server.as_ref()
+    }
+
+    /// How the owned server's processes are contained (`None` for a server respawn does not own).
+    pub fn containment(&self) -> Option<ContainmentMode> {
+        self.containment
     }
 
     /// The health prober.

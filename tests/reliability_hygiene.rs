@@ -104,7 +104,7 @@ fn a_restart_leaves_nothing_of_the_old_group() {
     let status = run.wait_status(Duration::from_secs(30), "the restart", |s| {
         s["generation"] == 2 && s["state"] == "ready"
     });
-    let new_group = status["pid"].as_u64().expect("pid") as u32;
+    let new_group = status["guardian_pid"].as_u64().expect("guardian_pid") as u32;
     assert_ne!(new_group, old_group);
     // Ready again means the old group was waited for: nothing of it is left, now.
     assert!(

@@ -2,7 +2,8 @@
 //! wrong or malformed token (and everyone when no token is configured) without restarting
 //! anything; the token never reaches respawn's log even at debug level; a non-loopback listener
 //! without a token is warned about; nothing of respawn's or the child's environment leaks
-//! through `/respawn/status` or `/respawn/metrics`.
+//! through `/respawn/status` or `/respawn/metrics`; the model server (and its guardian) never
+//! inherit respawn's own secrets unless `--pass-secrets` asks for it.
 
 mod support;
 
@@ -223,4 +224,62 @@ fn status_and_metrics_do_not_leak_the_environment_or_the_token() {
         "the log leaks the environment:\n{}",
         run.log_text()
     );
+}
+
+/// The environment of process `pid`, as `NAME=VALUE` entries.
+fn environment_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|entry| !entry.is_empty())
+                .map(|entry| String::from_utf8_lossy(entry).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const RESTART_TOKEN: &str = "s3cret-restart-token-77aa";
+
+#[test]
+fn the_model_server_inherits_none_of_respawns_secrets_unless_asked() {
+    let env = [
+        ("RESPAWN_ADMIN_TOKEN", TOKEN),
+        ("RESPAWN_RESTART_TOKEN", RESTART_TOKEN),
+        ("HF_TOKEN", "hf-for-the-server"),
+    ];
+    let run = Respawn::serve_ready(&[], &mock(), &env);
+    let server = run.server().expect("a server pid");
+    let guardian = run.guardian().expect("a guardian pid");
+    for (who, pid) in [("server", server), ("guardian", guardian)] {
+        let environment = environment_of(pid);
+        assert!(
+            !environment.is_empty(),
+            "the {who}'s environment is readable"
+        );
+        for entry in &environment {
+            assert!(
+                !entry.contains(TOKEN) && !entry.contains(RESTART_TOKEN),
+                "the {who} inherited a secret: {entry}"
+            );
+        }
+    }
+    assert!(
+        environment_of(server).contains(&"HF_TOKEN=hf-for-the-server".to_owned()),
+        "the server's own variables still reach it"
+    );
+    // respawn itself still has its token: the restart endpoint takes it.
+    assert_eq!(restart(&run, Some(&format!("Bearer {TOKEN}"))), 202);
+    drop(run);
+
+    let run = Respawn::serve_ready(&["--pass-secrets"], &mock(), &env);
+    let environment = environment_of(run.server().expect("a server pid"));
+    for expected in [
+        format!("RESPAWN_ADMIN_TOKEN={TOKEN}"),
+        format!("RESPAWN_RESTART_TOKEN={RESTART_TOKEN}"),
+    ] {
+        assert!(
+            environment.contains(&expected),
+            "--pass-secrets passes {expected}"
+        );
+    }
 }

@@ -53,10 +53,25 @@ fn status_reports_every_documented_field() {
     assert!(status["uptime_s"].is_u64(), "{status}");
     assert_eq!(status["in_flight"], 0);
     assert!(status["requests_total"].as_u64() >= Some(1), "{status}");
-    let guardian = status["pid"].as_u64().expect("pid") as u32;
+    let guardian = status["guardian_pid"].as_u64().expect("guardian_pid") as u32;
     assert!(
         common::cmdline(guardian).contains("__guardian"),
-        "the pid is the group's guardian"
+        "guardian_pid is the group's guardian"
+    );
+    let server = status["pid"].as_u64().expect("pid") as u32;
+    assert!(
+        common::cmdline(server).contains(" mock "),
+        "pid is the model server's own: {}",
+        common::cmdline(server)
+    );
+    assert_eq!(
+        common::proc_stat(server).map(|s| s.ppid),
+        Some(guardian),
+        "the server is the guardian's child"
+    );
+    assert!(
+        matches!(status["containment"].as_str(), Some("cgroup" | "guardian")),
+        "{status}"
     );
     assert_eq!(
         common::proc_stat(guardian).map(|s| s.pgrp),

@@ -108,6 +108,7 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
         command: Vec::new(),
         env: vec![("ENABLE_SERVER_RESTART".into(), "false".into())],
         no_wait: false,
+        hold_stderr: false,
     };
     let serve = Serve::start(options);
     // awc writes the Connection header itself and cannot name other headers in it, which is what

@@ -94,7 +94,7 @@ fn a_frozen_child_is_restarted_once_and_every_caught_and_later_request_succeeds(
     assert_eq!(status["generation"], 2, "{status}");
     assert_eq!(status["state"], "ready");
     assert_eq!(status["last_cause"], "health_probes", "{status}");
-    let new_guardian = status["pid"].as_u64().expect("pid") as u32;
+    let new_guardian = status["guardian_pid"].as_u64().expect("guardian_pid") as u32;
     assert_ne!(new_guardian, old_guardian, "a new process group");
     assert_ne!(serve.server_pid(), old_server, "a new server process");
     assert!(
@@ -133,7 +133,10 @@ fn a_killed_child_is_restarted_and_the_next_requests_succeed() {
     assert_eq!(status["restarts"], 1, "{status}");
     assert_eq!(status["last_cause"], "exited", "{status}");
     assert!(status["last_restart"]["duration_ms"].is_u64(), "{status}");
-    assert_ne!(status["pid"].as_u64(), Some(u64::from(old_guardian)));
+    assert_ne!(
+        status["guardian_pid"].as_u64(),
+        Some(u64::from(old_guardian))
+    );
     assert!(
         group_members(old_guardian).is_empty(),
         "nothing of the killed group is left"

@@ -37,7 +37,8 @@ fn with_restarts_disabled_a_wedge_is_reported_but_never_restarted() {
     let status = serve.status();
     assert_eq!(status["restarts"], 0, "never restarted: {status}");
     assert_eq!(status["generation"], 1, "{status}");
-    assert_eq!(status["pid"].as_u64(), Some(u64::from(guardian)));
+    assert_eq!(status["pid"].as_u64(), Some(u64::from(server)));
+    assert_eq!(status["guardian_pid"].as_u64(), Some(u64::from(guardian)));
     assert!(
         common::proc_stat(server).is_some(),
         "the wedged server is left running"

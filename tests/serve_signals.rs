@@ -37,7 +37,7 @@ fn sighup_restarts_the_child() {
     });
     assert_eq!(status["restarts"], 1, "{status}");
     assert_ne!(
-        status["pid"].as_u64(),
+        status["guardian_pid"].as_u64(),
         Some(u64::from(old)),
         "a new process group"
     );

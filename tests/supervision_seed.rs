@@ -164,6 +164,9 @@ async fn fallback_restart_through_the_rest_endpoint_and_a_supervising_parent() {
             "0",
             "--progress-metric",
             "none",
+            // The mock's own /restart takes the same token: pass it on (respawn keeps its
+            // secrets from the child unless asked).
+            "--pass-secrets",
             "--",
             respawn_bin(),
             "mock",

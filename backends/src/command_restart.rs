@@ -128,6 +128,7 @@ impl Handler<Restart> for CommandRestart {
             Ok(RestartReport {
                 strategy: Self::NAME,
                 pid: None,
+                guardian_pid: None,
                 ready_confirmed,
                 steps,
                 total: begun.elapsed(),

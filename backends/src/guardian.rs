@@ -6,34 +6,53 @@
 //! tree is `respawn → guardian → server → workers…`, all but respawn in one process group led
 //! by the guardian:
 //!
+//! - it is a child subreaper, so every process the server starts stays its descendant, whatever
+//!   session or process group it moves to (`setsid`, a daemonizing double fork): orphans
+//!   reparent to it and it reaps them;
 //! - the guardian asks for [`PARENT_DEATH_SIGNAL`] when respawn dies (a signal it can catch),
-//!   and then SIGKILLs the whole group, itself included;
-//! - it is a child subreaper, so orphaned descendants reparent to it and it reaps them;
+//!   and then SIGKILLs every descendant and every process of its group; in cgroup containment it
+//!   also empties and removes the generation's cgroup (named in [`GUARDIAN_CGROUP_ENV`]);
 //! - it forwards SIGTERM, SIGINT and SIGHUP to the server;
-//! - when the server exits it SIGKILLs whatever is left of the group (workers that ignored
-//!   SIGTERM) and exits with the server's status: its code, or 128 + the signal number.
+//! - when the server exits it SIGKILLs every descendant left (workers that ignored SIGTERM,
+//!   helpers in their own session) and exits with the server's status: its code, or 128 + the
+//!   signal number;
+//! - it tells respawn the server's pid through the pipe named in [`GUARDIAN_REPORT_FD_ENV`], so
+//!   that the status shows the server's pid, not the guardian's.
 //!
 //! The `respawn` binary runs it as `respawn __guardian -- PROGRAM ARGS...`; a
 //! [`ServerSpec`](crate::ServerSpec) uses it when [`guardian`](crate::ServerSpec::guardian) is
-//! set, and then [`Started::pid`](crate::Started::pid) is the guardian's pid (the group id).
+//! set, and then [`Started::pid`](crate::Started::pid) is the guardian's pid (the group id) and
+//! [`Started::server_pid`](crate::Started::server_pid) the server's.
 //! It uses blocking calls only, and handles signals synchronously with `sigwait`.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::prctl;
-use nix::sys::signal::{kill, killpg, SigSet, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpgrp, getpid, getppid, setpgid, Pid};
 
+use crate::cgroup::Cgroup;
 use crate::exit::ExitInfo;
-use crate::group::members;
+use crate::proc_table::{descendants, snapshot};
 
 /// Environment variable through which the spawning process tells the guardian its pid, so
 /// that the guardian can tell whether its parent already died before it asked to be told.
 pub const GUARDIAN_PARENT_ENV: &str = "RESPAWN_GUARDIAN_PARENT_PID";
+
+/// Environment variable naming the file descriptor (a pipe) on which the guardian writes the
+/// server's pid, in decimal and a newline, once it has started it.
+pub const GUARDIAN_REPORT_FD_ENV: &str = "RESPAWN_GUARDIAN_REPORT_FD";
+
+/// Environment variable naming the generation's cgroup directory in cgroup containment: when
+/// respawn dies, the guardian empties and removes it.
+pub const GUARDIAN_CGROUP_ENV: &str = "RESPAWN_GUARDIAN_CGROUP";
 
 /// The signal the guardian receives when its parent dies.
 pub const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR1;
@@ -46,8 +65,8 @@ pub const GUARDIAN_NOT_EXECUTABLE: i32 = 126;
 /// Exit code when the server program was not found (as in a shell).
 pub const GUARDIAN_NOT_FOUND: i32 = 127;
 
-/// How long the guardian waits for the killed remainder of its group to be reaped before it
-/// exits anyway.
+/// How long the guardian waits for the killed remainder of its descendants to be reaped before
+/// it exits anyway.
 const REAP_REMAINDER_FOR: Duration = Duration::from_secs(5);
 
 /// Runs the guardian; returns the exit code the process should exit with.
@@ -106,9 +125,17 @@ pub fn guardian_main(args: Vec<OsString>) -> i32 {
     if let Err(err) = prctl::set_child_subreaper(true) {
         tracing::warn!(error = %err, "guardian: cannot become a child subreaper; orphans go to init");
     }
+    let report = take_report_pipe();
+    let cgroup = std::env::var_os(GUARDIAN_CGROUP_ENV).map(|dir| Cgroup::at(PathBuf::from(dir)));
 
     let server = match spawn_server(&program, &rest) {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            if let Some(mut report) = report {
+                // respawn may be gone already; nothing to do about a failed write.
+                let _ = writeln!(report, "{pid}");
+            }
+            pid
+        }
         Err(err) => {
             tracing::error!(program = ?program, error = %err, "guardian: cannot start the server");
             return match err.kind() {
@@ -123,21 +150,23 @@ pub fn guardian_main(args: Vec<OsString>) -> i32 {
         let signal = match handled.wait() {
             Ok(signal) => signal,
             Err(err) => {
-                tracing::error!(error = %err, "guardian: sigwait failed; killing the group");
-                kill_whole_group();
+                tracing::error!(error = %err, "guardian: sigwait failed; killing every descendant");
+                kill_every_descendant();
                 return GUARDIAN_SETUP_FAILED;
             }
         };
         match signal {
             Signal::SIGCHLD => {
                 if let Some(status) = reap_children(server) {
-                    kill_rest_of_group();
+                    kill_every_descendant();
                     return status.as_shell_status();
                 }
             }
             signal if signal == PARENT_DEATH_SIGNAL => {
-                kill_whole_group();
-                // Not reached: SIGKILL to our own group includes us.
+                kill_every_descendant();
+                if let Some(cgroup) = &cgroup {
+                    empty_and_remove(cgroup);
+                }
                 return 128 + Signal::SIGKILL as i32;
             }
             forwarded => {
@@ -159,11 +188,33 @@ fn parent_is_gone() -> bool {
     }
 }
 
+/// The pipe respawn gave us to report the server's pid, marked close-on-exec so that the
+/// server does not inherit it.
+fn take_report_pipe() -> Option<std::fs::File> {
+    let fd: i32 = std::env::var(GUARDIAN_REPORT_FD_ENV).ok()?.parse().ok()?;
+    // Never take over the standard streams, whatever the variable says.
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: `fcntl` on an arbitrary number is safe: an fd that is not open fails with EBADF,
+    // and then we do not take it.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return None;
+    }
+    // SAFETY: the fd is open (fcntl succeeded), was handed to us for this purpose by our parent,
+    // and nothing else in this process uses it.
+    Some(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// Starts the server in our process group, with its own parent-death signal and an empty
 /// signal mask.
 fn spawn_server(program: &OsString, args: &[OsString]) -> io::Result<Pid> {
     let mut command = std::process::Command::new(program);
-    command.args(args).env_remove(GUARDIAN_PARENT_ENV);
+    command
+        .args(args)
+        .env_remove(GUARDIAN_PARENT_ENV)
+        .env_remove(GUARDIAN_REPORT_FD_ENV)
+        .env_remove(GUARDIAN_CGROUP_ENV);
     // SAFETY: runs in the forked child before exec and calls only async-signal-safe functions
     // (`sigemptyset`, `pthread_sigmask`, `prctl`) on a stack-allocated set.
     unsafe {
@@ -207,17 +258,25 @@ fn reap_children(server: Pid) -> Option<ExitInfo> {
     }
 }
 
-/// SIGKILLs every other process of our group, then reaps what it can for a bounded time.
-fn kill_rest_of_group() {
+/// SIGKILLs every descendant (whatever session or group it moved to) and every other process
+/// of our group, again and again until none is left, reaping them; bounded in time.
+fn kill_every_descendant() {
     let me = getpid().as_raw() as u32;
     let pgid = getpgrp().as_raw() as u32;
     let started = Instant::now();
     loop {
-        let others: Vec<u32> = members(pgid)
+        let table = snapshot();
+        let mut others: BTreeSet<u32> = descendants(&table, me)
             .into_iter()
-            .filter(|m| m.pid != me && !m.zombie)
-            .map(|m| m.pid)
+            .filter(|p| !p.zombie)
+            .map(|p| p.pid)
             .collect();
+        others.extend(
+            table
+                .iter()
+                .filter(|p| p.pgrp == pgid && p.pid != me && !p.zombie)
+                .map(|p| p.pid),
+        );
         for pid in &others {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
@@ -233,7 +292,14 @@ fn kill_rest_of_group() {
     }
 }
 
-/// SIGKILLs the whole group, the guardian included.
-fn kill_whole_group() {
-    let _ = killpg(getpgrp(), Signal::SIGKILL);
+/// Leaves the generation's cgroup, kills whatever is still in it, and removes it: respawn, which
+/// would have done it, is gone.
+fn empty_and_remove(cgroup: &Cgroup) {
+    if let Err(err) = cgroup.leave() {
+        tracing::warn!(error = %err, cgroup = %cgroup.dir().display(), "guardian: cannot leave the cgroup");
+    }
+    cgroup.kill();
+    if cgroup.wait_empty(REAP_REMAINDER_FOR) {
+        let _ = cgroup.remove();
+    }
 }

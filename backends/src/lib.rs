@@ -13,19 +13,25 @@
 //!   manager brings back. Fails fast when the server is too hung to answer.
 //! - [`CommandRestart`]: runs a configured command such as `systemctl restart vllm`.
 //!
-//! The [guardian](guardian_main) makes sure no process of the server's tree outlives respawn,
-//! even when respawn is killed with SIGKILL.
+//! Every generation is contained (see [`ContainmentMode`]): in its own cgroup where respawn may
+//! create one, else by the [guardian](guardian_main), a child subreaper that tracks every
+//! descendant of the server whatever session or group it moved to. No process of the server's
+//! tree outlives respawn, even when respawn is killed with SIGKILL, and a new generation starts
+//! only once none of the previous one is left.
 //!
 //! Linux only: process groups are inspected through `/proc` and the parent-death signal is a
 //! Linux `prctl`.
 #![deny(missing_docs)]
 
+mod cgroup;
 mod command_restart;
+mod containment;
 mod exit;
 mod group;
 mod guardian;
 mod output;
 mod port;
+mod proc_table;
 mod process_kill;
 mod program;
 mod readiness;
@@ -37,12 +43,14 @@ mod spawn;
 mod spec;
 mod stop;
 
+pub use cgroup::{cgroup_parent, CgroupUnavailable};
 pub use command_restart::{CommandRestart, DEFAULT_COMMAND_READY_TIMEOUT, DEFAULT_COMMAND_TIMEOUT};
+pub use containment::{ContainmentError, ContainmentMode, ContainmentRequest};
 pub use exit::ExitInfo;
 pub use group::group_members;
 pub use guardian::{
-    guardian_main, GUARDIAN_NOT_EXECUTABLE, GUARDIAN_NOT_FOUND, GUARDIAN_PARENT_ENV,
-    GUARDIAN_SETUP_FAILED, PARENT_DEATH_SIGNAL,
+    guardian_main, GUARDIAN_CGROUP_ENV, GUARDIAN_NOT_EXECUTABLE, GUARDIAN_NOT_FOUND,
+    GUARDIAN_PARENT_ENV, GUARDIAN_REPORT_FD_ENV, GUARDIAN_SETUP_FAILED, PARENT_DEATH_SIGNAL,
 };
 pub use process_kill::ProcessKill;
 pub use rest_endpoint::{RestEndpoint, DEFAULT_READY_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
@@ -53,5 +61,6 @@ pub use server::{
 pub use spawn::SpawnError;
 pub use spec::{
     GuardianLaunch, ServerSpec, DEFAULT_LOG_LINES, DEFAULT_RELEASE_TIMEOUT, DEFAULT_STOP_GRACE,
+    SECRET_VARIABLES,
 };
 pub use stop::{StopError, Stopped};

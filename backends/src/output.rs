@@ -1,15 +1,24 @@
 //! The child's stdout and stderr: forwarded line by line into `tracing`, and the last lines
 //! kept in a bounded buffer for status pages and error messages.
+//!
+//! Each stream is read by a thread of its own, into a fixed buffer, never by the actors: a child
+//! that floods its output costs that thread's time, not the health prober's. Nothing here waits
+//! for respawn's own log to be written: the log writer of the `respawn` binary drops lines (and
+//! counts them) when its reader stalls, so the child is read at the pace it writes and never
+//! blocks on a full pipe because respawn's stderr is not being read.
 
 use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// Longest line kept; longer lines are split so that a child printing without newlines cannot
 /// grow memory without bound.
 const MAX_LINE_BYTES: usize = 8 * 1024;
+
+/// Size of each reader's buffer: large enough that a flood is read in few system calls.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The last `capacity` output lines of a server, shared between the readers and the actor.
 #[derive(Debug)]
@@ -54,30 +63,52 @@ pub(crate) enum Stream {
     Stderr,
 }
 
-/// Reads `reader` to its end, logging every line under `server`/`generation` and keeping it.
-///
-/// # Cancel safety
-/// Not meant to be cancelled: it ends by itself when the child closes the stream.
-pub(crate) async fn forward_lines(
-    reader: impl AsyncRead + Unpin,
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Starts a thread that forwards `reader` (one of the child's pipes) until its end.
+pub(crate) fn spawn_forwarder(
+    reader: impl Read + Send + 'static,
     stream: Stream,
     server: Arc<str>,
     generation: u64,
     recent: Arc<RecentLines>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("respawn-{}", stream.as_str()))
+        .spawn(move || forward_lines(reader, stream, &server, generation, &recent))
+        .map(drop)
+}
+
+/// Reads `reader` to its end (the child and everything that inherited the pipe are gone),
+/// logging every line under `server`/`generation` and keeping it.
+pub(crate) fn forward_lines(
+    reader: impl Read,
+    stream: Stream,
+    server: &str,
+    generation: u64,
+    recent: &RecentLines,
 ) {
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let mut line: Vec<u8> = Vec::new();
     loop {
-        let buf = match reader.fill_buf().await {
+        let buf = match reader.fill_buf() {
             Ok(buf) => buf,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
-                tracing::debug!(server = %server, generation, error = %err, "output stream failed");
+                tracing::debug!(server, generation, error = %err, "output stream failed");
                 break;
             }
         };
         if buf.is_empty() {
             if !line.is_empty() {
-                emit(&mut line, stream, &server, generation, &recent);
+                emit(&mut line, stream, server, generation, recent);
             }
             break;
         }
@@ -95,7 +126,7 @@ pub(crate) async fn forward_lines(
         };
         reader.consume(consumed);
         if complete {
-            emit(&mut line, stream, &server, generation, &recent);
+            emit(&mut line, stream, server, generation, recent);
         }
     }
 }
@@ -131,13 +162,13 @@ mod tests {
         assert!(none.snapshot().is_empty());
     }
 
-    #[tokio::test]
-    async fn splits_lines_and_caps_long_ones() {
+    #[test]
+    fn splits_lines_and_caps_long_ones() {
         let recent = RecentLines::new(10);
         let mut input = b"first\r\nsecond\n".to_vec();
         input.extend(vec![b'x'; MAX_LINE_BYTES + 10]);
         input.extend_from_slice(b"\nlast-without-newline");
-        forward_lines(&input[..], Stream::Stdout, "t".into(), 1, recent.clone()).await;
+        forward_lines(&input[..], Stream::Stdout, "t", 1, &recent);
         let lines = recent.snapshot();
         assert_eq!(lines[0], "first");
         assert_eq!(lines[1], "second");

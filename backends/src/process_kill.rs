@@ -63,7 +63,8 @@ impl Handler<Restart> for ProcessKill {
                 .map_err(RestartError::Spawn)?;
             Ok(RestartReport {
                 strategy: Self::NAME,
-                pid: Some(started.pid),
+                pid: Some(started.server_pid),
+                guardian_pid: started.guardian_pid,
                 ready_confirmed: false,
                 steps: vec![
                     ("stop", stopped_at - begun),

@@ -5,9 +5,13 @@
 //! lists the pids holding GPU memory. The kernel can take a moment after a process exits to
 //! hand its device memory back; starting the next server before that makes it run out of
 //! memory.
+//!
+//! The built-in GPU release check ([`wait_gpu_released`]) asks exactly that of `nvidia-smi`
+//! when it is installed, reading the first column (the pid) of each line.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -92,9 +96,161 @@ pub(crate) async fn wait_released(
     }
 }
 
+/// The arguments that make `nvidia-smi` list the processes holding GPU memory, one per line:
+/// `pid, used_memory`.
+pub(crate) const GPU_QUERY_ARGS: [&str; 2] = [
+    "--query-compute-apps=pid,used_memory",
+    "--format=csv,noheader",
+];
+
+/// The longest one `nvidia-smi` run may take (it can hang on a wedged GPU).
+const GPU_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pids of `pids` listed in the first column of `nvidia-smi --query-compute-apps` output.
+pub(crate) fn gpu_pids(output: &str, pids: &BTreeSet<u32>) -> Vec<u32> {
+    let listed: BTreeSet<u32> = output
+        .lines()
+        .filter_map(|line| line.split(',').next()?.trim().parse().ok())
+        .filter(|pid| pids.contains(pid))
+        .collect();
+    listed.into_iter().collect()
+}
+
+/// Asks `nvidia-smi` (at `program`) until none of `pids` holds GPU memory, for at most `timeout`.
+///
+/// An `nvidia-smi` that fails or does not answer cannot tell: respawn warns and does not wait
+/// (a machine with the tool but no usable driver must still restart its server).
+///
+/// # Cancel safety
+/// Cancel safe: a query still running is killed when the future is dropped.
+pub(crate) async fn wait_gpu_released(
+    program: &Path,
+    pids: &BTreeSet<u32>,
+    timeout: Duration,
+) -> Result<(), StopError> {
+    let deadline = Instant::now() + timeout;
+    let mut announced = false;
+    loop {
+        let run = tokio::process::Command::new(program)
+            .args(GPU_QUERY_ARGS)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let bound = deadline.min(Instant::now() + GPU_QUERY_TIMEOUT);
+        let output = match tokio::time::timeout_at(bound, run).await {
+            Ok(Ok(output)) if output.status.success() => output,
+            Ok(Ok(output)) => {
+                tracing::warn!(program = %program.display(), status = %crate::ExitInfo::from(output.status),
+                    "nvidia-smi failed; not waiting for GPU memory to be released");
+                return Ok(());
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(program = %program.display(), error = %err,
+                    "cannot run nvidia-smi; not waiting for GPU memory to be released");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::warn!(program = %program.display(),
+                    "nvidia-smi did not answer in time; not waiting for GPU memory to be released");
+                return Ok(());
+            }
+        };
+        let held = gpu_pids(&String::from_utf8_lossy(&output.stdout), pids);
+        if held.is_empty() {
+            if announced {
+                tracing::info!("GPU memory of the old generation released");
+            }
+            return Ok(());
+        }
+        if !announced {
+            announced = true;
+            tracing::info!(pids = ?held, "waiting for the old generation's GPU memory to be released");
+        }
+        if Instant::now() + RECHECK_EVERY >= deadline {
+            return Err(StopError::GpuMemoryHeld { pids: held });
+        }
+        tokio::time::sleep(RECHECK_EVERY).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    /// A fake `nvidia-smi`: a script in a fresh directory that prints `output` for its first
+    /// `busy_runs` runs and nothing after, counting its runs in `runs`.
+    fn fake_nvidia_smi(label: &str, output: &str, busy_runs: u32) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "respawn-fake-nvidia-{label}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let runs = dir.join("runs");
+        let _ = std::fs::remove_file(&runs);
+        let script = dir.join("nvidia-smi");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1 $2\" = \"{} {}\" ] || exit 9\necho run >> {runs}\nn=$(wc -l < {runs})\n[ \"$n\" -le {busy_runs} ] && printf '{output}'\nexit 0\n",
+                GPU_QUERY_ARGS[0],
+                GPU_QUERY_ARGS[1],
+                runs = runs.display(),
+            ),
+        )
+        .expect("write the script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (script, runs)
+    }
+
+    fn runs(path: &Path) -> usize {
+        std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+    }
+
+    #[test]
+    fn gpu_pids_are_the_first_column_only() {
+        let pids: BTreeSet<u32> = [500, 4321].into_iter().collect();
+        let output = "4321, 1024 MiB\n777, 500 MiB\n";
+        assert_eq!(gpu_pids(output, &pids), vec![4321]);
+        assert!(gpu_pids("No running processes found\n", &pids).is_empty());
+    }
+
+    #[tokio::test]
+    async fn waits_until_nvidia_smi_no_longer_lists_an_old_pid() {
+        let (script, counter) = fake_nvidia_smi("release", "4000001, 2048 MiB\\n", 3);
+        let pids: BTreeSet<u32> = [4_000_001].into_iter().collect();
+        wait_gpu_released(&script, &pids, Duration::from_secs(20))
+            .await
+            .expect("released after three busy answers");
+        assert_eq!(
+            runs(&counter),
+            4,
+            "asked until the pid was gone, then stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn gpu_memory_held_past_the_timeout_names_the_pids() {
+        let (script, _) = fake_nvidia_smi("held", "4000002, 2048 MiB\\n", u32::MAX / 2);
+        let pids: BTreeSet<u32> = [4_000_002].into_iter().collect();
+        let err = wait_gpu_released(&script, &pids, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StopError::GpuMemoryHeld { ref pids } if pids == &[4_000_002]),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_nvidia_smi_does_not_block_the_restart() {
+        let pids: BTreeSet<u32> = [4_000_003].into_iter().collect();
+        wait_gpu_released(Path::new("false"), &pids, Duration::from_secs(30))
+            .await
+            .expect("cannot tell, so does not wait");
+    }
 
     #[test]
     fn finds_whole_pids_only() {

@@ -140,6 +140,7 @@ impl Handler<Restart> for RestEndpoint {
             Ok(RestartReport {
                 strategy: Self::NAME,
                 pid: None,
+                guardian_pid: None,
                 ready_confirmed: true,
                 steps: vec![
                     ("request", requested),

@@ -29,8 +29,10 @@ pub struct Restart {
 pub struct RestartReport {
     /// The strategy's name (`"process_kill"`, `"rest_endpoint"`, `"command"`).
     pub strategy: &'static str,
-    /// The new process's pid, when the strategy knows it.
+    /// The new model server's pid, when the strategy knows it.
     pub pid: Option<u32>,
+    /// The pid of the guardian leading the new server's process group, if there is one.
+    pub guardian_pid: Option<u32>,
     /// Whether the strategy itself saw the new server answer its health check; when false the
     /// caller must confirm readiness.
     pub ready_confirmed: bool,

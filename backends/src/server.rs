@@ -9,9 +9,15 @@
 //!
 //! The actor must run on a long-lived arbiter thread: the child's `PR_SET_PDEATHSIG` fires
 //! when the thread that spawned it exits. When the actor ends, by stopping or by being
-//! dropped with its runtime, the child's whole group is killed with SIGKILL.
+//! dropped with its runtime, every process of the current generation is killed with SIGKILL.
+//!
+//! A generation is not only its process group: see [`ContainmentMode`] for how the processes
+//! that leave it are found. A new generation starts only once no process of the previous one is
+//! left, whether that one was stopped or exited on its own, and its port is free.
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +27,20 @@ use respawn_core::Generation;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::containment::{
+    Containment, ContainmentError, ContainmentMode, Scope, ScopeGuard, SharedScope,
+};
 use crate::exit::ExitInfo;
-use crate::group::{signal_group, GroupGuard};
-use crate::output::{forward_lines, RecentLines, Stream};
+use crate::group::signal_group;
+use crate::output::{spawn_forwarder, RecentLines, Stream};
 use crate::port::accepts_connections;
-use crate::spawn::{plan_launch, spawn_group_leader, SpawnError};
+use crate::program::resolve_program;
+use crate::spawn::{path_for, plan_launch, spawn_group_leader, SpawnError, Spawned};
 use crate::spec::ServerSpec;
 use crate::stop::{stop_group, StopError, StopPlan, Stopped};
+
+/// How long the guardian may take to report the server's pid before the start goes on without it.
+const SERVER_PID_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Start the server as generation `generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -45,6 +58,12 @@ pub struct Started {
     /// The group leader's pid, which is also the process group id. With a guardian this is the
     /// guardian's pid, not the server program's.
     pub pid: u32,
+    /// The model server's own pid: the one an operator signals. Without a guardian it equals
+    /// [`pid`](Started::pid); with one it is the guardian's child, or the guardian's pid when the
+    /// guardian did not report it in time.
+    pub server_pid: u32,
+    /// The guardian's pid, when a guardian leads the group.
+    pub guardian_pid: Option<u32>,
     /// How long spawning took, from the message to the running child.
     pub spawn_took: Duration,
 }
@@ -80,8 +99,16 @@ pub struct GetServerStatus;
 pub struct ServerStatus {
     /// The generation of the running (or last) process.
     pub generation: Generation,
-    /// The running leader's pid.
+    /// The running leader's pid (the process group id).
     pub pid: Option<u32>,
+    /// The running model server's own pid.
+    pub server_pid: Option<u32>,
+    /// The running guardian's pid, when a guardian leads the group.
+    pub guardian_pid: Option<u32>,
+    /// How the generations are contained (`None` when the requested containment is unavailable).
+    pub containment: Option<ContainmentMode>,
+    /// The running generation's cgroup directory, in cgroup containment.
+    pub cgroup: Option<PathBuf>,
     /// Whether a child is running.
     pub running: bool,
     /// The last output lines, oldest first (they span generations).
@@ -111,8 +138,9 @@ struct LeaderExited {
 #[derive(Debug)]
 struct Child {
     pid: u32,
+    server_pid: u32,
     exited: watch::Receiver<Option<ExitInfo>>,
-    guard: GroupGuard,
+    guard: ScopeGuard,
     stopping: bool,
 }
 
@@ -121,7 +149,11 @@ pub struct ServerActor {
     spec: ServerSpec,
     name: Arc<str>,
     events: Recipient<ServerExited>,
+    containment: Result<Containment, ContainmentError>,
     child: Option<Child>,
+    /// What is left of a generation that exited on its own: killed at once, and waited for
+    /// before the next generation starts.
+    remains: Option<ScopeGuard>,
     starting: bool,
     generation: Generation,
     last_exit: Option<ExitInfo>,
@@ -141,13 +173,20 @@ impl std::fmt::Debug for ServerActor {
 impl ServerActor {
     /// An actor for `spec` that reports the server's own exits to `events`. Nothing is
     /// started until it receives [`Start`].
+    ///
+    /// The containment is chosen here, once for every generation, and logged (see
+    /// [`containment`](Self::containment)).
     pub fn new(spec: ServerSpec, events: Recipient<ServerExited>) -> Self {
         let recent = RecentLines::new(spec.log_lines);
+        let containment =
+            Containment::choose(spec.containment, spec.guardian.is_some(), &spec.name);
         Self {
             name: Arc::from(spec.name.as_str()),
             spec,
             events,
+            containment,
             child: None,
+            remains: None,
             starting: false,
             generation: Generation(0),
             last_exit: None,
@@ -155,18 +194,52 @@ impl ServerActor {
         }
     }
 
+    /// The containment of this server's generations, or why the requested one is unavailable
+    /// (then every [`Start`] fails with that error).
+    pub fn containment(&self) -> Result<ContainmentMode, ContainmentError> {
+        self.containment
+            .as_ref()
+            .map(Containment::mode)
+            .map_err(Clone::clone)
+    }
+
     fn port_addr(&self) -> Option<SocketAddr> {
         (self.spec.port != 0).then(|| SocketAddr::new(self.spec.host, self.spec.port))
     }
 
-    /// Spawns the child and its watchers; runs synchronously on the actor's thread.
+    /// The `nvidia-smi` to ask after a stop, when the GPU release check is on and one is found.
+    fn gpu_query(&self) -> Option<PathBuf> {
+        if !self.spec.gpu_release {
+            return None;
+        }
+        resolve_program("nvidia-smi".as_ref(), path_for(&self.spec).as_deref()).ok()
+    }
+
+    /// Spawns the child and its watchers; runs synchronously on the actor's thread. Returns the
+    /// leader's pid and, with a guardian, the pipe on which it reports the server's pid.
     fn spawn_now(
         &mut self,
         generation: Generation,
         ctx: &mut Context<Self>,
-    ) -> Result<u32, SpawnError> {
+    ) -> Result<(u32, Option<std::fs::File>), SpawnError> {
+        let containment = self.containment.as_ref().map_err(Clone::clone)?;
         let launch = plan_launch(&self.spec)?;
-        let mut child = spawn_group_leader(&self.spec, &launch)?;
+        let cgroup = containment.cgroup_for(generation)?;
+        let spawned = match spawn_group_leader(&self.spec, &launch, cgroup.as_ref()) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.remove();
+                }
+                return Err(err);
+            }
+        };
+        let Spawned {
+            mut child,
+            stdout,
+            stderr,
+            report,
+        } = spawned;
         let Some(pid) = child.id() else {
             // Only possible if the child was already reaped, which nobody but us does.
             return Err(SpawnError::Io {
@@ -174,26 +247,18 @@ impl ServerActor {
                 source: std::io::Error::other("the child vanished right after spawning"),
             });
         };
-        let guard = GroupGuard::new(pid);
-        if let Some(stdout) = child.stdout.take() {
-            let task = forward_lines(
-                stdout,
-                Stream::Stdout,
+        let cgroup_dir = cgroup.as_ref().map(|c| c.dir().display().to_string());
+        let guard = ScopeGuard::new(SharedScope::new(Scope::new(pid, cgroup)));
+        for (reader, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
+            if let Err(err) = spawn_forwarder(
+                reader,
+                stream,
                 self.name.clone(),
                 generation.0,
                 self.recent.clone(),
-            );
-            actix::spawn(task);
-        }
-        if let Some(stderr) = child.stderr.take() {
-            let task = forward_lines(
-                stderr,
-                Stream::Stderr,
-                self.name.clone(),
-                generation.0,
-                self.recent.clone(),
-            );
-            actix::spawn(task);
+            ) {
+                tracing::error!(server = %self.name, error = %err, "cannot start a thread to read the server's output");
+            }
         }
         let (exited_tx, exited) = watch::channel(None);
         // A weak address: the watcher must not keep the actor alive after its owners let go.
@@ -218,13 +283,38 @@ impl ServerActor {
         });
         self.child = Some(Child {
             pid,
+            server_pid: pid,
             exited,
             guard,
             stopping: false,
         });
         self.generation = generation;
-        tracing::info!(server = %self.name, generation = generation.0, pid, program = ?launch.program, "server spawned");
-        Ok(pid)
+        tracing::info!(server = %self.name, generation = generation.0, pid, program = ?launch.program,
+            containment = containment.mode().as_str(), cgroup = cgroup_dir.as_deref().unwrap_or("none"),
+            "server spawned");
+        Ok((pid, report))
+    }
+}
+
+/// Reads the server's pid that the guardian writes on `report` (blocking; run off the actor).
+fn read_server_pid(mut report: std::fs::File) -> Option<u32> {
+    let mut text = String::new();
+    // The guardian writes one short line and closes the pipe (or exits without writing).
+    report.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Waits until what is left of a generation that exited on its own is gone.
+async fn clear_remains(remains: Option<ScopeGuard>, bound: Duration) -> Result<(), SpawnError> {
+    let Some(mut remains) = remains else {
+        return Ok(());
+    };
+    match remains.scope().wait_gone(Instant::now(), bound).await {
+        Ok(_) => {
+            remains.disarm();
+            Ok(())
+        }
+        Err(pids) => Err(SpawnError::PreviousGenerationSurvives { pids }),
     }
 }
 
@@ -232,10 +322,12 @@ impl Actor for ServerActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if let Some(mut child) = self.child.take() {
-            tracing::info!(server = %self.name, pid = child.pid, "actor stopped; killing the server's group");
-            child.guard.kill_now();
+        if let Some(child) = self.child.take() {
+            tracing::info!(server = %self.name, pid = child.pid, "actor stopped; killing every process of the server");
+            // Dropping the armed guard kills the generation and removes its cgroup.
+            drop(child.guard);
         }
+        self.remains = None;
     }
 }
 
@@ -259,29 +351,70 @@ impl Handler<Start> for ServerActor {
         if let Err(err) = plan_launch(&self.spec) {
             return Box::pin(fut::ready(Err(err)));
         }
+        if let Err(err) = &self.containment {
+            return Box::pin(fut::ready(Err(SpawnError::Containment(err.clone()))));
+        }
         self.starting = true;
         let addr = self.port_addr();
+        let remains = self.remains.take();
+        let bound = self.spec.release_timeout;
         let check = async move {
-            match addr {
+            clear_remains(remains, bound).await?;
+            Ok::<_, SpawnError>(match addr {
                 Some(addr) => accepts_connections(addr).await.then_some(addr),
                 None => None,
-            }
-        };
-        Box::pin(check.into_actor(self).map(move |taken, act, ctx| {
-            act.starting = false;
-            if let Some(addr) = taken {
-                return Err(SpawnError::PortInUse {
-                    port: addr.port(),
-                    host: addr.ip(),
-                });
-            }
-            let pid = act.spawn_now(msg.generation, ctx)?;
-            Ok(Started {
-                generation: msg.generation,
-                pid,
-                spawn_took: begun.elapsed(),
             })
-        }))
+        };
+        Box::pin(
+            check
+                .into_actor(self)
+                .map(move |checked, act, ctx| {
+                    act.starting = false;
+                    if let Some(addr) = checked? {
+                        return Err(SpawnError::PortInUse {
+                            port: addr.port(),
+                            host: addr.ip(),
+                        });
+                    }
+                    act.spawn_now(msg.generation, ctx)
+                })
+                .then(move |spawned, act, _ctx| {
+                    let waiting = async move {
+                        let (pid, report) = spawned?;
+                        let server_pid = match report {
+                            Some(report) => {
+                                let read =
+                                    tokio::task::spawn_blocking(move || read_server_pid(report));
+                                match tokio::time::timeout(SERVER_PID_REPORT_TIMEOUT, read).await {
+                                    Ok(Ok(reported)) => reported,
+                                    _ => None,
+                                }
+                            }
+                            None => Some(pid),
+                        };
+                        Ok::<_, SpawnError>((pid, server_pid))
+                    };
+                    waiting.into_actor(act).map(move |result, act, _ctx| {
+                        let (pid, server_pid) = result?;
+                        let guardian_pid = act.spec.guardian.as_ref().map(|_| pid);
+                        let server_pid = server_pid.unwrap_or(pid);
+                        if let Some(child) = act.child.as_mut().filter(|c| c.pid == pid) {
+                            child.server_pid = server_pid;
+                        }
+                        if guardian_pid.is_some() {
+                            tracing::info!(server = %act.name, generation = msg.generation.0,
+                                guardian_pid = pid, server_pid, "the guardian started the server");
+                        }
+                        Ok(Started {
+                            generation: msg.generation,
+                            pid,
+                            server_pid,
+                            guardian_pid,
+                            spawn_took: begun.elapsed(),
+                        })
+                    })
+                }),
+        )
     }
 }
 
@@ -293,6 +426,7 @@ impl Handler<Stop> for ServerActor {
             return Box::pin(fut::ready(Err(StopError::Busy { doing: "start" })));
         }
         let port = self.port_addr();
+        let gpu_query = self.gpu_query();
         let Some(child) = self.child.as_mut() else {
             return Box::pin(fut::ready(Ok(Stopped::nothing_to_stop())));
         };
@@ -304,6 +438,8 @@ impl Handler<Stop> for ServerActor {
         let plan = StopPlan {
             server: self.name.clone(),
             pgid: pid,
+            scope: child.guard.scope().clone(),
+            gpu_query,
             grace: msg.grace,
             release_timeout: self.spec.release_timeout,
             port,
@@ -324,8 +460,12 @@ impl Handler<Stop> for ServerActor {
                                 child.guard.disarm();
                                 act.last_exit = stopped.exit.or(act.last_exit);
                             }
-                            // Keep the guard armed: whatever survived is killed again on drop.
-                            Err(_) => child.guard.kill_now(),
+                            // Keep the guard armed: whatever survived is killed again now, and
+                            // waited for before the next start.
+                            Err(_) => {
+                                child.guard.kill_now();
+                                act.remains = Some(child.guard);
+                            }
                         }
                     }
                     result
@@ -348,10 +488,11 @@ impl Handler<LeaderExited> for ServerActor {
         }
         tracing::warn!(server = %self.name, generation = msg.generation.0, pid = msg.pid,
             exit = %msg.status, "server exited on its own");
-        if let Some(mut child) = self.child.take() {
-            // The leader is gone; kill whatever of its group is left so that the next start
-            // does not meet the old workers.
+        if let Some(child) = self.child.take() {
+            // The leader is gone; kill whatever of its generation is left, and let the next
+            // start wait until it is gone, so that it does not meet the old workers.
             child.guard.kill_now();
+            self.remains = Some(child.guard);
         }
         self.events.do_send(ServerExited {
             generation: msg.generation,
@@ -365,10 +506,21 @@ impl Handler<GetServerStatus> for ServerActor {
     type Result = ServerStatus;
 
     fn handle(&mut self, _msg: GetServerStatus, _ctx: &mut Self::Context) -> ServerStatus {
+        let child = self.child.as_ref();
         ServerStatus {
             generation: self.generation,
-            pid: self.child.as_ref().map(|c| c.pid),
-            running: self.child.is_some(),
+            pid: child.map(|c| c.pid),
+            server_pid: child.map(|c| c.server_pid),
+            guardian_pid: child
+                .filter(|_| self.spec.guardian.is_some())
+                .map(|c| c.pid),
+            containment: self.containment().ok(),
+            cgroup: child.and_then(|c| {
+                c.guard
+                    .scope()
+                    .with(|scope| scope.cgroup().map(|cg| cg.dir().to_path_buf()))
+            }),
+            running: child.is_some(),
             recent_lines: self.recent.snapshot(),
             last_exit: self.last_exit,
         }

@@ -4,15 +4,24 @@
 //! new process group so that the whole tree can be signalled at once, and carries
 //! `PR_SET_PDEATHSIG = SIGKILL` so that it dies with the thread that spawned it, even when
 //! respawn itself is killed with SIGKILL. Grandchildren are not covered by that signal; the
-//! [guardian](crate::guardian_main) covers them.
+//! [guardian](crate::guardian_main) and the generation's cgroup cover them. In cgroup
+//! containment the child moves itself into the generation's cgroup before it executes anything,
+//! so that every process it ever starts is born there.
+//!
+//! Its stdout and stderr are pipes of our own, read by threads (see `output.rs`), and the
+//! variables of [`ServerSpec::env_remove`] (respawn's own secrets) are removed from its
+//! environment.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use crate::guardian::GUARDIAN_PARENT_ENV;
+use crate::cgroup::Cgroup;
+use crate::guardian::{GUARDIAN_CGROUP_ENV, GUARDIAN_PARENT_ENV, GUARDIAN_REPORT_FD_ENV};
 use crate::program::resolve_program;
 use crate::spec::ServerSpec;
 
@@ -50,6 +59,25 @@ pub enum SpawnError {
         port: u16,
         /// The address that was checked.
         host: std::net::IpAddr,
+    },
+    /// The processes of the previous generation did not go away: inspect them before starting
+    /// a new server.
+    #[error("processes of the previous generation survived SIGKILL: {pids:?}")]
+    PreviousGenerationSurvives {
+        /// The pids still alive.
+        pids: Vec<u32>,
+    },
+    /// The containment asked for cannot be had: see the message for what to change.
+    #[error(transparent)]
+    Containment(#[from] crate::containment::ContainmentError),
+    /// The generation's cgroup could not be created or entered.
+    #[error("cannot place the server in cgroup {dir}: {source} (use --containment guardian to run without a cgroup)")]
+    Cgroup {
+        /// The cgroup's directory.
+        dir: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
     },
     /// The operating system refused to start the program.
     #[error("could not start `{program}`: {source}")]
@@ -91,7 +119,7 @@ pub(crate) fn substitute_port(arg: &OsStr, port: u16) -> OsString {
 }
 
 /// The `PATH` the child will search: the spec's own `PATH` if it sets one, else ours.
-fn path_for(spec: &ServerSpec) -> Option<OsString> {
+pub(crate) fn path_for(spec: &ServerSpec) -> Option<OsString> {
     spec.env
         .iter()
         .rev()
@@ -136,7 +164,48 @@ pub(crate) fn plan_launch(spec: &ServerSpec) -> Result<Launch, SpawnError> {
     })
 }
 
-/// Spawns `launch` as the leader of a new process group with piped stdout/stderr.
+/// A pipe's two ends, both close-on-exec, neither one a standard stream's number.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [RawFd; 2] = [-1, -1];
+    // SAFETY: `pipe2` writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created by pipe2 and belong to no one else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `fd`, moved to a number above 2 if it is one of the standard streams' (possible when
+/// respawn runs with a closed stdin), so that setting up the child's stdio cannot clobber it.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on an fd we own returns a new fd or -1.
+    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if moved < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `moved` is a fresh fd owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// A started child with the read ends of its output pipes.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// The group leader (the guardian, or the server itself).
+    pub(crate) child: tokio::process::Child,
+    /// The read end of its stdout.
+    pub(crate) stdout: File,
+    /// The read end of its stderr.
+    pub(crate) stderr: File,
+    /// With a guardian: the read end of the pipe on which it reports the server's pid.
+    pub(crate) report: Option<File>,
+}
+
+/// Spawns `launch` as the leader of a new process group, with stdout/stderr on pipes of ours,
+/// inside `cgroup` when one is given.
 ///
 /// Must be called from a thread that lives as long as the child should (the actix arbiter
 /// thread of the [`ServerActor`](crate::ServerActor)): `PR_SET_PDEATHSIG` fires when the
@@ -144,27 +213,72 @@ pub(crate) fn plan_launch(spec: &ServerSpec) -> Result<Launch, SpawnError> {
 pub(crate) fn spawn_group_leader(
     spec: &ServerSpec,
     launch: &Launch,
-) -> Result<tokio::process::Child, SpawnError> {
+    cgroup: Option<&Cgroup>,
+) -> Result<Spawned, SpawnError> {
+    let shown = || spec.program.to_string_lossy().into_owned();
+    let io_error = |source: io::Error| SpawnError::Io {
+        program: shown(),
+        source,
+    };
+    let (stdout_read, stdout_write) = pipe().map_err(io_error)?;
+    let (stderr_read, stderr_write) = pipe().map_err(io_error)?;
+    let report = match spec.guardian {
+        Some(_) => Some(pipe().map_err(io_error)?),
+        None => None,
+    };
+    let cgroup_procs = cgroup
+        .map(|cgroup| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(cgroup.procs_file())
+                .map_err(|source| SpawnError::Cgroup {
+                    dir: cgroup.dir().to_path_buf(),
+                    source,
+                })
+        })
+        .transpose()?;
+
     let mut command = tokio::process::Command::new(&launch.program);
+    command.args(&launch.args);
+    for name in &spec.env_remove {
+        command.env_remove(name);
+    }
     command
-        .args(&launch.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())))
         .env("PORT", spec.port.to_string())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(stdout_write))
+        .stderr(Stdio::from(stderr_write))
         .process_group(0)
         .kill_on_drop(false);
     let parent = std::process::id();
     if spec.guardian.is_some() {
         command.env(GUARDIAN_PARENT_ENV, parent.to_string());
+        if let Some(cgroup) = cgroup {
+            command.env(GUARDIAN_CGROUP_ENV, cgroup.dir());
+        }
     }
+    let report_write: RawFd = match &report {
+        Some((_, write)) => {
+            command.env(GUARDIAN_REPORT_FD_ENV, write.as_raw_fd().to_string());
+            write.as_raw_fd()
+        }
+        None => -1,
+    };
+    let cgroup_fd: RawFd = cgroup_procs.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let parent = parent as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // functions may be called. It calls only `prctl` and `getppid` (plain system calls) and
-    // builds `io::Error` values from an errno without allocating.
+    // functions may be called. It calls only `write`, `fcntl`, `prctl` and `getppid` (plain
+    // system calls) on fds that stay open until `spawn` returns, and builds `io::Error` values
+    // from an errno without allocating.
     unsafe {
         command.pre_exec(move || {
+            if cgroup_fd >= 0 && libc::write(cgroup_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            if report_write >= 0 && libc::fcntl(report_write, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -182,14 +296,44 @@ pub(crate) fn spawn_group_leader(
             Ok(())
         });
     }
-    let shown = || spec.program.to_string_lossy().into_owned();
-    command.spawn().map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => SpawnError::NotFound { program: shown() },
-        io::ErrorKind::PermissionDenied => SpawnError::NotExecutable { program: shown() },
-        _ => SpawnError::Io {
-            program: shown(),
-            source,
-        },
+    let child = command.spawn().map_err(|source| {
+        // The program was found executable just before (`plan_launch`), so in cgroup
+        // containment these errors come from moving the child into its cgroup.
+        if let Some(cgroup) = cgroup {
+            if matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::EACCES
+                        | libc::EPERM
+                        | libc::EBUSY
+                        | libc::EOPNOTSUPP
+                        | libc::ENODEV
+                        | libc::EINVAL
+                )
+            ) {
+                return SpawnError::Cgroup {
+                    dir: cgroup.dir().to_path_buf(),
+                    source,
+                };
+            }
+        }
+        match source.kind() {
+            io::ErrorKind::NotFound => SpawnError::NotFound { program: shown() },
+            io::ErrorKind::PermissionDenied => SpawnError::NotExecutable { program: shown() },
+            _ => SpawnError::Io {
+                program: shown(),
+                source,
+            },
+        }
+    })?;
+    // Our copies of the write ends close here (the command is dropped), so that the readers see
+    // end-of-file once the child and everything that inherited them are gone.
+    drop(command);
+    Ok(Spawned {
+        child,
+        stdout: File::from(stdout_read),
+        stderr: File::from(stderr_read),
+        report: report.map(|(read, _)| File::from(read)),
     })
 }
 

@@ -1,39 +1,41 @@
 //! Stopping a server completely: the signal sequence, and the waits that prove it is gone.
 //!
-//! The sequence is SIGTERM to the group, SIGCONT to the group (a process frozen with SIGSTOP
-//! keeps SIGTERM pending until it runs again), SIGKILL to the group after the grace if the
-//! leader has not exited, then three bounded waits, each polled with short sleeps because they
-//! wait on conditions outside our control: no process of the old group remains (stragglers get
-//! what is left of the grace, then SIGKILL), the port accepts no connection, and the optional
-//! release check no longer lists any of the old pids. There is no fixed sleep anywhere: a server
-//! that exits at once is stopped in milliseconds.
+//! The sequence is SIGTERM to every process of the generation (its group, and each process that
+//! left the group but is still its descendant or in its cgroup), SIGCONT likewise (a process
+//! frozen with SIGSTOP keeps SIGTERM pending until it runs again), SIGKILL to all of them (and
+//! `cgroup.kill`) after the grace if the leader has not exited, then bounded waits, each polled
+//! with short sleeps because they wait on conditions outside our control: no process of the old
+//! generation remains (stragglers get what is left of the grace, then SIGKILL) and its cgroup is
+//! removed, the port accepts no connection, the optional release check no longer lists any of the
+//! old pids, and `nvidia-smi` shows none of them holding GPU memory. There is no fixed sleep
+//! anywhere: a server that exits at once is stopped in milliseconds.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag};
-use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::containment::{Scope, SharedScope};
 use crate::exit::ExitInfo;
-use crate::group::{members, signal_group};
 use crate::port::accepts_connections;
-use crate::release::wait_released;
+use crate::release::{wait_gpu_released, wait_released};
 
-/// Pause between two looks at an external condition (group members, the port).
+/// Pause between two looks at an external condition (the port).
 const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// Why a stop did not end with everything released, and what is still holding on.
 #[derive(Debug, thiserror::Error)]
 pub enum StopError {
-    /// Processes of the old group are still alive after SIGKILL (stuck in the kernel, usually
-    /// uninterruptible I/O on a device): inspect them before starting a new server.
-    #[error("process group {pgid} survived SIGKILL; remaining pids: {remaining:?}")]
+    /// Processes of the old generation are still alive after SIGKILL (stuck in the kernel,
+    /// usually uninterruptible I/O on a device): inspect them before starting a new server.
+    #[error(
+        "processes of the generation led by {pgid} survived SIGKILL; remaining pids: {remaining:?}"
+    )]
     GroupSurvived {
         /// The group id (the old leader's pid).
         pgid: u32,
@@ -51,6 +53,13 @@ pub enum StopError {
     #[error("the release check still lists pids {pids:?} of the stopped server")]
     ReleaseCheckTimedOut {
         /// The old pids still listed.
+        pids: Vec<u32>,
+    },
+    /// `nvidia-smi` still shows pids of the old generation holding GPU memory after the release
+    /// timeout: the driver has not freed it (check `nvidia-smi`; a reset may be needed).
+    #[error("nvidia-smi still shows pids {pids:?} of the stopped server holding GPU memory")]
+    GpuMemoryHeld {
+        /// The old pids still holding memory.
         pids: Vec<u32>,
     },
     /// The release check could not be run or kept failing: fix the configured command.
@@ -94,12 +103,15 @@ pub struct Stopped {
     pub signal_to_exit: Duration,
     /// Whether the grace ran out and the group got SIGKILL.
     pub escalated_to_kill: bool,
-    /// From the leader's exit until no process of the group remained.
+    /// From the leader's exit until no process of the generation remained (and its cgroup was
+    /// removed).
     pub group_gone: Duration,
     /// From then until the port accepted no connection.
     pub port_free: Duration,
     /// From then until the release check passed (zero without one).
     pub release_check: Duration,
+    /// From then until no old pid held GPU memory (zero without `nvidia-smi`).
+    pub gpu_release: Duration,
     /// The whole stop.
     pub total: Duration,
 }
@@ -115,6 +127,7 @@ impl Stopped {
             group_gone: Duration::ZERO,
             port_free: Duration::ZERO,
             release_check: Duration::ZERO,
+            gpu_release: Duration::ZERO,
             total: Duration::ZERO,
         }
     }
@@ -125,6 +138,9 @@ impl Stopped {
 pub(crate) struct StopPlan {
     pub(crate) server: Arc<str>,
     pub(crate) pgid: u32,
+    pub(crate) scope: SharedScope,
+    /// The `nvidia-smi` to ask, when the GPU release check is on and one is installed.
+    pub(crate) gpu_query: Option<PathBuf>,
     pub(crate) grace: Duration,
     pub(crate) release_timeout: Duration,
     pub(crate) port: Option<SocketAddr>,
@@ -132,12 +148,15 @@ pub(crate) struct StopPlan {
     pub(crate) exited: watch::Receiver<Option<ExitInfo>>,
 }
 
-fn send(pgid: u32, signal: Signal) -> Result<bool, StopError> {
-    signal_group(pgid, signal).map_err(|source| StopError::Signal {
-        pgid,
-        signal: signal.as_str(),
-        source,
-    })
+/// Sends `signal` to every process of the generation.
+fn send(scope: &SharedScope, pgid: u32, signal: Signal) -> Result<(), StopError> {
+    scope
+        .with(|scope| scope.signal(signal))
+        .map_err(|source| StopError::Signal {
+            pgid,
+            signal: signal.as_str(),
+            source,
+        })
 }
 
 /// Waits until the exit watcher publishes the leader's status.
@@ -156,17 +175,16 @@ async fn leader_exit(exited: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo
 /// actor's group guard still kills the group when the actor ends.
 pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError> {
     let pgid = plan.pgid;
+    let scope = plan.scope.clone();
     let started = Instant::now();
-    let mut seen: BTreeSet<u32> = members(pgid).into_iter().map(|m| m.pid).collect();
-    seen.insert(pgid);
 
     if plan.grace.is_zero() {
         // No grace: SIGKILL at once. (SIGCONT first would let a frozen server run for the instant
         // before the kill and start answering requests it cannot finish.)
-        send(pgid, Signal::SIGKILL)?;
+        scope.with(Scope::kill);
     } else {
-        send(pgid, Signal::SIGTERM)?;
-        send(pgid, Signal::SIGCONT)?;
+        send(&scope, pgid, Signal::SIGTERM)?;
+        send(&scope, pgid, Signal::SIGCONT)?;
     }
     let mut escalated = plan.grace.is_zero();
     let exit = match tokio::time::timeout(plan.grace, leader_exit(&mut plan.exited)).await {
@@ -174,50 +192,33 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
         Err(_) => {
             if !plan.grace.is_zero() {
                 tracing::warn!(server = %plan.server, pgid, grace = ?plan.grace,
-                    "server ignored SIGTERM for the whole grace; sending SIGKILL to its group");
+                    "server ignored SIGTERM for the whole grace; sending SIGKILL to every process of its generation");
             }
             escalated = true;
-            send(pgid, Signal::SIGKILL)?;
-            tokio::time::timeout(plan.release_timeout, leader_exit(&mut plan.exited))
-                .await
-                .map_err(|_| StopError::GroupSurvived {
-                    pgid,
-                    remaining: crate::group_members(pgid),
-                })?
+            scope.with(Scope::kill);
+            match tokio::time::timeout(plan.release_timeout, leader_exit(&mut plan.exited)).await {
+                Ok(exit) => exit,
+                Err(_) => {
+                    return Err(StopError::GroupSurvived {
+                        pgid,
+                        remaining: scope.with(Scope::live).iter().map(|p| p.pid).collect(),
+                    })
+                }
+            }
         }
     };
     let signal_to_exit = started.elapsed();
 
+    // Workers and helpers get what is left of the grace to finish on their own, then SIGKILL.
     let step = Instant::now();
-    let me = std::process::id();
-    loop {
-        let now = members(pgid);
-        let mut live = Vec::new();
-        for member in &now {
-            seen.insert(member.pid);
-            if !member.zombie {
-                live.push(member.pid);
-            } else if member.ppid == me && member.pid != pgid {
-                // An orphan that reparented to us (we are a subreaper): reap it so that it
-                // does not linger as a zombie of ours.
-                let _ = waitpid(Pid::from_raw(member.pid as i32), Some(WaitPidFlag::WNOHANG));
-            }
-        }
-        if live.is_empty() {
-            break;
-        }
-        // Workers get what is left of the grace to finish on their own, then SIGKILL.
-        if escalated || started.elapsed() >= plan.grace {
-            escalated |= !live.is_empty();
-            send(pgid, Signal::SIGKILL)?;
-        }
-        if step.elapsed() >= plan.release_timeout {
-            return Err(StopError::GroupSurvived {
-                pgid,
-                remaining: live,
-            });
-        }
-        tokio::time::sleep(POLL_EVERY).await;
+    let kill_from = if escalated {
+        step
+    } else {
+        started + plan.grace
+    };
+    match scope.wait_gone(kill_from, plan.release_timeout).await {
+        Ok(killed) => escalated |= killed,
+        Err(remaining) => return Err(StopError::GroupSurvived { pgid, remaining }),
     }
     let group_gone = step.elapsed();
 
@@ -232,11 +233,18 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
     }
     let port_free = step.elapsed();
 
+    let seen = scope.with(|scope| scope.seen_pids());
     let step = Instant::now();
     if let Some(check) = &plan.release_check {
         wait_released(check, &seen, plan.release_timeout).await?;
     }
     let release_check = step.elapsed();
+
+    let step = Instant::now();
+    if let Some(query) = &plan.gpu_query {
+        wait_gpu_released(query, &seen, plan.release_timeout).await?;
+    }
+    let gpu_release = step.elapsed();
 
     let stopped = Stopped {
         pid: Some(pgid),
@@ -246,6 +254,7 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
         group_gone,
         port_free,
         release_check,
+        gpu_release,
         total: started.elapsed(),
     };
     tracing::info!(server = %plan.server, pid = pgid, exit = %exit, ?stopped, "server stopped");

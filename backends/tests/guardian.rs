@@ -98,7 +98,7 @@ fn sigkill_of_the_parent_leaves_no_process_of_the_group() {
     let line = parent.read_line();
     let pgid: u32 = line
         .strip_prefix("pgid ")
-        .and_then(|p| p.parse().ok())
+        .and_then(|p| p.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("unexpected line from the fake parent: {line:?}"));
     let _cleanup = KillGroupOnDrop(pgid);
     assert!(

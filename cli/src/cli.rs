@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 
 use crate::config::value::{parse_duration, parse_json, parse_listen, parse_size};
-use crate::config::{LogFormat, ProgressMetric};
+use crate::config::{Containment, GpuRelease, LogFormat, ProgressMetric};
 use respawn::auth::AdminToken;
 
 /// Options of `respawn serve`: supervise a model server and proxy its clients.
@@ -167,6 +167,23 @@ pub struct SupervisionArgs {
     /// A command that succeeds once the old server's resources are released (e.g. an nvidia-smi query), split on whitespace [env: RESPAWN_RELEASE_CHECK]
     #[arg(long, value_name = "ARGV", help_heading = "Restarts")]
     pub release_check: Option<String>,
+
+    /// After a stop, ask nvidia-smi (when on PATH) until no process of the old generation holds GPU memory [default: auto] [env: RESPAWN_GPU_RELEASE]
+    #[arg(long, value_name = "WHEN", value_enum, help_heading = "Restarts")]
+    pub gpu_release: Option<GpuRelease>,
+
+    /// Bound for each wait after a stop: old processes gone, port free, release check, GPU memory released [default: 30s] [env: RESPAWN_RELEASE_TIMEOUT]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
+    pub release_timeout: Option<Duration>,
+
+    /// How the server's processes are contained: a cgroup per generation, or the guardian that tracks every descendant; auto = cgroup where respawn may create one [default: auto] [env: RESPAWN_CONTAINMENT]
+    #[arg(long, value_name = "MODE", value_enum, help_heading = "Server")]
+    pub containment: Option<Containment>,
+
+    /// Let the server inherit respawn's own secrets (RESPAWN_ADMIN_TOKEN, RESPAWN_RESTART_TOKEN), which are removed from its environment otherwise [default: off] [env: RESPAWN_PASS_SECRETS]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_flag_bool, help_heading = "Server")]
+    pub pass_secrets: Option<bool>,
 
     /// Attempts per request after the first [default: 3] [env: RESPAWN_RETRIES]
     #[arg(long, value_name = "N", help_heading = "Requests")]

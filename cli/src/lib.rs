@@ -11,5 +11,6 @@ pub mod config;
 pub mod control_client;
 pub mod demo;
 pub mod http_url;
+pub mod log_writer;
 pub mod resources;
 pub mod serve;

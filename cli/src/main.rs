@@ -39,7 +39,9 @@ fn init_logging(format: LogFormat) {
     init_logging_default(format, "info");
 }
 
-/// Sets up respawn's logs on stderr. With JSON every line respawn writes from here on is one JSON
+/// Sets up respawn's logs on stderr, through a bounded queue to a writing thread
+/// (`respawn_cli::log_writer`): a stalled reader of respawn's stderr costs dropped, counted lines,
+/// never a blocked supervisor. With JSON every line respawn writes from here on is one JSON
 /// object, a panic's message included; a second call changes nothing.
 fn init_logging_default(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RESPAWN_LOG")
@@ -47,20 +49,30 @@ fn init_logging_default(format: LogFormat, default: &str) {
     let colour = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(colour)
         .with_target(false);
-    match format {
-        LogFormat::Json => {
-            if builder.json().try_init().is_ok() {
-                std::panic::set_hook(Box::new(|info| {
-                    tracing::error!(panic = %info, "respawn panicked");
-                }));
-            }
-        }
-        LogFormat::Text => {
-            let _ = builder.try_init();
-        }
+    let installed = match (respawn_cli::log_writer::install(), format) {
+        (Ok(writer), LogFormat::Json) => builder.with_writer(writer).json().try_init().is_ok(),
+        (Ok(writer), LogFormat::Text) => builder.with_writer(writer).try_init().is_ok(),
+        (Err(_), LogFormat::Json) => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .try_init()
+            .is_ok(),
+        (Err(_), LogFormat::Text) => builder.with_writer(std::io::stderr).try_init().is_ok(),
+    };
+    if installed && format == LogFormat::Json {
+        std::panic::set_hook(Box::new(|info| {
+            tracing::error!(panic = %info, "respawn panicked");
+            flush_logs();
+        }));
+    }
+}
+
+/// Lets the queued log lines out before the process's last words on stderr.
+fn flush_logs() {
+    if let Ok(writer) = respawn_cli::log_writer::install() {
+        writer.flush(std::time::Duration::from_secs(2));
     }
 }
 
@@ -68,10 +80,14 @@ fn init_logging_default(format: LogFormat, default: &str) {
 /// record like every other line (the logs are set up for it if they were not yet).
 fn report_end(format: LogFormat, command: &str, message: &dyn std::fmt::Display) {
     match format {
-        LogFormat::Text => eprintln!("respawn {command}: {message}"),
+        LogFormat::Text => {
+            flush_logs();
+            eprintln!("respawn {command}: {message}");
+        }
         LogFormat::Json => {
             init_logging(LogFormat::Json);
             tracing::error!(command, "{message}");
+            flush_logs();
         }
     }
 }
@@ -167,7 +183,9 @@ fn main() -> ExitCode {
             if !returns_memory {
                 tracing::debug!("the allocator's mmap threshold is left as it is: memory of large request bodies may stay resident after use");
             }
-            match respawn_cli::serve::run(config) {
+            let outcome = respawn_cli::serve::run(config);
+            flush_logs();
+            match outcome {
                 Ok(outcome) => {
                     if let respawn_cli::serve::ServeExit::GaveUp { reason } = &outcome {
                         report_end(format, "serve", &format_args!("gave up: {reason}"));

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use respawn_backends::{GuardianLaunch, ServerSpec};
+
+use crate::config::GpuRelease;
 use respawn_core::Phase;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -98,6 +100,12 @@ pub fn target(config: &ServeConfig, port: u16) -> Result<Target, ServeError> {
         .release_check
         .as_ref()
         .map(|argv| argv.iter().map(OsString::from).collect());
+    spec.gpu_release = config.gpu_release == GpuRelease::Auto;
+    spec.release_timeout = config.release_timeout;
+    spec.containment = config.containment.request();
+    if config.pass_secrets {
+        spec.env_remove.clear();
+    }
     spec.guardian = Some(GuardianLaunch::current_exe().map_err(ServeError::Guardian)?);
     Ok(Target::Command(Box::new(spec)))
 }
@@ -123,6 +131,7 @@ pub fn supervisor_config(config: &ServeConfig) -> SupervisorConfig {
     sup.restart_strategies = config.restart_strategies.clone();
     sup.progress_metric = config.progress_metric.clone();
     sup.canary_body = config.canary_body.clone();
+    sup.log_lines_dropped = crate::log_writer::dropped_lines();
     sup
 }
 
@@ -190,7 +199,10 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         })?;
         let handle = server.handle();
         let server_task = actix_web::rt::spawn(server);
-        info!(listen = %listening, child_port = port, "respawn is listening");
+        let containment = supervisor
+            .containment()
+            .map_or("none", |mode| mode.as_str());
+        info!(listen = %listening, child_port = port, containment, "respawn is listening");
         if let Some(notifier) = &notifier {
             notifier.spawn_watchdog();
         }

@@ -84,6 +84,17 @@ pub struct MockArgs {
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
 
+    /// Start processes that leave the server's session (comma-separated): `setsid` (a helper in
+    /// a new session), `daemon` (a double-forked daemon), `worker` (a worker in a new session
+    /// that keeps the listening socket).
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "KIND[,KIND...]")]
+    pub escape: Vec<crate::escape::Escape>,
+
+    /// Write lines to stdout and stderr in bursts of 25 a millisecond, counted in
+    /// /metrics as mock:output_lines_total.
+    #[arg(long)]
+    pub flood_output: bool,
+
     /// Enables test-only endpoints such as POST /debug/block?ms=N, which blocks the main event
     /// loop (where the systemd watchdog pings come from).
     #[arg(long, hide = true)]

@@ -15,6 +15,7 @@
 
 mod args;
 mod debug;
+mod escape;
 mod faults;
 mod metrics;
 mod openai;
@@ -23,6 +24,7 @@ mod state_file;
 mod tokens;
 
 pub use args::MockArgs;
+pub use escape::Escape;
 pub use server::run;
 
 /// Why the mock server stopped with a non-zero exit code.

@@ -10,6 +10,8 @@ pub(crate) struct MockMetrics {
     generation_tokens: AtomicU64,
     running: AtomicI64,
     completions: AtomicU64,
+    /// Lines written by `--flood-output`.
+    pub(crate) output_lines: Arc<AtomicU64>,
 }
 
 impl MockMetrics {
@@ -35,6 +37,7 @@ impl MockMetrics {
         let tokens = self.generation_tokens.load(Ordering::Relaxed);
         let running = self.running.load(Ordering::Relaxed);
         let completions = self.completions.load(Ordering::Relaxed);
+        let output_lines = self.output_lines.load(Ordering::Relaxed);
         // Writing to a String cannot fail.
         let _ = write!(
             out,
@@ -46,7 +49,10 @@ impl MockMetrics {
              mock:requests_running {running}\n\
              # HELP mock:completions_total Completions finished since start.\n\
              # TYPE mock:completions_total counter\n\
-             mock:completions_total {completions}\n"
+             mock:completions_total {completions}\n\
+             # HELP mock:output_lines_total Lines written to stdout and stderr by --flood-output.\n\
+             # TYPE mock:output_lines_total counter\n\
+             mock:output_lines_total {output_lines}\n"
         );
         out
     }

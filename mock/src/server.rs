@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::args::MockArgs;
 use super::debug;
+use super::escape;
 use super::faults::Faults;
 use super::metrics::MockMetrics;
 use super::openai::{self, openai_error, Generator};
@@ -52,12 +53,16 @@ async fn serve(
     ledger: state_file::Ledger,
 ) -> Result<Exit, MockError> {
     let faults = Arc::new(Faults::new(&args, ledger));
+    let counters = Arc::new(MockMetrics::default());
+    if args.flood_output {
+        escape::flood(Arc::clone(&counters.output_lines))?;
+    }
     let generator = web::Data::new(Generator {
         model: args.model.clone(),
         default_tokens: args.tokens,
         token_latency: args.token_latency,
         faults: Arc::clone(&faults),
-        metrics: Arc::new(MockMetrics::default()),
+        metrics: counters,
     });
     let alive = Arc::clone(&faults);
     let control = RestartControl::new(args.token.clone())
@@ -100,12 +105,14 @@ async fn serve(
         server = server.workers(args.workers);
     }
     let address = format!("{}:{}", args.host, args.port);
+    escape::before_bind(&args.escape)?;
     let server = server
         .bind((args.host.as_str(), args.port))
         .map_err(|source| MockError::Bind {
             address: address.clone(),
             source,
         })?;
+    escape::after_bind(&args.escape)?;
     for bound in server.addrs() {
         info!("respawn mock listening on http://{bound}");
     }

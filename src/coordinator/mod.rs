@@ -127,9 +127,13 @@ impl RestartCoordinator {
         self.parts.state.send_modify(update);
     }
 
-    fn set_pid(&mut self, pid: Option<u32>) {
+    /// Records the model server's own pid and its guardian's (the pid to signal is the former).
+    fn set_pids(&mut self, pid: Option<u32>, guardian_pid: Option<u32>) {
         self.pid = pid;
-        self.publish(|s| s.pid = pid);
+        self.publish(|s| {
+            s.pid = pid;
+            s.guardian_pid = guardian_pid;
+        });
     }
 
     fn set_error(&mut self, message: String) {
@@ -156,7 +160,7 @@ impl RestartCoordinator {
                             let now = act.now();
                             match result {
                                 Ok(Ok(started)) => {
-                                    act.set_pid(Some(started.pid));
+                                    act.set_pids(Some(started.server_pid), started.guardian_pid);
                                     act.machine.handle_spawned(now);
                                 }
                                 Ok(Err(err)) => {
@@ -322,7 +326,7 @@ impl RestartCoordinator {
                 match outcome {
                     Ok(report) => {
                         debug!(server = %act.name, strategy = report.strategy, steps = ?report.steps, "restart strategy done");
-                        act.set_pid(report.pid);
+                        act.set_pids(report.pid, report.guardian_pid);
                         act.machine
                             .handle_restart_done(now, index, report.ready_confirmed);
                     }

@@ -48,6 +48,7 @@ impl Handler<Restart> for FakeStrategy {
                 Ok(RestartReport {
                     strategy: "fake",
                     pid: Some(1000 + msg.next.get() as u32),
+                    guardian_pid: None,
                     ready_confirmed: false,
                     steps: Vec::new(),
                     total: delay,

@@ -32,6 +32,9 @@ pub struct Control {
     pub in_flight: Arc<InFlight>,
     /// The bearer token `POST /respawn/restart` requires; `None` refuses everyone.
     pub token: Option<AdminToken>,
+    /// How the owned server's processes are contained (`cgroup`, `guardian`, ...); `None` for a
+    /// server respawn does not own.
+    pub containment: Option<&'static str>,
 }
 
 impl Control {
@@ -44,6 +47,7 @@ impl Control {
             metrics: Arc::clone(supervisor.metrics()),
             in_flight: Arc::clone(supervisor.in_flight()),
             token,
+            containment: supervisor.containment().map(|mode| mode.as_str()),
         }
     }
 }
@@ -73,12 +77,14 @@ impl Control {
     /// The status document served at `/respawn/status`, as of now.
     pub fn status(&self) -> StatusDocument {
         let state = self.state.borrow();
-        StatusDocument::new(
+        let mut document = StatusDocument::new(
             &self.name,
             &state,
             self.in_flight.count(),
             self.metrics.requests_total(),
-        )
+        );
+        document.containment = self.containment.map(str::to_owned);
+        document
     }
 }
 

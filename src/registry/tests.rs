@@ -45,6 +45,7 @@ impl Handler<Restart> for Recording {
             return Err(RestartError::Invalid("told to fail"));
         }
         Ok(RestartReport {
+            guardian_pid: None,
             strategy: self.name,
             pid: None,
             ready_confirmed: true,

@@ -336,6 +336,8 @@ pub struct ServeOptions {
     pub env: Vec<(String, String)>,
     /// Do not wait for `/respawn/readyz` (for instances expected to fail).
     pub no_wait: bool,
+    /// Leave respawn's stderr unread (a pipe nobody reads) until [`Serve::read_stderr`].
+    pub hold_stderr: bool,
 }
 
 impl ServeOptions {
@@ -353,6 +355,7 @@ impl ServeOptions {
             command,
             env: Vec::new(),
             no_wait: false,
+            hold_stderr: false,
         }
     }
 
@@ -363,6 +366,7 @@ impl ServeOptions {
             command: command.iter().map(|s| (*s).to_owned()).collect(),
             env: Vec::new(),
             no_wait: false,
+            hold_stderr: false,
         }
     }
 
@@ -375,6 +379,12 @@ impl ServeOptions {
     /// Returns as soon as the process runs, without waiting for readiness.
     pub fn no_wait(mut self) -> Self {
         self.no_wait = true;
+        self
+    }
+
+    /// Leaves respawn's stderr a pipe that nobody reads, until [`Serve::read_stderr`].
+    pub fn hold_stderr(mut self) -> Self {
+        self.hold_stderr = true;
         self
     }
 }
@@ -422,6 +432,7 @@ pub struct Serve {
     /// Where it listens.
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    held_stderr: Mutex<Option<std::process::ChildStderr>>,
     groups: Mutex<BTreeSet<u32>>,
     exit: Option<ExitStatus>,
 }
@@ -503,20 +514,31 @@ impl Serve {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn respawn serve");
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
+        let serve = Serve {
+            child,
+            addr,
+            log: Arc::new(Mutex::new(Vec::new())),
+            held_stderr: Mutex::new(Some(stderr)),
+            groups: Mutex::new(BTreeSet::new()),
+            exit: None,
+        };
+        if !options.hold_stderr {
+            serve.read_stderr();
+        }
+        serve
+    }
+
+    /// Starts reading respawn's stderr into the log (at once, unless the options held it).
+    pub fn read_stderr(&self) {
+        let Some(stderr) = self.held_stderr.lock().take() else {
+            return;
+        };
+        let sink = Arc::clone(&self.log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().push(line);
             }
         });
-        Serve {
-            child,
-            addr,
-            log,
-            groups: Mutex::new(BTreeSet::new()),
-            exit: None,
-        }
     }
 
     /// `http://ADDR`.
@@ -545,10 +567,15 @@ impl Serve {
             .expect("GET /respawn/status");
         assert_eq!(response.status, 200, "status: {}", response.text());
         let status = response.json();
-        if let Some(pid) = status["pid"].as_u64() {
+        self.remember(&status);
+        status
+    }
+
+    /// Remembers the process group (the guardian's pid) named by a status document.
+    fn remember(&self, status: &Value) {
+        if let Some(pid) = status["guardian_pid"].as_u64() {
             self.groups.lock().insert(pid as u32);
         }
-        status
     }
 
     /// Waits (≤ `bound`) until `check` accepts the status document; panics with the last one.
@@ -563,9 +590,7 @@ impl Serve {
             let status = get(self.addr, "/respawn/status", Duration::from_secs(5))
                 .ok()?
                 .json();
-            if let Some(pid) = status["pid"].as_u64() {
-                self.groups.lock().insert(pid as u32);
-            }
+            self.remember(&status);
             last = status.clone();
             check(&status).then_some(status)
         });
@@ -579,16 +604,18 @@ impl Serve {
 
     /// The guardian's pid (the child's process group id), from the status.
     pub fn guardian_pid(&self) -> u32 {
-        self.status()["pid"].as_u64().expect("a pid in the status") as u32
+        let status = self.status();
+        status["guardian_pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a guardian_pid in the status: {status}")) as u32
     }
 
-    /// The real server: the guardian's child (waits ≤ 10 s for it to appear).
+    /// The real server's pid, from the status (`pid` is the model server's, not the guardian's).
     pub fn server_pid(&self) -> u32 {
-        let guardian = self.guardian_pid();
-        wait_for(Duration::from_secs(10), || {
-            children_of(guardian).first().copied()
-        })
-        .unwrap_or_else(|| panic!("the guardian {guardian} has no child"))
+        let status = self.status();
+        status["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a pid in the status: {status}")) as u32
     }
 
     /// `POST path` with a JSON body through the proxy.
@@ -634,7 +661,7 @@ impl Drop for Serve {
             if let Ok(response) = get(self.addr, "/respawn/status", Duration::from_secs(1)) {
                 if let Some(pid) = serde_json::from_slice::<Value>(&response.body)
                     .ok()
-                    .and_then(|s| s["pid"].as_u64())
+                    .and_then(|s| s["guardian_pid"].as_u64())
                 {
                     self.groups.lock().insert(pid as u32);
                 }
@@ -642,8 +669,16 @@ impl Drop for Serve {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        // The guardian kills its group when respawn dies; make sure of it (a stopped child too).
-        for pgid in self.groups.lock().iter() {
+        // The guardian kills its generation when respawn dies (its descendants, its cgroup); give
+        // it the time to, and only then make sure of it (a stopped child too).
+        let groups: Vec<u32> = self.groups.lock().iter().copied().collect();
+        wait_for(Duration::from_secs(5), || {
+            groups
+                .iter()
+                .all(|g| group_members(*g).is_empty())
+                .then_some(())
+        });
+        for pgid in &groups {
             if !group_members(*pgid).is_empty() {
                 let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
             }

@@ -357,7 +357,7 @@ impl Respawn {
 
     /// Remembers the process group named by a status document.
     pub fn remember(&self, status: &Value) {
-        if let Some(pid) = status["pid"].as_u64() {
+        if let Some(pid) = status["guardian_pid"].as_u64() {
             self.groups.lock().insert(pid as u32);
         }
     }
@@ -386,15 +386,12 @@ impl Respawn {
 
     /// The guardian (the child's process group leader), from the status.
     pub fn guardian(&self) -> Option<u32> {
-        self.status()["pid"].as_u64().map(|p| p as u32)
+        self.status()["guardian_pid"].as_u64().map(|p| p as u32)
     }
 
-    /// The model server: the guardian's first live child.
+    /// The model server (`pid` in the status is the server's own, not the guardian's).
     pub fn server(&self) -> Option<u32> {
-        let guardian = self.guardian()?;
-        wait_for(Duration::from_secs(10), || {
-            children(guardian).first().copied()
-        })
+        self.status()["pid"].as_u64().map(|p| p as u32)
     }
 
     /// `GET /respawn/metrics` as text.
@@ -440,7 +437,13 @@ impl Drop for Respawn {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        for pgid in self.groups.lock().iter() {
+        // The guardian cleans up after respawn's death (its descendants, its cgroup); give it
+        // the time to, and only then kill what is left of its group.
+        let groups: Vec<u32> = self.groups.lock().iter().copied().collect();
+        wait_for(Duration::from_secs(5), || {
+            groups.iter().all(|g| group(*g).is_empty()).then_some(())
+        });
+        for pgid in &groups {
             if !group(*pgid).is_empty() {
                 let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
             }

@@ -83,8 +83,12 @@ fn listen_forever() -> i32 {
     0
 }
 
-/// Role `fake_parent`: plays respawn — starts a `ServerActor` with a guardian running `args`,
-/// prints `pgid <pid>`, and waits to be killed.
+/// Environment variable choosing the fake parent's containment (`auto`, `cgroup`, `guardian`).
+pub const CONTAINMENT_ENV: &str = "RESPAWN_TEST_CONTAINMENT";
+
+/// Role `fake_parent`: plays respawn — starts a `ServerActor` with a guardian running `args`
+/// (contained as [`CONTAINMENT_ENV`] says), prints `pgid <pid> cgroup <dir or ->`, and waits
+/// to be killed.
 fn fake_parent(args: Vec<OsString>) -> i32 {
     let Some((program, rest)) = args.split_first() else {
         return 97;
@@ -92,6 +96,12 @@ fn fake_parent(args: Vec<OsString>) -> i32 {
     let mut spec = ServerSpec::new("fake", program.clone(), rest.to_vec(), 0);
     spec.guardian = Some(guardian_launch());
     spec.env.push((ROLE_ENV.into(), "guardian".into()));
+    if let Some(containment) = std::env::var(CONTAINMENT_ENV)
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
+        spec.containment = containment;
+    }
     let system = System::new();
     system.block_on(async move {
         let (events, _rx) = exit_events();
@@ -103,7 +113,13 @@ fn fake_parent(args: Vec<OsString>) -> i32 {
             .await;
         match started {
             Ok(Ok(started)) => {
-                println!("pgid {}", started.pid);
+                let cgroup = match server.send(respawn_backends::GetServerStatus).await {
+                    Ok(status) => status
+                        .cgroup
+                        .map_or_else(|| "-".to_owned(), |dir| dir.display().to_string()),
+                    Err(_) => "-".to_owned(),
+                };
+                println!("pgid {} cgroup {cgroup}", started.pid);
                 let _ = std::io::stdout().flush();
                 std::future::pending::<()>().await;
                 0
@@ -201,6 +217,41 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port between {LOW} and {}", LOW + SPAN)
+}
+
+/// The live processes whose command line is exactly `cmdline` (arguments joined by spaces, the
+/// program by its file name): the tests give each helper a unique command line to find it
+/// wherever it moved.
+pub fn processes_running(cmdline: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                let mut words: Vec<String> = raw
+                    .split(|b| *b == 0)
+                    .filter(|w| !w.is_empty())
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect();
+                if let Some(program) = words.first_mut() {
+                    *program = program.rsplit('/').next().unwrap_or_default().to_owned();
+                }
+                words.join(" ") == cmdline
+            })
+        })
+        .collect()
+}
+
+/// The session id of `pid` (field 6 of `/proc/<pid>/stat`).
+pub fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
 
 /// Whether process `pid` exists and has not exited (zombies count as gone).

@@ -13,7 +13,7 @@ use super::value::{
     parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_names, parse_seconds,
     parse_size,
 };
-use super::{LogFormat, ProgressMetric};
+use super::{Containment, GpuRelease, LogFormat, ProgressMetric};
 use respawn::auth::AdminToken;
 
 /// The seed's variable for the start-up wait, in seconds; `RESPAWN_STARTUP_TIMEOUT` wins over it.
@@ -200,6 +200,10 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         restart_token: env.token("restart_token")?,
         restart_command: env.read("restart_command", parse_argv)?,
         release_check: env.read("release_check", parse_argv)?,
+        gpu_release: env.read("gpu_release", GpuRelease::from_str)?,
+        release_timeout: env.duration("release_timeout")?,
+        containment: env.read("containment", Containment::from_str)?,
+        pass_secrets: env.boolean("pass_secrets")?,
         max_body_size: env.read("max_body_size", parse_size)?,
         header_timeout: env.duration("header_timeout")?,
         workers: env.number("workers", "a number of worker threads, 1 or more")?,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::value::serde_with;
-use super::{LogFormat, ProgressMetric, ServeConfig};
+use super::{Containment, GpuRelease, LogFormat, ProgressMetric, ServeConfig};
 use respawn::auth::AdminToken;
 
 /// The keys a config file may hold, in the order of `docs/CONFIG.md`.
@@ -47,6 +47,10 @@ pub const KEYS: &[&str] = &[
     "restart_token",
     "restart_command",
     "release_check",
+    "gpu_release",
+    "release_timeout",
+    "containment",
+    "pass_secrets",
     "max_body_size",
     "header_timeout",
     "workers",
@@ -105,6 +109,11 @@ pub(crate) struct Layer {
     pub restart_command: Option<Vec<String>>,
     #[serde(default, deserialize_with = "serde_with::argv")]
     pub release_check: Option<Vec<String>>,
+    pub gpu_release: Option<GpuRelease>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub release_timeout: Option<Duration>,
+    pub containment: Option<Containment>,
+    pub pass_secrets: Option<bool>,
     #[serde(default, deserialize_with = "serde_with::size")]
     pub max_body_size: Option<u64>,
     #[serde(default, deserialize_with = "serde_with::duration")]
@@ -130,7 +139,7 @@ impl Layer {
             unhealthy_after, request_timeout, stall_timeout, canary_interval, canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
             restart_window, stable_after, retries, poison_after, enable_restart, max_body_size, header_timeout,
-            workers, log_format;
+            workers, log_format, gpu_release, release_timeout, containment, pass_secrets;
             port, upstream, canary_body, admin_token, restart_strategies, restart_url, restart_token,
             restart_command, release_check
         );

@@ -61,6 +61,68 @@ impl FromStr for LogFormat {
     }
 }
 
+/// How the model server's processes are contained: the strongest available, or one mode forced.
+/// `docs/RELIABILITY.md` describes the modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Containment {
+    /// A cgroup per generation where respawn may create one, else the guardian.
+    #[default]
+    Auto,
+    /// A cgroup per generation, or refuse to start.
+    Cgroup,
+    /// The guardian tracks every descendant, even where a cgroup could be created.
+    Guardian,
+}
+
+impl Containment {
+    /// What the process-owning actor is asked for.
+    pub fn request(self) -> respawn_backends::ContainmentRequest {
+        match self {
+            Containment::Auto => respawn_backends::ContainmentRequest::Auto,
+            Containment::Cgroup => respawn_backends::ContainmentRequest::Cgroup,
+            Containment::Guardian => respawn_backends::ContainmentRequest::Guardian,
+        }
+    }
+}
+
+impl FromStr for Containment {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Containment::Auto),
+            "cgroup" => Ok(Containment::Cgroup),
+            "guardian" => Ok(Containment::Guardian),
+            _ => Err("expected `auto`, `cgroup` or `guardian`".to_owned()),
+        }
+    }
+}
+
+/// Whether a restart waits until `nvidia-smi` shows no process of the old generation holding
+/// GPU memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuRelease {
+    /// When `nvidia-smi` is on `PATH`, ask it after every stop (bounded by `release_timeout`).
+    #[default]
+    Auto,
+    /// Never ask.
+    Off,
+}
+
+impl FromStr for GpuRelease {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(GpuRelease::Auto),
+            "off" => Ok(GpuRelease::Off),
+            _ => Err("expected `auto` or `off`".to_owned()),
+        }
+    }
+}
+
 /// Everything `respawn serve` needs to know, after the defaults, the file, the environment and
 /// the flags have been stacked.
 ///
@@ -162,6 +224,17 @@ pub struct ServeConfig {
     pub restart_command: Option<Vec<String>>,
     /// A command that succeeds once the old server's resources (GPU memory) are released.
     pub release_check: Option<Vec<String>>,
+    /// Ask `nvidia-smi` after a stop until no old pid holds GPU memory. Default auto.
+    pub gpu_release: GpuRelease,
+    /// Bound for each wait after a stop: processes gone, port free, release check, GPU memory.
+    /// Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub release_timeout: Duration,
+    /// How the server's processes are contained. Default auto.
+    pub containment: Containment,
+    /// Let the model server inherit respawn's own secrets (`RESPAWN_ADMIN_TOKEN`,
+    /// `RESPAWN_RESTART_TOKEN`). Default false: they are removed from its environment.
+    pub pass_secrets: bool,
     /// How respawn writes its logs. Default text.
     pub log_format: LogFormat,
 }
@@ -210,6 +283,8 @@ pub mod defaults {
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
     /// `poison_after`.
     pub const POISON_AFTER: u32 = 2;
+    /// `release_timeout`.
+    pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// `workers`: the number of cores (1 when it cannot be told).
     pub fn workers() -> usize {
@@ -255,6 +330,10 @@ impl Default for ServeConfig {
             restart_token: None,
             restart_command: None,
             release_check: None,
+            gpu_release: GpuRelease::Auto,
+            release_timeout: defaults::RELEASE_TIMEOUT,
+            containment: Containment::Auto,
+            pass_secrets: false,
             log_format: LogFormat::Text,
         }
     }
@@ -353,6 +432,7 @@ impl ServeConfig {
             ("restart_window", self.restart_window),
             ("stable_after", self.stable_after),
             ("header_timeout", self.header_timeout),
+            ("release_timeout", self.release_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::BadDuration {

@@ -79,6 +79,8 @@ mod tests {
             state: Phase::Ready,
             generation: Generation(3),
             pid: Some(42),
+            guardian_pid: Some(41),
+            containment: Some("guardian".to_owned()),
             restarts: 2,
             last_restart: Some(LastRestart {
                 cause: HangCause::HealthProbes,

@@ -86,6 +86,7 @@ mod tests {
         state.generation = Generation(3);
         state.phase = Phase::Restarting;
         state.pid = Some(4242);
+        state.guardian_pid = Some(4241);
         state.restarts = 2;
         state.last_cause = Some(HangCause::HealthProbes);
         state.last_restart = Some(LastRestart {
@@ -99,7 +100,7 @@ mod tests {
             json,
             serde_json::json!({
                 "server": "llm", "state": "restarting", "generation": 3, "pid": 4242,
-                "restarts": 2, "last_cause": "health_probes", "last_error": null,
+                "guardian_pid": 4241, "containment": null, "restarts": 2, "last_cause": "health_probes", "last_error": null,
                 "last_restart": {"cause": "first_byte_timeout", "duration_ms": 1800, "at": 1_700_000_000u64},
                 "uptime_s": null, "in_flight": 1, "requests_total": 120,
             })

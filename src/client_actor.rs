@@ -97,16 +97,10 @@ pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallEr
         let outcome = loop {
             let next = match response.next().now_or_never() {
                 Some(item) => item,
-                None => {
-                    let deadline = clock.instant(plan.deadline().unwrap_or_default());
-                    match tokio::time::timeout_at(deadline, response.next()).await {
-                        Ok(item) => item,
-                        Err(_) => match plan.check(clock.now()) {
-                            Some(outcome) => break outcome,
-                            None => continue,
-                        },
-                    }
-                }
+                None => match upstream.before_deadline(&mut plan, response.next()).await {
+                    Ok(item) => item,
+                    Err(outcome) => break outcome,
+                },
             };
             match next {
                 Some(Ok(chunk)) => {
@@ -115,6 +109,7 @@ pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallEr
                 }
                 Some(Err(_)) => break AttemptOutcome::ConnectionReset,
                 None => {
+                    shared.in_flight.answered();
                     if upstream.is_suspect(fp) {
                         shared
                             .coordinator

@@ -58,12 +58,18 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
-/// The machine's snapshot in one atomic word, and the poison table it points to.
+/// The machine's snapshot in one atomic word, the poison table it points to, and the current
+/// generation's last sign of life (a second word) for requests past their deadline.
 #[derive(Debug)]
 pub struct SharedSnapshot {
     word: AtomicU64,
     poison: RwLock<Arc<PoisonTracker>>,
+    life: AtomicU64,
 }
+
+/// Bits of the life word that hold the time in milliseconds; the generation's low bits above.
+const LIFE_MS_BITS: u32 = 40;
+const LIFE_MS_MASK: u64 = (1 << LIFE_MS_BITS) - 1;
 
 impl SharedSnapshot {
     /// The snapshot before anything started.
@@ -71,7 +77,33 @@ impl SharedSnapshot {
         Arc::new(Self {
             word: AtomicU64::new(Snapshot::INITIAL.pack()),
             poison: RwLock::new(Arc::new(PoisonTracker::default())),
+            life: AtomicU64::new(0),
         })
+    }
+
+    /// Publishes the last sign of life of `generation` (`None`: none yet).
+    pub fn publish_life(&self, generation: Generation, at: Option<Duration>) {
+        let word = match at {
+            // +1 so that 0 means "none"; 2^40 ms is 34 years.
+            Some(at) => {
+                let ms = u64::try_from(at.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1)
+                    .min(LIFE_MS_MASK);
+                (generation.get() << LIFE_MS_BITS) | ms
+            }
+            None => 0,
+        };
+        self.life.store(word, Ordering::Release);
+    }
+
+    /// When `generation` last showed life, if it is the generation published and it has.
+    pub fn life_of(&self, generation: Generation) -> Option<Duration> {
+        let word = self.life.load(Ordering::Acquire);
+        let ms = word & LIFE_MS_MASK;
+        let tag = word >> LIFE_MS_BITS;
+        let mine = generation.get() & (u64::MAX >> LIFE_MS_BITS);
+        (ms != 0 && tag == mine).then(|| Duration::from_millis(ms - 1))
     }
 
     /// The current snapshot: one atomic load.

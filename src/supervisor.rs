@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use respawn_backends::{CommandRestart, ProcessKill, RestEndpoint, ServerActor, ServerSpec};
-use respawn_core::{CoreConfig, Generation, RequestConfig};
+use respawn_core::{CoreConfig, Generation, OperatorRestart, RequestConfig};
 use tokio::sync::watch;
 
 use crate::coordinator::{CoordinatorConfig, CoordinatorParts, RestartCoordinator, Strategy};
@@ -254,11 +254,7 @@ impl Supervisor {
         let upstream = Arc::new(UpstreamShared {
             config: UpstreamConfig {
                 base_url,
-                request: RequestConfig {
-                    retry: core.retry,
-                    deadlines: core.stream,
-                    enable_restart: config.enable_restart,
-                },
+                request: RequestConfig::from_core(&core, config.enable_restart),
                 wait_bound: core.health.startup_timeout
                     + config.stop_grace
                     + Duration::from_secs(5),
@@ -334,8 +330,14 @@ impl Supervisor {
     }
 
     /// Restarts now (the operator's button); answers the generation that is being replaced.
+    /// Not an incident: it goes at once and does not count toward the restart-intensity limit.
     pub async fn restart(&self) -> Result<Generation, MailboxError> {
-        self.coordinator.send(RestartNow).await
+        self.restart_for(OperatorRestart::Manual).await
+    }
+
+    /// Like [`restart`](Self::restart), recording who asked (a signal, or the operator's call).
+    pub async fn restart_for(&self, by: OperatorRestart) -> Result<Generation, MailboxError> {
+        self.coordinator.send(RestartNow { by }).await
     }
 
     /// Stops the child's whole process group and the supervision.

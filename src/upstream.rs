@@ -264,6 +264,7 @@ impl Upstream {
                     } else {
                         let mut delivered = delivered;
                         delivered.attempts = plan.attempts() + 1;
+                        self.shared.in_flight.answered();
                         return Ok(delivered);
                     }
                 }
@@ -304,7 +305,10 @@ impl Upstream {
             reason,
             last: describe(outcome),
             status: match outcome {
-                AttemptOutcome::FirstByteTimeout | AttemptOutcome::Stall => 504,
+                AttemptOutcome::FirstByteTimeout
+                | AttemptOutcome::Stall
+                | AttemptOutcome::TookTooLong
+                | AttemptOutcome::DeadlineExceeded => 504,
                 _ => 502,
             },
         };
@@ -339,34 +343,24 @@ impl Upstream {
         plan: &mut RequestPlan,
     ) -> Result<Delivered, AttemptOutcome> {
         let shared = &self.shared;
-        let clock = shared.clock;
         let generation = plan.generation();
-        let deadline = clock.instant(plan.deadline().unwrap_or_default());
-        let timed_out = |plan: &RequestPlan| {
-            plan.check(clock.now())
-                .unwrap_or(AttemptOutcome::FirstByteTimeout)
-        };
         let url = format!("{}{}", shared.config.base_url, out.path_and_query);
         let mut request = self.client.request(out.method.clone(), url);
         *request.headers_mut() = out.headers.clone();
-        let sent = tokio::time::timeout_at(deadline, request.send_body(out.body.clone())).await;
-        let mut response = match sent {
-            Err(_) => return Err(timed_out(plan)),
-            Ok(Err(err)) => return Err(classify_send_error(&err)),
-            Ok(Ok(response)) => response,
+        let sent = request.send_body(out.body.clone());
+        let mut response = match self.before_deadline(plan, sent).await? {
+            Err(err) => return Err(classify_send_error(&err)),
+            Ok(response) => response,
         };
         // A small answer is usually complete with its head: take it without arming a timer.
         let next = match response.next().now_or_never() {
             Some(item) => item,
-            None => match tokio::time::timeout_at(deadline, response.next()).await {
-                Ok(item) => item,
-                Err(_) => return Err(timed_out(plan)),
-            },
+            None => self.before_deadline(plan, response.next()).await?,
         };
         let first = match next {
             None => None,
             Some(Ok(chunk)) => {
-                plan.on_chunk(clock.now());
+                plan.on_chunk(shared.clock.now());
                 Some(chunk)
             }
             Some(Err(err)) => {
@@ -380,6 +374,35 @@ impl Upstream {
             generation,
             attempts: 0,
         })
+    }
+}
+
+impl Upstream {
+    /// Runs `work` until it finishes or the attempt ends: at each deadline the plan decides,
+    /// given the last sign of life of the attempt's generation, whether the server's silence is
+    /// a hang (the attempt ends), or it shows life and `work` keeps going.
+    pub async fn before_deadline<F: std::future::Future>(
+        &self,
+        plan: &mut RequestPlan,
+        work: F,
+    ) -> Result<F::Output, AttemptOutcome> {
+        let shared = &self.shared;
+        let clock = shared.clock;
+        let generation = plan.generation();
+        let mut work = std::pin::pin!(work);
+        loop {
+            let deadline = clock.instant(plan.deadline().unwrap_or_default());
+            match tokio::time::timeout_at(deadline, &mut work).await {
+                Ok(output) => return Ok(output),
+                Err(_) => {
+                    let life = shared.snapshot.life_of(generation);
+                    if let Some(outcome) = plan.check(clock.now(), life) {
+                        return Err(outcome);
+                    }
+                    debug!(%generation, "past the deadline, but the server shows life: waiting on");
+                }
+            }
+        }
     }
 }
 
@@ -405,6 +428,9 @@ pub fn describe(outcome: AttemptOutcome) -> String {
         AttemptOutcome::ClientError { status } => format!("client error {status}"),
         AttemptOutcome::Cancelled => "cancelled".to_owned(),
         AttemptOutcome::DeadlineExceeded => "the request's overall deadline passed".to_owned(),
+        AttemptOutcome::TookTooLong => {
+            "the request took longer than --max-request-time while the server was busy".to_owned()
+        }
     }
 }
 

@@ -108,6 +108,10 @@ pub struct SupervisionArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
     pub stall_timeout: Option<Duration>,
 
+    /// Past its request or stall timeout, a request waits this long (from sending) while the server shows life; then that request alone is cut [default: 30m] [env: RESPAWN_MAX_REQUEST_TIME]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub max_request_time: Option<Duration>,
+
     /// When nothing is in flight and nothing has completed for this long, send a one-token canary; 0 = off [default: 10s] [env: RESPAWN_CANARY_INTERVAL]
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
     pub canary_interval: Option<Duration>,

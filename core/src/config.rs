@@ -22,6 +22,7 @@
 //! | `stream.first_byte` | 60 s |
 //! | `stream.between_chunks` | 30 s |
 //! | `stream.total` | none |
+//! | `stream.max_request_time` | 30 min |
 //! | `progress.progress_timeout` | 15 s |
 //! | `progress.canary_interval` | 10 s (0 = off) |
 //! | `progress.canary_timeout` | 10 s |
@@ -45,7 +46,8 @@ pub struct CoreConfig {
     pub policy: RestartPolicyConfig,
     /// Per-request retries: 3 after the first, 5xx backoff 250 ms doubling up to 10 s.
     pub retry: RetryConfig,
-    /// Response deadlines: first byte 60 s, 30 s between chunks, no total limit.
+    /// Response deadlines: first byte 60 s, 30 s between chunks, no total limit; a request past
+    /// its deadline waits on a server that shows life for up to 30 min.
     pub stream: StreamDeadlines,
     /// Deadlock detectors: no progress for 15 s while busy; canary after 10 s idle, 10 s timeout.
     pub progress: ProgressConfig,

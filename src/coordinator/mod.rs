@@ -14,7 +14,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
 use respawn_core::{
-    Action, CoreConfig, FailReason, Fingerprint, HangCause, Supervision, SupervisionConfig, Triage,
+    Action, CoreConfig, FailReason, Fingerprint, HangCause, ProbeAnswer, Supervision,
+    SupervisionConfig, Triage,
 };
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -85,6 +86,8 @@ pub struct RestartCoordinator {
     last_error: Option<String>,
     /// The current child's pid, for the status document and the log.
     pid: Option<u32>,
+    /// Whether the last health probe got an error status (its first one is logged loudly).
+    probe_failing: bool,
 }
 
 impl RestartCoordinator {
@@ -112,6 +115,7 @@ impl RestartCoordinator {
             machine,
             last_error: None,
             pid: None,
+            probe_failing: false,
         })
     }
 
@@ -199,10 +203,15 @@ impl RestartCoordinator {
                 });
             }
             Action::Detected { hang, triage } => {
-                self.parts.metrics.hang_detected(hang.cause);
+                if !hang.cause.is_operator() {
+                    self.parts.metrics.hang_detected(hang.cause);
+                }
                 let generation = hang.generation;
                 let cause = hang.cause.as_str();
                 match triage {
+                    Triage::Operator => {
+                        info!(server = %name, %generation, cause, "restart requested by the operator")
+                    }
                     Triage::Incident => {
                         warn!(server = %name, %generation, cause, "hang detected")
                     }
@@ -281,6 +290,9 @@ impl RestartCoordinator {
                 };
                 error!(server = %name, reason = %message, "giving up on the model server");
                 self.set_error(message);
+            }
+            Action::Life { generation, at } => {
+                self.parts.snapshot.publish_life(generation, at);
             }
             Action::Publish(status) => {
                 self.parts.snapshot.publish(&status, self.machine.poison());
@@ -363,8 +375,21 @@ impl Handler<ProbeResult> for RestartCoordinator {
     type Result = Option<std::time::Duration>;
 
     fn handle(&mut self, msg: ProbeResult, ctx: &mut Self::Context) -> Self::Result {
-        if !msg.answer.is_success() {
-            debug!(server = %self.name, generation = %msg.generation, answer = ?msg.answer, body = msg.body_head.as_deref().unwrap_or(""), "health probe failed");
+        if msg.answer.is_success() {
+            self.probe_failing = false;
+        } else {
+            let body = msg.body_head.as_deref().unwrap_or("");
+            match msg.answer {
+                // A wrong health path answering 404 must be obvious: the first error status of a
+                // run is a warning, with the start of its body.
+                ProbeAnswer::Status(status) if !self.probe_failing => {
+                    warn!(server = %self.name, generation = %msg.generation, status, body, "the health probe got an error status")
+                }
+                answer => {
+                    debug!(server = %self.name, generation = %msg.generation, ?answer, body, "health probe failed")
+                }
+            }
+            self.probe_failing = matches!(msg.answer, ProbeAnswer::Status(_));
         }
         let now = self.now();
         let in_flight = self.in_flight();
@@ -382,7 +407,7 @@ impl Handler<LivenessTick> for RestartCoordinator {
         let now = self.now();
         let step = self
             .machine
-            .liveness_step(now, msg.in_flight, msg.last_activity);
+            .liveness_step(now, msg.in_flight, msg.last_activity, msg.answered);
         self.drive(ctx);
         LivenessOrder {
             generation: self.machine.generation(),
@@ -431,10 +456,9 @@ impl Handler<ServerExited> for RestartCoordinator {
 impl Handler<RestartNow> for RestartCoordinator {
     type Result = MessageResult<RestartNow>;
 
-    fn handle(&mut self, _msg: RestartNow, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RestartNow, ctx: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        let in_flight = self.in_flight();
-        let generation = self.machine.handle_operator_restart(now, &in_flight);
+        let generation = self.machine.handle_operator_restart(now, msg.by);
         self.drive(ctx);
         MessageResult(generation)
     }

@@ -402,7 +402,13 @@ async fn manual_restart_answers_the_replaced_generation() {
     let h = harness(vec![s], 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    let replaced = h.coordinator.send(RestartNow).await.expect("alive");
+    let replaced = h
+        .coordinator
+        .send(RestartNow {
+            by: respawn_core::OperatorRestart::Manual,
+        })
+        .await
+        .expect("alive");
     assert_eq!(replaced, Generation(1));
     settle().await;
     assert_eq!(calls.lock()[0].0.cause, HangCause::Manual);
@@ -460,8 +466,9 @@ fn upstream_for(h: &Harness, base_url: String, retries: u32) -> crate::upstream:
                 deadlines: respawn_core::StreamDeadlines {
                     first_byte: Duration::from_millis(200),
                     between_chunks: Duration::from_millis(200),
-                    total: None,
+                    ..respawn_core::StreamDeadlines::default()
                 },
+                life_window: Duration::from_secs(15),
                 enable_restart: true,
             },
             wait_bound: Duration::from_secs(10),
@@ -547,6 +554,8 @@ async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
     let watch = crate::proxy::watched_body::BodyWatch {
         plan: streaming_plan(&h),
         clock: h.clock,
+        snapshot: Arc::clone(&h.snapshot),
+        in_flight: Arc::clone(&h.in_flight),
         sse: true,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),
@@ -641,6 +650,8 @@ async fn drain_body(
     let watch = crate::proxy::watched_body::BodyWatch {
         plan: streaming_plan(h),
         clock: h.clock,
+        snapshot: Arc::clone(&h.snapshot),
+        in_flight: Arc::clone(&h.in_flight),
         sse,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),

@@ -85,7 +85,13 @@ async fn restart(req: HttpRequest, control: web::Data<Control>) -> HttpResponse 
     if let Err(denied) = crate::auth::authorize(control.token.as_ref(), &req) {
         return actix_web::ResponseError::error_response(&denied);
     }
-    match control.coordinator.send(RestartNow).await {
+    match control
+        .coordinator
+        .send(RestartNow {
+            by: respawn_core::OperatorRestart::Manual,
+        })
+        .await
+    {
         Ok(generation) => HttpResponse::Accepted().json(serde_json::json!({
             "restarting": true,
             "generation": generation.get(),

@@ -146,6 +146,8 @@ pub async fn forward(
     let watch = BodyWatch {
         plan,
         clock: shared.clock,
+        snapshot: Arc::clone(&shared.snapshot),
+        in_flight: Arc::clone(&shared.in_flight),
         sse,
         coordinator: shared.coordinator.clone(),
         metrics: Arc::clone(&shared.metrics),

@@ -121,6 +121,7 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         unhealthy_after: env.number("unhealthy_after", COUNT)?,
         request_timeout: env.duration("request_timeout")?,
         stall_timeout: env.duration("stall_timeout")?,
+        max_request_time: env.duration("max_request_time")?,
         canary_interval: env.duration("canary_interval")?,
         canary_timeout: env.duration("canary_timeout")?,
         canary_body: env.read("canary_body", parse_json)?,

@@ -50,6 +50,7 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         unhealthy_after: args.supervision.unhealthy_after,
         request_timeout: args.supervision.request_timeout,
         stall_timeout: args.supervision.stall_timeout,
+        max_request_time: args.supervision.max_request_time,
         canary_interval: args.supervision.canary_interval,
         canary_timeout: args.supervision.canary_timeout,
         canary_body: args.supervision.canary_body.clone(),

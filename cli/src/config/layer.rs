@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "unhealthy_after",
     "request_timeout",
     "stall_timeout",
+    "max_request_time",
     "canary_interval",
     "canary_timeout",
     "canary_body",
@@ -74,6 +75,8 @@ pub(crate) struct Layer {
     pub request_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub stall_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub max_request_time: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub canary_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
@@ -124,7 +127,8 @@ impl Layer {
         let layer = self;
         overlay!(config, layer;
             name, listen, command, shell, health_path, health_interval, health_timeout,
-            unhealthy_after, request_timeout, stall_timeout, canary_interval, canary_timeout,
+            unhealthy_after, request_timeout, stall_timeout, max_request_time, canary_interval,
+            canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
             restart_window, stable_after, retries, poison_after, enable_restart, max_body_size, header_timeout,
             workers, log_format;

@@ -88,6 +88,10 @@ pub struct ServeConfig {
     /// Longest silence between streamed chunks. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// How long, from sending, a request past its request or stall timeout may keep waiting while
+    /// the server shows life; past it that request alone is cut. Default 30 min.
+    #[serde(with = "humantime_serde")]
+    pub max_request_time: Duration,
     /// Idle time after which a one-token canary is sent; zero turns the canary off. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub canary_interval: Duration,
@@ -178,6 +182,8 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// `stall_timeout`.
     pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_request_time`.
+    pub const MAX_REQUEST_TIME: Duration = Duration::from_secs(30 * 60);
     /// `canary_interval`.
     pub const CANARY_INTERVAL: Duration = Duration::from_secs(10);
     /// `canary_timeout`.
@@ -221,6 +227,7 @@ impl Default for ServeConfig {
             unhealthy_after: defaults::UNHEALTHY_AFTER,
             request_timeout: defaults::REQUEST_TIMEOUT,
             stall_timeout: defaults::STALL_TIMEOUT,
+            max_request_time: defaults::MAX_REQUEST_TIME,
             canary_interval: defaults::CANARY_INTERVAL,
             canary_timeout: defaults::CANARY_TIMEOUT,
             canary_body: None,
@@ -338,6 +345,7 @@ impl ServeConfig {
             ("health_timeout", self.health_timeout),
             ("request_timeout", self.request_timeout),
             ("stall_timeout", self.stall_timeout),
+            ("max_request_time", self.max_request_time),
             ("canary_timeout", self.canary_timeout),
             ("progress_timeout", self.progress_timeout),
             ("startup_timeout", self.startup_timeout),
@@ -429,7 +437,8 @@ impl ServeConfig {
     /// of the core's settings keep the core's defaults.
     ///
     /// `retries` → `retry.max_retries`, `request_timeout` → `stream.first_byte`,
-    /// `stall_timeout` → `stream.between_chunks`, `max_restarts`/`restart_window` →
+    /// `stall_timeout` → `stream.between_chunks`, `max_request_time` →
+    /// `stream.max_request_time`, `max_restarts`/`restart_window` →
     /// `policy.intensity`, `poison_after` → `poison_threshold`, and the health and progress
     /// keys onto their namesakes.
     pub fn core(&self) -> respawn_core::CoreConfig {
@@ -444,6 +453,7 @@ impl ServeConfig {
         core.retry.max_retries = self.retries;
         core.stream.first_byte = self.request_timeout;
         core.stream.between_chunks = self.stall_timeout;
+        core.stream.max_request_time = self.max_request_time;
         core.progress.progress_timeout = self.progress_timeout;
         core.progress.canary_interval = self.canary_interval;
         core.progress.canary_timeout = self.canary_timeout;

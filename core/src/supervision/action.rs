@@ -48,6 +48,9 @@ pub enum Triage {
     Joined,
     /// The report is about a server that is no longer current.
     Stale,
+    /// An operator asked for a restart: not an incident. It begins at once, with no backoff and
+    /// no count toward the restart-intensity limit, and makes no request a suspect.
+    Operator,
 }
 
 /// Why the machine gave up for good.
@@ -149,4 +152,12 @@ pub enum Action {
     Failed(FailReason),
     /// The status changed: publish it.
     Publish(Status),
+    /// The last sign of life of `generation` changed (`None`: none yet); requests past their
+    /// deadline read it (see [`RequestPlan`](crate::RequestPlan)).
+    Life {
+        /// The generation.
+        generation: Generation,
+        /// When it last showed life.
+        at: Option<Duration>,
+    },
 }

@@ -52,6 +52,11 @@ pub struct Liveness {
     reported: bool,
     life: Option<Duration>,
     answered: Option<u64>,
+    /// The last real reading of the counter (growth between two of them is life).
+    last_read: Option<u64>,
+    /// Whether this generation's first reading was asked for (taken even when idle, so that
+    /// growth shows at the first sample of a burst).
+    baseline_asked: bool,
 }
 
 impl Liveness {
@@ -65,6 +70,8 @@ impl Liveness {
             reported: false,
             life: None,
             answered: None,
+            last_read: None,
+            baseline_asked: false,
         }
     }
 
@@ -75,6 +82,8 @@ impl Liveness {
         self.last_canary = now;
         self.reported = false;
         self.life = None;
+        self.last_read = None;
+        self.baseline_asked = false;
     }
 
     /// The last sign of life of this generation.
@@ -110,7 +119,8 @@ impl Liveness {
         if self.reported {
             return LivenessStep::Nothing;
         }
-        if in_flight > 0 {
+        if in_flight > 0 || !self.baseline_asked {
+            self.baseline_asked = true;
             return LivenessStep::SampleProgress;
         }
         if self
@@ -140,8 +150,11 @@ impl Liveness {
             ProgressReading::NoAnswer => self.last_counter.unwrap_or(0),
             ProgressReading::Counter(value) => value,
         };
-        if self.last_counter.is_some_and(|before| counter > before) {
-            self.life = Some(now);
+        if let ProgressReading::Counter(value) = reading {
+            if self.last_read.is_some_and(|before| value > before) {
+                self.life = Some(now);
+            }
+            self.last_read = Some(value);
         }
         self.last_counter = Some(counter);
         match self.watch.on_sample(now, counter, in_flight) {
@@ -185,6 +198,8 @@ mod tests {
     #[test]
     fn busy_samples_idle_sends_the_canary_after_the_interval() {
         let mut l = Liveness::new(ProgressConfig::default(), s(0));
+        // One baseline reading per generation, busy or not.
+        assert_eq!(l.step(s(0), 0, s(0)), LivenessStep::SampleProgress);
         assert_eq!(l.step(s(1), 2, s(1)), LivenessStep::SampleProgress);
         assert_eq!(l.step(s(5), 0, s(1)), LivenessStep::Nothing);
         assert_eq!(l.step(s(11), 0, s(1)), LivenessStep::SendCanary);
@@ -207,6 +222,8 @@ mod tests {
         assert_eq!(l.step(s(20), 1, s(0)), LivenessStep::Nothing);
         l.reset(s(30));
         assert_eq!(l.step(s(30), 1, s(0)), LivenessStep::SampleProgress);
+        assert_eq!(l.on_progress(s(31), ProgressReading::NoAnswer, 1), None);
+        assert_eq!(l.life(), None, "silence is no sign of life");
     }
 
     #[test]

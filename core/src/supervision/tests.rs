@@ -446,6 +446,11 @@ fn progress_and_canary_verdicts_are_hangs_of_the_current_generation_only() {
     m.handle_restart_done(ms(20_100), 0, true);
     m.handle_canary(ms(40_000), Generation(1), false, &[]);
     assert!(restarts(&drain(&mut m)).is_empty(), "a stale canary");
+    // A new generation: first a baseline reading of its counter, then the canary when idle.
+    assert_eq!(
+        m.liveness_step(ms(40_000), 0, ms(20_100), 0),
+        LivenessStep::SampleProgress
+    );
     assert_eq!(
         m.liveness_step(ms(40_000), 0, ms(20_100), 0),
         LivenessStep::SendCanary

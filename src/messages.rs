@@ -105,6 +105,28 @@ pub struct RequestSucceeded {
     pub fingerprint: Fingerprint,
 }
 
+/// A request of this fingerprint, which is on trial, was sent as the one trial request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct TrialStarted {
+    /// The fingerprint on trial.
+    pub fingerprint: Fingerprint,
+}
+
+/// The trial request of this fingerprint ended (answered, cut, or its client left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct TrialEnded {
+    /// The fingerprint on trial.
+    pub fingerprint: Fingerprint,
+}
+
+/// Lift every quarantine and forget every suspicion (the operator's `DELETE
+/// /respawn/quarantine`). Answers how many fingerprints were quarantined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "usize")]
+pub struct ClearQuarantine;
+
 /// Stop supervising: stop the child's whole process group and stay stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "()")]

@@ -156,6 +156,8 @@ pub struct Supervisor {
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     upstream: Arc<UpstreamShared>,
+    snapshot: Arc<SharedSnapshot>,
+    clock: Clock,
 }
 
 impl Supervisor {
@@ -260,7 +262,7 @@ impl Supervisor {
                     + Duration::from_secs(5),
             },
             state: state_rx.clone(),
-            snapshot,
+            snapshot: Arc::clone(&snapshot),
             clock,
             coordinator: coordinator.clone(),
             metrics: Arc::clone(&metrics),
@@ -275,7 +277,26 @@ impl Supervisor {
             metrics,
             in_flight,
             upstream,
+            snapshot,
+            clock,
         })
+    }
+
+    /// The machine's published snapshot (phase, generation, the quarantine table).
+    pub fn snapshot(&self) -> &Arc<SharedSnapshot> {
+        &self.snapshot
+    }
+
+    /// The supervisor's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Lifts every quarantine; answers how many fingerprints were quarantined.
+    pub async fn clear_quarantine(&self) -> Result<usize, MailboxError> {
+        self.coordinator
+            .send(crate::messages::ClearQuarantine)
+            .await
     }
 
     /// The server's name.

@@ -172,9 +172,13 @@ pub struct SupervisionArgs {
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub retries: Option<u32>,
 
-    /// Hangs a request may be present at before it is quarantined [default: 2] [env: RESPAWN_POISON_AFTER]
+    /// Hangs a request may be present at (with no success between) before it goes on trial, sent alone; a hang during its trial quarantines it [default: 2] [env: RESPAWN_POISON_AFTER]
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub poison_after: Option<u32>,
+
+    /// How long a quarantine lasts [default: 10m] [env: RESPAWN_QUARANTINE_TTL]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
+    pub quarantine_ttl: Option<Duration>,
 
     /// TOML file with the same keys in snake_case; precedence: flags > environment > file > defaults [env: RESPAWN_CONFIG]
     #[arg(long, value_name = "FILE", help_heading = "Control")]

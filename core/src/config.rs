@@ -27,6 +27,9 @@
 //! | `progress.canary_interval` | 10 s (0 = off) |
 //! | `progress.canary_timeout` | 10 s |
 //! | `poison_threshold` | 2 hangs |
+//! | `quarantine_ttl` | 10 min |
+
+use core::time::Duration;
 
 use crate::{
     HealthConfig, InvalidConfig, PoisonTracker, ProgressConfig, RestartPolicyConfig, RetryConfig,
@@ -51,8 +54,11 @@ pub struct CoreConfig {
     pub stream: StreamDeadlines,
     /// Deadlock detectors: no progress for 15 s while busy; canary after 10 s idle, 10 s timeout.
     pub progress: ProgressConfig,
-    /// Hangs a request must be in flight at to be quarantined. Default 2; at least 1.
+    /// Hangs a fingerprint must be present at (with no success between) to go on trial; a hang
+    /// during its trial quarantines it. Default 2; at least 1.
     pub poison_threshold: u32,
+    /// How long a quarantine lasts. Default 10 min.
+    pub quarantine_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -64,6 +70,7 @@ impl Default for CoreConfig {
             stream: StreamDeadlines::default(),
             progress: ProgressConfig::default(),
             poison_threshold: PoisonTracker::DEFAULT_THRESHOLD,
+            quarantine_ttl: PoisonTracker::DEFAULT_TTL,
         }
     }
 }
@@ -82,6 +89,11 @@ impl CoreConfig {
         if self.poison_threshold == 0 {
             return Err(InvalidConfig::ZeroThreshold {
                 field: "poison_threshold",
+            });
+        }
+        if self.quarantine_ttl.is_zero() {
+            return Err(InvalidConfig::ZeroDuration {
+                field: "quarantine_ttl",
             });
         }
         Ok(())

@@ -3,7 +3,7 @@
 //! Each test names the invariant it guards; the inputs are random interleavings, times and
 //! configurations, including extreme durations that would overflow naive arithmetic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -335,54 +335,107 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. Quarantine only after K hangs (against a simple model).
+// 6. Quarantine by evidence, against a simulation: innocents and at most one culprit (a
+// fingerprint whose request hangs the server whenever it runs) send requests as the tracker
+// admits them, one trial at a time; hangs from outside carry no suspects. An innocent is never
+// quarantined; the culprit is, after at most `threshold + 1` hangs it was present at, and again
+// at its first hang after the TTL; memory stays bounded. (The guarantees hold while the tables
+// have room for every suspect, as the default 4096 has here; a smaller table forgets the oldest.)
 
 #[derive(Clone, Debug)]
-enum PoisonOp {
-    Hang(Vec<u64>),
-    Success(u64),
+struct Round {
+    /// Which fingerprints (0..6) send a request this round; 0 is the culprit when there is one.
+    senders: Vec<u64>,
+    /// A fault from outside hangs the server this round.
+    outside: bool,
+    /// Time to the next round.
+    gap_ms: u64,
+}
+
+fn round() -> impl Strategy<Value = Round> {
+    (
+        prop::collection::vec(0u64..6, 0..8),
+        prop::bool::weighted(0.15),
+        1u64..120_000,
+    )
+        .prop_map(|(senders, outside, gap_ms)| Round {
+            senders,
+            outside,
+            gap_ms,
+        })
 }
 
 proptest! {
     #[test]
-    fn quarantine_only_after_k_consecutive_hangs(
-        threshold in 1u32..5,
-        ops in prop::collection::vec(
-            prop_oneof![
-                3 => prop::collection::vec(0u64..6, 0..6).prop_map(PoisonOp::Hang),
-                1 => (0u64..6).prop_map(PoisonOp::Success),
-            ],
-            0..80,
-        ),
+    fn quarantine_convicts_the_culprit_and_never_an_innocent(
+        threshold in 1u32..4,
+        ttl_s in 1u64..600,
+        culprit in any::<bool>(),
+        capacity in 1usize..12,
+        rounds in prop::collection::vec(round(), 0..120),
     ) {
-        let mut tracker = PoisonTracker::new(threshold);
-        let mut strikes: BTreeMap<u64, u32> = BTreeMap::new();
-        for op in ops {
-            match op {
-                PoisonOp::Hang(in_flight) => {
-                    let fps: Vec<Fingerprint> = in_flight.iter().copied().map(Fingerprint).collect();
-                    let newly = tracker.on_hang(&fps);
-                    let present: BTreeSet<u64> = in_flight.into_iter().collect();
-                    let mut expected = Vec::new();
-                    for fp in present {
-                        let count = strikes.entry(fp).or_insert(0);
-                        *count += 1;
-                        if *count == threshold {
-                            expected.push(Fingerprint(fp));
-                        }
+        let ttl = Duration::from_secs(ttl_s);
+        let mut tracker = PoisonTracker::with_capacity(threshold, capacity).with_ttl(ttl);
+        let culprit = culprit.then_some(Fingerprint(0));
+        let mut now = Duration::ZERO;
+        let mut culprit_hangs = 0u32;
+        let mut convicted_until: Option<Duration> = None;
+        let roomy = capacity >= 6;
+        for round in rounds {
+            now += ms(round.gap_ms);
+            // Admission: at most one trial request, taken by the first on-trial sender.
+            let mut trial = None;
+            let mut sent = Vec::new();
+            for &fp in &round.senders {
+                let fp = Fingerprint(fp);
+                match tracker.admit(fp, now, trial.is_some()) {
+                    Admission::Go => sent.push(fp),
+                    Admission::Trial
+                        if trial.is_none() && tracker.may_start_trial(sent.iter().copied()) =>
+                    {
+                        trial = Some(fp);
+                        sent.push(fp);
                     }
-                    prop_assert_eq!(newly, expected);
-                }
-                PoisonOp::Success(fp) => {
-                    tracker.on_success(Fingerprint(fp));
-                    strikes.remove(&fp);
+                    Admission::Trial | Admission::Wait => {}
+                    Admission::Refused(_) => {
+                        prop_assert!(Some(fp) == culprit || !roomy, "an innocent was refused");
+                    }
                 }
             }
-            for fp in 0..6 {
-                let count = strikes.get(&fp).copied().unwrap_or(0);
-                prop_assert_eq!(tracker.strikes(Fingerprint(fp)), count);
-                prop_assert_eq!(tracker.is_quarantined(Fingerprint(fp)), count >= threshold);
+            let caused = culprit.is_some_and(|c| sent.contains(&c));
+            if caused {
+                culprit_hangs += 1;
+                let newly = tracker.on_hang(now, &sent, trial);
+                for fp in &newly {
+                    prop_assert!(Some(*fp) == culprit || !roomy, "an innocent was convicted");
+                }
+                if !newly.is_empty() {
+                    convicted_until = Some(now + ttl);
+                }
+                // A culprit convicted before is convicted again at its first hang after the TTL.
+                if roomy && convicted_until.is_some_and(|until| now < until) {
+                    prop_assert!(tracker.is_quarantined(Fingerprint(0), now));
+                }
+            } else if round.outside {
+                // From outside: no request could have caused it.
+                prop_assert!(tracker.on_hang(now, &[], None).is_empty());
+            } else {
+                for fp in sent {
+                    tracker.on_success(fp);
+                }
             }
+            if culprit_hangs > threshold && roomy {
+                prop_assert!(
+                    convicted_until.is_some(),
+                    "the culprit was present at {} hangs and is not convicted",
+                    culprit_hangs
+                );
+            }
+            for fp in 1..6 {
+                prop_assert!(!roomy || !tracker.is_quarantined(Fingerprint(fp), now));
+            }
+            prop_assert!(tracker.suspect_count() <= capacity);
+            prop_assert!(tracker.record_count() <= capacity);
         }
     }
 }
@@ -693,7 +746,10 @@ fn check_actions(
                     prop_assert!(at <= now);
                 }
             }
-            Action::Watch { .. } | Action::StartupTimedOut { .. } | Action::Quarantined(_) => {}
+            Action::Watch { .. }
+            | Action::StartupTimedOut { .. }
+            | Action::QuarantineCleared { .. }
+            | Action::Quarantined(_) => {}
         }
     }
     Ok(())

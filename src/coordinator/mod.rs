@@ -22,8 +22,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::in_flight::InFlight;
 use crate::messages::{
-    CanaryResult, HangReport, LivenessOrder, LivenessTick, ProbeResult, ProgressSample,
-    RequestSucceeded, RestartNow, Shutdown, Watch,
+    CanaryResult, ClearQuarantine, HangReport, LivenessOrder, LivenessTick, ProbeResult,
+    ProgressSample, RequestSucceeded, RestartNow, Shutdown, TrialEnded, TrialStarted, Watch,
 };
 use crate::metrics::Metrics;
 use crate::state::{unix_now_s, Clock, LastRestart, SharedSnapshot, SupervisorState};
@@ -277,7 +277,12 @@ impl RestartCoordinator {
                 });
             }
             Action::Quarantined(fingerprint) => {
-                warn!(server = %name, fingerprint = fingerprint.0, "request quarantined: it was in flight at repeated hangs");
+                self.parts.metrics.quarantined();
+                warn!(server = %name, fingerprint = %format_args!("{:016x}", fingerprint.0), "request quarantined: it hung the server on its own");
+            }
+            Action::QuarantineCleared { released } => {
+                self.parts.metrics.quarantine_released(released);
+                info!(server = %name, released, "the quarantine was cleared by the operator");
             }
             Action::Failed(reason) => {
                 // Say what kept failing, not only that the limit was reached.
@@ -471,6 +476,38 @@ impl Handler<RequestSucceeded> for RestartCoordinator {
         let now = self.now();
         self.machine.handle_request_succeeded(now, msg.fingerprint);
         self.drive(ctx);
+    }
+}
+
+impl Handler<TrialStarted> for RestartCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrialStarted, ctx: &mut Self::Context) {
+        let now = self.now();
+        debug!(server = %self.name, fingerprint = %format_args!("{:016x}", msg.fingerprint.0), "a suspect is sent alone, on trial");
+        self.machine.handle_trial_started(now, msg.fingerprint);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<TrialEnded> for RestartCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrialEnded, ctx: &mut Self::Context) {
+        let now = self.now();
+        self.machine.handle_trial_ended(now, msg.fingerprint);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<ClearQuarantine> for RestartCoordinator {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: ClearQuarantine, ctx: &mut Self::Context) -> usize {
+        let now = self.now();
+        let released = self.machine.handle_quarantine_cleared(now);
+        self.drive(ctx);
+        released
     }
 }
 

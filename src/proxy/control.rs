@@ -1,4 +1,5 @@
-//! respawn's own routes under `/respawn/`: status, restart, metrics, liveness and readiness.
+//! respawn's own routes under `/respawn/`: status, restart, quarantine, metrics, liveness and
+//! readiness.
 
 use actix::Addr;
 use actix_web::http::StatusCode;
@@ -10,10 +11,10 @@ use tokio::sync::watch;
 use crate::auth::AdminToken;
 use crate::coordinator::RestartCoordinator;
 use crate::in_flight::InFlight;
-use crate::messages::RestartNow;
+use crate::messages::{ClearQuarantine, RestartNow};
 use crate::metrics::Metrics;
 use crate::proxy::forward::error_response;
-use crate::state::SupervisorState;
+use crate::state::{unix_now_s, Clock, SharedSnapshot, SupervisorState};
 use crate::supervisor::Supervisor;
 
 /// What the control routes read.
@@ -31,6 +32,10 @@ pub struct Control {
     pub in_flight: Arc<InFlight>,
     /// The bearer token `POST /respawn/restart` requires; `None` refuses everyone.
     pub token: Option<AdminToken>,
+    /// The machine's published snapshot (the quarantine table).
+    pub snapshot: Arc<SharedSnapshot>,
+    /// The supervisor's clock.
+    pub clock: Clock,
 }
 
 impl Control {
@@ -43,6 +48,8 @@ impl Control {
             metrics: Arc::clone(supervisor.metrics()),
             in_flight: Arc::clone(supervisor.in_flight()),
             token,
+            snapshot: Arc::clone(supervisor.snapshot()),
+            clock: supervisor.clock(),
         }
     }
 }
@@ -53,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/respawn")
             .route("/status", web::get().to(status))
             .route("/restart", web::post().to(restart))
+            .route("/quarantine", web::delete().to(clear_quarantine))
             .route("/metrics", web::get().to(metrics))
             .route("/livez", web::get().to(livez))
             .route("/readyz", web::get().to(readyz)),
@@ -74,7 +82,49 @@ pub fn status_json(control: &Control) -> serde_json::Value {
         "uptime_s": state.uptime_s(),
         "in_flight": control.in_flight.count(),
         "requests_total": control.metrics.requests_total(),
+        "quarantined": quarantined_json(control),
     })
+}
+
+/// The fingerprints quarantined now: hash, since, hangs, expiry (never the prompt).
+fn quarantined_json(control: &Control) -> serde_json::Value {
+    let now = control.clock.now();
+    let unix_now = unix_now_s();
+    let unix = |at: std::time::Duration| {
+        if at <= now {
+            unix_now.saturating_sub((now - at).as_secs())
+        } else {
+            unix_now.saturating_add((at - now).as_secs())
+        }
+    };
+    let table = control.snapshot.poison();
+    let entries: Vec<serde_json::Value> = table
+        .convictions(now)
+        .map(|(fingerprint, conviction)| {
+            serde_json::json!({
+                "fingerprint": format!("{:016x}", fingerprint.0),
+                "since": unix(conviction.since),
+                "hangs": conviction.hangs,
+                "expires": unix(conviction.expires),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(entries)
+}
+
+/// `DELETE /respawn/quarantine`: lifts every quarantine (an operator's decision; token-guarded).
+async fn clear_quarantine(req: HttpRequest, control: web::Data<Control>) -> HttpResponse {
+    if let Err(denied) = crate::auth::authorize(control.token.as_ref(), &req) {
+        return actix_web::ResponseError::error_response(&denied);
+    }
+    match control.coordinator.send(ClearQuarantine).await {
+        Ok(released) => HttpResponse::Ok().json(serde_json::json!({ "released": released })),
+        Err(err) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "supervisor_unavailable",
+            &format!("the restart coordinator is not running: {err}"),
+        ),
+    }
 }
 
 async fn status(control: web::Data<Control>) -> HttpResponse {

@@ -13,7 +13,7 @@ use respawn_core::Generation;
 use crate::in_flight::fingerprint;
 use crate::metrics::FailureClass;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
-use crate::upstream::{connection_tokens, is_hop_by_hop, CallError, Outgoing, Upstream};
+use crate::upstream::{connection_tokens, is_hop_by_hop, CallError, Identity, Outgoing, Upstream};
 
 /// Limits the proxy enforces on what clients send.
 #[derive(Clone, Copy, Debug)]
@@ -82,7 +82,7 @@ pub async fn forward(
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     let fp = fingerprint(req.method().as_str(), &path_and_query, &body);
-    let guard = shared.in_flight.enter(fp);
+    let mut id = Identity::new(fp);
     let out = Outgoing {
         method: req.method().clone(),
         path_and_query,
@@ -92,7 +92,7 @@ pub async fn forward(
 
     let mut plan = upstream.plan();
     let delivered = match upstream
-        .deliver(&out, fp, &mut plan, Generation::NONE)
+        .deliver(&out, &mut id, &mut plan, Generation::NONE)
         .await
     {
         Ok(delivered) => delivered,
@@ -101,7 +101,7 @@ pub async fn forward(
             let kind = match err {
                 CallError::Unavailable(_) => "server_unavailable",
                 CallError::GaveUp { .. } => "upstream_failed",
-                CallError::Quarantined => "request_quarantined",
+                CallError::Quarantined { .. } => "request_quarantined",
             };
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
             return error_response(status, kind, &err.to_string());
@@ -151,7 +151,7 @@ pub async fn forward(
         sse,
         coordinator: shared.coordinator.clone(),
         metrics: Arc::clone(&shared.metrics),
-        guard,
+        identity: id,
         suspect,
         completeness,
     };

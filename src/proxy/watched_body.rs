@@ -25,10 +25,11 @@ use tokio::time::Sleep;
 use tracing::warn;
 
 use crate::coordinator::RestartCoordinator;
-use crate::in_flight::{InFlight, InFlightGuard};
+use crate::in_flight::InFlight;
 use crate::messages::{HangReport, RequestSucceeded};
 use crate::metrics::{FailureClass, Metrics};
 use crate::state::{Clock, SharedSnapshot};
+use crate::upstream::Identity;
 
 /// What the body needs to report and account for.
 pub struct BodyWatch {
@@ -46,8 +47,9 @@ pub struct BodyWatch {
     pub coordinator: Addr<RestartCoordinator>,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
-    /// Keeps the request counted as in flight until the body ends.
-    pub guard: InFlightGuard,
+    /// Keeps the request counted as in flight (and its trial slot, if it holds it) until the
+    /// body ends.
+    pub identity: Identity,
     /// Set when the request was a poison suspect: its success clears it.
     pub suspect: Option<Fingerprint>,
     /// How the body must end to be complete.

@@ -134,6 +134,7 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         stable_after: env.duration("stable_after")?,
         retries: env.number("retries", COUNT)?,
         poison_after: env.number("poison_after", COUNT)?,
+        quarantine_ttl: env.duration("quarantine_ttl")?,
         enable_restart: env.boolean("enable_restart")?,
         admin_token: env.token("admin_token")?,
         restart_url: env.text("restart_url")?,

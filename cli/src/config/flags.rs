@@ -63,6 +63,7 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         stable_after: args.supervision.stable_after,
         retries: args.supervision.retries,
         poison_after: args.supervision.poison_after,
+        quarantine_ttl: args.supervision.quarantine_ttl,
         enable_restart: None,
         admin_token: args.admin_token.clone(),
         restart_url: args.supervision.restart_url.clone(),

@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "stable_after",
     "retries",
     "poison_after",
+    "quarantine_ttl",
     "enable_restart",
     "admin_token",
     "restart_url",
@@ -97,6 +98,8 @@ pub(crate) struct Layer {
     pub stable_after: Option<Duration>,
     pub retries: Option<u32>,
     pub poison_after: Option<u32>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub quarantine_ttl: Option<Duration>,
     pub enable_restart: Option<bool>,
     pub admin_token: Option<AdminToken>,
     pub restart_url: Option<String>,
@@ -130,7 +133,7 @@ impl Layer {
             unhealthy_after, request_timeout, stall_timeout, max_request_time, canary_interval,
             canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
-            restart_window, stable_after, retries, poison_after, enable_restart, max_body_size, header_timeout,
+            restart_window, stable_after, retries, poison_after, quarantine_ttl, enable_restart, max_body_size, header_timeout,
             workers, log_format;
             port, upstream, canary_body, admin_token, restart_url, restart_token,
             restart_command, release_check

@@ -141,8 +141,12 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// HTTP worker threads. Default: the number of cores.
     pub workers: usize,
-    /// Hangs a request may be present at before it is quarantined. Default 2.
+    /// Hangs a request may be present at (with no success between) before it goes on trial,
+    /// sent alone; a hang during its trial quarantines it. Default 2.
     pub poison_after: u32,
+    /// How long a quarantine lasts. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub quarantine_ttl: Duration,
     /// Run the command through `sh -c` (off by default: the command is an argv).
     pub shell: bool,
     /// The command respawn owns, as an argv (`["vllm", "serve", "m", "--port", "{port}"]`).
@@ -208,6 +212,8 @@ pub mod defaults {
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
     /// `poison_after`.
     pub const POISON_AFTER: u32 = 2;
+    /// `quarantine_ttl`.
+    pub const QUARANTINE_TTL: Duration = Duration::from_secs(600);
 
     /// `workers`: the number of cores (1 when it cannot be told).
     pub fn workers() -> usize {
@@ -246,6 +252,7 @@ impl Default for ServeConfig {
             header_timeout: defaults::HEADER_TIMEOUT,
             workers: defaults::workers(),
             poison_after: defaults::POISON_AFTER,
+            quarantine_ttl: defaults::QUARANTINE_TTL,
             shell: false,
             command: Vec::new(),
             upstream: None,
@@ -346,6 +353,7 @@ impl ServeConfig {
             ("request_timeout", self.request_timeout),
             ("stall_timeout", self.stall_timeout),
             ("max_request_time", self.max_request_time),
+            ("quarantine_ttl", self.quarantine_ttl),
             ("canary_timeout", self.canary_timeout),
             ("progress_timeout", self.progress_timeout),
             ("startup_timeout", self.startup_timeout),
@@ -458,6 +466,7 @@ impl ServeConfig {
         core.progress.canary_interval = self.canary_interval;
         core.progress.canary_timeout = self.canary_timeout;
         core.poison_threshold = self.poison_after;
+        core.quarantine_ttl = self.quarantine_ttl;
         core
     }
 

@@ -146,8 +146,13 @@ pub enum Action {
         /// The restart this ends, if any.
         recovery: Option<Recovery>,
     },
-    /// Requests with this fingerprint are refused from now on.
+    /// Requests with this fingerprint are refused from now on (for the quarantine's TTL).
     Quarantined(Fingerprint),
+    /// An operator cleared the quarantine; `released` fingerprints were quarantined.
+    QuarantineCleared {
+        /// How many convictions were lifted.
+        released: usize,
+    },
     /// The machine gave up: the supervisor is `Failed`.
     Failed(FailReason),
     /// The status changed: publish it.

@@ -27,8 +27,10 @@
 //! * While a restart is under way the hung generation is no longer probed; `Failed`, `Stopping`
 //!   and `Stopped` are final: reports are ignored there.
 //! * With restarts disabled a hang is reported only, and the same generation stays watched.
-//! * The requests in flight at an incident are suspects; at `poison_threshold` incidents a
-//!   fingerprint is quarantined, and a success clears it.
+//! * Quarantine by evidence ([`PoisonTracker`]): the requests in flight at an incident are
+//!   suspects, a success clears a fingerprint, one present at `poison_threshold` incidents goes on
+//!   trial (its requests one at a time, [`handle_trial_started`](Supervision::handle_trial_started)),
+//!   and a hang during its trial convicts it for `quarantine_ttl`.
 //!
 //! Rules against false restarts (a supervisor that kills healthy servers is worse than none):
 //! * **Evidence of life beats a deadline.** The machine keeps each generation's last sign of
@@ -120,6 +122,8 @@ pub struct Supervision {
     health: HealthTracker,
     liveness: Liveness,
     poison: PoisonTracker,
+    /// The fingerprint whose trial request is in flight, if any.
+    trial: Option<Fingerprint>,
     /// The generation whose probes count, if any.
     probing: Option<Generation>,
     step: Step,
@@ -152,7 +156,8 @@ impl Supervision {
             policy: RestartPolicy::try_new(core.policy)?,
             health: HealthTracker::new(core.health, now),
             liveness: Liveness::new(core.progress, now),
-            poison: PoisonTracker::new(core.poison_threshold),
+            poison: PoisonTracker::new(core.poison_threshold).with_ttl(core.quarantine_ttl),
+            trial: None,
             probing: None,
             step: Step::Idle,
             incident: None,
@@ -458,11 +463,43 @@ impl Supervision {
 
     /// A request with this fingerprint was answered in full: it is not poison.
     pub fn handle_request_succeeded(&mut self, _now: Duration, fingerprint: Fingerprint) {
-        if self.poison.strikes(fingerprint) > 0 || self.poison.is_quarantined(fingerprint) {
-            self.poison.on_success(fingerprint);
+        if self.trial == Some(fingerprint) {
+            self.trial = None;
+        }
+        if self.poison.on_success(fingerprint) {
             self.poison_changed();
         }
         self.flush();
+    }
+
+    /// A request of `fingerprint`, which is on trial, was sent as the one trial request: a hang
+    /// while it is in flight convicts it.
+    pub fn handle_trial_started(&mut self, _now: Duration, fingerprint: Fingerprint) {
+        if self.poison.is_on_trial(fingerprint) {
+            self.trial = Some(fingerprint);
+        }
+        self.flush();
+    }
+
+    /// The trial request of `fingerprint` ended without a verdict (its client left, the server
+    /// refused it): the next request of a fingerprint on trial takes its place.
+    pub fn handle_trial_ended(&mut self, _now: Duration, fingerprint: Fingerprint) {
+        if self.trial == Some(fingerprint) {
+            self.trial = None;
+        }
+        self.flush();
+    }
+
+    /// An operator cleared the quarantine: every conviction and suspicion is forgotten. Answers
+    /// how many fingerprints were quarantined.
+    pub fn handle_quarantine_cleared(&mut self, now: Duration) -> usize {
+        let released = self.poison.release_all(now);
+        self.trial = None;
+        self.poison_changed();
+        self.actions
+            .push_back(Action::QuarantineCleared { released });
+        self.flush();
+        released
     }
 
     /// Supervision is ending: the server is being stopped; nothing is restarted any more.
@@ -550,7 +587,7 @@ impl Supervision {
         }
         match self.gate.report(hang) {
             GateDecision::StartRestart { generation } => {
-                self.update_poison(in_flight);
+                self.update_poison(now, in_flight);
                 self.last_cause = Some(cause);
                 if !self.config.enable_restart {
                     self.actions.push_back(Action::Detected {
@@ -640,11 +677,13 @@ impl Supervision {
         }
     }
 
-    fn update_poison(&mut self, in_flight: &[Fingerprint]) {
-        if in_flight.is_empty() {
+    fn update_poison(&mut self, now: Duration, in_flight: &[Fingerprint]) {
+        // The trial request is caught by this hang: its verdict is now.
+        let on_trial = self.trial.take();
+        if in_flight.is_empty() && on_trial.is_none() {
             return;
         }
-        for fingerprint in self.poison.on_hang(in_flight) {
+        for fingerprint in self.poison.on_hang(now, in_flight, on_trial) {
             self.actions.push_back(Action::Quarantined(fingerprint));
         }
         self.poison_changed();

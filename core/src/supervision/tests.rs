@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use super::*;
-use crate::{BackoffConfig, GiveUpReason, IntensityConfig, RestartPolicyConfig};
+use crate::{Admission, BackoffConfig, GiveUpReason, IntensityConfig, RestartPolicyConfig};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -42,6 +42,22 @@ fn restarts(actions: &[Action]) -> Vec<(Generation, Generation, HangCause, usize
             _ => None,
         })
         .collect()
+}
+
+/// Carries out the restart the machine asked for at `now` (through its backoff, if any), with a
+/// new generation that is ready at once.
+fn complete_restart(m: &mut Supervision, now: Duration) {
+    for action in drain(m) {
+        match action {
+            Action::WakeAt(at) => {
+                m.handle_timeout(at.max(now));
+                complete_restart(m, at.max(now));
+                return;
+            }
+            Action::Restart { strategy, .. } => m.handle_restart_done(now, strategy, true),
+            _ => {}
+        }
+    }
 }
 
 /// A machine whose generation 1 is ready at 10 ms.
@@ -252,7 +268,7 @@ fn a_crash_loop_backs_off_longer_each_time_and_ends_failed() {
 }
 
 #[test]
-fn a_request_in_flight_at_two_incidents_is_quarantined() {
+fn a_repeat_suspect_goes_on_trial_and_a_hang_during_its_trial_quarantines_it() {
     let mut m = ready_machine(config(1, 5));
     let poison = Fingerprint(42);
     let innocent = Fingerprint(7);
@@ -262,32 +278,73 @@ fn a_request_in_flight_at_two_incidents_is_quarantined() {
         &[poison, innocent],
     );
     assert_eq!(m.poison().strikes(poison), 1);
-    assert!(!m.poison().is_quarantined(poison));
     let epoch = m.status().poison_epoch;
     assert_ne!(epoch, 0);
-    m.handle_restart_done(ms(110), 0, true);
+    complete_restart(&mut m, ms(110));
     // Joined reports do not count again.
     m.handle_hang(
         ms(111),
         Hang::new(Generation(1), HangCause::FirstByteTimeout),
         &[poison],
     );
+    // The innocent one succeeds on the new server: not a suspect any more.
+    m.handle_request_succeeded(ms(200), innocent);
     drain(&mut m);
     m.handle_hang(
         ms(5000),
         Hang::new(Generation(2), HangCause::FirstByteTimeout),
-        &[poison],
+        &[poison, innocent],
+    );
+    // Present at two incidents with no success between: on trial, not yet quarantined.
+    assert!(!m.poison().is_quarantined(poison, ms(5000)));
+    assert_eq!(m.poison().admit(poison, ms(5000), false), Admission::Trial);
+    assert_eq!(m.poison().admit(innocent, ms(5000), false), Admission::Go);
+    complete_restart(&mut m, ms(5100));
+    assert_eq!(m.generation(), Generation(3));
+    // Its trial request hangs the next server: quarantined for the TTL.
+    m.handle_trial_started(ms(5200), poison);
+    m.handle_hang(
+        ms(9000),
+        Hang::new(Generation(3), HangCause::FirstByteTimeout),
+        &[poison, innocent],
     );
     let actions = drain(&mut m);
     assert!(actions.contains(&Action::Quarantined(poison)));
-    assert!(m.poison().is_quarantined(poison));
-    assert!(!m.poison().is_quarantined(innocent));
-    assert_ne!(m.status().poison_epoch, epoch);
-    // A success clears it and moves the epoch again.
+    assert!(m.poison().is_quarantined(poison, ms(9000)));
+    assert!(!m.poison().is_quarantined(innocent, ms(9000)));
+    assert!(!m
+        .poison()
+        .is_quarantined(poison, ms(9000) + Duration::from_secs(600)));
+    // An operator clears it.
     let epoch = m.status().poison_epoch;
-    m.handle_request_succeeded(ms(6000), poison);
-    assert!(!m.poison().is_quarantined(poison));
+    assert_eq!(m.handle_quarantine_cleared(ms(9500)), 1);
+    assert!(!m.poison().is_quarantined(poison, ms(9500)));
     assert_ne!(m.status().poison_epoch, epoch);
+}
+
+#[test]
+fn a_trial_that_succeeds_acquits() {
+    let mut m = ready_machine(config(1, 5));
+    let twin = Fingerprint(5);
+    for (at, generation) in [(100, 1), (5000, 2)] {
+        m.handle_hang(
+            ms(at),
+            Hang::new(Generation(generation), HangCause::Exited),
+            &[twin],
+        );
+        complete_restart(&mut m, ms(at + 10));
+    }
+    assert_eq!(m.poison().admit(twin, ms(6000), false), Admission::Trial);
+    m.handle_trial_started(ms(6000), twin);
+    m.handle_request_succeeded(ms(6100), twin);
+    assert_eq!(m.poison().admit(twin, ms(6100), false), Admission::Go);
+    // A later hang with it present is a first strike again.
+    m.handle_hang(
+        ms(90_000),
+        Hang::new(Generation(3), HangCause::Exited),
+        &[twin],
+    );
+    assert_eq!(m.poison().strikes(twin), 1);
 }
 
 #[test]

@@ -270,59 +270,18 @@ impl Upstream {
     /// suspect while a trial runs. Registers the request as in flight when it goes.
     async fn admit(&self, id: &mut Identity) -> Result<(), CallError> {
         let shared = &self.shared;
-        let bound = shared.config.wait_bound;
-        let began = tokio::time::Instant::now();
-        loop {
-            let snapshot = shared.snapshot.load();
-            // Registered before looking, so that no verdict is missed between the two.
-            let changed = shared.snapshot.changed().notified();
-            let mut changed = std::pin::pin!(changed);
-            changed.as_mut().enable();
-            let now = shared.clock.now();
-            let wait = match self
-                .poison
-                .admit(&shared.snapshot, snapshot, id.fingerprint, now)
-            {
-                Admission::Go => break,
-                Admission::Refused(conviction) => {
-                    return Err(CallError::Quarantined {
-                        hangs: conviction.hangs,
-                        remaining: conviction.expires.saturating_sub(now),
-                    })
+        // The common case, nothing ever suspected: one atomic load, no clock, no lock.
+        if shared.snapshot.load().poison_epoch != 0 {
+            let bound = shared.config.wait_bound;
+            let began = tokio::time::Instant::now();
+            while !self.look(id)? {
+                // Registered before looking again, so that no verdict is missed in between.
+                let changed = shared.snapshot.changed().notified();
+                let mut changed = std::pin::pin!(changed);
+                changed.as_mut().enable();
+                if self.look(id)? {
+                    break;
                 }
-                Admission::Trial if id.trial.is_some() => break,
-                Admission::Trial => {
-                    let fingerprint = id.fingerprint;
-                    // Not on the server while it waits: neither busy for the progress watch nor
-                    // present at a hang.
-                    id.guard = None;
-                    let claimed = shared.snapshot.claim_trial(fingerprint, || {
-                        // Its twins (the same fingerprint) are no other suspect.
-                        let others = shared
-                            .in_flight
-                            .fingerprints()
-                            .into_iter()
-                            .filter(|fp| *fp != fingerprint)
-                            .collect();
-                        self.poison
-                            .may_start_trial(&shared.snapshot, snapshot, others)
-                    });
-                    if claimed {
-                        id.trial = Some(TrialGuard {
-                            snapshot: Arc::clone(&shared.snapshot),
-                            coordinator: shared.coordinator.clone(),
-                            fingerprint,
-                        });
-                        break;
-                    }
-                    true
-                }
-                Admission::Wait => {
-                    id.guard = None;
-                    true
-                }
-            };
-            if wait {
                 let waited = began.elapsed();
                 if waited >= bound {
                     return Err(WaitError::TimedOut { waited }.into());
@@ -343,6 +302,54 @@ impl Upstream {
             id.guard = Some(shared.in_flight.enter(id.fingerprint));
         }
         Ok(())
+    }
+
+    /// One look at the quarantine for `id`: `true` when it may go now (taking the trial slot if
+    /// it is its turn), `false` when it must wait, an error when it is refused.
+    fn look(&self, id: &mut Identity) -> Result<bool, CallError> {
+        let shared = &self.shared;
+        let snapshot = shared.snapshot.load();
+        let now = shared.clock.now();
+        match self
+            .poison
+            .admit(&shared.snapshot, snapshot, id.fingerprint, now)
+        {
+            Admission::Go => Ok(true),
+            Admission::Refused(conviction) => Err(CallError::Quarantined {
+                hangs: conviction.hangs,
+                remaining: conviction.expires.saturating_sub(now),
+            }),
+            Admission::Trial if id.trial.is_some() => Ok(true),
+            Admission::Trial => {
+                let fingerprint = id.fingerprint;
+                // Not on the server while it waits: neither busy for the progress watch nor
+                // present at a hang.
+                id.guard = None;
+                let claimed = shared.snapshot.claim_trial(fingerprint, || {
+                    // Its twins (the same fingerprint) are no other suspect.
+                    let others = shared
+                        .in_flight
+                        .fingerprints()
+                        .into_iter()
+                        .filter(|fp| *fp != fingerprint)
+                        .collect();
+                    self.poison
+                        .may_start_trial(&shared.snapshot, snapshot, others)
+                });
+                if claimed {
+                    id.trial = Some(TrialGuard {
+                        snapshot: Arc::clone(&shared.snapshot),
+                        coordinator: shared.coordinator.clone(),
+                        fingerprint,
+                    });
+                }
+                Ok(claimed)
+            }
+            Admission::Wait => {
+                id.guard = None;
+                Ok(false)
+            }
+        }
     }
 
     /// Whether this fingerprint was in flight at a hang and has not succeeded since (its success

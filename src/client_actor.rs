@@ -17,7 +17,7 @@ use respawn_core::{AttemptOutcome, Generation};
 use crate::in_flight::fingerprint;
 pub use crate::messages::Call;
 use crate::messages::RequestSucceeded;
-use crate::upstream::{CallError, Outgoing, Upstream};
+use crate::upstream::{CallError, Identity, Outgoing, Upstream};
 
 /// A complete response.
 #[derive(Clone, Debug)]
@@ -81,12 +81,12 @@ pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallEr
         body: msg.body,
     };
     let fp = fingerprint(out.method.as_str(), &out.path_and_query, &out.body);
-    let _guard = shared.in_flight.enter(fp);
+    let mut id = Identity::new(fp);
     let mut plan = upstream.plan();
     let mut want = Generation::NONE;
     let mut state = None;
     loop {
-        let delivered = upstream.deliver(&out, fp, &mut plan, want).await?;
+        let delivered = upstream.deliver(&out, &mut id, &mut plan, want).await?;
         let generation = delivered.generation;
         let status = delivered.response.status();
         let mut response = delivered.response;
@@ -97,16 +97,10 @@ pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallEr
         let outcome = loop {
             let next = match response.next().now_or_never() {
                 Some(item) => item,
-                None => {
-                    let deadline = clock.instant(plan.deadline().unwrap_or_default());
-                    match tokio::time::timeout_at(deadline, response.next()).await {
-                        Ok(item) => item,
-                        Err(_) => match plan.check(clock.now()) {
-                            Some(outcome) => break outcome,
-                            None => continue,
-                        },
-                    }
-                }
+                None => match upstream.before_deadline(&mut plan, response.next()).await {
+                    Ok(item) => item,
+                    Err(outcome) => break outcome,
+                },
             };
             match next {
                 Some(Ok(chunk)) => {
@@ -115,6 +109,7 @@ pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallEr
                 }
                 Some(Err(_)) => break AttemptOutcome::ConnectionReset,
                 None => {
+                    shared.in_flight.answered();
                     if upstream.is_suspect(fp) {
                         shared
                             .coordinator

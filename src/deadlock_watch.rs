@@ -157,6 +157,7 @@ impl DeadlockWatch {
         let question = LivenessTick {
             in_flight: self.in_flight.count(),
             last_activity: self.in_flight.last_activity(),
+            answered: self.in_flight.answers(),
         };
         self.coordinator
             .send(question)

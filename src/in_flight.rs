@@ -23,6 +23,7 @@ pub struct InFlight {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Fingerprint>>,
     last_activity_ms: AtomicU64,
+    answered: AtomicU64,
 }
 
 impl InFlight {
@@ -38,7 +39,18 @@ impl InFlight {
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             last_activity_ms: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
         })
+    }
+
+    /// A request got an answer (its first bytes, or its end): a sign of life of the server.
+    pub fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers so far (only grows).
+    pub fn answers(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Registers a request; it stays in flight until the guard is dropped.

@@ -13,7 +13,9 @@ use actix::Message;
 use actix_web::http::header::HeaderMap;
 use actix_web::http::Method;
 use bytes::Bytes;
-use respawn_core::{Fingerprint, Generation, Hang, LivenessStep, ProbeAnswer, ProgressReading};
+use respawn_core::{
+    Fingerprint, Generation, Hang, LivenessStep, OperatorRestart, ProbeAnswer, ProgressReading,
+};
 
 use crate::client_actor::CallResponse;
 use crate::upstream::CallError;
@@ -53,6 +55,8 @@ pub struct LivenessTick {
     pub in_flight: usize,
     /// When a request last started or ended (on the supervisor's clock).
     pub last_activity: Duration,
+    /// Requests that got an answer so far (growth is a sign of life).
+    pub answered: u64,
 }
 
 /// What the liveness detectors should do, and for which generation.
@@ -85,10 +89,13 @@ pub struct CanaryResult {
 }
 
 /// Restart now, whatever the health of the server (the operator's button). Answers the
-/// generation being replaced.
+/// generation being replaced. Not an incident: no backoff, no count toward the restart limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "Generation")]
-pub struct RestartNow;
+pub struct RestartNow {
+    /// Who asked.
+    pub by: OperatorRestart,
+}
 
 /// A request with this fingerprint was answered in full: it is not poison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
@@ -97,6 +104,28 @@ pub struct RequestSucceeded {
     /// The request's fingerprint.
     pub fingerprint: Fingerprint,
 }
+
+/// A request of this fingerprint, which is on trial, was sent as the one trial request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct TrialStarted {
+    /// The fingerprint on trial.
+    pub fingerprint: Fingerprint,
+}
+
+/// The trial request of this fingerprint ended (answered, cut, or its client left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct TrialEnded {
+    /// The fingerprint on trial.
+    pub fingerprint: Fingerprint,
+}
+
+/// Lift every quarantine and forget every suspicion (the operator's `DELETE
+/// /respawn/quarantine`). Answers how many fingerprints were quarantined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "usize")]
+pub struct ClearQuarantine;
 
 /// Stop supervising: stop the child's whole process group and stay stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]

@@ -113,6 +113,8 @@ pub struct Metrics {
     recovery_count: AtomicU64,
     recovery_sum_ms: AtomicU64,
     log_lines_dropped: LogLinesDropped,
+    quarantines: AtomicU64,
+    quarantine_releases: AtomicU64,
 }
 
 impl Metrics {
@@ -170,6 +172,18 @@ impl Metrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// A fingerprint was quarantined.
+    pub fn quarantined(&self) {
+        self.quarantines.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An operator lifted `released` quarantines.
+    pub fn quarantine_released(&self, released: usize) {
+        let released = u64::try_from(released).unwrap_or(u64::MAX);
+        self.quarantine_releases
+            .fetch_add(released, Ordering::Relaxed);
     }
 
     /// A restart finished: the new generation is ready `took` after the hang was reported.
@@ -248,6 +262,26 @@ impl Metrics {
                 self.failed(class)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP respawn_quarantines_total Fingerprints quarantined (they hung the server on their own)."
+        );
+        let _ = writeln!(out, "# TYPE respawn_quarantines_total counter");
+        let _ = writeln!(
+            out,
+            "respawn_quarantines_total{{server=\"{server}\"}} {}",
+            self.quarantines.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_quarantine_releases_total Quarantines lifted by an operator."
+        );
+        let _ = writeln!(out, "# TYPE respawn_quarantine_releases_total counter");
+        let _ = writeln!(
+            out,
+            "respawn_quarantine_releases_total{{server=\"{server}\"}} {}",
+            self.quarantine_releases.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP respawn_requests_in_flight Requests currently in flight."

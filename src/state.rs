@@ -10,14 +10,16 @@
 //! Both share one [`Clock`], so that times the machine publishes mean the same to a request.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::RwLock;
-use respawn_core::{Fingerprint, Generation, HangCause, Phase, PoisonTracker, Snapshot, Status};
+use parking_lot::{Mutex, RwLock};
+use respawn_core::{
+    Admission, Fingerprint, Generation, HangCause, Phase, PoisonTracker, Snapshot, Status,
+};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// The supervisor's clock: the core takes time as a `Duration` since an origin the caller
@@ -58,12 +60,24 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
 
-/// The machine's snapshot in one atomic word, and the poison table it points to.
+/// The machine's snapshot in one atomic word, the poison table it points to, and the current
+/// generation's last sign of life (a second word) for requests past their deadline.
 #[derive(Debug)]
 pub struct SharedSnapshot {
     word: AtomicU64,
     poison: RwLock<Arc<PoisonTracker>>,
+    life: AtomicU64,
+    /// The fingerprint whose trial request is in flight: at most one, server-wide.
+    trial: Mutex<Option<Fingerprint>>,
+    /// Whether `trial` holds one, readable without the lock.
+    trial_busy: AtomicBool,
+    /// Woken when the poison table or the trial slot changes: requests waiting for a verdict.
+    changed: Notify,
 }
+
+/// Bits of the life word that hold the time in milliseconds; the generation's low bits above.
+const LIFE_MS_BITS: u32 = 40;
+const LIFE_MS_MASK: u64 = (1 << LIFE_MS_BITS) - 1;
 
 impl SharedSnapshot {
     /// The snapshot before anything started.
@@ -71,7 +85,69 @@ impl SharedSnapshot {
         Arc::new(Self {
             word: AtomicU64::new(Snapshot::INITIAL.pack()),
             poison: RwLock::new(Arc::new(PoisonTracker::default())),
+            life: AtomicU64::new(0),
+            trial: Mutex::new(None),
+            trial_busy: AtomicBool::new(false),
+            changed: Notify::new(),
         })
+    }
+
+    /// Whether a trial request is in flight.
+    pub fn trial_busy(&self) -> bool {
+        self.trial_busy.load(Ordering::Acquire)
+    }
+
+    /// Takes the trial slot for `fingerprint` if it is free and `may_start` agrees (evaluated
+    /// under the slot's lock, so that two claimants cannot both start).
+    pub fn claim_trial(&self, fingerprint: Fingerprint, may_start: impl FnOnce() -> bool) -> bool {
+        let mut trial = self.trial.lock();
+        if trial.is_some() || !may_start() {
+            return false;
+        }
+        *trial = Some(fingerprint);
+        self.trial_busy.store(true, Ordering::Release);
+        true
+    }
+
+    /// Frees the trial slot `fingerprint` held, and wakes whoever waits for it.
+    pub fn release_trial(&self, fingerprint: Fingerprint) {
+        let mut trial = self.trial.lock();
+        if *trial == Some(fingerprint) {
+            *trial = None;
+            self.trial_busy.store(false, Ordering::Release);
+        }
+        drop(trial);
+        self.changed.notify_waiters();
+    }
+
+    /// Woken when the poison table or the trial slot changes.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Publishes the last sign of life of `generation` (`None`: none yet).
+    pub fn publish_life(&self, generation: Generation, at: Option<Duration>) {
+        let word = match at {
+            // +1 so that 0 means "none"; 2^40 ms is 34 years.
+            Some(at) => {
+                let ms = u64::try_from(at.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1)
+                    .min(LIFE_MS_MASK);
+                (generation.get() << LIFE_MS_BITS) | ms
+            }
+            None => 0,
+        };
+        self.life.store(word, Ordering::Release);
+    }
+
+    /// When `generation` last showed life, if it is the generation published and it has.
+    pub fn life_of(&self, generation: Generation) -> Option<Duration> {
+        let word = self.life.load(Ordering::Acquire);
+        let ms = word & LIFE_MS_MASK;
+        let tag = word >> LIFE_MS_BITS;
+        let mine = generation.get() & (u64::MAX >> LIFE_MS_BITS);
+        (ms != 0 && tag == mine).then(|| Duration::from_millis(ms - 1))
     }
 
     /// The current snapshot: one atomic load.
@@ -81,10 +157,14 @@ impl SharedSnapshot {
 
     /// Publishes `status`; `poison` is the machine's table, copied only when its epoch moved.
     pub fn publish(&self, status: &Status, poison: &PoisonTracker) {
-        if self.load().poison_epoch != status.poison_epoch {
+        let moved = self.load().poison_epoch != status.poison_epoch;
+        if moved {
             *self.poison.write() = Arc::new(poison.clone());
         }
         self.word.store(status.snapshot().pack(), Ordering::Release);
+        if moved {
+            self.changed.notify_waiters();
+        }
     }
 
     /// The published poison table.
@@ -122,14 +202,36 @@ impl PoisonCache {
         }
     }
 
-    /// Whether `fingerprint` must be refused.
-    pub fn is_quarantined(
+    /// What to do with a request of `fingerprint` at `now` (the quarantine's
+    /// [`Admission`]): one atomic load while nothing was ever suspected.
+    pub fn admit(
         &self,
         shared: &SharedSnapshot,
         snapshot: Snapshot,
         fingerprint: Fingerprint,
+        now: Duration,
+    ) -> Admission {
+        self.with(
+            shared,
+            snapshot,
+            |t| t.admit(fingerprint, now, shared.trial_busy()),
+            Admission::Go,
+        )
+    }
+
+    /// Whether a trial may start while `in_flight` are the requests sent and not ended.
+    pub fn may_start_trial(
+        &self,
+        shared: &SharedSnapshot,
+        snapshot: Snapshot,
+        in_flight: Vec<Fingerprint>,
     ) -> bool {
-        self.with(shared, snapshot, |t| t.is_quarantined(fingerprint), false)
+        self.with(
+            shared,
+            snapshot,
+            |t| t.may_start_trial(in_flight.into_iter()),
+            true,
+        )
     }
 
     /// Whether `fingerprint` was in flight at a hang and has not succeeded since.

@@ -53,6 +53,22 @@ pub struct StatusDocument {
     pub in_flight: u64,
     /// Requests received since respawn started.
     pub requests_total: u64,
+    /// The request fingerprints under quarantine now (never the prompt text).
+    #[serde(default)]
+    pub quarantined: Vec<QuarantinedFingerprint>,
+}
+
+/// One quarantined request fingerprint, as `/respawn/status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedFingerprint {
+    /// The fingerprint of method, path and body, as 16 hex digits.
+    pub fingerprint: String,
+    /// When it was convicted (Unix seconds).
+    pub since: u64,
+    /// The hangs it was present at.
+    pub hangs: u32,
+    /// When the quarantine ends (Unix seconds).
+    pub expires: u64,
 }
 
 impl StatusDocument {
@@ -72,6 +88,7 @@ impl StatusDocument {
             uptime_s: state.uptime_s(),
             in_flight: u64::try_from(in_flight).unwrap_or(u64::MAX),
             requests_total,
+            quarantined: Vec::new(),
         }
     }
 }
@@ -102,7 +119,7 @@ mod tests {
                 "server": "llm", "state": "restarting", "generation": 3, "pid": 4242,
                 "guardian_pid": 4241, "containment": null, "restarts": 2, "last_cause": "health_probes", "last_error": null,
                 "last_restart": {"cause": "first_byte_timeout", "duration_ms": 1800, "at": 1_700_000_000u64},
-                "uptime_s": null, "in_flight": 1, "requests_total": 120,
+                "uptime_s": null, "in_flight": 1, "requests_total": 120, "quarantined": [],
             })
         );
         let back: StatusDocument = serde_json::from_value(json).unwrap();

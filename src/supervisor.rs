@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use respawn_backends::{ContainmentError, ContainmentMode, ServerActor, ServerSpec};
-use respawn_core::{CoreConfig, Generation, RequestConfig};
+use respawn_core::{CoreConfig, Generation, OperatorRestart, RequestConfig};
 use tokio::sync::watch;
 
 use crate::coordinator::{CoordinatorConfig, CoordinatorParts, RestartCoordinator};
@@ -176,6 +176,8 @@ pub struct Supervisor {
     in_flight: Arc<InFlight>,
     upstream: Arc<UpstreamShared>,
     strategies: Arc<[&'static str]>,
+    snapshot: Arc<SharedSnapshot>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -279,17 +281,13 @@ impl Supervisor {
         let upstream = Arc::new(UpstreamShared {
             config: UpstreamConfig {
                 base_url,
-                request: RequestConfig {
-                    retry: core.retry,
-                    deadlines: core.stream,
-                    enable_restart: config.enable_restart,
-                },
+                request: RequestConfig::from_core(&core, config.enable_restart),
                 wait_bound: core.health.startup_timeout
                     + config.stop_grace
                     + Duration::from_secs(5),
             },
             state: state_rx.clone(),
-            snapshot,
+            snapshot: Arc::clone(&snapshot),
             clock,
             coordinator: coordinator.clone(),
             metrics: Arc::clone(&metrics),
@@ -306,7 +304,26 @@ impl Supervisor {
             in_flight,
             upstream,
             strategies: names,
+            snapshot,
+            clock,
         })
+    }
+
+    /// The machine's published snapshot (phase, generation, the quarantine table).
+    pub fn snapshot(&self) -> &Arc<SharedSnapshot> {
+        &self.snapshot
+    }
+
+    /// The supervisor's clock.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Lifts every quarantine; answers how many fingerprints were quarantined.
+    pub async fn clear_quarantine(&self) -> Result<usize, MailboxError> {
+        self.coordinator
+            .send(crate::messages::ClearQuarantine)
+            .await
     }
 
     /// The server's name.
@@ -371,8 +388,14 @@ impl Supervisor {
     }
 
     /// Restarts now (the operator's button); answers the generation that is being replaced.
+    /// Not an incident: it goes at once and does not count toward the restart-intensity limit.
     pub async fn restart(&self) -> Result<Generation, MailboxError> {
-        self.coordinator.send(RestartNow).await
+        self.restart_for(OperatorRestart::Manual).await
+    }
+
+    /// Like [`restart`](Self::restart), recording who asked (a signal, or the operator's call).
+    pub async fn restart_for(&self, by: OperatorRestart) -> Result<Generation, MailboxError> {
+        self.coordinator.send(RestartNow { by }).await
     }
 
     /// Stops the child's whole process group and the supervision.

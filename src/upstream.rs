@@ -20,14 +20,15 @@ use actix_web::http::Method;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use respawn_core::{
-    AttemptOutcome, Fingerprint, Generation, GiveUpReason, Next, RequestConfig, RequestPlan,
+    Admission, AttemptOutcome, Fingerprint, Generation, GiveUpReason, Next, RequestConfig,
+    RequestPlan,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::coordinator::RestartCoordinator;
-use crate::in_flight::InFlight;
-use crate::messages::HangReport;
+use crate::in_flight::{InFlight, InFlightGuard};
+use crate::messages::{HangReport, TrialEnded, TrialStarted};
 use crate::metrics::{FailureClass, Metrics};
 use crate::state::{wait_ready, Clock, PoisonCache, SharedSnapshot, SupervisorState, WaitError};
 
@@ -59,6 +60,61 @@ pub struct UpstreamShared {
     pub metrics: Arc<Metrics>,
     /// The requests in flight.
     pub in_flight: Arc<InFlight>,
+}
+
+/// Who a request is, for the quarantine: its fingerprint, its place in the in-flight table once
+/// it is admitted, and the trial slot while it is the one request on trial. Dropping it ends all
+/// three.
+#[derive(Debug)]
+pub struct Identity {
+    /// What it asks, hashed.
+    pub fingerprint: Fingerprint,
+    guard: Option<InFlightGuard>,
+    trial: Option<TrialGuard>,
+}
+
+impl Identity {
+    /// A request of `fingerprint`, not admitted yet.
+    pub fn new(fingerprint: Fingerprint) -> Self {
+        Self {
+            fingerprint,
+            guard: None,
+            trial: None,
+        }
+    }
+
+    /// A request already registered in the in-flight table.
+    #[cfg(test)]
+    pub(crate) fn entered(fingerprint: Fingerprint, guard: InFlightGuard) -> Self {
+        Self {
+            fingerprint,
+            guard: Some(guard),
+            trial: None,
+        }
+    }
+
+    /// Whether it holds the trial slot.
+    pub fn on_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+}
+
+/// Holds the server-wide trial slot for one request; frees it (and tells the coordinator) when
+/// dropped.
+#[derive(Debug)]
+struct TrialGuard {
+    snapshot: Arc<SharedSnapshot>,
+    coordinator: Addr<RestartCoordinator>,
+    fingerprint: Fingerprint,
+}
+
+impl Drop for TrialGuard {
+    fn drop(&mut self) {
+        self.snapshot.release_trial(self.fingerprint);
+        self.coordinator.do_send(TrialEnded {
+            fingerprint: self.fingerprint,
+        });
+    }
 }
 
 /// One request to send: method, path and query, headers (already stripped of hop-by-hop ones) and
@@ -104,9 +160,14 @@ pub enum CallError {
         /// The status a proxy should answer with.
         status: u16,
     },
-    /// The request was quarantined as poison: it was in flight at repeated hangs.
-    #[error("this request was in flight at repeated hangs of the model server and is quarantined")]
-    Quarantined,
+    /// The request was quarantined as poison: it hung the server on its own.
+    #[error("this request was in flight when the model server hung {hangs} times, hung it again when sent alone, and is quarantined for another {}s (an operator can lift it: DELETE /respawn/quarantine)", remaining.as_secs().max(1))]
+    Quarantined {
+        /// Hangs it was present at.
+        hangs: u32,
+        /// Until the quarantine ends.
+        remaining: Duration,
+    },
 }
 
 impl CallError {
@@ -115,7 +176,7 @@ impl CallError {
         match self {
             CallError::Unavailable(_) => 503,
             CallError::GaveUp { status, .. } => *status,
-            CallError::Quarantined => 422,
+            CallError::Quarantined { .. } => 422,
         }
     }
 
@@ -124,7 +185,7 @@ impl CallError {
         match self {
             CallError::Unavailable(_) => FailureClass::Unavailable,
             CallError::GaveUp { .. } => FailureClass::RetriesExhausted,
-            CallError::Quarantined => FailureClass::Quarantined,
+            CallError::Quarantined { .. } => FailureClass::Quarantined,
         }
     }
 }
@@ -213,11 +274,92 @@ impl Upstream {
         RequestPlan::new(self.shared.config.request)
     }
 
-    /// Whether requests with this fingerprint are refused now.
-    pub fn is_quarantined(&self, fingerprint: Fingerprint) -> bool {
+    /// Waits until the quarantine lets `id` be sent: at once when it is not suspected (one
+    /// atomic load while nothing ever was); as the one trial request when it is on trial and
+    /// the trial may start; after the verdict when it is a twin of the request on trial, or a
+    /// suspect while a trial runs. Registers the request as in flight when it goes.
+    async fn admit(&self, id: &mut Identity) -> Result<(), CallError> {
         let shared = &self.shared;
-        self.poison
-            .is_quarantined(&shared.snapshot, shared.snapshot.load(), fingerprint)
+        // The common case, nothing ever suspected: one atomic load, no clock, no lock.
+        if shared.snapshot.load().poison_epoch != 0 {
+            let bound = shared.config.wait_bound;
+            let began = tokio::time::Instant::now();
+            while !self.look(id)? {
+                // Registered before looking again, so that no verdict is missed in between.
+                let changed = shared.snapshot.changed().notified();
+                let mut changed = std::pin::pin!(changed);
+                changed.as_mut().enable();
+                if self.look(id)? {
+                    break;
+                }
+                let waited = began.elapsed();
+                if waited >= bound {
+                    return Err(WaitError::TimedOut { waited }.into());
+                }
+                // A verdict or a free slot wakes us; a suspect that ends without one is seen at
+                // the next look.
+                let look_again = Duration::from_millis(100).min(bound - waited);
+                let _ = tokio::time::timeout(look_again, changed).await;
+            }
+        }
+        if let Some(trial) = &id.trial {
+            // Every attempt of the trial request is the trial (a hang during it is the verdict).
+            shared.coordinator.do_send(TrialStarted {
+                fingerprint: trial.fingerprint,
+            });
+        }
+        if id.guard.is_none() {
+            id.guard = Some(shared.in_flight.enter(id.fingerprint));
+        }
+        Ok(())
+    }
+
+    /// One look at the quarantine for `id`: `true` when it may go now (taking the trial slot if
+    /// it is its turn), `false` when it must wait, an error when it is refused.
+    fn look(&self, id: &mut Identity) -> Result<bool, CallError> {
+        let shared = &self.shared;
+        let snapshot = shared.snapshot.load();
+        let now = shared.clock.now();
+        match self
+            .poison
+            .admit(&shared.snapshot, snapshot, id.fingerprint, now)
+        {
+            Admission::Go => Ok(true),
+            Admission::Refused(conviction) => Err(CallError::Quarantined {
+                hangs: conviction.hangs,
+                remaining: conviction.expires.saturating_sub(now),
+            }),
+            Admission::Trial if id.trial.is_some() => Ok(true),
+            Admission::Trial => {
+                let fingerprint = id.fingerprint;
+                // Not on the server while it waits: neither busy for the progress watch nor
+                // present at a hang.
+                id.guard = None;
+                let claimed = shared.snapshot.claim_trial(fingerprint, || {
+                    // Its twins (the same fingerprint) are no other suspect.
+                    let others = shared
+                        .in_flight
+                        .fingerprints()
+                        .into_iter()
+                        .filter(|fp| *fp != fingerprint)
+                        .collect();
+                    self.poison
+                        .may_start_trial(&shared.snapshot, snapshot, others)
+                });
+                if claimed {
+                    id.trial = Some(TrialGuard {
+                        snapshot: Arc::clone(&shared.snapshot),
+                        coordinator: shared.coordinator.clone(),
+                        fingerprint,
+                    });
+                }
+                Ok(claimed)
+            }
+            Admission::Wait => {
+                id.guard = None;
+                Ok(false)
+            }
+        }
     }
 
     /// Whether this fingerprint was in flight at a hang and has not succeeded since (its success
@@ -251,18 +393,17 @@ impl Upstream {
     pub async fn deliver(
         &self,
         out: &Outgoing,
-        fingerprint: Fingerprint,
+        id: &mut Identity,
         plan: &mut RequestPlan,
         mut want: Generation,
     ) -> Result<Delivered, CallError> {
         let mut state = None;
         loop {
-            if self.is_quarantined(fingerprint) {
-                return Err(CallError::Quarantined);
-            }
+            self.admit(id).await?;
             let generation = self.ready(&mut state, want).await?;
-            if state.is_some() && self.is_quarantined(fingerprint) {
-                return Err(CallError::Quarantined);
+            if state.is_some() {
+                // It waited for a restart: the verdicts may have changed meanwhile.
+                self.admit(id).await?;
             }
             plan.begin(self.shared.clock.now(), generation);
             let (outcome, answered) = match self.attempt(out, plan).await {
@@ -274,6 +415,7 @@ impl Upstream {
                     } else {
                         let mut delivered = delivered;
                         delivered.attempts = plan.attempts() + 1;
+                        self.shared.in_flight.answered();
                         return Ok(delivered);
                     }
                 }
@@ -319,7 +461,10 @@ impl Upstream {
             reason,
             last: describe(outcome),
             status: match outcome {
-                AttemptOutcome::FirstByteTimeout | AttemptOutcome::Stall => 504,
+                AttemptOutcome::FirstByteTimeout
+                | AttemptOutcome::Stall
+                | AttemptOutcome::TookTooLong
+                | AttemptOutcome::DeadlineExceeded => 504,
                 _ => 502,
             },
         };
@@ -354,21 +499,14 @@ impl Upstream {
         plan: &mut RequestPlan,
     ) -> Result<Delivered, AttemptOutcome> {
         let shared = &self.shared;
-        let clock = shared.clock;
         let generation = plan.generation();
-        let deadline = clock.instant(plan.deadline().unwrap_or_default());
-        let timed_out = |plan: &RequestPlan| {
-            plan.check(clock.now())
-                .unwrap_or(AttemptOutcome::FirstByteTimeout)
-        };
         let url = format!("{}{}", shared.config.base_url, out.path_and_query);
         let mut request = self.client.request(out.method.clone(), url);
         *request.headers_mut() = out.headers.clone();
-        let sent = tokio::time::timeout_at(deadline, request.send_body(out.body.clone())).await;
-        let mut response = match sent {
-            Err(_) => return Err(timed_out(plan)),
-            Ok(Err(err)) => return Err(classify_send_error(&err)),
-            Ok(Ok(response)) => response,
+        let sent = request.send_body(out.body.clone());
+        let mut response = match self.before_deadline(plan, sent).await? {
+            Err(err) => return Err(classify_send_error(&err)),
+            Ok(response) => response,
         };
         if !response_has_body(&out.method, response.status()) {
             // Nothing follows the head (HEAD, 204, 304): waiting for a first chunk would wait for
@@ -383,15 +521,12 @@ impl Upstream {
         // A small answer is usually complete with its head: take it without arming a timer.
         let next = match response.next().now_or_never() {
             Some(item) => item,
-            None => match tokio::time::timeout_at(deadline, response.next()).await {
-                Ok(item) => item,
-                Err(_) => return Err(timed_out(plan)),
-            },
+            None => self.before_deadline(plan, response.next()).await?,
         };
         let first = match next {
             None => None,
             Some(Ok(chunk)) => {
-                plan.on_chunk(clock.now());
+                plan.on_chunk(shared.clock.now());
                 Some(chunk)
             }
             Some(Err(err)) => {
@@ -405,6 +540,35 @@ impl Upstream {
             generation,
             attempts: 0,
         })
+    }
+}
+
+impl Upstream {
+    /// Runs `work` until it finishes or the attempt ends: at each deadline the plan decides,
+    /// given the last sign of life of the attempt's generation, whether the server's silence is
+    /// a hang (the attempt ends), or it shows life and `work` keeps going.
+    pub async fn before_deadline<F: std::future::Future>(
+        &self,
+        plan: &mut RequestPlan,
+        work: F,
+    ) -> Result<F::Output, AttemptOutcome> {
+        let shared = &self.shared;
+        let clock = shared.clock;
+        let generation = plan.generation();
+        let mut work = std::pin::pin!(work);
+        loop {
+            let deadline = clock.instant(plan.deadline().unwrap_or_default());
+            match tokio::time::timeout_at(deadline, &mut work).await {
+                Ok(output) => return Ok(output),
+                Err(_) => {
+                    let life = shared.snapshot.life_of(generation);
+                    if let Some(outcome) = plan.check(clock.now(), life) {
+                        return Err(outcome);
+                    }
+                    debug!(%generation, "past the deadline, but the server shows life: waiting on");
+                }
+            }
+        }
     }
 }
 
@@ -430,6 +594,9 @@ pub fn describe(outcome: AttemptOutcome) -> String {
         AttemptOutcome::ClientError { status } => format!("client error {status}"),
         AttemptOutcome::Cancelled => "cancelled".to_owned(),
         AttemptOutcome::DeadlineExceeded => "the request's overall deadline passed".to_owned(),
+        AttemptOutcome::TookTooLong => {
+            "the request took longer than --max-request-time while the server was busy".to_owned()
+        }
     }
 }
 

@@ -108,6 +108,10 @@ pub struct SupervisionArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
     pub stall_timeout: Option<Duration>,
 
+    /// Past its request or stall timeout, a request waits this long (from sending) while the server shows life; then that request alone is cut [default: 30m] [env: RESPAWN_MAX_REQUEST_TIME]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
+    pub max_request_time: Option<Duration>,
+
     /// When nothing is in flight and nothing has completed for this long, send a one-token canary; 0 = off [default: 10s] [env: RESPAWN_CANARY_INTERVAL]
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
     pub canary_interval: Option<Duration>,
@@ -189,9 +193,13 @@ pub struct SupervisionArgs {
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub retries: Option<u32>,
 
-    /// Hangs a request may be present at before it is quarantined [default: 2] [env: RESPAWN_POISON_AFTER]
+    /// Hangs a request may be present at (with no success between) before it goes on trial, sent alone; a hang during its trial quarantines it [default: 2] [env: RESPAWN_POISON_AFTER]
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub poison_after: Option<u32>,
+
+    /// How long a quarantine lasts [default: 10m] [env: RESPAWN_QUARANTINE_TTL]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
+    pub quarantine_ttl: Option<Duration>,
 
     /// TOML file with the same keys in snake_case; precedence: flags > environment > file > defaults [env: RESPAWN_CONFIG]
     #[arg(long, value_name = "FILE", help_heading = "Control")]

@@ -266,7 +266,7 @@ async fn supervise(
             _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(ServeExit::Stopped); }
             _ = hup.recv() => {
                 info!("SIGHUP: restarting the model server");
-                let _ = supervisor.restart().await;
+                let _ = supervisor.restart_for(respawn_core::OperatorRestart::Signal).await;
             }
             changed = state.changed() => {
                 if changed.is_err() {

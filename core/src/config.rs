@@ -22,10 +22,14 @@
 //! | `stream.first_byte` | 60 s |
 //! | `stream.between_chunks` | 30 s |
 //! | `stream.total` | none |
+//! | `stream.max_request_time` | 30 min |
 //! | `progress.progress_timeout` | 15 s |
 //! | `progress.canary_interval` | 10 s (0 = off) |
 //! | `progress.canary_timeout` | 10 s |
 //! | `poison_threshold` | 2 hangs |
+//! | `quarantine_ttl` | 10 min |
+
+use core::time::Duration;
 
 use crate::{
     HealthConfig, InvalidConfig, PoisonTracker, ProgressConfig, RestartPolicyConfig, RetryConfig,
@@ -45,12 +49,16 @@ pub struct CoreConfig {
     pub policy: RestartPolicyConfig,
     /// Per-request retries: 3 after the first, 5xx backoff 250 ms doubling up to 10 s.
     pub retry: RetryConfig,
-    /// Response deadlines: first byte 60 s, 30 s between chunks, no total limit.
+    /// Response deadlines: first byte 60 s, 30 s between chunks, no total limit; a request past
+    /// its deadline waits on a server that shows life for up to 30 min.
     pub stream: StreamDeadlines,
     /// Deadlock detectors: no progress for 15 s while busy; canary after 10 s idle, 10 s timeout.
     pub progress: ProgressConfig,
-    /// Hangs a request must be in flight at to be quarantined. Default 2; at least 1.
+    /// Hangs a fingerprint must be present at (with no success between) to go on trial; a hang
+    /// during its trial quarantines it. Default 2; at least 1.
     pub poison_threshold: u32,
+    /// How long a quarantine lasts. Default 10 min.
+    pub quarantine_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +70,7 @@ impl Default for CoreConfig {
             stream: StreamDeadlines::default(),
             progress: ProgressConfig::default(),
             poison_threshold: PoisonTracker::DEFAULT_THRESHOLD,
+            quarantine_ttl: PoisonTracker::DEFAULT_TTL,
         }
     }
 }
@@ -80,6 +89,11 @@ impl CoreConfig {
         if self.poison_threshold == 0 {
             return Err(InvalidConfig::ZeroThreshold {
                 field: "poison_threshold",
+            });
+        }
+        if self.quarantine_ttl.is_zero() {
+            return Err(InvalidConfig::ZeroDuration {
+                field: "quarantine_ttl",
             });
         }
         Ok(())

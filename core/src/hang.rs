@@ -27,13 +27,16 @@ pub enum HangCause {
     CanaryTimeout,
     /// A start did not become ready within the startup budget.
     StartupTimeout,
-    /// An operator asked for a restart.
+    /// An operator asked for a restart (`POST /respawn/restart`, `respawn restart`, an embedder's
+    /// call): not a hang, see [`OperatorRestart`].
     Manual,
+    /// An operator sent SIGHUP: not a hang either.
+    Signal,
 }
 
 impl HangCause {
     /// Every cause, in declaration order: for metrics that must expose a zero for each label.
-    pub const ALL: [HangCause; 8] = [
+    pub const ALL: [HangCause; 9] = [
         HangCause::HealthProbes,
         HangCause::FirstByteTimeout,
         HangCause::StreamStall,
@@ -42,6 +45,7 @@ impl HangCause {
         HangCause::CanaryTimeout,
         HangCause::StartupTimeout,
         HangCause::Manual,
+        HangCause::Signal,
     ];
 
     /// A stable snake_case name for logs, metric labels and status documents.
@@ -56,6 +60,36 @@ impl HangCause {
             HangCause::CanaryTimeout => "canary_timeout",
             HangCause::StartupTimeout => "startup_timeout",
             HangCause::Manual => "manual",
+            HangCause::Signal => "signal",
+        }
+    }
+
+    /// Whether an operator asked for this restart: no incident, no backoff, no count toward the
+    /// restart-intensity limit, no suspects.
+    #[must_use]
+    pub const fn is_operator(self) -> bool {
+        matches!(self, HangCause::Manual | HangCause::Signal)
+    }
+}
+
+/// Who asked for a restart that is not an incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum OperatorRestart {
+    /// `POST /respawn/restart`, `respawn restart`, or an embedder's call.
+    Manual,
+    /// SIGHUP to respawn.
+    Signal,
+}
+
+impl OperatorRestart {
+    /// The cause recorded for it (status, metrics, logs).
+    #[must_use]
+    pub const fn cause(self) -> HangCause {
+        match self {
+            OperatorRestart::Manual => HangCause::Manual,
+            OperatorRestart::Signal => HangCause::Signal,
         }
     }
 }
@@ -108,7 +142,8 @@ mod tests {
                 "progress_stalled",
                 "canary_timeout",
                 "startup_timeout",
-                "manual"
+                "manual",
+                "signal"
             ]
         );
         assert_eq!(HangCause::StreamStall.to_string(), "stream_stall");

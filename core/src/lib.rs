@@ -22,7 +22,7 @@
 //! | one restart per generation | [`RestartGate`] |
 //! | one request's retries | [`RetryPlan`] |
 //! | response deadlines | [`StreamWatch`] |
-//! | repeat offenders | [`PoisonTracker`] |
+//! | quarantine by evidence | [`PoisonTracker`], [`Admission`] |
 //! | deadlocks behind a green `/health` | [`ProgressWatch`], [`Liveness`] |
 //! | what the supervisor is doing | [`Phase`] |
 //! | every knob | [`CoreConfig`] |

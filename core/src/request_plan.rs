@@ -10,11 +10,20 @@
 //!
 //! Rules on top of the retry plan's, in the order they apply:
 //!
-//! 1. A deadline that passed is [`AttemptOutcome::FirstByteTimeout`] before the first byte,
-//!    [`AttemptOutcome::Stall`] after it, [`AttemptOutcome::DeadlineExceeded`] when the total
-//!    budget ran out ([`RequestPlan::check`]).
+//! 1. **Evidence of life beats a deadline.** A first-byte or stall deadline measures the
+//!    server's silence, not the length of an answer. When it passes, [`RequestPlan::check`] is
+//!    given the last time the attempt's generation showed life (its progress counter grew, or
+//!    another request on it got an answer; the supervision machine judges that and publishes it).
+//!    Life within `life_window` (the progress timeout) → no outcome: the attempt keeps waiting,
+//!    until `life_window` after that sign of life, or until `stream.max_request_time` after it was
+//!    sent, whichever comes first. Past `max_request_time` with the server still alive →
+//!    [`AttemptOutcome::TookTooLong`]: this request alone is cut (and retried at once on the same
+//!    server if nothing reached its client). With no sign of life → [`AttemptOutcome::FirstByteTimeout`]
+//!    before the first byte, [`AttemptOutcome::Stall`] after it. The total budget, when set, ends
+//!    the attempt whatever the life: [`AttemptOutcome::DeadlineExceeded`].
 //! 2. A silent deadline is a hang to report against the attempt's generation
-//!    ([`AttemptOutcome::hang_cause`]), whatever happens to the request.
+//!    ([`AttemptOutcome::hang_cause`]), whatever happens to the request. A request that waits on
+//!    a living server reports nothing.
 //! 3. Once bytes reached the client ([`RequestPlan::reached_client`]) nothing is replayed. A
 //!    stream continuation is the one planned exception: [`Next::Continue`] is reserved for it and
 //!    never answered yet.
@@ -35,19 +44,31 @@ use crate::{
 pub struct RequestConfig {
     /// Attempts and backoff.
     pub retry: RetryConfig,
-    /// First byte, between chunks, total.
+    /// First byte, between chunks, total, and how long to wait past them on a living server.
     pub deadlines: StreamDeadlines,
+    /// How recent a sign of life must be to beat a deadline (the progress timeout: the silence
+    /// after which a busy server counts as stalled). Default 15 s.
+    pub life_window: Duration,
     /// Whether a hang leads to a restart (and the retry waits for the next generation).
     pub enable_restart: bool,
 }
 
+impl RequestConfig {
+    /// The request settings of a core configuration.
+    #[must_use]
+    pub fn from_core(core: &crate::CoreConfig, enable_restart: bool) -> Self {
+        RequestConfig {
+            retry: core.retry,
+            deadlines: core.stream,
+            life_window: core.progress.progress_timeout,
+            enable_restart,
+        }
+    }
+}
+
 impl Default for RequestConfig {
     fn default() -> Self {
-        RequestConfig {
-            retry: RetryConfig::default(),
-            deadlines: StreamDeadlines::default(),
-            enable_restart: true,
-        }
+        RequestConfig::from_core(&crate::CoreConfig::default(), true)
     }
 }
 
@@ -92,6 +113,8 @@ pub struct RequestPlan {
     config: RequestConfig,
     retry: RetryPlan,
     watch: Option<StreamWatch>,
+    /// Until when the current attempt waits past its silent deadline, on the strength of life.
+    waits_until: Option<Duration>,
     generation: Generation,
     reached_client: bool,
 }
@@ -104,6 +127,7 @@ impl RequestPlan {
             config,
             retry: RetryPlan::new(config.retry),
             watch: None,
+            waits_until: None,
             generation: Generation::NONE,
             reached_client: false,
         }
@@ -113,6 +137,7 @@ impl RequestPlan {
     pub fn begin(&mut self, now: Duration, generation: Generation) {
         self.generation = generation;
         self.watch = Some(StreamWatch::new(self.config.deadlines, now));
+        self.waits_until = None;
     }
 
     /// The deadlines each attempt gets.
@@ -137,6 +162,8 @@ impl RequestPlan {
     pub fn on_chunk(&mut self, now: Duration) {
         if let Some(watch) = self.watch.as_mut() {
             watch.on_chunk(now);
+            // The server spoke: its silence is measured afresh.
+            self.waits_until = None;
         }
     }
 
@@ -157,21 +184,53 @@ impl RequestPlan {
         self.reached_client
     }
 
-    /// When the current attempt's next deadline falls (`None` before any attempt).
+    /// When the current attempt must be looked at next (`None` before any attempt): its silent
+    /// deadline, or the end of the wait that life earned it.
     #[must_use]
     pub fn deadline(&self) -> Option<Duration> {
-        self.watch.map(|w| w.deadline())
+        let watch = self.watch?;
+        let silence = watch.deadline();
+        Some(match self.waits_until {
+            Some(until) if until > silence => match self.total_deadline() {
+                Some(total) => until.min(total),
+                None => until,
+            },
+            _ => silence,
+        })
     }
 
-    /// The outcome of the current attempt if a deadline has passed at `now`.
-    #[must_use]
-    pub fn check(&self, now: Duration) -> Option<AttemptOutcome> {
-        let passed = self.watch?.check(now)?;
-        Some(match passed {
+    fn total_deadline(&self) -> Option<Duration> {
+        let watch = self.watch?;
+        let total = self.config.deadlines.total?;
+        Some(watch.sent_at().saturating_add(total))
+    }
+
+    /// Whether the current attempt ended at `now`, given `life`: the last sign of life of the
+    /// attempt's generation, if any. `None`: keep waiting, until [`deadline`](Self::deadline).
+    /// The rule is in the module docs.
+    pub fn check(&mut self, now: Duration, life: Option<Duration>) -> Option<AttemptOutcome> {
+        let watch = self.watch?;
+        if self.total_deadline().is_some_and(|total| now >= total) {
+            return Some(AttemptOutcome::DeadlineExceeded);
+        }
+        let silent = match watch.check(now)? {
+            StreamTimeout::Total => return Some(AttemptOutcome::DeadlineExceeded),
             StreamTimeout::FirstByte => AttemptOutcome::FirstByteTimeout,
             StreamTimeout::Stall => AttemptOutcome::Stall,
-            StreamTimeout::Total => AttemptOutcome::DeadlineExceeded,
-        })
+        };
+        let window = self.config.life_window;
+        let alive = life.filter(|at| now.saturating_sub(*at) < window);
+        let Some(seen) = alive else {
+            return Some(silent);
+        };
+        let limit = watch
+            .sent_at()
+            .saturating_add(self.config.deadlines.max_request_time);
+        if now >= limit {
+            return Some(AttemptOutcome::TookTooLong);
+        }
+        self.waits_until = Some(seen.saturating_add(window).min(limit));
+        None
     }
 
     /// Decides after the current attempt ended with `outcome`; see the module docs.
@@ -225,8 +284,8 @@ mod tests {
         let mut plan = RequestPlan::new(RequestConfig::default());
         plan.begin(s(10), Generation(3));
         assert_eq!(plan.deadline(), Some(s(70)));
-        assert_eq!(plan.check(s(69)), None);
-        let outcome = plan.check(s(70)).unwrap();
+        assert_eq!(plan.check(s(69), None), None);
+        let outcome = plan.check(s(70), None).unwrap();
         assert_eq!(outcome, AttemptOutcome::FirstByteTimeout);
         assert_eq!(
             plan.decide(outcome),
@@ -243,7 +302,7 @@ mod tests {
         plan.begin(s(0), Generation(1));
         plan.on_chunk(s(1));
         plan.reached_client();
-        assert_eq!(plan.check(s(31)), Some(AttemptOutcome::Stall));
+        assert_eq!(plan.check(s(31), None), Some(AttemptOutcome::Stall));
         let decision = plan.decide(AttemptOutcome::Stall);
         assert_eq!(decision.next, Next::GiveUp(GiveUpReason::BytesAlreadySent));
         assert_eq!(
@@ -298,10 +357,61 @@ mod tests {
             ..RequestConfig::default()
         });
         plan.begin(s(0), Generation(1));
-        assert_eq!(plan.check(s(5)), Some(AttemptOutcome::DeadlineExceeded));
+        assert_eq!(
+            plan.check(s(5), None),
+            Some(AttemptOutcome::DeadlineExceeded)
+        );
         let decision = plan.decide(AttemptOutcome::DeadlineExceeded);
         assert_eq!(decision.next, Next::GiveUp(GiveUpReason::DeadlineExceeded));
         assert_eq!(decision.report, None);
+    }
+
+    #[test]
+    fn life_beats_a_deadline_until_the_request_has_waited_its_maximum() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        plan.begin(s(0), Generation(1));
+        // Tokens flow on the server (its counter grew 2 s ago): no outcome, no report.
+        assert_eq!(plan.check(s(60), Some(s(58))), None);
+        // The wait lasts as long as the life is recent.
+        assert_eq!(plan.deadline(), Some(s(73)));
+        assert_eq!(plan.check(s(73), Some(s(72))), None);
+        assert_eq!(plan.deadline(), Some(s(87)));
+        // Life stopped 15 s ago: now the silence is a hang.
+        assert_eq!(
+            plan.check(s(87), Some(s(72))),
+            Some(AttemptOutcome::FirstByteTimeout)
+        );
+        // Life that goes on forever: the request alone is cut at 30 min, and retried at once.
+        plan.begin(s(100), Generation(1));
+        let mut now = s(160);
+        loop {
+            match plan.check(now, Some(now - s(1))) {
+                None => now = plan.deadline().unwrap(),
+                Some(outcome) => {
+                    assert_eq!(outcome, AttemptOutcome::TookTooLong);
+                    break;
+                }
+            }
+        }
+        assert_eq!(now, s(100 + 1800));
+        let decision = plan.decide(AttemptOutcome::TookTooLong);
+        assert_eq!(
+            decision,
+            Decision {
+                next: Next::RetryNow,
+                report: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_chunk_measures_the_silence_afresh() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        plan.begin(s(0), Generation(1));
+        assert_eq!(plan.check(s(60), Some(s(55))), None);
+        plan.on_chunk(s(61));
+        assert_eq!(plan.deadline(), Some(s(91)));
+        assert_eq!(plan.check(s(91), None), Some(AttemptOutcome::Stall));
     }
 
     #[test]

@@ -11,13 +11,15 @@
 //!    a replay would send the client a second, different beginning. Never replay.
 //! 5. That was the last attempt allowed (attempt `max_retries + 1`) → give up
 //!    ([`RetriesExhausted`](GiveUpReason::RetriesExhausted)).
-//! 6. `FirstByteTimeout`, `Stall`, `ConnectionRefused`, `ConnectionReset` → the server of this
+//! 6. `TookTooLong` → the server is alive but this request took too long: retry at once on the
+//!    server that is there ([`RetryNow`](RetryDecision::RetryNow)).
+//! 7. `FirstByteTimeout`, `Stall`, `ConnectionRefused`, `ConnectionReset` → the server of this
 //!    generation is hung or gone ([`AttemptOutcome::means_server_hung`]): the retry goes to the
 //!    next generation as soon as it is ready ([`WaitForGeneration`](RetryDecision::WaitForGeneration)).
 //!    The timeouts are also the hang to report ([`AttemptOutcome::hang_cause`]); the first one
 //!    triggers the restart, and the retry follows at once. [`RequestPlan`](crate::RequestPlan)
 //!    refines this for refused connections and for a supervisor that does not restart.
-//! 7. `ServerError` (5xx) → the server answers but failed: retry after an exponential backoff,
+//! 8. `ServerError` (5xx) → the server answers but failed: retry after an exponential backoff,
 //!    `base_delay * 2^(attempt-1)` capped at `max_delay` ([`RetryNow`](RetryDecision::RetryNow)
 //!    when that is zero).
 //!
@@ -57,6 +59,9 @@ pub enum AttemptOutcome {
     Cancelled,
     /// The request's overall budget (`stream.total`) ran out: a budget, not a hang.
     DeadlineExceeded,
+    /// The request's deadline passed while its server showed life, and it kept waiting until
+    /// `stream.max_request_time`: this request alone took too long; the server is not hung.
+    TookTooLong,
 }
 
 impl AttemptOutcome {
@@ -199,6 +204,9 @@ impl RetryPlan {
             return RetryDecision::GiveUp(GiveUpReason::RetriesExhausted {
                 attempts: self.attempts,
             });
+        }
+        if outcome == AttemptOutcome::TookTooLong {
+            return RetryDecision::RetryNow;
         }
         if outcome.means_server_hung() {
             return RetryDecision::WaitForGeneration(generation.next());

@@ -23,6 +23,10 @@ pub struct StreamDeadlines {
     pub between_chunks: Duration,
     /// Longest time for the whole response, from sending; `None` = unlimited. Default `None`.
     pub total: Option<Duration>,
+    /// How long, from sending, a request whose first-byte or stall deadline passed may keep
+    /// waiting while its server shows life (see [`RequestPlan`](crate::RequestPlan)); past it that
+    /// request alone is cut. Default 30 min.
+    pub max_request_time: Duration,
 }
 
 impl Default for StreamDeadlines {
@@ -31,6 +35,7 @@ impl Default for StreamDeadlines {
             first_byte: Duration::from_secs(60),
             between_chunks: Duration::from_secs(30),
             total: None,
+            max_request_time: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -54,6 +59,11 @@ impl StreamDeadlines {
         if self.total.is_some_and(|total| total.is_zero()) {
             return Err(InvalidConfig::ZeroDuration {
                 field: "stream.total",
+            });
+        }
+        if self.max_request_time.is_zero() {
+            return Err(InvalidConfig::ZeroDuration {
+                field: "stream.max_request_time",
             });
         }
         Ok(())
@@ -103,6 +113,12 @@ impl StreamWatch {
     #[must_use]
     pub fn first_byte_seen(&self) -> bool {
         self.last_chunk_at.is_some()
+    }
+
+    /// When the request was sent.
+    #[must_use]
+    pub fn sent_at(&self) -> Duration {
+        self.sent_at
     }
 
     /// When the latest chunk arrived; `None` before the first byte.

@@ -3,7 +3,7 @@
 //! Each test names the invariant it guards; the inputs are random interleavings, times and
 //! configurations, including extreme durations that would overflow naive arithmetic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -271,6 +271,8 @@ fn failed_outcome() -> impl Strategy<Value = AttemptOutcome> {
         (500u16..600).prop_map(|status| AttemptOutcome::ServerError { status }),
         (400u16..500).prop_map(|status| AttemptOutcome::ClientError { status }),
         Just(AttemptOutcome::Cancelled),
+        Just(AttemptOutcome::DeadlineExceeded),
+        Just(AttemptOutcome::TookTooLong),
     ]
 }
 
@@ -333,54 +335,107 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. Quarantine only after K hangs (against a simple model).
+// 6. Quarantine by evidence, against a simulation: innocents and at most one culprit (a
+// fingerprint whose request hangs the server whenever it runs) send requests as the tracker
+// admits them, one trial at a time; hangs from outside carry no suspects. An innocent is never
+// quarantined; the culprit is, after at most `threshold + 1` hangs it was present at, and again
+// at its first hang after the TTL; memory stays bounded. (The guarantees hold while the tables
+// have room for every suspect, as the default 4096 has here; a smaller table forgets the oldest.)
 
 #[derive(Clone, Debug)]
-enum PoisonOp {
-    Hang(Vec<u64>),
-    Success(u64),
+struct Round {
+    /// Which fingerprints (0..6) send a request this round; 0 is the culprit when there is one.
+    senders: Vec<u64>,
+    /// A fault from outside hangs the server this round.
+    outside: bool,
+    /// Time to the next round.
+    gap_ms: u64,
+}
+
+fn round() -> impl Strategy<Value = Round> {
+    (
+        prop::collection::vec(0u64..6, 0..8),
+        prop::bool::weighted(0.15),
+        1u64..120_000,
+    )
+        .prop_map(|(senders, outside, gap_ms)| Round {
+            senders,
+            outside,
+            gap_ms,
+        })
 }
 
 proptest! {
     #[test]
-    fn quarantine_only_after_k_consecutive_hangs(
-        threshold in 1u32..5,
-        ops in prop::collection::vec(
-            prop_oneof![
-                3 => prop::collection::vec(0u64..6, 0..6).prop_map(PoisonOp::Hang),
-                1 => (0u64..6).prop_map(PoisonOp::Success),
-            ],
-            0..80,
-        ),
+    fn quarantine_convicts_the_culprit_and_never_an_innocent(
+        threshold in 1u32..4,
+        ttl_s in 1u64..600,
+        culprit in any::<bool>(),
+        capacity in 1usize..12,
+        rounds in prop::collection::vec(round(), 0..120),
     ) {
-        let mut tracker = PoisonTracker::new(threshold);
-        let mut strikes: BTreeMap<u64, u32> = BTreeMap::new();
-        for op in ops {
-            match op {
-                PoisonOp::Hang(in_flight) => {
-                    let fps: Vec<Fingerprint> = in_flight.iter().copied().map(Fingerprint).collect();
-                    let newly = tracker.on_hang(&fps);
-                    let present: BTreeSet<u64> = in_flight.into_iter().collect();
-                    let mut expected = Vec::new();
-                    for fp in present {
-                        let count = strikes.entry(fp).or_insert(0);
-                        *count += 1;
-                        if *count == threshold {
-                            expected.push(Fingerprint(fp));
-                        }
+        let ttl = Duration::from_secs(ttl_s);
+        let mut tracker = PoisonTracker::with_capacity(threshold, capacity).with_ttl(ttl);
+        let culprit = culprit.then_some(Fingerprint(0));
+        let mut now = Duration::ZERO;
+        let mut culprit_hangs = 0u32;
+        let mut convicted_until: Option<Duration> = None;
+        let roomy = capacity >= 6;
+        for round in rounds {
+            now += ms(round.gap_ms);
+            // Admission: at most one trial request, taken by the first on-trial sender.
+            let mut trial = None;
+            let mut sent = Vec::new();
+            for &fp in &round.senders {
+                let fp = Fingerprint(fp);
+                match tracker.admit(fp, now, trial.is_some()) {
+                    Admission::Go => sent.push(fp),
+                    Admission::Trial
+                        if trial.is_none() && tracker.may_start_trial(sent.iter().copied()) =>
+                    {
+                        trial = Some(fp);
+                        sent.push(fp);
                     }
-                    prop_assert_eq!(newly, expected);
-                }
-                PoisonOp::Success(fp) => {
-                    tracker.on_success(Fingerprint(fp));
-                    strikes.remove(&fp);
+                    Admission::Trial | Admission::Wait => {}
+                    Admission::Refused(_) => {
+                        prop_assert!(Some(fp) == culprit || !roomy, "an innocent was refused");
+                    }
                 }
             }
-            for fp in 0..6 {
-                let count = strikes.get(&fp).copied().unwrap_or(0);
-                prop_assert_eq!(tracker.strikes(Fingerprint(fp)), count);
-                prop_assert_eq!(tracker.is_quarantined(Fingerprint(fp)), count >= threshold);
+            let caused = culprit.is_some_and(|c| sent.contains(&c));
+            if caused {
+                culprit_hangs += 1;
+                let newly = tracker.on_hang(now, &sent, trial);
+                for fp in &newly {
+                    prop_assert!(Some(*fp) == culprit || !roomy, "an innocent was convicted");
+                }
+                if !newly.is_empty() {
+                    convicted_until = Some(now + ttl);
+                }
+                // A culprit convicted before is convicted again at its first hang after the TTL.
+                if roomy && convicted_until.is_some_and(|until| now < until) {
+                    prop_assert!(tracker.is_quarantined(Fingerprint(0), now));
+                }
+            } else if round.outside {
+                // From outside: no request could have caused it.
+                prop_assert!(tracker.on_hang(now, &[], None).is_empty());
+            } else {
+                for fp in sent {
+                    tracker.on_success(fp);
+                }
             }
+            if culprit_hangs > threshold && roomy {
+                prop_assert!(
+                    convicted_until.is_some(),
+                    "the culprit was present at {} hangs and is not convicted",
+                    culprit_hangs
+                );
+            }
+            for fp in 1..6 {
+                prop_assert!(!roomy || !tracker.is_quarantined(Fingerprint(fp), now));
+            }
+            prop_assert!(tracker.suspect_count() <= capacity);
+            prop_assert!(tracker.record_count() <= capacity);
         }
     }
 }
@@ -492,7 +547,7 @@ proptest! {
         chunks in prop::collection::vec(any_duration(), 0..10),
         probes in prop::collection::vec(any_duration(), 1..10),
     ) {
-        let deadlines = StreamDeadlines { first_byte, between_chunks, total };
+        let deadlines = StreamDeadlines { first_byte, between_chunks, total, ..StreamDeadlines::default() };
         let mut watch = StreamWatch::new(deadlines, sent_at);
         let mut states = vec![watch];
         for at in chunks {
@@ -571,7 +626,7 @@ enum Event {
     RestartFailed,
     /// Time passes; a due backoff fires.
     Advance(u64),
-    Operator,
+    Operator(bool),
     Progress(u8, bool),
     Canary(bool),
     Succeeded(u8),
@@ -586,7 +641,7 @@ fn event() -> impl Strategy<Value = Event> {
         4 => any::<bool>().prop_map(Event::RestartDone),
         2 => Just(Event::RestartFailed),
         4 => (0u64..40_000).prop_map(Event::Advance),
-        1 => Just(Event::Operator),
+        1 => any::<bool>().prop_map(Event::Operator),
         2 => (0u8..3, any::<bool>()).prop_map(|(c, busy)| Event::Progress(c, busy)),
         1 => any::<bool>().prop_map(Event::Canary),
         1 => (0u8..4).prop_map(Event::Succeeded),
@@ -604,6 +659,8 @@ struct Driver {
     /// Times of the restarts begun, for the intensity check.
     begun: Vec<Duration>,
     incidents: Vec<Generation>,
+    operator: usize,
+    exhausted: bool,
     failed: bool,
 }
 
@@ -663,7 +720,17 @@ fn check_actions(
                     d.incidents.push(hang.generation);
                 }
             }
-            Action::RestartScheduled { .. } => d.begun.push(now),
+            Action::RestartScheduled { cause, delay } => {
+                // A round that follows failed strategies goes through the policy, whoever asked.
+                if cause.is_operator() && !d.exhausted {
+                    prop_assert_eq!(delay, Duration::ZERO, "an operator restart waited");
+                    d.operator += 1;
+                } else {
+                    d.begun.push(now);
+                }
+                d.exhausted = false;
+            }
+            Action::StrategiesExhausted => d.exhausted = true,
             Action::Ready { generation, .. } => {
                 prop_assert_eq!(generation, m.generation());
                 prop_assert_eq!(m.phase(), Phase::Ready);
@@ -672,9 +739,16 @@ fn check_actions(
             Action::Publish(status) => {
                 prop_assert_eq!(status, m.status());
             }
+            Action::Life { generation, at } => {
+                prop_assert_eq!(generation, m.generation());
+                prop_assert_eq!(at, m.life());
+                if let Some(at) = at {
+                    prop_assert!(at <= now);
+                }
+            }
             Action::Watch { .. }
             | Action::StartupTimedOut { .. }
-            | Action::StrategiesExhausted
+            | Action::QuarantineCleared { .. }
             | Action::Quarantined(_) => {}
         }
     }
@@ -728,12 +802,15 @@ proptest! {
                         m.handle_timeout(now);
                     }
                 }
-                Event::Operator => {
-                    let replaced = m.handle_operator_restart(now, &[]);
+                Event::Operator(signal) => {
+                    let by = if signal { OperatorRestart::Signal } else { OperatorRestart::Manual };
+                    let replaced = m.handle_operator_restart(now, by);
                     prop_assert_eq!(replaced, Generation(current));
                 }
                 Event::Progress(counter, busy) => {
                     let open: &[Fingerprint] = if busy { &in_flight } else { &[] };
+                    let _ = m.liveness_step(now, open.len(), now, u64::from(counter));
+                    check_actions(&mut m, &mut d, now, strategies)?;
                     m.handle_progress(now, m.generation(), ProgressReading::Counter(u64::from(counter)), open);
                 }
                 Event::Canary(answered) => m.handle_canary(now, m.generation(), answered, &[]),
@@ -751,7 +828,7 @@ proptest! {
                 prop_assert!(inside <= max_restarts as usize, "{} restarts in one window", inside);
             }
             if !enable_restart {
-                prop_assert!(d.begun.is_empty(), "a restart with restarts disabled");
+                prop_assert!(d.begun.is_empty() && d.operator == 0, "a restart with restarts disabled");
             }
             if m.phase().is_terminal() {
                 prop_assert!(m.next_probe_in(m.generation()).is_none());
@@ -796,7 +873,7 @@ proptest! {
         attempts in prop::collection::vec((attempt_end(), prop::bool::weighted(0.2), 0u64..5), 64),
     ) {
         let deadlines = StreamDeadlines { total: total.map(ms), ..StreamDeadlines::default() };
-        let mut plan = RequestPlan::new(RequestConfig { retry, deadlines, enable_restart });
+        let mut plan = RequestPlan::new(RequestConfig { retry, deadlines, enable_restart, life_window: ms(15_000) });
         let mut now = Duration::ZERO;
         let mut ended_after = None;
         for (n, (end, reach_client, generation)) in attempts.into_iter().enumerate() {
@@ -810,9 +887,9 @@ proptest! {
                         plan.on_chunk(now);
                     }
                     let deadline = plan.deadline().expect("an attempt was begun");
-                    prop_assert_eq!(plan.check(deadline - Duration::from_nanos(1).min(deadline)).is_none(), deadline > Duration::ZERO);
+                    prop_assert_eq!(plan.check(deadline - Duration::from_nanos(1).min(deadline), None).is_none(), deadline > Duration::ZERO);
                     now = deadline;
-                    plan.check(now).expect("the deadline passed")
+                    plan.check(now, None).expect("the deadline passed")
                 }
             };
             if reach_client {
@@ -843,5 +920,177 @@ proptest! {
         }
         let ended_after = ended_after.ok_or_else(|| TestCaseError::fail("never ended"))?;
         prop_assert!(ended_after <= retry.max_retries as usize + 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Never restart a healthy server.
+
+proptest! {
+    /// A deadline decides only in silence: a request never reports a hang while its server showed
+    /// life within the window, never waits past `max_request_time` on life alone, and with no
+    /// life at all the deadline decides as it always did.
+    #[test]
+    fn evidence_of_life_beats_a_deadline(
+        first_byte_s in 1u64..120,
+        window_s in 1u64..60,
+        max_s in 1u64..3_600,
+        lives in prop::collection::vec(0u64..4_000_000, 0..40),
+        chunks in prop::collection::vec(0u64..4_000_000, 0..5),
+    ) {
+        let s = Duration::from_secs;
+        let deadlines = StreamDeadlines { first_byte: s(first_byte_s), max_request_time: s(max_s), ..StreamDeadlines::default() };
+        let config = RequestConfig { deadlines, life_window: s(window_s), ..RequestConfig::default() };
+        let mut lives: Vec<Duration> = lives.into_iter().map(ms).collect();
+        lives.sort();
+        let mut chunks: Vec<Duration> = chunks.into_iter().map(ms).collect();
+        chunks.sort();
+        let mut plan = RequestPlan::new(config);
+        plan.begin(Duration::ZERO, Generation(1));
+        let mut now = Duration::ZERO;
+        let mut next_chunk = chunks.into_iter().peekable();
+        let outcome = loop {
+            let deadline = plan.deadline().expect("begun");
+            prop_assert!(deadline >= now);
+            // Chunks that arrive before the deadline move it.
+            if let Some(&at) = next_chunk.peek() {
+                if at < deadline {
+                    now = now.max(at);
+                    plan.on_chunk(now);
+                    next_chunk.next();
+                    continue;
+                }
+            }
+            now = deadline;
+            let life = lives.iter().rev().find(|&&at| at <= now).copied();
+            match plan.check(now, life) {
+                None => {
+                    let alive = life.is_some_and(|at| now - at < s(window_s));
+                    prop_assert!(alive, "waited at {:?} with no life", now);
+                    prop_assert!(now < s(max_s), "waited past max_request_time");
+                }
+                Some(outcome) => {
+                    let alive = life.is_some_and(|at| now - at < s(window_s));
+                    match outcome {
+                        AttemptOutcome::FirstByteTimeout | AttemptOutcome::Stall => {
+                            prop_assert!(!alive, "a hang while the server showed life at {:?}", now);
+                        }
+                        AttemptOutcome::TookTooLong => {
+                            prop_assert!(alive);
+                            prop_assert!(now >= s(max_s));
+                        }
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    }
+                    break outcome;
+                }
+            }
+        };
+        if lives.is_empty() && plan.first_byte_seen() {
+            prop_assert_eq!(outcome, AttemptOutcome::Stall);
+        }
+        if lives.is_empty() && !plan.first_byte_seen() {
+            prop_assert_eq!(outcome, AttemptOutcome::FirstByteTimeout);
+            prop_assert_eq!(now, s(first_byte_s), "with no life the deadline decides as before");
+        }
+    }
+
+    /// A prompt non-2xx answer from a ready server is a strike only when the server has shown no
+    /// life for the progress timeout; timeouts and refused connections always strike; a 2xx
+    /// clears the strikes. The machine restarts exactly when the model's strikes reach the limit.
+    #[test]
+    fn a_busy_server_answering_503_is_never_struck(
+        unhealthy_after in 1u32..5,
+        steps in prop::collection::vec((0u8..4, prop::bool::weighted(0.15), 1u64..6_000), 1..120),
+    ) {
+        let mut config = SupervisionConfig::new(1);
+        config.core.health.unhealthy_after = unhealthy_after;
+        let window = config.core.progress.progress_timeout;
+        let mut m = Supervision::try_new(config, Duration::ZERO, 9).unwrap();
+        m.start(Duration::ZERO);
+        m.handle_spawned(Duration::ZERO);
+        let mut now = ms(10);
+        m.handle_probe(now, Generation(1), ProbeAnswer::Status(200), &[]);
+        while m.poll_action().is_some() {}
+        // Model.
+        let mut life: Option<Duration> = None;
+        let mut strikes = 0u32;
+        let mut answered = 0u64;
+        prop_assert!(m.liveness_step(now, 1, now, answered) == LivenessStep::SampleProgress);
+        for (code, answers, gap) in steps {
+            now += ms(gap);
+            if answers {
+                answered += 1;
+                let _ = m.liveness_step(now, 1, now, answered);
+                life = Some(now);
+            }
+            let answer = answer(code);
+            m.handle_probe(now, Generation(1), answer, &[]);
+            let struck = match answer {
+                ProbeAnswer::Status(200..=299) => { strikes = 0; false }
+                ProbeAnswer::Status(_) => life.map_or(true, |at| now - at >= window),
+                _ => true,
+            };
+            if struck {
+                strikes += 1;
+            }
+            let incident = core::iter::from_fn(|| m.poll_action()).any(|a| matches!(
+                a,
+                Action::Detected { hang: Hang { cause: HangCause::HealthProbes, .. }, triage: Triage::Incident }
+            ));
+            prop_assert_eq!(incident, strikes == unhealthy_after, "strikes {} at {:?}", strikes, now);
+            if incident {
+                break;
+            }
+        }
+    }
+
+    /// Operator restarts go at once, however many, and count toward nothing: after any number of
+    /// them, real incidents still meet the intensity limit exactly as documented.
+    #[test]
+    fn operator_restarts_are_not_incidents(
+        manual in 1usize..30,
+        max_restarts in 1u32..5,
+        gap_ms in 1u64..5_000,
+    ) {
+        let mut config = SupervisionConfig::new(1);
+        config.core.policy.intensity.max_restarts = max_restarts;
+        let mut m = Supervision::try_new(config, Duration::ZERO, 5).unwrap();
+        let mut now = Duration::ZERO;
+        m.start(now);
+        m.handle_spawned(now);
+        let restart_and_ready = |m: &mut Supervision, now: Duration| -> Result<Vec<Action>, TestCaseError> {
+            let actions: Vec<Action> = core::iter::from_fn(|| m.poll_action()).collect();
+            if let Some(Action::Restart { strategy, .. }) = actions.iter().find(|a| matches!(a, Action::Restart { .. })) {
+                m.handle_restart_done(now, *strategy, true);
+            }
+            Ok(actions)
+        };
+        m.handle_probe(now, Generation(1), ProbeAnswer::Status(200), &[Fingerprint(3)]);
+        restart_and_ready(&mut m, now)?;
+        for i in 0..manual {
+            now += ms(gap_ms);
+            let by = if i % 2 == 0 { OperatorRestart::Manual } else { OperatorRestart::Signal };
+            m.handle_operator_restart(now, by);
+            let actions = restart_and_ready(&mut m, now)?;
+            prop_assert!(actions.iter().any(|a| matches!(a, Action::Restart { .. })), "{:?}", actions);
+            prop_assert!(!actions.iter().any(|a| matches!(a, Action::WakeAt(_) | Action::Failed(_))), "{:?}", actions);
+            prop_assert_eq!(m.phase(), Phase::Ready);
+        }
+        prop_assert_eq!(m.poison().strikes(Fingerprint(3)), 0, "an operator restart made a suspect");
+        // Real incidents: max_restarts of them restart, the next gives up.
+        for i in 0..=max_restarts {
+            now += ms(gap_ms);
+            // Past any backoff.
+            now += Duration::from_secs(60);
+            m.handle_exit(now, m.generation(), &[]);
+            let mut actions = restart_and_ready(&mut m, now)?;
+            if let Some(Action::WakeAt(at)) = actions.iter().find(|a| matches!(a, Action::WakeAt(_))).cloned() {
+                now = at;
+                m.handle_timeout(now);
+                actions = restart_and_ready(&mut m, now)?;
+            }
+            let failed = actions.iter().any(|a| matches!(a, Action::Failed(_)));
+            prop_assert_eq!(failed, i == max_restarts, "incident {} of {}", i + 1, max_restarts);
+        }
     }
 }

@@ -59,6 +59,16 @@ pub struct MockArgs {
     #[arg(long, value_delimiter = ',', value_name = "N[,N...]")]
     pub deadlock_after: Vec<u64>,
 
+    /// After N completions the engine dies: completions hang, /metrics stops growing, and
+    /// /health answers 503 {"status":"engine dead"} for good (vLLM once its engine died).
+    #[arg(long, value_delimiter = ',', value_name = "N[,N...]")]
+    pub engine_dead_after: Vec<u64>,
+
+    /// /health answers 503 {"status":"busy"} while a completion is being generated (a TGI-like
+    /// server whose health check fails when it is busy).
+    #[arg(long)]
+    pub busy_health: bool,
+
     /// Seed of the random faults (--error-rate, --drop-stream-rate).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -17,6 +17,7 @@ use super::state_file::{self, Ledger};
 const HEALTHY: u8 = 0;
 const DEADLOCKED: u8 = 1;
 const WEDGED: u8 = 2;
+const ENGINE_DEAD: u8 = 3;
 
 /// What to do with one completion request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,7 @@ pub(crate) struct Faults {
     wedge_after: Vec<u64>,
     crash_after: Vec<u64>,
     deadlock_after: Vec<u64>,
+    engine_dead_after: Vec<u64>,
     wedge_on: Option<String>,
     error_rate: f64,
     drop_stream_rate: f64,
@@ -61,6 +63,7 @@ impl Faults {
             wedge_after: args.wedge_after.clone(),
             crash_after: args.crash_after.clone(),
             deadlock_after: args.deadlock_after.clone(),
+            engine_dead_after: args.engine_dead_after.clone(),
             wedge_on: args.wedge_on.clone().filter(|m| !m.is_empty()),
             error_rate: args.error_rate,
             drop_stream_rate: args.drop_stream_rate,
@@ -88,7 +91,12 @@ impl Faults {
         self.mode.load(Ordering::Acquire) == WEDGED
     }
 
-    /// Whether generation has stopped (wedged or deadlocked): in-flight completions stall.
+    /// Whether the engine died (`--engine-dead-after`): /health answers 503 for good.
+    pub(crate) fn is_engine_dead(&self) -> bool {
+        self.mode.load(Ordering::Acquire) == ENGINE_DEAD
+    }
+
+    /// Whether generation has stopped (wedged, deadlocked or dead): in-flight completions stall.
     pub(crate) fn generation_stopped(&self) -> bool {
         self.mode.load(Ordering::Acquire) != HEALTHY
     }
@@ -141,6 +149,14 @@ impl Faults {
                 "--deadlock-after {point} reached; completions hang, /health stays green"
             );
             self.mode.store(DEADLOCKED, Ordering::Release);
+            Admission::Hang
+        } else if let Some(point) = due(&self.engine_dead_after, &ledger.fired_dead_engines, done) {
+            ledger.fired_dead_engines.insert(point);
+            warn!(
+                completions = done,
+                "--engine-dead-after {point} reached; completions hang, /health answers 503"
+            );
+            self.mode.store(ENGINE_DEAD, Ordering::Release);
             Admission::Hang
         } else {
             ledger.completions += 1;
@@ -234,6 +250,16 @@ mod tests {
         assert!(da.iter().all(|d| (0.0..1.0).contains(d)));
         let below_half = da.iter().filter(|d| **d < 0.5).count();
         assert!((350..650).contains(&below_half), "{below_half}");
+    }
+
+    #[test]
+    fn a_dead_engine_stops_generation_without_wedging() {
+        let f = faults(&["--engine-dead-after", "1"], Ledger::default());
+        assert!(matches!(f.admit("x", false), Admission::Serve { .. }));
+        assert_eq!(f.admit("x", false), Admission::Hang);
+        assert!(f.is_engine_dead());
+        assert!(f.generation_stopped());
+        assert!(!f.is_wedged());
     }
 
     #[test]

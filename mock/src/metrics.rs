@@ -12,6 +12,7 @@ pub(crate) struct MockMetrics {
     completions: AtomicU64,
     /// Lines written by `--flood-output`.
     pub(crate) output_lines: Arc<AtomicU64>,
+    cancelled: AtomicU64,
 }
 
 impl MockMetrics {
@@ -25,10 +26,19 @@ impl MockMetrics {
         self.completions.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Marks a request running until the returned guard drops.
+    /// Marks a request running until the returned guard drops; a guard dropped before
+    /// [`RunningGuard::finish`] counts as a cancelled request (its client went away).
     pub(crate) fn running(self: &Arc<Self>) -> RunningGuard {
         self.running.fetch_add(1, Ordering::Relaxed);
-        RunningGuard(Arc::clone(self))
+        RunningGuard {
+            metrics: Arc::clone(self),
+            finished: false,
+        }
+    }
+
+    /// Completions being generated now.
+    pub(crate) fn running_now(&self) -> i64 {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition.
@@ -38,6 +48,7 @@ impl MockMetrics {
         let running = self.running.load(Ordering::Relaxed);
         let completions = self.completions.load(Ordering::Relaxed);
         let output_lines = self.output_lines.load(Ordering::Relaxed);
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
         // Writing to a String cannot fail.
         let _ = write!(
             out,
@@ -52,7 +63,10 @@ impl MockMetrics {
              mock:completions_total {completions}\n\
              # HELP mock:output_lines_total Lines written to stdout and stderr by --flood-output.\n\
              # TYPE mock:output_lines_total counter\n\
-             mock:output_lines_total {output_lines}\n"
+             mock:output_lines_total {output_lines}\n\
+             # HELP mock:requests_cancelled_total Completions that ended unfinished (the client went away, or --drop-stream-rate cut them).\n\
+             # TYPE mock:requests_cancelled_total counter\n\
+             mock:requests_cancelled_total {cancelled}\n"
         );
         out
     }
@@ -60,10 +74,23 @@ impl MockMetrics {
 
 /// Keeps a request counted in `mock:requests_running` while alive.
 #[derive(Debug)]
-pub(crate) struct RunningGuard(Arc<MockMetrics>);
+pub(crate) struct RunningGuard {
+    metrics: Arc<MockMetrics>,
+    finished: bool,
+}
+
+impl RunningGuard {
+    /// The completion was generated in full: dropping the guard now is no cancellation.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+}
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.running.fetch_sub(1, Ordering::Relaxed);
+        if !self.finished {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

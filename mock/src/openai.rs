@@ -22,6 +22,8 @@ pub(crate) struct Generator {
     pub(crate) token_latency: Duration,
     pub(crate) faults: Arc<Faults>,
     pub(crate) metrics: Arc<MockMetrics>,
+    /// `--busy-health`: /health answers 503 while a completion runs.
+    pub(crate) busy_health: bool,
 }
 
 /// Which endpoint is answering: they differ only in the shape of their JSON.
@@ -246,12 +248,13 @@ async fn next_token(gen: &Generator, job: &Job, index: u64) -> String {
     job.tokens.token(index)
 }
 
-async fn collect(gen: Arc<Generator>, job: Job, running: RunningGuard) -> HttpResponse {
+async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> HttpResponse {
     let mut text = String::new();
     for index in 0..job.count {
         text.push_str(&next_token(&gen, &job, index).await);
     }
     gen.metrics.completion_finished();
+    running.finish();
     drop(running);
     HttpResponse::Ok().json(job.whole(&text))
 }
@@ -269,35 +272,37 @@ const DROP_AFTER_CHUNKS: u64 = 2;
 fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: bool) -> HttpResponse {
     let drop_at = drop_stream.then(|| DROP_AFTER_CHUNKS.min(job.count / 2));
     let state = (gen, job, running, StreamStep::Token(0));
-    let body = futures_util::stream::unfold(state, move |(gen, job, running, step)| async move {
-        let (item, next) = match step {
-            StreamStep::Token(index) if drop_at == Some(index) => {
-                error!(id = %job.id, "dropping the connection mid-stream (--drop-stream-rate)");
-                let err = std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "simulated dropped stream",
-                );
-                (Err(err), StreamStep::Over)
-            }
-            StreamStep::Token(index) if index < job.count => {
-                let token = next_token(&gen, &job, index).await;
-                (
-                    Ok(job.chunk(index, Some(&token))),
-                    StreamStep::Token(index + 1),
-                )
-            }
-            StreamStep::Token(_) => {
-                gen.metrics.completion_finished();
-                (Ok(job.chunk(job.count, None)), StreamStep::Done)
-            }
-            StreamStep::Done => (
-                Ok(Bytes::from_static(b"data: [DONE]\n\n")),
-                StreamStep::Over,
-            ),
-            StreamStep::Over => return None,
-        };
-        Some((item, (gen, job, running, next)))
-    });
+    let body =
+        futures_util::stream::unfold(state, move |(gen, job, mut running, step)| async move {
+            let (item, next) = match step {
+                StreamStep::Token(index) if drop_at == Some(index) => {
+                    error!(id = %job.id, "dropping the connection mid-stream (--drop-stream-rate)");
+                    let err = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "simulated dropped stream",
+                    );
+                    (Err(err), StreamStep::Over)
+                }
+                StreamStep::Token(index) if index < job.count => {
+                    let token = next_token(&gen, &job, index).await;
+                    (
+                        Ok(job.chunk(index, Some(&token))),
+                        StreamStep::Token(index + 1),
+                    )
+                }
+                StreamStep::Token(_) => {
+                    gen.metrics.completion_finished();
+                    running.finish();
+                    (Ok(job.chunk(job.count, None)), StreamStep::Done)
+                }
+                StreamStep::Done => (
+                    Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+                    StreamStep::Over,
+                ),
+                StreamStep::Over => return None,
+            };
+            Some((item, (gen, job, running, next)))
+        });
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

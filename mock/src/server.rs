@@ -63,6 +63,7 @@ async fn serve(
         token_latency: args.token_latency,
         faults: Arc::clone(&faults),
         metrics: counters,
+        busy_health: args.busy_health,
     });
     let alive = Arc::clone(&faults);
     let control = RestartControl::new(args.token.clone())
@@ -96,6 +97,8 @@ async fn serve(
         }
     })
     .shutdown_timeout(args.shutdown_timeout.as_secs_f64().ceil() as u64)
+    // Like a real model server, stop generating for a client that closed its connection.
+    .h1_allow_half_closed(false)
     .on_connect(|conn, _ext| {
         if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = tcp.set_nodelay(true);
@@ -137,13 +140,22 @@ async fn serve(
     Ok(run_until_restart(server, &control).await?)
 }
 
-/// `GET /health`: hangs when wedged, 503 `{"status":"loading"}` during a slow start, else 200.
+/// `GET /health`: hangs when wedged; 503 `{"status":"loading"}` during a slow start,
+/// `{"status":"engine dead"}` once the engine died, `{"status":"busy"}` while generating with
+/// `--busy-health`; else 200.
 async fn health(gen: web::Data<Generator>) -> HttpResponse {
     gen.faults.hold_if_wedged().await;
-    if gen.faults.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    let unavailable = |status: &str| {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": status }))
+    };
+    if !gen.faults.is_ready() {
+        unavailable("loading")
+    } else if gen.faults.is_engine_dead() {
+        unavailable("engine dead")
+    } else if gen.busy_health && gen.metrics.running_now() > 0 {
+        unavailable("busy")
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "loading" }))
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct Ledger {
     /// `--deadlock-after` points that already fired.
     #[serde(default)]
     pub fired_deadlocks: BTreeSet<u64>,
+    /// `--engine-dead-after` points that already fired.
+    #[serde(default)]
+    pub fired_dead_engines: BTreeSet<u64>,
 }
 
 /// Why the state file could not be used.

@@ -14,15 +14,16 @@ use std::sync::Arc;
 use actix::prelude::*;
 use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
 use respawn_core::{
-    Action, CoreConfig, FailReason, Fingerprint, HangCause, Supervision, SupervisionConfig, Triage,
+    Action, CoreConfig, FailReason, Fingerprint, HangCause, ProbeAnswer, Supervision,
+    SupervisionConfig, Triage,
 };
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::in_flight::InFlight;
 use crate::messages::{
-    CanaryResult, HangReport, LivenessOrder, LivenessTick, ProbeResult, ProgressSample,
-    RequestSucceeded, RestartNow, Shutdown, Watch,
+    CanaryResult, ClearQuarantine, HangReport, LivenessOrder, LivenessTick, ProbeResult,
+    ProgressSample, RequestSucceeded, RestartNow, Shutdown, TrialEnded, TrialStarted, Watch,
 };
 use crate::metrics::Metrics;
 use crate::state::{unix_now_s, Clock, LastRestart, SharedSnapshot, SupervisorState};
@@ -85,6 +86,8 @@ pub struct RestartCoordinator {
     last_error: Option<String>,
     /// The current child's pid, for the status document and the log.
     pid: Option<u32>,
+    /// Whether the last health probe got an error status (its first one is logged loudly).
+    probe_failing: bool,
 }
 
 impl RestartCoordinator {
@@ -112,6 +115,7 @@ impl RestartCoordinator {
             machine,
             last_error: None,
             pid: None,
+            probe_failing: false,
         })
     }
 
@@ -203,10 +207,15 @@ impl RestartCoordinator {
                 });
             }
             Action::Detected { hang, triage } => {
-                self.parts.metrics.hang_detected(hang.cause);
+                if !hang.cause.is_operator() {
+                    self.parts.metrics.hang_detected(hang.cause);
+                }
                 let generation = hang.generation;
                 let cause = hang.cause.as_str();
                 match triage {
+                    Triage::Operator => {
+                        info!(server = %name, %generation, cause, "restart requested by the operator")
+                    }
                     Triage::Incident => {
                         warn!(server = %name, generation = generation.get(), cause, "hang detected")
                     }
@@ -272,7 +281,12 @@ impl RestartCoordinator {
                 });
             }
             Action::Quarantined(fingerprint) => {
-                warn!(server = %name, fingerprint = fingerprint.0, "request quarantined: it was in flight at repeated hangs");
+                self.parts.metrics.quarantined();
+                warn!(server = %name, fingerprint = %format_args!("{:016x}", fingerprint.0), "request quarantined: it hung the server on its own");
+            }
+            Action::QuarantineCleared { released } => {
+                self.parts.metrics.quarantine_released(released);
+                info!(server = %name, released, "the quarantine was cleared by the operator");
             }
             Action::Failed(reason) => {
                 // Say what kept failing, not only that the limit was reached.
@@ -285,6 +299,9 @@ impl RestartCoordinator {
                 };
                 error!(server = %name, reason = %message, "giving up on the model server");
                 self.set_error(message);
+            }
+            Action::Life { generation, at } => {
+                self.parts.snapshot.publish_life(generation, at);
             }
             Action::Publish(status) => {
                 self.parts.snapshot.publish(&status, self.machine.poison());
@@ -367,8 +384,21 @@ impl Handler<ProbeResult> for RestartCoordinator {
     type Result = Option<std::time::Duration>;
 
     fn handle(&mut self, msg: ProbeResult, ctx: &mut Self::Context) -> Self::Result {
-        if !msg.answer.is_success() {
-            debug!(server = %self.name, generation = msg.generation.get(), answer = ?msg.answer, body = msg.body_head.as_deref().unwrap_or(""), "health probe failed");
+        if msg.answer.is_success() {
+            self.probe_failing = false;
+        } else {
+            let body = msg.body_head.as_deref().unwrap_or("");
+            match msg.answer {
+                // A wrong health path answering 404 must be obvious: the first error status of a
+                // run is a warning, with the start of its body.
+                ProbeAnswer::Status(status) if !self.probe_failing => {
+                    warn!(server = %self.name, generation = msg.generation.get(), status, body, "the health probe got an error status")
+                }
+                answer => {
+                    debug!(server = %self.name, generation = msg.generation.get(), ?answer, body, "health probe failed")
+                }
+            }
+            self.probe_failing = matches!(msg.answer, ProbeAnswer::Status(_));
         }
         let now = self.now();
         let in_flight = self.in_flight();
@@ -386,7 +416,7 @@ impl Handler<LivenessTick> for RestartCoordinator {
         let now = self.now();
         let step = self
             .machine
-            .liveness_step(now, msg.in_flight, msg.last_activity);
+            .liveness_step(now, msg.in_flight, msg.last_activity, msg.answered);
         self.drive(ctx);
         LivenessOrder {
             generation: self.machine.generation(),
@@ -435,10 +465,9 @@ impl Handler<ServerExited> for RestartCoordinator {
 impl Handler<RestartNow> for RestartCoordinator {
     type Result = MessageResult<RestartNow>;
 
-    fn handle(&mut self, _msg: RestartNow, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RestartNow, ctx: &mut Self::Context) -> Self::Result {
         let now = self.now();
-        let in_flight = self.in_flight();
-        let generation = self.machine.handle_operator_restart(now, &in_flight);
+        let generation = self.machine.handle_operator_restart(now, msg.by);
         self.drive(ctx);
         MessageResult(generation)
     }
@@ -451,6 +480,38 @@ impl Handler<RequestSucceeded> for RestartCoordinator {
         let now = self.now();
         self.machine.handle_request_succeeded(now, msg.fingerprint);
         self.drive(ctx);
+    }
+}
+
+impl Handler<TrialStarted> for RestartCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrialStarted, ctx: &mut Self::Context) {
+        let now = self.now();
+        debug!(server = %self.name, fingerprint = %format_args!("{:016x}", msg.fingerprint.0), "a suspect is sent alone, on trial");
+        self.machine.handle_trial_started(now, msg.fingerprint);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<TrialEnded> for RestartCoordinator {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrialEnded, ctx: &mut Self::Context) {
+        let now = self.now();
+        self.machine.handle_trial_ended(now, msg.fingerprint);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<ClearQuarantine> for RestartCoordinator {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: ClearQuarantine, ctx: &mut Self::Context) -> usize {
+        let now = self.now();
+        let released = self.machine.handle_quarantine_cleared(now);
+        self.drive(ctx);
+        released
     }
 }
 

@@ -348,7 +348,8 @@ async fn a_crash_loop_backs_off_and_ends_failed() {
 }
 
 #[actix::test]
-async fn a_request_in_flight_at_two_hangs_is_quarantined() {
+async fn a_request_at_two_hangs_goes_on_trial_and_a_hang_during_its_trial_quarantines_it() {
+    tokio::time::pause();
     let (s, _calls) = strategy(false, Duration::ZERO);
     let h = harness(vec![s], 5, true);
     settle().await;
@@ -364,15 +365,36 @@ async fn a_request_in_flight_at_two_hangs_is_quarantined() {
     // The verdicts are published with the snapshot, for the request path.
     assert_ne!(h.snapshot.load().poison_epoch, 0);
     assert_eq!(h.snapshot.poison().strikes(poison), 1);
-    assert!(
-        !h.snapshot.poison().is_quarantined(poison),
-        "one hang is not enough"
-    );
     h.ready(Generation(2)).await;
     h.report(Generation(2), HangCause::FirstByteTimeout);
     settle().await;
-    assert!(h.snapshot.poison().is_quarantined(poison));
-    assert!(!h.snapshot.poison().is_quarantined(innocent));
+    let now = h.clock.now();
+    assert_eq!(
+        h.snapshot.poison().admit(poison, now, false),
+        respawn_core::Admission::Trial,
+        "present at two hangs: on trial, not quarantined"
+    );
+    // The second restart waits out its backoff.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+    h.ready(Generation(3)).await;
+    h.coordinator.do_send(crate::messages::TrialStarted {
+        fingerprint: poison,
+    });
+    h.report(Generation(3), HangCause::FirstByteTimeout);
+    settle().await;
+    let now = h.clock.now();
+    assert!(h.snapshot.poison().is_quarantined(poison, now));
+    assert!(!h.snapshot.poison().is_quarantined(innocent, now));
+    assert_eq!(
+        h.coordinator
+            .send(crate::messages::ClearQuarantine)
+            .await
+            .expect("alive"),
+        1
+    );
+    settle().await;
+    assert!(!h.snapshot.poison().is_quarantined(poison, h.clock.now()));
 }
 
 #[actix::test]
@@ -406,7 +428,13 @@ async fn manual_restart_answers_the_replaced_generation() {
     let h = harness(vec![s], 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    let replaced = h.coordinator.send(RestartNow).await.expect("alive");
+    let replaced = h
+        .coordinator
+        .send(RestartNow {
+            by: respawn_core::OperatorRestart::Manual,
+        })
+        .await
+        .expect("alive");
     assert_eq!(replaced, Generation(1));
     settle().await;
     assert_eq!(calls.lock()[0].0.cause, HangCause::Manual);
@@ -464,8 +492,9 @@ fn upstream_for(h: &Harness, base_url: String, retries: u32) -> crate::upstream:
                 deadlines: respawn_core::StreamDeadlines {
                     first_byte: Duration::from_millis(200),
                     between_chunks: Duration::from_millis(200),
-                    total: None,
+                    ..respawn_core::StreamDeadlines::default()
                 },
+                life_window: Duration::from_secs(15),
                 enable_restart: true,
             },
             wait_bound: Duration::from_secs(10),
@@ -505,8 +534,9 @@ async fn a_request_without_a_first_byte_reports_a_hang_and_waits_for_the_next_ge
         }
     };
     let mut plan = upstream.plan();
+    let mut id = crate::upstream::Identity::new(Fingerprint(1));
     let result = tokio::select! {
-        result = upstream.deliver(&out, Fingerprint(1), &mut plan, Generation::NONE) => result,
+        result = upstream.deliver(&out, &mut id, &mut plan, Generation::NONE) => result,
         () = coordinator_side => panic!("deliver never finished"),
     };
     let err = result.err().expect("the server never answers");
@@ -551,10 +581,15 @@ async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
     let watch = crate::proxy::watched_body::BodyWatch {
         plan: streaming_plan(&h),
         clock: h.clock,
+        snapshot: Arc::clone(&h.snapshot),
+        in_flight: Arc::clone(&h.in_flight),
         sse: true,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),
-        guard: h.in_flight.enter(Fingerprint(9)),
+        identity: crate::upstream::Identity::entered(
+            Fingerprint(9),
+            h.in_flight.enter(Fingerprint(9)),
+        ),
         suspect: None,
         completeness: crate::proxy::watched_body::Completeness::default(),
     };
@@ -645,10 +680,15 @@ async fn drain_body(
     let watch = crate::proxy::watched_body::BodyWatch {
         plan: streaming_plan(h),
         clock: h.clock,
+        snapshot: Arc::clone(&h.snapshot),
+        in_flight: Arc::clone(&h.in_flight),
         sse,
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),
-        guard: h.in_flight.enter(Fingerprint(3)),
+        identity: crate::upstream::Identity::entered(
+            Fingerprint(3),
+            h.in_flight.enter(Fingerprint(3)),
+        ),
         suspect: None,
         completeness,
     };

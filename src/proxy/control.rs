@@ -1,4 +1,5 @@
-//! respawn's own routes under `/respawn/`: status, restart, metrics, liveness and readiness.
+//! respawn's own routes under `/respawn/`: status, restart, quarantine, metrics, liveness and
+//! readiness.
 
 use actix::Addr;
 use actix_web::http::StatusCode;
@@ -10,11 +11,11 @@ use tokio::sync::watch;
 use crate::auth::AdminToken;
 use crate::coordinator::RestartCoordinator;
 use crate::in_flight::InFlight;
-use crate::messages::RestartNow;
+use crate::messages::{ClearQuarantine, RestartNow};
 use crate::metrics::Metrics;
 use crate::proxy::forward::error_response;
-use crate::state::SupervisorState;
-use crate::status::StatusDocument;
+use crate::state::{unix_now_s, Clock, SharedSnapshot, SupervisorState};
+use crate::status::{QuarantinedFingerprint, StatusDocument};
 use crate::supervisor::Supervisor;
 
 /// What the control routes read.
@@ -35,6 +36,10 @@ pub struct Control {
     /// How the owned server's processes are contained (`cgroup`, `guardian`, ...); `None` for a
     /// server respawn does not own.
     pub containment: Option<&'static str>,
+    /// The machine's published snapshot (the quarantine table).
+    pub snapshot: Arc<SharedSnapshot>,
+    /// The supervisor's clock.
+    pub clock: Clock,
 }
 
 impl Control {
@@ -48,6 +53,8 @@ impl Control {
             in_flight: Arc::clone(supervisor.in_flight()),
             token,
             containment: supervisor.containment().map(|mode| mode.as_str()),
+            snapshot: Arc::clone(supervisor.snapshot()),
+            clock: supervisor.clock(),
         }
     }
 }
@@ -65,6 +72,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/restart")
                     .route(web::post().to(restart))
                     .default_service(web::to(|| method_not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/quarantine")
+                    .route(web::delete().to(clear_quarantine))
+                    .default_service(web::to(|| method_not_allowed("DELETE"))),
             )
             .service(readable("/metrics", metrics))
             .service(readable("/livez", livez))
@@ -84,6 +96,7 @@ impl Control {
             self.metrics.requests_total(),
         );
         document.containment = self.containment.map(str::to_owned);
+        document.quarantined = quarantined(self);
         document
     }
 }
@@ -120,10 +133,49 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         "not_found",
         &format!(
             "respawn has no endpoint {}; its own are /respawn/status, /respawn/restart, \
-             /respawn/metrics, /respawn/livez and /respawn/readyz",
+             /respawn/quarantine, /respawn/metrics, /respawn/livez and /respawn/readyz",
             req.path()
         ),
     )
+}
+
+/// The fingerprints quarantined now: hash, since, hangs, expiry (never the prompt).
+fn quarantined(control: &Control) -> Vec<QuarantinedFingerprint> {
+    let now = control.clock.now();
+    let unix_now = unix_now_s();
+    let unix = |at: std::time::Duration| {
+        if at <= now {
+            unix_now.saturating_sub((now - at).as_secs())
+        } else {
+            unix_now.saturating_add((at - now).as_secs())
+        }
+    };
+    control
+        .snapshot
+        .poison()
+        .convictions(now)
+        .map(|(fingerprint, conviction)| QuarantinedFingerprint {
+            fingerprint: format!("{:016x}", fingerprint.0),
+            since: unix(conviction.since),
+            hangs: conviction.hangs,
+            expires: unix(conviction.expires),
+        })
+        .collect()
+}
+
+/// `DELETE /respawn/quarantine`: lifts every quarantine (an operator's decision; token-guarded).
+async fn clear_quarantine(req: HttpRequest, control: web::Data<Control>) -> HttpResponse {
+    if let Err(denied) = crate::auth::authorize(control.token.as_ref(), &req) {
+        return actix_web::ResponseError::error_response(&denied);
+    }
+    match control.coordinator.send(ClearQuarantine).await {
+        Ok(released) => HttpResponse::Ok().json(serde_json::json!({ "released": released })),
+        Err(err) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "supervisor_unavailable",
+            &format!("the restart coordinator is not running: {err}"),
+        ),
+    }
 }
 
 async fn status(control: web::Data<Control>) -> HttpResponse {
@@ -134,7 +186,13 @@ async fn restart(req: HttpRequest, control: web::Data<Control>) -> HttpResponse 
     if let Err(denied) = crate::auth::authorize(control.token.as_ref(), &req) {
         return actix_web::ResponseError::error_response(&denied);
     }
-    match control.coordinator.send(RestartNow).await {
+    match control
+        .coordinator
+        .send(RestartNow {
+            by: respawn_core::OperatorRestart::Manual,
+        })
+        .await
+    {
         Ok(generation) => HttpResponse::Accepted().json(serde_json::json!({
             "restarting": true,
             "generation": generation.get(),

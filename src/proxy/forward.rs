@@ -18,7 +18,7 @@ use crate::proxy::drain::{Drain, SHUTTING_DOWN};
 use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
 use crate::upstream::{
-    connection_tokens, is_hop_by_hop, response_has_body, CallError, Outgoing, Upstream,
+    connection_tokens, is_hop_by_hop, response_has_body, CallError, Identity, Outgoing, Upstream,
 };
 
 /// The header that tells a client its request was sent more than once (after a restart or a
@@ -118,7 +118,7 @@ pub async fn forward(
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     let fp = fingerprint(req.method().as_str(), &path_and_query, &body);
-    let guard = shared.in_flight.enter(fp);
+    let mut id = Identity::new(fp);
     let out = Outgoing {
         method: req.method().clone(),
         path_and_query,
@@ -131,7 +131,7 @@ pub async fn forward(
     let mut plan = upstream.plan();
     let outcome = tokio::select! {
         biased;
-        outcome = upstream.deliver(&out, fp, &mut plan, Generation::NONE) => Some(outcome),
+        outcome = upstream.deliver(&out, &mut id, &mut plan, Generation::NONE) => Some(outcome),
         () = drain.ended() => None,
     };
     let Some(outcome) = outcome else {
@@ -151,7 +151,7 @@ pub async fn forward(
             let kind = match err {
                 CallError::Unavailable(_) => "server_unavailable",
                 CallError::GaveUp { .. } => "upstream_failed",
-                CallError::Quarantined => "request_quarantined",
+                CallError::Quarantined { .. } => "request_quarantined",
             };
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = error_response(status, kind, &err.to_string());
@@ -200,10 +200,12 @@ pub async fn forward(
     if !response_has_body(&out.method, status) {
         // The head is the whole answer: pass its length on (a HEAD answer and a 304 keep the
         // length of the representation) without waiting for a body that never comes.
-        drop(guard);
+        shared.in_flight.answered();
         if let Some(fingerprint) = suspect {
             shared.coordinator.do_send(RequestSucceeded { fingerprint });
         }
+        // Its success is told first; then its place in flight (and a trial slot) ends.
+        drop(id);
         return match length {
             Some(length)
                 if out.method == Method::HEAD
@@ -233,10 +235,12 @@ pub async fn forward(
     let watch = BodyWatch {
         plan,
         clock: shared.clock,
+        snapshot: Arc::clone(&shared.snapshot),
+        in_flight: Arc::clone(&shared.in_flight),
         sse,
         coordinator: shared.coordinator.clone(),
         metrics: Arc::clone(&shared.metrics),
-        guard,
+        identity: id,
         suspect,
         completeness,
     };

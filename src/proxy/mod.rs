@@ -1,9 +1,9 @@
 //! The supervising proxy: an actix-web server that forwards every path to the model server
 //! except `/respawn/*`, which is respawn's own control surface.
 //!
-//! Each actix-web worker gets its own [`Upstream`] (its own awc client), so the data path never
-//! funnels through one thread; the only shared things are atomics, a watch channel and one
-//! uncontended lock per request for the in-flight table.
+//! Each actix-web worker gets its own [`Upstream`](crate::upstream::Upstream) (its own awc
+//! client), so the data path never funnels through one thread; the only shared things are
+//! atomics, a watch channel and one uncontended lock per request for the in-flight table.
 
 pub mod admission;
 pub mod control;
@@ -88,6 +88,10 @@ pub fn serve(
     .workers(settings.workers.max(1))
     .max_connections(admission.connections_per_worker)
     .client_request_timeout(settings.header_timeout)
+    // A client that closes its side is gone: end its handler at once, which drops the request to
+    // the model server and frees its slot (otherwise a non-streamed request keeps generating for
+    // nobody until it ends, and can be retried for nobody after a timeout).
+    .h1_allow_half_closed(false)
     .shutdown_timeout(shutdown_timeout)
     .disable_signals()
     .on_connect(|conn, _ext| {

@@ -25,10 +25,11 @@ use tokio::time::Sleep;
 use tracing::warn;
 
 use crate::coordinator::RestartCoordinator;
-use crate::in_flight::InFlightGuard;
+use crate::in_flight::InFlight;
 use crate::messages::{HangReport, RequestSucceeded};
 use crate::metrics::{FailureClass, Metrics};
-use crate::state::Clock;
+use crate::state::{Clock, SharedSnapshot};
+use crate::upstream::Identity;
 
 /// What the body needs to report and account for.
 pub struct BodyWatch {
@@ -36,14 +37,19 @@ pub struct BodyWatch {
     pub plan: RequestPlan,
     /// The supervisor's clock.
     pub clock: Clock,
+    /// The supervisor's snapshot: the life of the generation that answers.
+    pub snapshot: Arc<SharedSnapshot>,
+    /// Counts answers (a completed body is a sign of life).
+    pub in_flight: Arc<InFlight>,
     /// Whether the response is an event stream (`text/event-stream`).
     pub sse: bool,
     /// Where a stall is reported.
     pub coordinator: Addr<RestartCoordinator>,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
-    /// Keeps the request counted as in flight until the body ends.
-    pub guard: InFlightGuard,
+    /// Keeps the request counted as in flight (and its trial slot, if it holds it) until the
+    /// body ends.
+    pub identity: Identity,
     /// Set when the request was a poison suspect: its success clears it.
     pub suspect: Option<Fingerprint>,
     /// How the body must end to be complete.
@@ -185,6 +191,7 @@ where
                     return this.failure(&message);
                 }
                 this.done = true;
+                this.watch.in_flight.answered();
                 if let Some(fingerprint) = this.watch.suspect.take() {
                     this.watch
                         .coordinator
@@ -207,9 +214,12 @@ where
                 if stall.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let Some(outcome) = this.watch.plan.check(clock.now()) else {
-                    // Chunks came since the timer was set: follow the deadline they moved.
-                    stall.as_mut().reset(deadline);
+                let life = this.watch.snapshot.life_of(this.watch.plan.generation());
+                let Some(outcome) = this.watch.plan.check(clock.now(), life) else {
+                    // Chunks came since the timer was set, or the server shows life elsewhere:
+                    // follow the deadline the plan gives now.
+                    let next = clock.instant(this.watch.plan.deadline().unwrap_or_default());
+                    stall.as_mut().reset(next);
                     continue;
                 };
                 let decision = this.watch.plan.decide(outcome);
@@ -218,6 +228,7 @@ where
                 }
                 let message = match outcome {
                     AttemptOutcome::DeadlineExceeded => "the request's overall deadline passed mid-stream; the request cannot be replayed because part of the answer was already sent".to_owned(),
+                    AttemptOutcome::TookTooLong => "the stream waited longer than --max-request-time on a busy server; the request cannot be replayed because part of the answer was already sent".to_owned(),
                     _ => format!(
                         "the model server stalled for {:?} mid-stream; it is being restarted, and the request cannot be replayed because part of the answer was already sent",
                         this.watch.plan.deadlines().between_chunks

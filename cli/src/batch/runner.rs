@@ -179,7 +179,7 @@ fn answered(
 
 fn failed(ids: &mut IdSource, request: BatchRequest, err: &CallError) -> OutputLine {
     let code = match err {
-        CallError::Quarantined => ErrorCode::Quarantined,
+        CallError::Quarantined { .. } => ErrorCode::Quarantined,
         _ => ErrorCode::RetriesExhausted,
     };
     warn!(custom_id = %request.custom_id, line = request.line, error = %err, "request failed for good; recorded as an error line");

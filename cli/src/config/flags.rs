@@ -50,6 +50,7 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         unhealthy_after: args.supervision.unhealthy_after,
         request_timeout: args.supervision.request_timeout,
         stall_timeout: args.supervision.stall_timeout,
+        max_request_time: args.supervision.max_request_time,
         canary_interval: args.supervision.canary_interval,
         canary_timeout: args.supervision.canary_timeout,
         canary_body: args.supervision.canary_body.clone(),
@@ -62,6 +63,7 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         stable_after: args.supervision.stable_after,
         retries: args.supervision.retries,
         poison_after: args.supervision.poison_after,
+        quarantine_ttl: args.supervision.quarantine_ttl,
         enable_restart: None,
         admin_token: args.admin_token.clone(),
         restart_strategies: args

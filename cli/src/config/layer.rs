@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "unhealthy_after",
     "request_timeout",
     "stall_timeout",
+    "max_request_time",
     "canary_interval",
     "canary_timeout",
     "canary_body",
@@ -40,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "stable_after",
     "retries",
     "poison_after",
+    "quarantine_ttl",
     "enable_restart",
     "admin_token",
     "restart_strategies",
@@ -80,6 +82,8 @@ pub(crate) struct Layer {
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub stall_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
+    pub max_request_time: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
     pub canary_interval: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub canary_timeout: Option<Duration>,
@@ -99,6 +103,8 @@ pub(crate) struct Layer {
     pub stable_after: Option<Duration>,
     pub retries: Option<u32>,
     pub poison_after: Option<u32>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub quarantine_ttl: Option<Duration>,
     pub enable_restart: Option<bool>,
     pub admin_token: Option<AdminToken>,
     #[serde(default, deserialize_with = "serde_with::names")]
@@ -136,9 +142,10 @@ impl Layer {
         let layer = self;
         overlay!(config, layer;
             name, listen, command, shell, health_path, health_interval, health_timeout,
-            unhealthy_after, request_timeout, stall_timeout, canary_interval, canary_timeout,
+            unhealthy_after, request_timeout, stall_timeout, max_request_time, canary_interval,
+            canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
-            restart_window, stable_after, retries, poison_after, enable_restart, max_body_size, header_timeout,
+            restart_window, stable_after, retries, poison_after, quarantine_ttl, enable_restart, max_body_size, header_timeout,
             workers, log_format, gpu_release, release_timeout, containment, pass_secrets;
             port, upstream, canary_body, admin_token, restart_strategies, restart_url, restart_token,
             restart_command, release_check

@@ -154,6 +154,10 @@ pub struct ServeConfig {
     /// Longest silence between streamed chunks. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// How long, from sending, a request past its request or stall timeout may keep waiting while
+    /// the server shows life; past it that request alone is cut. Default 30 min.
+    #[serde(with = "humantime_serde")]
+    pub max_request_time: Duration,
     /// Idle time after which a one-token canary is sent; zero turns the canary off. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub canary_interval: Duration,
@@ -203,8 +207,12 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// HTTP worker threads. Default: the number of cores.
     pub workers: usize,
-    /// Hangs a request may be present at before it is quarantined. Default 2.
+    /// Hangs a request may be present at (with no success between) before it goes on trial,
+    /// sent alone; a hang during its trial quarantines it. Default 2.
     pub poison_after: u32,
+    /// How long a quarantine lasts. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub quarantine_ttl: Duration,
     /// Run the command through `sh -c` (off by default: the command is an argv).
     pub shell: bool,
     /// The command respawn owns, as an argv (`["vllm", "serve", "m", "--port", "{port}"]`).
@@ -259,6 +267,8 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// `stall_timeout`.
     pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_request_time`.
+    pub const MAX_REQUEST_TIME: Duration = Duration::from_secs(30 * 60);
     /// `canary_interval`.
     pub const CANARY_INTERVAL: Duration = Duration::from_secs(10);
     /// `canary_timeout`.
@@ -285,6 +295,8 @@ pub mod defaults {
     pub const POISON_AFTER: u32 = 2;
     /// `release_timeout`.
     pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `quarantine_ttl`.
+    pub const QUARANTINE_TTL: Duration = Duration::from_secs(600);
 
     /// `workers`: the number of cores (1 when it cannot be told).
     pub fn workers() -> usize {
@@ -304,6 +316,7 @@ impl Default for ServeConfig {
             unhealthy_after: defaults::UNHEALTHY_AFTER,
             request_timeout: defaults::REQUEST_TIMEOUT,
             stall_timeout: defaults::STALL_TIMEOUT,
+            max_request_time: defaults::MAX_REQUEST_TIME,
             canary_interval: defaults::CANARY_INTERVAL,
             canary_timeout: defaults::CANARY_TIMEOUT,
             canary_body: None,
@@ -322,6 +335,7 @@ impl Default for ServeConfig {
             header_timeout: defaults::HEADER_TIMEOUT,
             workers: defaults::workers(),
             poison_after: defaults::POISON_AFTER,
+            quarantine_ttl: defaults::QUARANTINE_TTL,
             shell: false,
             command: Vec::new(),
             upstream: None,
@@ -426,6 +440,8 @@ impl ServeConfig {
             ("health_timeout", self.health_timeout),
             ("request_timeout", self.request_timeout),
             ("stall_timeout", self.stall_timeout),
+            ("max_request_time", self.max_request_time),
+            ("quarantine_ttl", self.quarantine_ttl),
             ("canary_timeout", self.canary_timeout),
             ("progress_timeout", self.progress_timeout),
             ("startup_timeout", self.startup_timeout),
@@ -554,7 +570,8 @@ impl ServeConfig {
     /// of the core's settings keep the core's defaults.
     ///
     /// `retries` → `retry.max_retries`, `request_timeout` → `stream.first_byte`,
-    /// `stall_timeout` → `stream.between_chunks`, `max_restarts`/`restart_window` →
+    /// `stall_timeout` → `stream.between_chunks`, `max_request_time` →
+    /// `stream.max_request_time`, `max_restarts`/`restart_window` →
     /// `policy.intensity`, `poison_after` → `poison_threshold`, and the health and progress
     /// keys onto their namesakes.
     pub fn core(&self) -> respawn_core::CoreConfig {
@@ -569,10 +586,12 @@ impl ServeConfig {
         core.retry.max_retries = self.retries;
         core.stream.first_byte = self.request_timeout;
         core.stream.between_chunks = self.stall_timeout;
+        core.stream.max_request_time = self.max_request_time;
         core.progress.progress_timeout = self.progress_timeout;
         core.progress.canary_interval = self.canary_interval;
         core.progress.canary_timeout = self.canary_timeout;
         core.poison_threshold = self.poison_after;
+        core.quarantine_ttl = self.quarantine_ttl;
         core
     }
 

@@ -92,6 +92,7 @@ mod tests {
             uptime_s: Some(3725),
             in_flight: 0,
             requests_total: 9,
+            quarantined: Vec::new(),
         }
     }
 

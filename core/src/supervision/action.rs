@@ -48,6 +48,9 @@ pub enum Triage {
     Joined,
     /// The report is about a server that is no longer current.
     Stale,
+    /// An operator asked for a restart: not an incident. It begins at once, with no backoff and
+    /// no count toward the restart-intensity limit, and makes no request a suspect.
+    Operator,
 }
 
 /// Why the machine gave up for good.
@@ -143,10 +146,23 @@ pub enum Action {
         /// The restart this ends, if any.
         recovery: Option<Recovery>,
     },
-    /// Requests with this fingerprint are refused from now on.
+    /// Requests with this fingerprint are refused from now on (for the quarantine's TTL).
     Quarantined(Fingerprint),
+    /// An operator cleared the quarantine; `released` fingerprints were quarantined.
+    QuarantineCleared {
+        /// How many convictions were lifted.
+        released: usize,
+    },
     /// The machine gave up: the supervisor is `Failed`.
     Failed(FailReason),
     /// The status changed: publish it.
     Publish(Status),
+    /// The last sign of life of `generation` changed (`None`: none yet); requests past their
+    /// deadline read it (see [`RequestPlan`](crate::RequestPlan)).
+    Life {
+        /// The generation.
+        generation: Generation,
+        /// When it last showed life.
+        at: Option<Duration>,
+    },
 }

@@ -27,8 +27,25 @@
 //! * While a restart is under way the hung generation is no longer probed; `Failed`, `Stopping`
 //!   and `Stopped` are final: reports are ignored there.
 //! * With restarts disabled a hang is reported only, and the same generation stays watched.
-//! * The requests in flight at an incident are suspects; at `poison_threshold` incidents a
-//!   fingerprint is quarantined, and a success clears it.
+//! * Quarantine by evidence ([`PoisonTracker`]): the requests in flight at an incident are
+//!   suspects, a success clears a fingerprint, one present at `poison_threshold` incidents goes on
+//!   trial (its requests one at a time, [`handle_trial_started`](Supervision::handle_trial_started)),
+//!   and a hang during its trial convicts it for `quarantine_ttl`.
+//!
+//! Rules against false restarts (a supervisor that kills healthy servers is worse than none):
+//! * **Evidence of life beats a deadline.** The machine keeps each generation's last sign of
+//!   life ([`Liveness`]: its progress counter growing, requests getting answers)
+//!   and publishes it ([`Action::Life`]); a request past its first-byte or stall deadline waits on
+//!   a server that showed life within the progress timeout instead of reporting a hang
+//!   ([`RequestPlan`](crate::RequestPlan)). A flat counter is no stall while answers keep coming.
+//! * **What `/health` answers matters.** A prompt non-2xx answer from a ready server that shows
+//!   life is no strike (a TGI-like server answers 503 while busy); with no sign of life for the
+//!   progress timeout each one is, and `unhealthy_after` of them make a hang (vLLM answers 503
+//!   once its engine died). Probes that time out or cannot connect always strike. While starting,
+//!   non-2xx means "loading": no strike, only the startup budget.
+//! * **Operator restarts are not incidents** ([`handle_operator_restart`](Supervision::handle_operator_restart)):
+//!   they begin at once, skip the backoff and the restart-intensity count, make no request a
+//!   suspect, and join a restart already under way.
 
 mod action;
 
@@ -39,8 +56,8 @@ use core::time::Duration;
 
 use crate::{
     CoreConfig, Fingerprint, GateDecision, Generation, Hang, HangCause, HealthEvent, HealthTracker,
-    InvalidConfig, Liveness, LivenessStep, Phase, PoisonTracker, PolicyDecision, ProbeAnswer,
-    ProbeOutcome, ProgressReading, RestartGate, RestartPolicy, Snapshot,
+    InvalidConfig, Liveness, LivenessStep, OperatorRestart, Phase, PoisonTracker, PolicyDecision,
+    ProbeAnswer, ProbeOutcome, ProgressReading, RestartGate, RestartPolicy, Snapshot,
 };
 
 /// Everything the machine needs to know besides the events.
@@ -105,6 +122,8 @@ pub struct Supervision {
     health: HealthTracker,
     liveness: Liveness,
     poison: PoisonTracker,
+    /// The fingerprint whose trial request is in flight, if any.
+    trial: Option<Fingerprint>,
     /// The generation whose probes count, if any.
     probing: Option<Generation>,
     step: Step,
@@ -113,6 +132,7 @@ pub struct Supervision {
     last_cause: Option<HangCause>,
     poison_epoch: u32,
     published: Option<Status>,
+    published_life: Option<(Generation, Option<Duration>)>,
     rng: u64,
     actions: VecDeque<Action>,
 }
@@ -136,7 +156,8 @@ impl Supervision {
             policy: RestartPolicy::try_new(core.policy)?,
             health: HealthTracker::new(core.health, now),
             liveness: Liveness::new(core.progress, now),
-            poison: PoisonTracker::new(core.poison_threshold),
+            poison: PoisonTracker::new(core.poison_threshold).with_ttl(core.quarantine_ttl),
+            trial: None,
             probing: None,
             step: Step::Idle,
             incident: None,
@@ -144,6 +165,7 @@ impl Supervision {
             last_cause: None,
             poison_epoch: 0,
             published: None,
+            published_life: None,
             // xorshift needs a state other than zero.
             rng: seed | 1,
             actions: VecDeque::new(),
@@ -183,6 +205,19 @@ impl Supervision {
     #[must_use]
     pub fn generation(&self) -> Generation {
         self.gate.generation()
+    }
+
+    /// The last sign of life of the current generation.
+    #[must_use]
+    pub fn life(&self) -> Option<Duration> {
+        self.liveness.life()
+    }
+
+    /// Whether the current generation shows life at `now` (a sign of life less than the
+    /// progress timeout old).
+    #[must_use]
+    pub fn shows_life(&self, now: Duration) -> bool {
+        self.liveness.shows_life(now)
     }
 
     /// The poison table (suspects and quarantined fingerprints).
@@ -240,10 +275,19 @@ impl Supervision {
         in_flight: &[Fingerprint],
     ) {
         if self.probing == Some(generation) && self.gate.is_current(generation) {
-            let outcome: ProbeOutcome = answer.outcome();
-            let event = match self.health.on_probe(now, outcome) {
-                HealthEvent::Nothing => self.health.poll(now),
-                event => event,
+            // A ready server that answers promptly but not 2xx, while it shows life, is busy,
+            // not hung: no strike (and no clearing either).
+            let busy = !answer.is_success()
+                && matches!(answer, ProbeAnswer::Status(_))
+                && self.phase == Phase::Ready
+                && self.liveness.shows_life(now);
+            let event = if busy {
+                HealthEvent::Nothing
+            } else {
+                match self.health.on_probe(now, answer.outcome()) {
+                    HealthEvent::Nothing => self.health.poll(now),
+                    event => event,
+                }
             };
             match event {
                 HealthEvent::Nothing => {}
@@ -279,9 +323,14 @@ impl Supervision {
             .then(|| self.health.next_probe_in())
     }
 
-    /// A detector saw `hang` at `now`; `in_flight` are the requests open now.
+    /// A detector saw `hang` at `now`; `in_flight` are the requests open now. A report whose
+    /// cause is an operator's is taken as [`handle_operator_restart`](Self::handle_operator_restart).
     pub fn handle_hang(&mut self, now: Duration, hang: Hang, in_flight: &[Fingerprint]) {
-        self.hang(now, hang, in_flight);
+        match hang.cause {
+            HangCause::Manual => self.operator(now, OperatorRestart::Manual, hang.generation),
+            HangCause::Signal => self.operator(now, OperatorRestart::Signal, hang.generation),
+            _ => self.hang(now, hang, in_flight),
+        }
         self.flush();
     }
 
@@ -296,14 +345,11 @@ impl Supervision {
         self.flush();
     }
 
-    /// An operator asked for a restart; answers the generation being replaced.
-    pub fn handle_operator_restart(
-        &mut self,
-        now: Duration,
-        in_flight: &[Fingerprint],
-    ) -> Generation {
+    /// An operator asked for a restart; answers the generation being replaced. Not an incident:
+    /// see the module docs.
+    pub fn handle_operator_restart(&mut self, now: Duration, by: OperatorRestart) -> Generation {
         let generation = self.gate.generation();
-        self.hang(now, Hang::new(generation, HangCause::Manual), in_flight);
+        self.operator(now, by, generation);
         self.flush();
         generation
     }
@@ -355,16 +401,21 @@ impl Supervision {
 
     /// What the liveness detectors should do at `now`, with `in_flight` requests open, the last
     /// of which started or ended at `last_activity`. Only a ready server is looked at.
+    /// `answered` counts the requests that got an answer so far (growth is a sign of life).
     pub fn liveness_step(
         &mut self,
         now: Duration,
         in_flight: usize,
         last_activity: Duration,
+        answered: u64,
     ) -> LivenessStep {
         if self.phase != Phase::Ready {
             return LivenessStep::Nothing;
         }
-        self.liveness.step(now, in_flight, last_activity)
+        self.liveness.on_answers(now, answered);
+        let step = self.liveness.step(now, in_flight, last_activity);
+        self.flush();
+        step
     }
 
     /// A reading of `generation`'s progress counter at `now`, with `in_flight` open.
@@ -412,11 +463,43 @@ impl Supervision {
 
     /// A request with this fingerprint was answered in full: it is not poison.
     pub fn handle_request_succeeded(&mut self, _now: Duration, fingerprint: Fingerprint) {
-        if self.poison.strikes(fingerprint) > 0 || self.poison.is_quarantined(fingerprint) {
-            self.poison.on_success(fingerprint);
+        if self.trial == Some(fingerprint) {
+            self.trial = None;
+        }
+        if self.poison.on_success(fingerprint) {
             self.poison_changed();
         }
         self.flush();
+    }
+
+    /// A request of `fingerprint`, which is on trial, was sent as the one trial request: a hang
+    /// while it is in flight convicts it.
+    pub fn handle_trial_started(&mut self, _now: Duration, fingerprint: Fingerprint) {
+        if self.poison.is_on_trial(fingerprint) {
+            self.trial = Some(fingerprint);
+        }
+        self.flush();
+    }
+
+    /// The trial request of `fingerprint` ended without a verdict (its client left, the server
+    /// refused it): the next request of a fingerprint on trial takes its place.
+    pub fn handle_trial_ended(&mut self, _now: Duration, fingerprint: Fingerprint) {
+        if self.trial == Some(fingerprint) {
+            self.trial = None;
+        }
+        self.flush();
+    }
+
+    /// An operator cleared the quarantine: every conviction and suspicion is forgotten. Answers
+    /// how many fingerprints were quarantined.
+    pub fn handle_quarantine_cleared(&mut self, now: Duration) -> usize {
+        let released = self.poison.release_all(now);
+        self.trial = None;
+        self.poison_changed();
+        self.actions
+            .push_back(Action::QuarantineCleared { released });
+        self.flush();
+        released
     }
 
     /// Supervision is ending: the server is being stopped; nothing is restarted any more.
@@ -504,7 +587,7 @@ impl Supervision {
         }
         match self.gate.report(hang) {
             GateDecision::StartRestart { generation } => {
-                self.update_poison(in_flight);
+                self.update_poison(now, in_flight);
                 self.last_cause = Some(cause);
                 if !self.config.enable_restart {
                     self.actions.push_back(Action::Detected {
@@ -545,11 +628,62 @@ impl Supervision {
         }
     }
 
-    fn update_poison(&mut self, in_flight: &[Fingerprint]) {
-        if in_flight.is_empty() {
+    fn operator(&mut self, now: Duration, by: OperatorRestart, generation: Generation) {
+        if self.phase.is_terminal() || generation == Generation::NONE {
             return;
         }
-        for fingerprint in self.poison.on_hang(in_flight) {
+        let cause = by.cause();
+        let hang = Hang::new(generation, cause);
+        match self.gate.report(hang) {
+            GateDecision::StartRestart { generation } => {
+                self.last_cause = Some(cause);
+                if !self.config.enable_restart {
+                    self.actions.push_back(Action::Detected {
+                        hang,
+                        triage: Triage::ReportOnly,
+                    });
+                    self.gate.abandon();
+                    return;
+                }
+                self.actions.push_back(Action::Detected {
+                    hang,
+                    triage: Triage::Operator,
+                });
+                self.probing = None;
+                self.incident = Some(Incident {
+                    cause,
+                    detected_at: now,
+                });
+                // No policy: no backoff, no count toward the intensity limit.
+                self.restarts = self.restarts.saturating_add(1);
+                self.actions.push_back(Action::RestartScheduled {
+                    cause,
+                    delay: Duration::ZERO,
+                });
+                self.run_strategy(now, generation, cause, 0);
+            }
+            GateDecision::AlreadyRestarting { .. } => {
+                self.actions.push_back(Action::Detected {
+                    hang,
+                    triage: Triage::Joined,
+                });
+            }
+            GateDecision::Stale { .. } => {
+                self.actions.push_back(Action::Detected {
+                    hang,
+                    triage: Triage::Stale,
+                });
+            }
+        }
+    }
+
+    fn update_poison(&mut self, now: Duration, in_flight: &[Fingerprint]) {
+        // The trial request is caught by this hang: its verdict is now.
+        let on_trial = self.trial.take();
+        if in_flight.is_empty() && on_trial.is_none() {
+            return;
+        }
+        for fingerprint in self.poison.on_hang(now, in_flight, on_trial) {
             self.actions.push_back(Action::Quarantined(fingerprint));
         }
         self.poison_changed();
@@ -627,12 +761,20 @@ impl Supervision {
         self.actions.push_back(Action::Failed(reason));
     }
 
-    /// Publishes the status when it changed.
+    /// Publishes the status and the life of the current generation when they changed.
     fn flush(&mut self) {
         let status = self.status();
         if self.published != Some(status) {
             self.published = Some(status);
             self.actions.push_back(Action::Publish(status));
+        }
+        let life = (self.gate.generation(), self.liveness.life());
+        if self.published_life != Some(life) {
+            self.published_life = Some(life);
+            self.actions.push_back(Action::Life {
+                generation: life.0,
+                at: life.1,
+            });
         }
     }
 }

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use super::*;
-use crate::{BackoffConfig, GiveUpReason, IntensityConfig, RestartPolicyConfig};
+use crate::{Admission, BackoffConfig, GiveUpReason, IntensityConfig, RestartPolicyConfig};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -44,6 +44,22 @@ fn restarts(actions: &[Action]) -> Vec<(Generation, Generation, HangCause, usize
         .collect()
 }
 
+/// Carries out the restart the machine asked for at `now` (through its backoff, if any), with a
+/// new generation that is ready at once.
+fn complete_restart(m: &mut Supervision, now: Duration) {
+    for action in drain(m) {
+        match action {
+            Action::WakeAt(at) => {
+                m.handle_timeout(at.max(now));
+                complete_restart(m, at.max(now));
+                return;
+            }
+            Action::Restart { strategy, .. } => m.handle_restart_done(now, strategy, true),
+            _ => {}
+        }
+    }
+}
+
 /// A machine whose generation 1 is ready at 10 ms.
 fn ready_machine(config: SupervisionConfig) -> Supervision {
     let mut m = Supervision::try_new(config, ms(0), 7).unwrap();
@@ -54,7 +70,11 @@ fn ready_machine(config: SupervisionConfig) -> Supervision {
             Action::Spawn {
                 generation: Generation(1)
             },
-            Action::Publish(m.status())
+            Action::Publish(m.status()),
+            Action::Life {
+                generation: Generation(0),
+                at: None
+            }
         ]
     );
     m.handle_spawned(ms(1));
@@ -153,7 +173,7 @@ fn failed_probes_make_an_incident_and_the_hung_generation_is_no_longer_probed() 
         m.handle_probe(ms(at), Generation(1), ProbeAnswer::TimedOut, &[]);
     }
     assert!(restarts(&drain(&mut m)).is_empty());
-    m.handle_probe(ms(3000), Generation(1), ProbeAnswer::Status(500), &[]);
+    m.handle_probe(ms(3000), Generation(1), ProbeAnswer::NoConnection, &[]);
     let actions = drain(&mut m);
     assert_eq!(
         restarts(&actions),
@@ -248,7 +268,7 @@ fn a_crash_loop_backs_off_longer_each_time_and_ends_failed() {
 }
 
 #[test]
-fn a_request_in_flight_at_two_incidents_is_quarantined() {
+fn a_repeat_suspect_goes_on_trial_and_a_hang_during_its_trial_quarantines_it() {
     let mut m = ready_machine(config(1, 5));
     let poison = Fingerprint(42);
     let innocent = Fingerprint(7);
@@ -258,32 +278,73 @@ fn a_request_in_flight_at_two_incidents_is_quarantined() {
         &[poison, innocent],
     );
     assert_eq!(m.poison().strikes(poison), 1);
-    assert!(!m.poison().is_quarantined(poison));
     let epoch = m.status().poison_epoch;
     assert_ne!(epoch, 0);
-    m.handle_restart_done(ms(110), 0, true);
+    complete_restart(&mut m, ms(110));
     // Joined reports do not count again.
     m.handle_hang(
         ms(111),
         Hang::new(Generation(1), HangCause::FirstByteTimeout),
         &[poison],
     );
+    // The innocent one succeeds on the new server: not a suspect any more.
+    m.handle_request_succeeded(ms(200), innocent);
     drain(&mut m);
     m.handle_hang(
         ms(5000),
         Hang::new(Generation(2), HangCause::FirstByteTimeout),
-        &[poison],
+        &[poison, innocent],
+    );
+    // Present at two incidents with no success between: on trial, not yet quarantined.
+    assert!(!m.poison().is_quarantined(poison, ms(5000)));
+    assert_eq!(m.poison().admit(poison, ms(5000), false), Admission::Trial);
+    assert_eq!(m.poison().admit(innocent, ms(5000), false), Admission::Go);
+    complete_restart(&mut m, ms(5100));
+    assert_eq!(m.generation(), Generation(3));
+    // Its trial request hangs the next server: quarantined for the TTL.
+    m.handle_trial_started(ms(5200), poison);
+    m.handle_hang(
+        ms(9000),
+        Hang::new(Generation(3), HangCause::FirstByteTimeout),
+        &[poison, innocent],
     );
     let actions = drain(&mut m);
     assert!(actions.contains(&Action::Quarantined(poison)));
-    assert!(m.poison().is_quarantined(poison));
-    assert!(!m.poison().is_quarantined(innocent));
-    assert_ne!(m.status().poison_epoch, epoch);
-    // A success clears it and moves the epoch again.
+    assert!(m.poison().is_quarantined(poison, ms(9000)));
+    assert!(!m.poison().is_quarantined(innocent, ms(9000)));
+    assert!(!m
+        .poison()
+        .is_quarantined(poison, ms(9000) + Duration::from_secs(600)));
+    // An operator clears it.
     let epoch = m.status().poison_epoch;
-    m.handle_request_succeeded(ms(6000), poison);
-    assert!(!m.poison().is_quarantined(poison));
+    assert_eq!(m.handle_quarantine_cleared(ms(9500)), 1);
+    assert!(!m.poison().is_quarantined(poison, ms(9500)));
     assert_ne!(m.status().poison_epoch, epoch);
+}
+
+#[test]
+fn a_trial_that_succeeds_acquits() {
+    let mut m = ready_machine(config(1, 5));
+    let twin = Fingerprint(5);
+    for (at, generation) in [(100, 1), (5000, 2)] {
+        m.handle_hang(
+            ms(at),
+            Hang::new(Generation(generation), HangCause::Exited),
+            &[twin],
+        );
+        complete_restart(&mut m, ms(at + 10));
+    }
+    assert_eq!(m.poison().admit(twin, ms(6000), false), Admission::Trial);
+    m.handle_trial_started(ms(6000), twin);
+    m.handle_request_succeeded(ms(6100), twin);
+    assert_eq!(m.poison().admit(twin, ms(6100), false), Admission::Go);
+    // A later hang with it present is a first strike again.
+    m.handle_hang(
+        ms(90_000),
+        Hang::new(Generation(3), HangCause::Exited),
+        &[twin],
+    );
+    assert_eq!(m.poison().strikes(twin), 1);
 }
 
 #[test]
@@ -311,11 +372,20 @@ fn with_restarts_disabled_every_hang_is_reported_and_the_same_generation_watched
 #[test]
 fn an_operator_restart_answers_the_replaced_generation() {
     let mut m = ready_machine(config(1, 5));
-    assert_eq!(m.handle_operator_restart(ms(100), &[]), Generation(1));
     assert_eq!(
-        restarts(&drain(&mut m)),
+        m.handle_operator_restart(ms(100), OperatorRestart::Manual),
+        Generation(1)
+    );
+    let actions = drain(&mut m);
+    assert_eq!(
+        restarts(&actions),
         [(Generation(1), Generation(2), HangCause::Manual, 0)]
     );
+    assert!(actions.contains(&Action::Detected {
+        hang: Hang::new(Generation(1), HangCause::Manual),
+        triage: Triage::Operator
+    }));
+    assert_eq!(m.status().last_cause, Some(HangCause::Manual));
 }
 
 #[test]
@@ -406,7 +476,7 @@ fn a_failed_first_start_gives_up_and_shutdown_is_final() {
 fn progress_and_canary_verdicts_are_hangs_of_the_current_generation_only() {
     let mut m = ready_machine(config(1, 5));
     assert_eq!(
-        m.liveness_step(ms(100), 1, ms(0)),
+        m.liveness_step(ms(100), 1, ms(0), 0),
         LivenessStep::SampleProgress
     );
     m.handle_progress(
@@ -426,17 +496,138 @@ fn progress_and_canary_verdicts_are_hangs_of_the_current_generation_only() {
         restarts(&actions),
         [(Generation(1), Generation(2), HangCause::ProgressStalled, 0)]
     );
-    assert_eq!(m.liveness_step(ms(20_001), 1, ms(0)), LivenessStep::Nothing);
+    assert_eq!(
+        m.liveness_step(ms(20_001), 1, ms(0), 0),
+        LivenessStep::Nothing
+    );
     m.handle_restart_done(ms(20_100), 0, true);
     m.handle_canary(ms(40_000), Generation(1), false, &[]);
     assert!(restarts(&drain(&mut m)).is_empty(), "a stale canary");
+    // A new generation: first a baseline reading of its counter, then the canary when idle.
     assert_eq!(
-        m.liveness_step(ms(40_000), 0, ms(20_100)),
+        m.liveness_step(ms(40_000), 0, ms(20_100), 0),
+        LivenessStep::SampleProgress
+    );
+    assert_eq!(
+        m.liveness_step(ms(40_000), 0, ms(20_100), 0),
         LivenessStep::SendCanary
     );
     m.handle_canary(ms(50_000), Generation(2), false, &[]);
     assert!(drain(&mut m).contains(&Action::Detected {
         hang: Hang::new(Generation(2), HangCause::CanaryTimeout),
         triage: Triage::Incident
+    }));
+}
+
+#[test]
+fn operator_restarts_go_at_once_join_one_under_way_and_count_toward_nothing() {
+    let mut m = ready_machine(config(1, 2));
+    let mut now = ms(100);
+    for i in 0..10u64 {
+        let by = if i % 2 == 0 {
+            OperatorRestart::Manual
+        } else {
+            OperatorRestart::Signal
+        };
+        m.handle_operator_restart(now, by);
+        // A second request while the first is under way joins it.
+        m.handle_operator_restart(now, OperatorRestart::Manual);
+        let actions = drain(&mut m);
+        assert_eq!(restarts(&actions).len(), 1, "{actions:?}");
+        assert!(!actions.iter().any(|a| matches!(a, Action::WakeAt(_))));
+        assert!(actions.contains(&Action::Detected {
+            hang: Hang::new(m.generation(), HangCause::Manual),
+            triage: Triage::Joined
+        }));
+        m.handle_restart_done(now + ms(10), 0, true);
+        assert_eq!(m.phase(), Phase::Ready);
+        now += ms(1000);
+    }
+    assert_eq!(m.generation(), Generation(11));
+    // Two real incidents within the window are still allowed, the third gives up.
+    for _ in 0..2 {
+        now += Duration::from_secs(120);
+        m.handle_exit(now, m.generation(), &[]);
+        m.handle_restart_done(now, 0, true);
+    }
+    now += Duration::from_secs(120);
+    m.handle_exit(now, m.generation(), &[]);
+    assert_eq!(m.phase(), Phase::Failed);
+}
+
+#[test]
+fn requests_caught_by_an_operator_restart_are_no_suspects() {
+    let mut m = ready_machine(config(1, 5));
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::Manual),
+        &[Fingerprint(1)],
+    );
+    assert_eq!(m.poison().strikes(Fingerprint(1)), 0);
+    assert_eq!(m.status().poison_epoch, 0);
+    assert_eq!(restarts(&drain(&mut m)).len(), 1);
+}
+
+#[test]
+fn a_busy_server_answering_503_is_not_struck_while_it_shows_life() {
+    let mut m = ready_machine(config(1, 5));
+    let _ = m.liveness_step(ms(20), 1, ms(20), 0);
+    // Requests keep getting answers while /health says 503.
+    for i in 1..=20u64 {
+        let now = ms(20 + i * 1000);
+        let _ = m.liveness_step(now, 1, now, i);
+        m.handle_probe(now, Generation(1), ProbeAnswer::Status(503), &[]);
+    }
+    assert!(restarts(&drain(&mut m)).is_empty());
+    // Then nothing progresses: after the progress timeout without life, 503s strike.
+    let mut struck_at = None;
+    for i in 21..60u64 {
+        let now = ms(20 + i * 1000);
+        m.handle_probe(now, Generation(1), ProbeAnswer::Status(503), &[]);
+        if !restarts(&drain(&mut m)).is_empty() {
+            struck_at = Some(now);
+            break;
+        }
+    }
+    // Last life at 20.02 s; no life from 35.02 s on; the third strike at 37.02 s.
+    assert_eq!(struck_at, Some(ms(37_020)));
+}
+
+#[test]
+fn a_timed_out_probe_strikes_even_while_the_server_shows_life() {
+    let mut m = ready_machine(config(1, 5));
+    let _ = m.liveness_step(ms(500), 1, ms(500), 1);
+    for at in [1000, 2000, 3000] {
+        let _ = m.liveness_step(ms(at), 1, ms(at), at);
+        m.handle_probe(ms(at), Generation(1), ProbeAnswer::TimedOut, &[]);
+    }
+    assert!(m.shows_life(ms(3000)));
+    assert_eq!(restarts(&drain(&mut m)).len(), 1);
+}
+
+#[test]
+fn the_life_of_the_current_generation_is_published() {
+    let mut m = ready_machine(config(1, 5));
+    let _ = m.liveness_step(ms(100), 1, ms(100), 3);
+    let _ = m.liveness_step(ms(600), 1, ms(100), 4);
+    assert!(drain(&mut m).contains(&Action::Life {
+        generation: Generation(1),
+        at: Some(ms(600))
+    }));
+    m.handle_progress(ms(700), Generation(1), ProgressReading::Counter(1), &[]);
+    m.handle_progress(ms(1200), Generation(1), ProgressReading::Counter(5), &[]);
+    assert!(drain(&mut m).contains(&Action::Life {
+        generation: Generation(1),
+        at: Some(ms(1200))
+    }));
+    m.handle_hang(
+        ms(2000),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[],
+    );
+    m.handle_restart_done(ms(2100), 0, false);
+    assert!(drain(&mut m).contains(&Action::Life {
+        generation: Generation(2),
+        at: None
     }));
 }

@@ -224,6 +224,7 @@ impl ServerActor {
     ) -> Result<(u32, Option<std::fs::File>), SpawnError> {
         let containment = self.containment.as_ref().map_err(Clone::clone)?;
         let launch = plan_launch(&self.spec)?;
+        containment.sweep_earlier_generations(generation);
         let cgroup = containment.cgroup_for(generation)?;
         let spawned = match spawn_group_leader(&self.spec, &launch, cgroup.as_ref()) {
             Ok(spawned) => spawned,

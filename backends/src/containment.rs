@@ -244,9 +244,25 @@ impl Scope {
         scope
     }
 
+    /// The generation's first process (its process group id).
+    pub(crate) fn leader(&self) -> u32 {
+        self.leader
+    }
+
     /// The generation's cgroup, in cgroup mode.
     pub(crate) fn cgroup(&self) -> Option<&Cgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// Remembers `pid` as a process of the generation (the server's pid that the guardian
+    /// reported), so that it is waited for and looked for in the GPU check even if it is gone
+    /// before the next look.
+    pub(crate) fn remember(&mut self, pid: u32) {
+        if let Some(process) = crate::proc_table::entry(pid) {
+            self.seen.insert(pid, process.start_time);
+        } else {
+            self.seen.entry(pid).or_insert(0);
+        }
     }
 
     /// Every pid seen in the generation so far.

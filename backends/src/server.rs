@@ -315,31 +315,31 @@ struct Remains {
 
 /// Waits until what is left of a generation that exited on its own is gone, and released as a
 /// stop would have released it: the release check passes and no old pid holds GPU memory.
-async fn clear_remains(remains: Option<Remains>) -> Result<(), SpawnError> {
+/// On failure the remains come back with the error, to be waited for again by the next start.
+async fn clear_remains(remains: Option<Remains>) -> Result<(), (SpawnError, ScopeGuard)> {
     let Some(mut remains) = remains else {
         return Ok(());
     };
     let scope = remains.guard.scope().clone();
     let pgid = scope.with(|scope| scope.leader());
     if let Err(remaining) = scope.wait_gone(Instant::now(), remains.bound).await {
-        return Err(SpawnError::PreviousGeneration(StopError::GroupSurvived {
-            pgid,
-            remaining,
-        }));
+        let err = SpawnError::PreviousGeneration(StopError::GroupSurvived { pgid, remaining });
+        return Err((err, remains.guard));
     }
     remains.guard.disarm();
     let seen = scope.with(|scope| scope.seen_pids());
-    if let Some(check) = &remains.release_check {
-        crate::release::wait_released(check, &seen, remains.bound)
-            .await
-            .map_err(SpawnError::PreviousGeneration)?;
-    }
-    if let Some(query) = &remains.gpu_query {
-        crate::release::wait_gpu_released(query, &seen, remains.bound)
-            .await
-            .map_err(SpawnError::PreviousGeneration)?;
-    }
-    Ok(())
+    let released = async {
+        if let Some(check) = &remains.release_check {
+            crate::release::wait_released(check, &seen, remains.bound).await?;
+        }
+        if let Some(query) = &remains.gpu_query {
+            crate::release::wait_gpu_released(query, &seen, remains.bound).await?;
+        }
+        Ok(())
+    };
+    released
+        .await
+        .map_err(|err| (SpawnError::PreviousGeneration(err), remains.guard))
 }
 
 impl Actor for ServerActor {
@@ -388,7 +388,7 @@ impl Handler<Start> for ServerActor {
         });
         let check = async move {
             clear_remains(remains).await?;
-            Ok::<_, SpawnError>(match addr {
+            Ok(match addr {
                 Some(addr) => accepts_connections(addr).await.then_some(addr),
                 None => None,
             })
@@ -398,6 +398,10 @@ impl Handler<Start> for ServerActor {
                 .into_actor(self)
                 .map(move |checked, act, ctx| {
                     act.starting = false;
+                    let checked = checked.map_err(|(err, remains)| {
+                        act.remains = Some(remains);
+                        err
+                    });
                     if let Some(addr) = checked? {
                         return Err(SpawnError::PortInUse {
                             port: addr.port(),

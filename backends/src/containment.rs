@@ -272,8 +272,11 @@ impl Scope {
 
     /// Looks again: the live processes of the generation (zombies excluded), remembering each.
     ///
-    /// Zombies that are our own children (other than the leader, which the exit watcher reaps)
-    /// are reaped on the way, so that none lingers.
+    /// A process listed in the generation's cgroup counts as live even when `/proc` shows its
+    /// main thread as a zombie: the other threads of a multi-threaded server are still exiting,
+    /// and the cgroup cannot be removed until they are gone. Zombies that are our own children
+    /// (other than the leader, which the exit watcher reaps) are reaped on the way, so that none
+    /// lingers.
     pub(crate) fn live(&mut self) -> Vec<ProcEntry> {
         let table = snapshot();
         let by_pid: BTreeMap<u32, &ProcEntry> = table.iter().map(|p| (p.pid, p)).collect();
@@ -292,10 +295,17 @@ impl Scope {
         for process in table.iter().filter(|p| p.pgrp == self.leader) {
             found.insert(process.pid, *process);
         }
+        let mut in_cgroup = BTreeSet::new();
         if let Some(cgroup) = &self.cgroup {
             for pid in cgroup.procs() {
-                if let Some(process) = by_pid.get(&pid) {
-                    found.insert(pid, **process);
+                // A process started after the snapshot is read on its own.
+                let process = by_pid
+                    .get(&pid)
+                    .map(|p| **p)
+                    .or_else(|| crate::proc_table::entry(pid));
+                if let Some(process) = process {
+                    in_cgroup.insert(pid);
+                    found.insert(pid, process);
                 }
             }
         }
@@ -311,7 +321,7 @@ impl Scope {
                 continue;
             }
             self.seen.insert(process.pid, process.start_time);
-            if !process.zombie {
+            if !process.zombie || in_cgroup.contains(&process.pid) {
                 live.push(process);
             } else if process.ppid == me && process.pid != self.leader {
                 let _ = waitpid(

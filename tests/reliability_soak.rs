@@ -34,8 +34,8 @@ use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use serde_json::Value;
 use support::{
-    bin, chat, children, free_port, get, metric, rss_kib, signal, sse_events, wait_for, Reply,
-    Respawn, Scratch,
+    bin, chat, free_port, get, metric, rss_kib, signal, sse_events, wait_for, Reply, Respawn,
+    Scratch,
 };
 
 const CONCURRENCY: usize = 32;
@@ -364,16 +364,14 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
         if enough {
             break;
         }
-        // Settled: ready on the same generation for a while.
-        let (generation, guardian) = wait_for(Duration::from_secs(120), || {
+        // Settled: ready on the same generation for a while. The status names the model
+        // server itself (`pid`), the process to freeze or kill.
+        let (generation, server) = wait_for(Duration::from_secs(120), || {
             let first = ready_generation(&run)?;
             std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
             (ready_generation(&run)? == first).then_some(first)
         })
         .unwrap_or_else(|| panic!("the server did not settle:\n{}", run.log_text()));
-        let Some(server) = children(guardian).first().copied() else {
-            continue;
-        };
         let sig = if (stops + kills) % 2 == 0 {
             Signal::SIGSTOP
         } else {

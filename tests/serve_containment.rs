@@ -257,15 +257,17 @@ fn serve_with_nvidia_smi(dir: &TempDir, gpu_release: &str) -> Serve {
     Serve::start(options)
 }
 
-#[test]
-fn a_restart_waits_until_nvidia_smi_no_longer_lists_the_old_server() {
+/// Makes generation 1 end by `end` (a SIGHUP restart, or a SIGKILL of the server) while the fake
+/// `nvidia-smi` lists the server's pid, and checks that generation 2 starts only once it no
+/// longer does.
+fn the_next_generation_waits_for_the_gpu_memory(end: impl FnOnce(&Serve, u32)) {
     let dir = TempDir::new("nvidia-smi");
     fake_nvidia_smi(&dir);
     let serve = serve_with_nvidia_smi(&dir, "auto");
     let old_server = serve.server_pid();
     std::fs::write(dir.path().join("busy"), old_server.to_string()).expect("write busy");
 
-    serve.signal(Signal::SIGHUP);
+    end(&serve, old_server);
     serve.wait_status(BOUND, "generation 2 ready", |s| {
         s["generation"] == 2 && s["state"] == "ready"
     });
@@ -287,9 +289,24 @@ fn a_restart_waits_until_nvidia_smi_no_longer_lists_the_old_server() {
         "generation 2 started before the GPU memory was released:\n{log}"
     );
     assert!(
-        log.contains(&old_server.to_string()),
+        log[waiting..]
+            .lines()
+            .next()
+            .is_some_and(|line| line.contains(&old_server.to_string())),
         "the wait names the old pid"
     );
+}
+
+#[test]
+fn a_restart_waits_until_nvidia_smi_no_longer_lists_the_old_server() {
+    the_next_generation_waits_for_the_gpu_memory(|serve, _| serve.signal(Signal::SIGHUP));
+}
+
+#[test]
+fn after_a_crash_the_next_start_waits_until_nvidia_smi_no_longer_lists_the_old_server() {
+    the_next_generation_waits_for_the_gpu_memory(|_, server| {
+        common::signal(server, Signal::SIGKILL)
+    });
 }
 
 #[test]

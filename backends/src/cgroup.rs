@@ -223,12 +223,28 @@ impl CgroupParent {
         match fs::create_dir(&cgroup.dir) {
             Ok(()) => Ok(cgroup),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                // A leftover of the same name (a reused pid): empty it and start afresh.
                 cgroup.kill();
                 cgroup.wait_empty(Duration::from_secs(5));
                 Ok(cgroup)
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// The child cgroups whose names start with `prefix`, with the rest of their names.
+    pub(crate) fn children_named(&self, prefix: &str) -> Vec<(Cgroup, String)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let rest = name.strip_prefix(prefix)?.to_owned();
+                Some((Cgroup { dir: entry.path() }, rest))
+            })
+            .collect()
     }
 
     /// Kills and removes the cgroups left by a respawn of our pid namespace that died without
@@ -268,9 +284,7 @@ impl CgroupParent {
                 tracing::warn!(cgroup = %stale.dir.display(), pids = ?survivors,
                     "killing processes left by a respawn that died");
             }
-            stale.kill();
-            stale.wait_empty(Duration::from_secs(5));
-            if stale.remove().is_ok() {
+            if stale.empty_and_remove(Duration::from_secs(5)) {
                 removed.push(stale.dir);
             }
         }
@@ -341,6 +355,24 @@ impl Cgroup {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             std::thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// SIGKILLs everything in the cgroup and removes it, waiting (sleeping, at most `bound`) for
+    /// its processes to be gone and released; returns whether it was removed.
+    pub(crate) fn empty_and_remove(&self, bound: Duration) -> bool {
+        let started = Instant::now();
+        self.kill();
+        if !self.wait_empty(bound) {
+            return false;
+        }
+        // Removal fails with EBUSY until the exited processes are fully released.
+        loop {
+            match self.remove() {
+                Ok(()) => return true,
+                Err(_) if started.elapsed() >= bound => return false,
+                Err(_) => std::thread::sleep(POLL_EVERY),
+            }
         }
     }
 

@@ -175,6 +175,33 @@ impl Containment {
         self.mode
     }
 
+    /// Empties and removes any cgroup of an earlier generation of this server that is still
+    /// there (its removal failed after its stop): nothing of an older generation may meet the
+    /// new one. Normally there is none.
+    pub(crate) fn sweep_earlier_generations(&self, generation: Generation) {
+        let Some(parent) = &self.parent else {
+            return;
+        };
+        let prefix = format!(
+            "{}{}-gen",
+            crate::cgroup::own_name_prefix(),
+            self.server_number
+        );
+        for (cgroup, rest) in parent.children_named(&prefix) {
+            if rest
+                .parse::<u64>()
+                .map_or(true, |earlier| earlier >= generation.0)
+            {
+                continue;
+            }
+            tracing::warn!(cgroup = %cgroup.dir().display(), pids = ?cgroup.procs(),
+                "the cgroup of an earlier generation is still there; emptying and removing it");
+            if !cgroup.empty_and_remove(Duration::from_secs(5)) {
+                tracing::warn!(cgroup = %cgroup.dir().display(), "could not remove it");
+            }
+        }
+    }
+
     /// Creates the cgroup of `generation` (cgroup mode only).
     pub(crate) fn cgroup_for(&self, generation: Generation) -> Result<Option<Cgroup>, SpawnError> {
         let Some(parent) = &self.parent else {
@@ -217,9 +244,25 @@ impl Scope {
         scope
     }
 
+    /// The generation's first process (its process group id).
+    pub(crate) fn leader(&self) -> u32 {
+        self.leader
+    }
+
     /// The generation's cgroup, in cgroup mode.
     pub(crate) fn cgroup(&self) -> Option<&Cgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// Remembers `pid` as a process of the generation (the server's pid that the guardian
+    /// reported), so that it is waited for and looked for in the GPU check even if it is gone
+    /// before the next look.
+    pub(crate) fn remember(&mut self, pid: u32) {
+        if let Some(process) = crate::proc_table::entry(pid) {
+            self.seen.insert(pid, process.start_time);
+        } else {
+            self.seen.entry(pid).or_insert(0);
+        }
     }
 
     /// Every pid seen in the generation so far.
@@ -229,8 +272,11 @@ impl Scope {
 
     /// Looks again: the live processes of the generation (zombies excluded), remembering each.
     ///
-    /// Zombies that are our own children (other than the leader, which the exit watcher reaps)
-    /// are reaped on the way, so that none lingers.
+    /// A process listed in the generation's cgroup counts as live even when `/proc` shows its
+    /// main thread as a zombie: the other threads of a multi-threaded server are still exiting,
+    /// and the cgroup cannot be removed until they are gone. Zombies that are our own children
+    /// (other than the leader, which the exit watcher reaps) are reaped on the way, so that none
+    /// lingers.
     pub(crate) fn live(&mut self) -> Vec<ProcEntry> {
         let table = snapshot();
         let by_pid: BTreeMap<u32, &ProcEntry> = table.iter().map(|p| (p.pid, p)).collect();
@@ -249,10 +295,17 @@ impl Scope {
         for process in table.iter().filter(|p| p.pgrp == self.leader) {
             found.insert(process.pid, *process);
         }
+        let mut in_cgroup = BTreeSet::new();
         if let Some(cgroup) = &self.cgroup {
             for pid in cgroup.procs() {
-                if let Some(process) = by_pid.get(&pid) {
-                    found.insert(pid, **process);
+                // A process started after the snapshot is read on its own.
+                let process = by_pid
+                    .get(&pid)
+                    .map(|p| **p)
+                    .or_else(|| crate::proc_table::entry(pid));
+                if let Some(process) = process {
+                    in_cgroup.insert(pid);
+                    found.insert(pid, process);
                 }
             }
         }
@@ -268,7 +321,7 @@ impl Scope {
                 continue;
             }
             self.seen.insert(process.pid, process.start_time);
-            if !process.zombie {
+            if !process.zombie || in_cgroup.contains(&process.pid) {
                 live.push(process);
             } else if process.ppid == me && process.pid != self.leader {
                 let _ = waitpid(
@@ -338,6 +391,10 @@ impl SharedScope {
     /// `kill_from` on, every look SIGKILLs the survivors. Returns whether anything was killed,
     /// or the pids still alive after `bound`.
     ///
+    /// The kernel refuses to remove a cgroup (EBUSY) until its exited processes are fully
+    /// released, a moment after they stop running: the removal is retried within the same bound,
+    /// and a cgroup still busy after it is left for a later respawn to sweep, with a warning.
+    ///
     /// # Cancel safety
     /// Cancel safe: dropping it only stops waiting.
     pub(crate) async fn wait_gone(
@@ -350,19 +407,24 @@ impl SharedScope {
         loop {
             let live = self.with(Scope::live);
             if live.is_empty() {
-                break;
-            }
-            if Instant::now() >= kill_from {
-                killed = true;
-                self.with(Scope::kill);
-            }
-            if started.elapsed() >= bound {
-                return Err(live.iter().map(|p| p.pid).collect());
+                match self.with(|scope| scope.remove_cgroup()) {
+                    Ok(()) => break,
+                    Err(err) if started.elapsed() >= bound => {
+                        tracing::warn!(error = %err, "could not remove the generation's empty cgroup");
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            } else {
+                if Instant::now() >= kill_from {
+                    killed = true;
+                    self.with(Scope::kill);
+                }
+                if started.elapsed() >= bound {
+                    return Err(live.iter().map(|p| p.pid).collect());
+                }
             }
             tokio::time::sleep(POLL_EVERY).await;
-        }
-        if let Err(err) = self.with(|scope| scope.remove_cgroup()) {
-            tracing::warn!(error = %err, "could not remove the generation's empty cgroup");
         }
         Ok(killed)
     }
@@ -408,9 +470,7 @@ impl Drop for ScopeGuard {
             if let Some(cgroup) = scope.cgroup() {
                 // Killed processes leave the cgroup within milliseconds; a cgroup that stays
                 // populated is left for the next respawn to sweep.
-                if cgroup.wait_empty(Duration::from_secs(1)) {
-                    let _ = cgroup.remove();
-                }
+                cgroup.empty_and_remove(Duration::from_secs(1));
             }
         });
     }
@@ -426,6 +486,31 @@ mod tests {
         assert_eq!(" Cgroup ".parse(), Ok(ContainmentRequest::Cgroup));
         assert_eq!("guardian".parse(), Ok(ContainmentRequest::Guardian));
         assert!("systemd".parse::<ContainmentRequest>().is_err());
+    }
+
+    #[test]
+    fn cgroups_of_earlier_generations_are_swept_before_a_start() {
+        let Ok(containment) = Containment::choose(ContainmentRequest::Cgroup, false, "sweep")
+        else {
+            eprintln!("skipped: no cgroup can be created here");
+            return;
+        };
+        let made: Vec<Cgroup> = [1, 2, 3]
+            .into_iter()
+            .map(|n| {
+                containment
+                    .cgroup_for(Generation(n))
+                    .expect("created")
+                    .expect("cgroup mode")
+            })
+            .collect();
+        containment.sweep_earlier_generations(Generation(3));
+        assert!(!made[0].dir().exists() && !made[1].dir().exists());
+        assert!(
+            made[2].dir().exists(),
+            "the current generation's cgroup is kept"
+        );
+        made[2].remove().expect("removed");
     }
 
     #[test]

@@ -298,8 +298,5 @@ fn empty_and_remove(cgroup: &Cgroup) {
     if let Err(err) = cgroup.leave() {
         tracing::warn!(error = %err, cgroup = %cgroup.dir().display(), "guardian: cannot leave the cgroup");
     }
-    cgroup.kill();
-    if cgroup.wait_empty(REAP_REMAINDER_FOR) {
-        let _ = cgroup.remove();
-    }
+    cgroup.empty_and_remove(REAP_REMAINDER_FOR);
 }

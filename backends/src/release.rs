@@ -119,7 +119,8 @@ pub(crate) fn gpu_pids(output: &str, pids: &BTreeSet<u32>) -> Vec<u32> {
 /// Asks `nvidia-smi` (at `program`) until none of `pids` holds GPU memory, for at most `timeout`.
 ///
 /// An `nvidia-smi` that fails or does not answer cannot tell: respawn warns and does not wait
-/// (a machine with the tool but no usable driver must still restart its server).
+/// (a machine with the tool but no usable driver must still restart its server), unless an
+/// earlier answer already listed old pids: then the bound ends the wait with those pids.
 ///
 /// # Cancel safety
 /// Cancel safe: a query still running is killed when the future is dropped.
@@ -130,6 +131,7 @@ pub(crate) async fn wait_gpu_released(
 ) -> Result<(), StopError> {
     let deadline = Instant::now() + timeout;
     let mut announced = false;
+    let mut last_held: Vec<u32> = Vec::new();
     loop {
         let run = tokio::process::Command::new(program)
             .args(GPU_QUERY_ARGS)
@@ -149,6 +151,9 @@ pub(crate) async fn wait_gpu_released(
                 tracing::warn!(program = %program.display(), error = %err,
                     "cannot run nvidia-smi; not waiting for GPU memory to be released");
                 return Ok(());
+            }
+            Err(_) if !last_held.is_empty() && Instant::now() >= deadline => {
+                return Err(StopError::GpuMemoryHeld { pids: last_held });
             }
             Err(_) => {
                 tracing::warn!(program = %program.display(),
@@ -170,6 +175,7 @@ pub(crate) async fn wait_gpu_released(
         if Instant::now() + RECHECK_EVERY >= deadline {
             return Err(StopError::GpuMemoryHeld { pids: held });
         }
+        last_held = held;
         tokio::time::sleep(RECHECK_EVERY).await;
     }
 }
@@ -235,7 +241,7 @@ mod tests {
     async fn gpu_memory_held_past_the_timeout_names_the_pids() {
         let (script, _) = fake_nvidia_smi("held", "4000002, 2048 MiB\\n", u32::MAX / 2);
         let pids: BTreeSet<u32> = [4_000_002].into_iter().collect();
-        let err = wait_gpu_released(&script, &pids, Duration::from_millis(300))
+        let err = wait_gpu_released(&script, &pids, Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(

@@ -224,6 +224,7 @@ impl ServerActor {
     ) -> Result<(u32, Option<std::fs::File>), SpawnError> {
         let containment = self.containment.as_ref().map_err(Clone::clone)?;
         let launch = plan_launch(&self.spec)?;
+        containment.sweep_earlier_generations(generation);
         let cgroup = containment.cgroup_for(generation)?;
         let spawned = match spawn_group_leader(&self.spec, &launch, cgroup.as_ref()) {
             Ok(spawned) => spawned,
@@ -304,18 +305,41 @@ fn read_server_pid(mut report: std::fs::File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
-/// Waits until what is left of a generation that exited on its own is gone.
-async fn clear_remains(remains: Option<ScopeGuard>, bound: Duration) -> Result<(), SpawnError> {
+/// What must be released of a generation that exited on its own before the next one starts.
+struct Remains {
+    guard: ScopeGuard,
+    bound: Duration,
+    release_check: Option<Vec<std::ffi::OsString>>,
+    gpu_query: Option<PathBuf>,
+}
+
+/// Waits until what is left of a generation that exited on its own is gone, and released as a
+/// stop would have released it: the release check passes and no old pid holds GPU memory.
+/// On failure the remains come back with the error, to be waited for again by the next start.
+async fn clear_remains(remains: Option<Remains>) -> Result<(), (SpawnError, ScopeGuard)> {
     let Some(mut remains) = remains else {
         return Ok(());
     };
-    match remains.scope().wait_gone(Instant::now(), bound).await {
-        Ok(_) => {
-            remains.disarm();
-            Ok(())
-        }
-        Err(pids) => Err(SpawnError::PreviousGenerationSurvives { pids }),
+    let scope = remains.guard.scope().clone();
+    let pgid = scope.with(|scope| scope.leader());
+    if let Err(remaining) = scope.wait_gone(Instant::now(), remains.bound).await {
+        let err = SpawnError::PreviousGeneration(StopError::GroupSurvived { pgid, remaining });
+        return Err((err, remains.guard));
     }
+    remains.guard.disarm();
+    let seen = scope.with(|scope| scope.seen_pids());
+    let released = async {
+        if let Some(check) = &remains.release_check {
+            crate::release::wait_released(check, &seen, remains.bound).await?;
+        }
+        if let Some(query) = &remains.gpu_query {
+            crate::release::wait_gpu_released(query, &seen, remains.bound).await?;
+        }
+        Ok(())
+    };
+    released
+        .await
+        .map_err(|err| (SpawnError::PreviousGeneration(err), remains.guard))
 }
 
 impl Actor for ServerActor {
@@ -356,11 +380,15 @@ impl Handler<Start> for ServerActor {
         }
         self.starting = true;
         let addr = self.port_addr();
-        let remains = self.remains.take();
-        let bound = self.spec.release_timeout;
+        let remains = self.remains.take().map(|guard| Remains {
+            guard,
+            bound: self.spec.release_timeout,
+            release_check: self.spec.release_check.clone(),
+            gpu_query: self.gpu_query(),
+        });
         let check = async move {
-            clear_remains(remains, bound).await?;
-            Ok::<_, SpawnError>(match addr {
+            clear_remains(remains).await?;
+            Ok(match addr {
                 Some(addr) => accepts_connections(addr).await.then_some(addr),
                 None => None,
             })
@@ -370,6 +398,10 @@ impl Handler<Start> for ServerActor {
                 .into_actor(self)
                 .map(move |checked, act, ctx| {
                     act.starting = false;
+                    let checked = checked.map_err(|(err, remains)| {
+                        act.remains = Some(remains);
+                        err
+                    });
                     if let Some(addr) = checked? {
                         return Err(SpawnError::PortInUse {
                             port: addr.port(),
@@ -400,6 +432,10 @@ impl Handler<Start> for ServerActor {
                         let server_pid = server_pid.unwrap_or(pid);
                         if let Some(child) = act.child.as_mut().filter(|c| c.pid == pid) {
                             child.server_pid = server_pid;
+                            child.guard.scope().with(|scope| scope.remember(server_pid));
+                        } else if let Some(remains) = act.remains.as_ref() {
+                            // It already exited: what is left of it still counts the server.
+                            remains.scope().with(|scope| scope.remember(server_pid));
                         }
                         if guardian_pid.is_some() {
                             tracing::info!(server = %act.name, generation = msg.generation.0,

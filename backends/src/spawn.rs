@@ -60,13 +60,10 @@ pub enum SpawnError {
         /// The address that was checked.
         host: std::net::IpAddr,
     },
-    /// The processes of the previous generation did not go away: inspect them before starting
-    /// a new server.
-    #[error("processes of the previous generation survived SIGKILL: {pids:?}")]
-    PreviousGenerationSurvives {
-        /// The pids still alive.
-        pids: Vec<u32>,
-    },
+    /// The previous generation, which exited on its own, is not released: some of its processes
+    /// survived SIGKILL, or its GPU memory or other resources are still held (see the cause).
+    #[error("the previous generation is not released: {0}")]
+    PreviousGeneration(#[source] crate::stop::StopError),
     /// The containment asked for cannot be had: see the message for what to change.
     #[error(transparent)]
     Containment(#[from] crate::containment::ContainmentError),

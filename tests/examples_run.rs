@@ -217,3 +217,69 @@ fn embed_serves_its_own_routes_through_the_registry_and_client_actor() {
         );
     }
 }
+
+#[test]
+fn systemd_stops_cleanly_on_sigterm_right_after_its_first_answer() {
+    // `respawn::web::run_until_restart` arms the stop signals before the workers start: the
+    // first answer the service ever gives is already covered. A service manager that stops it at
+    // that moment gets exit 0 every time, never a death by SIGTERM.
+    let Some(path) = example("systemd") else {
+        return;
+    };
+    for attempt in 0..20 {
+        let port = free_port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(&path)
+            .env_remove("RESPAWN_ADMIN_TOKEN")
+            .env_remove("NOTIFY_SOCKET")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the systemd example");
+        let mut running = Running {
+            child,
+            spawned: Vec::new(),
+        };
+        let first = first_byte_of_health(addr, &mut running.child);
+        assert!(first.is_some(), "attempt {attempt}: the example answers");
+        common::signal(running.child.id(), Signal::SIGTERM);
+        let status = wait_for(Duration::from_secs(20), || {
+            running.child.try_wait().ok().flatten()
+        })
+        .expect("the example stops on SIGTERM");
+        assert_eq!(status.code(), Some(0), "attempt {attempt}: {status}");
+    }
+}
+
+/// Connects as soon as the example listens, asks for `/health` and returns the first byte of the
+/// answer; `None` if the example exits or never answers.
+fn first_byte_of_health(addr: std::net::SocketAddr, child: &mut Child) -> Option<u8> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(stream) => break stream,
+            Err(_) if std::time::Instant::now() < deadline => {
+                if child.try_wait().ok().flatten().is_some() {
+                    return None;
+                }
+                // Nothing to wait on before the example binds: poll the port closely.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => return None,
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut first = [0u8; 1];
+    match stream.read(&mut first) {
+        Ok(1) => Some(first[0]),
+        _ => None,
+    }
+}

@@ -358,3 +358,47 @@ fn sigterm_exits_zero() {
         .expect("exits on SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
+
+/// How many fresh mocks the early-SIGTERM tests signal: each start is cheap, and a race that
+/// loses only now and then shows up within a few dozen tries.
+const EARLY_SIGTERM_TRIES: usize = 25;
+
+#[test]
+fn sigterm_as_soon_as_the_address_is_logged_exits_zero() {
+    // The mock logs its address before its workers run: a service manager (or a test) that
+    // learns the address from that line may stop it at once, and must get a clean exit.
+    for attempt in 0..EARLY_SIGTERM_TRIES {
+        let mut mock = Mock::start(&[]);
+        mock.sigterm();
+        let status = mock
+            .wait_exit(Duration::from_secs(15))
+            .expect("exits on SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status:?}; log: {:?}",
+            mock.log.lock()
+        );
+    }
+}
+
+#[test]
+fn sigterm_right_after_the_first_answer_exits_zero() {
+    // The request is queued before the workers start, so its answer is the first thing the
+    // server ever says; the signal follows the first byte of it.
+    for attempt in 0..EARLY_SIGTERM_TRIES {
+        let mut mock = Mock::start(&[]);
+        let first = mock.first_byte_of("GET", "/health", Duration::from_secs(10));
+        assert!(first.is_some(), "attempt {attempt}: the server answers");
+        mock.sigterm();
+        let status = mock
+            .wait_exit(Duration::from_secs(15))
+            .expect("exits on SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status:?}; log: {:?}",
+            mock.log.lock()
+        );
+    }
+}

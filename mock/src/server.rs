@@ -14,7 +14,7 @@ use super::openai::{self, openai_error, Generator};
 use super::state_file;
 use super::MockError;
 use respawn::systemd::Notifier;
-use respawn::web::{run_until_restart, Exit, RestartControl};
+use respawn::web::{run_until_restart_with, Exit, RestartControl, StopSignals};
 
 /// Runs the mock server until SIGTERM/SIGINT (`Ok`) or an authorized `/restart`
 /// (`Err(MockError::RestartRequested)`, whose exit code tells the service manager to restart it).
@@ -51,6 +51,9 @@ async fn serve(
     notifier: Option<Notifier>,
     ledger: state_file::Ledger,
 ) -> Result<Exit, MockError> {
+    // Before binding and logging the address: whoever learns the address from the log may stop
+    // the mock at once, and must see a clean exit rather than a death by SIGTERM.
+    let signals = StopSignals::arm()?;
     let faults = Arc::new(Faults::new(&args, ledger));
     let generator = web::Data::new(Generator {
         model: args.model.clone(),
@@ -126,7 +129,7 @@ async fn serve(
         info!("model loaded; ready");
     });
 
-    Ok(run_until_restart(server, &control).await?)
+    Ok(run_until_restart_with(server, &control, signals).await?)
 }
 
 /// `GET /health`: hangs when wedged, 503 `{"status":"loading"}` during a slow start, else 200.

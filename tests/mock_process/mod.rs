@@ -126,6 +126,23 @@ impl Mock {
         })
     }
 
+    /// Sends one request and returns as soon as the first byte of the answer arrives: the
+    /// earliest moment a client can know the server speaks.
+    pub fn first_byte_of(&self, method: &str, path: &str, wait: Duration) -> Option<u8> {
+        let mut stream = TcpStream::connect(self.addr).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(head.as_bytes()).ok()?;
+        let mut first = [0u8; 1];
+        match stream.read(&mut first) {
+            Ok(1) => Some(first[0]),
+            _ => None,
+        }
+    }
+
     pub fn get(&self, path: &str) -> Option<Answer> {
         self.request("GET", path, &[], "", Duration::from_secs(10))
     }

@@ -84,8 +84,9 @@ pub struct MockArgs {
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
 
-    /// Enables test-only endpoints such as POST /debug/block?ms=N, which blocks the main event
-    /// loop (where the systemd watchdog pings come from).
+    /// Enables test-only endpoints: POST /debug/block?ms=N, which blocks the main event loop
+    /// (where the systemd watchdog pings come from), and POST /debug/finish-loading, which ends
+    /// a --start-delay at once.
     #[arg(long, hide = true)]
     pub debug_endpoints: bool,
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use actix_web::{http::StatusCode, web, App, HttpResponse, HttpServer};
+use tokio::sync::Notify;
 use tracing::info;
 
 use super::args::MockArgs;
@@ -65,7 +66,7 @@ async fn serve(
     let alive = Arc::clone(&faults);
     let control = RestartControl::new(args.token.clone())
         .exit_code(args.restart_exit_code)
-        .notifier(notifier)
+        .notifier(notifier.clone())
         .without_health_route()
         .defer_ready()
         .health(move || !alive.is_wedged())
@@ -73,6 +74,13 @@ async fn serve(
 
     let routes = control.clone();
     let debug_endpoints = args.debug_endpoints;
+    let finish_loading = Arc::new(Notify::new());
+    let hooks = web::Data::new(debug::DebugHooks {
+        // This task runs on the main loop, where run_until_restart spawns the watchdog pinger.
+        main_loop: actix_rt::Arbiter::current(),
+        notifier: notifier.clone(),
+        finish_loading: Arc::clone(&finish_loading),
+    });
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(generator.clone())
@@ -87,7 +95,12 @@ async fn serve(
             )
             .route("/v1/completions", web::post().to(openai::completions));
         if debug_endpoints {
-            app.route("/debug/block", web::post().to(debug::block))
+            app.app_data(hooks.clone())
+                .route("/debug/block", web::post().to(debug::block))
+                .route(
+                    "/debug/finish-loading",
+                    web::post().to(debug::finish_loading),
+                )
         } else {
             app
         }
@@ -122,7 +135,10 @@ async fn serve(
                 ?delay,
                 "simulating a slow start: /health answers 503 until loaded"
             );
-            actix_rt::time::sleep(delay).await;
+            tokio::select! {
+                () = actix_rt::time::sleep(delay) => {}
+                () = finish_loading.notified() => {}
+            }
         }
         loading.mark_ready();
         ready_control.ready();

@@ -167,6 +167,34 @@ impl Mock {
         self.log.lock().iter().any(|l| l.contains(needle))
     }
 
+    /// How many logged lines contain `needle`.
+    pub fn logged_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits (≤ `bound`) until at least `count` logged lines contain `needle`; returns how many
+    /// do, or panics with the log.
+    pub fn wait_logged_count(&self, needle: &str, count: usize, bound: Duration) -> usize {
+        let deadline = Instant::now() + bound;
+        loop {
+            let seen = self.logged_count(needle);
+            if seen >= count {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} lines with {needle:?} not logged within {bound:?}: {:?}",
+                self.log.lock()
+            );
+            // The log is read on another thread; poll it.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn sigterm(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

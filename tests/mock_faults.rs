@@ -171,7 +171,7 @@ fn wedge_after_hangs_every_request_and_health() {
         mock.wait_exit(Duration::from_millis(100)).is_none(),
         "the process stays alive"
     );
-    assert!(mock.logged("--wedge-after 2 reached"));
+    mock.wait_logged_count("--wedge-after 2 reached", 1, Duration::from_secs(30));
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub struct Mock {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Mock {
@@ -47,7 +48,7 @@ impl Mock {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let _ = tx.send(rest.trim().to_owned());
@@ -59,6 +60,7 @@ impl Mock {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            reader: Some(reader),
         };
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
@@ -151,16 +153,31 @@ impl Mock {
         self.request("POST", path, &[], body, Duration::from_secs(10))
     }
 
-    /// Waits for the process to exit; `None` if it is still running after `wait`.
+    /// Waits for the process to exit; `None` if it is still running after `wait`. After an exit
+    /// the whole log has been read (see [`Mock::read_log_to_end`]).
     pub fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.read_log_to_end();
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Once the process has exited: waits until its whole log has been read (the end of the
+    /// pipe, which the reader thread reaches on its own schedule), so that what the mock wrote
+    /// last is in [`Mock::log`].
+    fn read_log_to_end(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "the mock is still running"
+        );
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
     }
 
     pub fn logged(&self, needle: &str) -> bool {

@@ -7,7 +7,7 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -187,6 +187,11 @@ pub struct StreamingResponse {
     reader: BufReader<TcpStream>,
     framing: Framing,
     finished: bool,
+    /// Server-Sent Events are parsed across calls: one piece of the body may hold several
+    /// events (a loaded proxy or client reads two of the child's writes at once), or a part of
+    /// one; what [`StreamingResponse::events_until`] did not hand out yet waits here.
+    sse: SseParser,
+    parsed: VecDeque<SseEvent>,
 }
 
 /// One piece of a body and when it arrived.
@@ -303,23 +308,25 @@ impl StreamingResponse {
         }
     }
 
-    /// Reads Server-Sent Events until `stop` says so or the body ends.
+    /// Reads Server-Sent Events until `stop` says so (that event included) or the body ends.
+    /// Events that arrived with the stopping one are kept for the next call, never dropped.
     pub fn events_until(
         &mut self,
         mut stop: impl FnMut(&SseEvent) -> bool,
     ) -> (Vec<SseEvent>, BodyEnd) {
-        let mut parser = SseParser::default();
         let mut events = Vec::new();
         loop {
+            while let Some(event) = self.parsed.pop_front() {
+                let done = stop(&event);
+                events.push(event);
+                if done {
+                    return (events, BodyEnd::Clean);
+                }
+            }
             match self.next_chunk() {
                 Ok(Some(chunk)) => {
-                    for event in parser.feed(&chunk) {
-                        let done = stop(&event);
-                        events.push(event);
-                        if done {
-                            return (events, BodyEnd::Clean);
-                        }
-                    }
+                    let fed = self.sse.feed(&chunk);
+                    self.parsed.extend(fed);
                 }
                 Ok(None) => return (events, BodyEnd::Clean),
                 Err(end) => return (events, end),
@@ -475,6 +482,8 @@ pub fn open(
         reader,
         framing,
         finished: false,
+        sse: SseParser::default(),
+        parsed: VecDeque::new(),
     })
 }
 

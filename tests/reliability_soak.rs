@@ -229,6 +229,9 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     })
     .expect("the reference mock is up");
 
+    // Every incident is a frozen, wedged or dead server, which the health probes see within a
+    // few seconds; the first-byte and stall timeouts are kept well above anything 32 clients on
+    // a loaded machine can take, so that a slow answer is never a restart that was not injected.
     let run = Respawn::serve_ready(
         &[
             "--health-interval",
@@ -238,9 +241,9 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
             "--unhealthy-after",
             "3",
             "--request-timeout",
-            "5s",
+            "15s",
             "--stall-timeout",
-            "3s",
+            "10s",
             "--stop-grace",
             "1s",
             "--startup-timeout",

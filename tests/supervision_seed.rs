@@ -58,7 +58,9 @@ fn mock_target(name: &str, extra: &[&str]) -> Target {
 fn fast_config(name: &str) -> SupervisorConfig {
     let mut config = SupervisorConfig::new(name);
     config.core.health.interval = Duration::from_millis(200);
-    config.core.health.timeout = Duration::from_millis(200);
+    // A second per probe: a loaded machine can delay a healthy answer past a few hundred ms,
+    // and three of those in a row would be a restart the test did not ask for.
+    config.core.health.timeout = Duration::from_secs(1);
     config.core.health.startup_timeout = Duration::from_secs(20);
     config.core.progress.canary_interval = Duration::ZERO;
     config.stop_grace = Duration::from_secs(2);

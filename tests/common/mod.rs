@@ -708,11 +708,15 @@ impl ServeOptions {
 }
 
 /// Fast detection settings for tests that are not about the defaults.
+///
+/// Probes are frequent, but each one gets a second to answer: a loaded machine can hold a
+/// healthy child's answer back for a few hundred milliseconds, and three such answers in a row
+/// would be a hang that never happened (a restart the test did not cause).
 pub const FAST: &[&str] = &[
     "--health-interval",
     "200ms",
     "--health-timeout",
-    "200ms",
+    "1s",
     "--unhealthy-after",
     "3",
     "--stop-grace",

@@ -6,7 +6,7 @@
 //! 3. manual restart through a registry handle.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Actor;
 use respawn::auth::AdminToken;
@@ -197,7 +197,6 @@ async fn fallback_restart_through_the_rest_endpoint_and_a_supervising_parent() {
         .await
         .expect("the server answers");
     let client = ClientActor::new(supervisor.upstream_shared().clone()).start();
-    let started = Instant::now();
     // The third completion wedges the server: respawn sees the health probes fail, asks the
     // server to exit over REST, and the parent starts a fresh one.
     for i in 0..5 {
@@ -212,7 +211,6 @@ async fn fallback_restart_through_the_rest_endpoint_and_a_supervising_parent() {
     assert_eq!(state.restarts, 1, "one wedge, one restart");
     assert_eq!(state.generation, Generation(2));
     assert!(state.last_error.is_none(), "{:?}", state.last_error);
-    assert!(started.elapsed() < Duration::from_secs(30));
     let _ = std::fs::remove_file(&state_file);
 }
 

@@ -564,7 +564,6 @@ async fn the_rest_strategy_fails_fast_on_a_hung_server_and_the_command_strategy_
     let h = harness(strategies, 5, true);
     settle().await;
     h.ready(Generation(1)).await;
-    let started = std::time::Instant::now();
     h.report(Generation(1), HangCause::HealthProbes);
     let mut state = h.state.clone();
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
@@ -579,13 +578,12 @@ async fn the_rest_strategy_fails_fast_on_a_hung_server_and_the_command_strategy_
     })
     .await;
     assert!(waited.is_ok(), "the command strategy restarted the server");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the REST strategy gave up within its own short timeout: {:?}",
-        started.elapsed()
-    );
     let error = h.state.borrow().last_error.clone().unwrap_or_default();
     assert!(error.starts_with("rest_endpoint:"), "{error}");
+    assert!(
+        error.contains("within 300ms"),
+        "the REST strategy gave up on its own short timeout: {error}"
+    );
 }
 
 async fn drain_body(

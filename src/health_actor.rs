@@ -279,8 +279,11 @@ mod tests {
         }
     }
 
+    /// Waits for `what` to be recorded; `false` after a bound that is only there to end a test
+    /// that would otherwise hang.
     async fn wait_for(events: &Arc<Mutex<Vec<String>>>, what: &str) -> bool {
-        for _ in 0..200 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
             if events.lock().iter().any(|e| e == what) {
                 return true;
             }
@@ -296,9 +299,15 @@ mod tests {
         let recorder = Recorder::default();
         let events = Arc::clone(&recorder.events);
         let recorder = recorder.start();
+        // The in-process server shares a loaded machine with every other test of this binary:
+        // its first answer may take a while, and that is not what this test is about.
+        let config = HealthConfig {
+            startup_timeout: Duration::from_secs(30),
+            ..config()
+        };
         let health = HealthActor::new(
             format!("http://{addr}/health"),
-            config(),
+            config,
             HealthReports::to(&recorder),
         )
         .start();

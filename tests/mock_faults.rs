@@ -216,7 +216,8 @@ fn crash_after_exits_with_code_1() {
 
 #[test]
 fn start_delay_answers_503_loading_then_200() {
-    let mock = Mock::start(&["--start-delay", "1500ms"]);
+    // Loading lasts until the test ends it: the early answers cannot race a timer.
+    let mock = Mock::start(&["--start-delay", "1h", "--debug-endpoints"]);
     let early = mock.get("/health").expect("the port is open at once");
     assert_eq!(early.status, 503);
     assert_eq!(early.json()["status"], "loading");
@@ -225,6 +226,12 @@ fn start_delay_answers_503_loading_then_200() {
             .expect("an answer")
             .status,
         503
+    );
+    assert_eq!(
+        mock.post("/debug/finish-loading", "")
+            .expect("an answer")
+            .status,
+        200
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -346,6 +353,17 @@ fn state_file_counts_across_processes_and_each_point_fires_once() {
             .json()["id"],
         "chatcmpl-mock-5"
     );
+}
+
+#[test]
+fn a_short_start_delay_ends_by_itself() {
+    let mock = Mock::start(&["--start-delay", "200ms"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.get("/health").expect("an answer").status != 200 {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    mock.wait_logged_count("model loaded; ready", 1, Duration::from_secs(30));
 }
 
 #[test]

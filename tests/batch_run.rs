@@ -55,6 +55,11 @@ impl Job {
     }
 
     /// `respawn batch` with fast hang detection, before `extra` and the mock's own flags.
+    ///
+    /// Probes are frequent but each gets a second, and a first byte fifteen: a loaded machine
+    /// slows healthy answers, and a restart the test did not cause would put innocent requests
+    /// at two hangs (quarantined) or change the counts the tests check. The wedges the tests
+    /// inject are found by the probes within seconds.
     fn batch(&self, input: &Path, output: &Path, extra: &[&str], mock: &[&str]) -> Command {
         let mut cmd = Command::new(RESPAWN);
         cmd.arg("batch")
@@ -66,9 +71,9 @@ impl Job {
                 "--health-interval",
                 "200ms",
                 "--health-timeout",
-                "500ms",
+                "1s",
                 "--request-timeout",
-                "5s",
+                "15s",
             ])
             .args([
                 "--stop-grace",

@@ -227,22 +227,24 @@ fn systemd_stops_cleanly_on_sigterm_right_after_its_first_answer() {
         return;
     };
     for attempt in 0..20 {
-        let port = free_port();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(&path)
+        // Port 0: the example binds a port nobody else can hold, and logs which.
+        let mut child = Command::new(&path)
             .env_remove("RESPAWN_ADMIN_TOKEN")
             .env_remove("NOTIFY_SOCKET")
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("run the systemd example");
+        let addr = logged_address(child.stderr.take().expect("piped stderr"));
         let mut running = Running {
             child,
             spawned: Vec::new(),
         };
-        let first = first_byte_of_health(addr, &mut running.child);
+        let addr =
+            addr.unwrap_or_else(|| panic!("attempt {attempt}: the example logs its address"));
+        let first = first_byte_of_health(addr);
         assert!(first.is_some(), "attempt {attempt}: the example answers");
         common::signal(running.child.id(), Signal::SIGTERM);
         let status = wait_for(Duration::from_secs(20), || {
@@ -253,24 +255,29 @@ fn systemd_stops_cleanly_on_sigterm_right_after_its_first_answer() {
     }
 }
 
-/// Connects as soon as the example listens, asks for `/health` and returns the first byte of the
-/// answer; `None` if the example exits or never answers.
-fn first_byte_of_health(addr: std::net::SocketAddr, child: &mut Child) -> Option<u8> {
-    use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut stream = loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(stream) => break stream,
-            Err(_) if std::time::Instant::now() < deadline => {
-                if child.try_wait().ok().flatten().is_some() {
-                    return None;
-                }
-                // Nothing to wait on before the example binds: poll the port closely.
-                std::thread::sleep(Duration::from_millis(2));
+/// The address in the example's `listening on http://ADDR` line; `None` if its log ends first.
+/// The rest of the log is read (and dropped) on a thread, so the example never blocks on it.
+fn logged_address(stderr: std::process::ChildStderr) -> Option<std::net::SocketAddr> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.trim().to_owned());
             }
-            Err(_) => return None,
         }
-    };
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok()?.parse().ok()
+}
+
+/// Asks for `/health` (the example is listening: it logged its address) and returns the first
+/// byte of the answer, the first thing the service ever says; `None` if it never answers.
+fn first_byte_of_health(addr: std::net::SocketAddr) -> Option<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;

@@ -489,7 +489,7 @@ impl Respawn {
         options: &[&str],
         command: &[&str],
         env: &[(&str, &str)],
-    ) -> Result<Respawn, Respawn> {
+    ) -> Result<Respawn, Box<Respawn>> {
         let mut run = Respawn::serve(options, command, env);
         let addr = run.addr();
         let ready = wait_for(Duration::from_secs(30), || {
@@ -508,9 +508,11 @@ impl Respawn {
             }
             Some(Err(status)) => {
                 run.exit = Some(status);
+                // The line naming a taken port may be the last one: read the log to its end.
+                run.wait_exit(Duration::ZERO);
                 let log = run.log_text();
                 if status.code() == Some(4) || log.contains("already in use") {
-                    return Err(run);
+                    return Err(Box::new(run));
                 }
                 panic!("respawn exited with {status} before it was ready:\n{log}")
             }

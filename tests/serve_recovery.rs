@@ -23,10 +23,10 @@ fn a_frozen_child_is_restarted_once_and_every_caught_and_later_request_succeeds(
     let old_guardian = serve.guardian_pid();
     let old_server = serve.server_pid();
 
-    // Eight requests of about 3 s each are in flight when the child freezes: longer than the
-    // detection plus the stop grace, so none can finish on the old server.
+    // Eight requests of about 6 s each are in flight when the child freezes, which follows at
+    // once: none can have finished on the old server, even if the eight took a while to start.
     let caught: Vec<_> = (0..8)
-        .map(|i| thread::spawn(move || chat(addr, &format!("caught {i}"), 60, CLIENT_TIMEOUT)))
+        .map(|i| thread::spawn(move || chat(addr, &format!("caught {i}"), 120, CLIENT_TIMEOUT)))
         .collect();
     serve.wait_status(Duration::from_secs(10), "8 requests in flight", |s| {
         s["in_flight"].as_u64() >= Some(8)

@@ -107,7 +107,7 @@ fn standalone_asks_restarts_asks_again_and_stops() {
     );
     assert_eq!(lines.last(), Some(&"stopped"), "{stdout}");
     for pid in &running.spawned {
-        let gone = wait_for(Duration::from_secs(5), || {
+        let gone = wait_for(Duration::from_secs(30), || {
             (!matches!(proc_stat(*pid), Some(s) if s.state != 'Z')).then_some(())
         });
         assert!(
@@ -208,7 +208,7 @@ fn embed_serves_its_own_routes_through_the_registry_and_client_actor() {
     .expect("the example stops on SIGTERM");
     assert!(status.success(), "exit {status}");
     for pid in &running.spawned {
-        let gone = wait_for(Duration::from_secs(5), || {
+        let gone = wait_for(Duration::from_secs(30), || {
             (!matches!(proc_stat(*pid), Some(s) if s.state != 'Z')).then_some(())
         });
         assert!(

@@ -209,7 +209,7 @@ fn crash_after_exits_with_code_1() {
     );
     let _ = mock.request("POST", CHAT, &[], &chat_body("hi", 2, false), HANG);
     let status = mock
-        .wait_exit(Duration::from_secs(10))
+        .wait_exit(Duration::from_secs(30))
         .expect("the process exits");
     assert_eq!(status.code(), Some(1));
 }
@@ -372,7 +372,7 @@ fn sigterm_exits_zero() {
     assert_eq!(mock.get("/health").expect("an answer").status, 200);
     mock.sigterm();
     let status = mock
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(30))
         .expect("exits on SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
@@ -389,7 +389,7 @@ fn sigterm_as_soon_as_the_address_is_logged_exits_zero() {
         let mut mock = Mock::start(&[]);
         mock.sigterm();
         let status = mock
-            .wait_exit(Duration::from_secs(15))
+            .wait_exit(Duration::from_secs(30))
             .expect("exits on SIGTERM");
         assert_eq!(
             status.code(),
@@ -410,7 +410,7 @@ fn sigterm_right_after_the_first_answer_exits_zero() {
         assert!(first.is_some(), "attempt {attempt}: the server answers");
         mock.sigterm();
         let status = mock
-            .wait_exit(Duration::from_secs(15))
+            .wait_exit(Duration::from_secs(30))
             .expect("exits on SIGTERM");
         assert_eq!(
             status.code(),

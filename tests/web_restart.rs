@@ -72,7 +72,7 @@ fn restart_with_the_right_token_answers_202_runs_cleanup_and_exits_75() {
     let answer = restart(&mock, Some(&format!("Bearer {TOKEN}")));
     assert_eq!(answer.status, 202, "{answer:?}");
     let status = mock
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(30))
         .expect("the process exits");
     assert_eq!(status.code(), Some(respawn::web::EXIT_RESTART));
     assert_eq!(respawn::web::EXIT_RESTART, 75);
@@ -99,7 +99,7 @@ fn restart_works_on_a_wedged_server_and_the_exit_code_is_configurable() {
     let answer = restart(&mock, Some(&format!("Bearer {TOKEN}")));
     assert_eq!(answer.status, 202);
     let status = mock
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(30))
         .expect("the process exits");
     assert_eq!(status.code(), Some(3));
 }

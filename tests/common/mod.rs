@@ -917,10 +917,10 @@ impl Serve {
         self.status()["pid"].as_u64().expect("a pid in the status") as u32
     }
 
-    /// The real server: the guardian's child (waits ≤ 10 s for it to appear).
+    /// The real server: the guardian's child (waits ≤ 30 s for it to appear).
     pub fn server_pid(&self) -> u32 {
         let guardian = self.guardian_pid();
-        wait_for(Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(30), || {
             children_of(guardian).first().copied()
         })
         .unwrap_or_else(|| panic!("the guardian {guardian} has no child"))

@@ -581,7 +581,7 @@ impl Respawn {
     /// The model server: the guardian's first live child.
     pub fn server(&self) -> Option<u32> {
         let guardian = self.guardian()?;
-        wait_for(Duration::from_secs(10), || {
+        wait_for(Duration::from_secs(30), || {
             children(guardian).first().copied()
         })
     }

@@ -456,8 +456,15 @@ fn a_port_zero_listener_logs_the_address_it_really_bound() {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("listen="))
         .and_then(|a| a.parse().ok());
+    // At once: the signal handlers are armed before respawn starts anything, let alone logs
+    // where it listens, so even this early a SIGTERM is a clean stop.
     run.signal(Signal::SIGTERM);
-    let _ = run.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        run.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        run.log_text()
+    );
     let bound = bound.unwrap_or_else(|| panic!("no address in {line}"));
     assert_ne!(
         bound.port(),

@@ -301,6 +301,14 @@ impl SupervisorState {
         self.phase == Phase::Ready && self.generation >= generation
     }
 
+    /// Whether `generation` is on its way out: its restart has begun, or a later generation
+    /// exists. Whatever its server starts to answer now is cut when it is stopped.
+    pub fn replacing(&self, generation: Generation) -> bool {
+        self.generation > generation
+            || (self.generation == generation
+                && matches!(self.phase, Phase::Restarting | Phase::BackingOff))
+    }
+
     /// Seconds the current generation has been ready, if it is.
     pub fn uptime_s(&self) -> Option<u64> {
         match (self.phase, self.ready_at) {

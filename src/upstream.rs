@@ -534,6 +534,15 @@ impl Upstream {
                 return Err(AttemptOutcome::ConnectionReset);
             }
         };
+        // A hung server is resumed (SIGCONT) only so that its SIGTERM gets through, and in that
+        // moment it may start answering the requests that waited on it: an answer that begins
+        // once its generation is being replaced is cut when the server dies. Nothing of it has
+        // reached the client yet, so the request goes to the next generation instead, like any
+        // other request the hang caught.
+        if self.shared.state.borrow().replacing(generation) {
+            debug!(generation = generation.get(), "an answer began after the restart of its generation had begun; dropped, the request goes to the next generation");
+            return Err(AttemptOutcome::ConnectionReset);
+        }
         Ok(Delivered {
             response,
             first,

@@ -6,6 +6,10 @@
 //! (systemd's `Restart=`, Kubernetes) starts a fresh process. With systemd's watchdog it is
 //! restarted even when no client notices: the pings come from the service's own event loop.
 //!
+//! SIGTERM, SIGINT and SIGQUIT are caught before the server can answer anything
+//! ([`StopSignals`], armed by [`run_until_restart`] before it starts the workers), so a service
+//! stopped right after it came up still stops cleanly, with `STOPPING=1` and exit code 0.
+//!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer};
 //! use respawn::{auth::AdminToken, systemd::Notifier, web::RestartControl};
@@ -32,6 +36,8 @@
 
 mod restart_control;
 mod shutdown;
+mod stop_signals;
 
 pub use restart_control::RestartControl;
-pub use shutdown::{run_until_restart, Exit, EXIT_RESTART};
+pub use shutdown::{run_until_restart, run_until_restart_with, Exit, EXIT_RESTART};
+pub use stop_signals::{StopSignal, StopSignals};

@@ -55,6 +55,11 @@ impl Job {
     }
 
     /// `respawn batch` with fast hang detection, before `extra` and the mock's own flags.
+    ///
+    /// Probes are frequent but each gets a second, and a first byte fifteen: a loaded machine
+    /// slows healthy answers, and a restart the test did not cause would put innocent requests
+    /// at two hangs (quarantined) or change the counts the tests check. The wedges the tests
+    /// inject are found by the probes within seconds.
     fn batch(&self, input: &Path, output: &Path, extra: &[&str], mock: &[&str]) -> Command {
         let mut cmd = Command::new(RESPAWN);
         cmd.arg("batch")
@@ -66,9 +71,9 @@ impl Job {
                 "--health-interval",
                 "200ms",
                 "--health-timeout",
-                "500ms",
+                "1s",
                 "--request-timeout",
-                "5s",
+                "15s",
             ])
             .args([
                 "--stop-grace",
@@ -178,14 +183,36 @@ impl Running {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let log = self.drain();
+        let log = self.drain_to_end(deadline);
         (status.code().unwrap_or(-1), log)
     }
 
+    /// The log so far, without waiting (for messages about a run that is still going).
     fn drain(&mut self) -> String {
-        // The reader thread ends when the pipe closes; give it a moment to catch up.
-        while let Ok(line) = self.log.recv_timeout(Duration::from_millis(300)) {
+        while let Ok(line) = self.log.try_recv() {
             self.lines.push(line);
+        }
+        self.lines.join("\n")
+    }
+
+    /// The whole log of a run that has exited: every line up to the end of the pipe, which the
+    /// reader thread reaches on its own schedule (a loaded machine may hold it back for long).
+    fn drain_to_end(&mut self, deadline: Instant) -> String {
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_default()
+                .max(Duration::from_secs(10));
+            match self.log.recv_timeout(left) {
+                Ok(line) => self.lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "the log pipe stayed open after respawn batch exited:\n{}",
+                        self.lines.join("\n")
+                    )
+                }
+            }
         }
         self.lines.join("\n")
     }

@@ -112,7 +112,7 @@ fn standalone_asks_restarts_asks_again_and_stops() {
     );
     assert_eq!(lines.last(), Some(&"stopped"), "{stdout}");
     for pid in &running.spawned {
-        let gone = wait_for(Duration::from_secs(5), || {
+        let gone = wait_for(Duration::from_secs(30), || {
             (!matches!(proc_stat(*pid), Some(s) if s.state != 'Z')).then_some(())
         });
         assert!(
@@ -236,12 +236,83 @@ fn embed_serves_its_own_routes_and_restarts_with_its_own_strategy() {
     .expect("the example stops on SIGTERM");
     assert!(status.success(), "exit {status}");
     for pid in &running.spawned {
-        let gone = wait_for(Duration::from_secs(5), || {
+        let gone = wait_for(Duration::from_secs(30), || {
             (!matches!(proc_stat(*pid), Some(s) if s.state != 'Z')).then_some(())
         });
         assert!(
             gone.is_some(),
             "the model server {pid} outlived the example"
         );
+    }
+}
+
+#[test]
+fn systemd_stops_cleanly_on_sigterm_right_after_its_first_answer() {
+    // `respawn::web::run_until_restart` arms the stop signals before the workers start: the
+    // first answer the service ever gives is already covered. A service manager that stops it at
+    // that moment gets exit 0 every time, never a death by SIGTERM.
+    let path = example("systemd");
+    for attempt in 0..20 {
+        // Port 0: the example binds a port nobody else can hold, and logs which.
+        let mut child = Command::new(&path)
+            .env_remove("RESPAWN_ADMIN_TOKEN")
+            .env_remove("NOTIFY_SOCKET")
+            .env("PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the systemd example");
+        let addr = logged_address(child.stderr.take().expect("piped stderr"));
+        let mut running = Running {
+            child,
+            spawned: Vec::new(),
+        };
+        let addr =
+            addr.unwrap_or_else(|| panic!("attempt {attempt}: the example logs its address"));
+        let first = first_byte_of_health(addr);
+        assert!(first.is_some(), "attempt {attempt}: the example answers");
+        common::signal(running.child.id(), Signal::SIGTERM);
+        let status = wait_for(Duration::from_secs(20), || {
+            running.child.try_wait().ok().flatten()
+        })
+        .expect("the example stops on SIGTERM");
+        assert_eq!(status.code(), Some(0), "attempt {attempt}: {status}");
+    }
+}
+
+/// The address in the example's `listening on http://ADDR` line; `None` if its log ends first.
+/// The rest of the log is read (and dropped) on a thread, so the example never blocks on it.
+fn logged_address(stderr: std::process::ChildStderr) -> Option<std::net::SocketAddr> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok()?.parse().ok()
+}
+
+/// Asks for `/health` (the example is listening: it logged its address) and returns the first
+/// byte of the answer, the first thing the service ever says; `None` if it never answers.
+fn first_byte_of_health(addr: std::net::SocketAddr) -> Option<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut first = [0u8; 1];
+    match stream.read(&mut first) {
+        Ok(1) => Some(first[0]),
+        _ => None,
     }
 }

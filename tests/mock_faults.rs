@@ -175,7 +175,7 @@ fn wedge_after_hangs_every_request_and_health() {
         mock.wait_exit(Duration::from_millis(100)).is_none(),
         "the process stays alive"
     );
-    assert!(mock.logged("--wedge-after 2 reached"));
+    mock.wait_logged_count("--wedge-after 2 reached", 1, Duration::from_secs(30));
 }
 
 #[test]
@@ -213,14 +213,15 @@ fn crash_after_exits_with_code_1() {
     );
     let _ = mock.request("POST", CHAT, &[], &chat_body("hi", 2, false), HANG);
     let status = mock
-        .wait_exit(Duration::from_secs(10))
+        .wait_exit(Duration::from_secs(30))
         .expect("the process exits");
     assert_eq!(status.code(), Some(1));
 }
 
 #[test]
 fn start_delay_answers_503_loading_then_200() {
-    let mock = Mock::start(&["--start-delay", "1500ms"]);
+    // Loading lasts until the test ends it: the early answers cannot race a timer.
+    let mock = Mock::start(&["--start-delay", "1h", "--debug-endpoints"]);
     let early = mock.get("/health").expect("the port is open at once");
     assert_eq!(early.status, 503);
     assert_eq!(early.json()["status"], "loading");
@@ -229,6 +230,12 @@ fn start_delay_answers_503_loading_then_200() {
             .expect("an answer")
             .status,
         503
+    );
+    assert_eq!(
+        mock.post("/debug/finish-loading", "")
+            .expect("an answer")
+            .status,
+        200
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -354,12 +361,67 @@ fn state_file_counts_across_processes_and_each_point_fires_once() {
 }
 
 #[test]
+fn a_short_start_delay_ends_by_itself() {
+    let mock = Mock::start(&["--start-delay", "200ms"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.get("/health").expect("an answer").status != 200 {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    mock.wait_logged_count("model loaded; ready", 1, Duration::from_secs(30));
+}
+
+#[test]
 fn sigterm_exits_zero() {
     let mut mock = Mock::start(&[]);
     assert_eq!(mock.get("/health").expect("an answer").status, 200);
     mock.sigterm();
     let status = mock
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(30))
         .expect("exits on SIGTERM");
     assert_eq!(status.code(), Some(0));
+}
+
+/// How many fresh mocks the early-SIGTERM tests signal: each start is cheap, and a race that
+/// loses only now and then shows up within a few dozen tries.
+const EARLY_SIGTERM_TRIES: usize = 25;
+
+#[test]
+fn sigterm_as_soon_as_the_address_is_logged_exits_zero() {
+    // The mock logs its address before its workers run: a service manager (or a test) that
+    // learns the address from that line may stop it at once, and must get a clean exit.
+    for attempt in 0..EARLY_SIGTERM_TRIES {
+        let mut mock = Mock::start(&[]);
+        mock.sigterm();
+        let status = mock
+            .wait_exit(Duration::from_secs(30))
+            .expect("exits on SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status:?}; log: {:?}",
+            mock.log.lock()
+        );
+    }
+}
+
+#[test]
+fn sigterm_right_after_the_first_answer_exits_zero() {
+    // The request is queued before the workers start, so its answer is the first thing the
+    // server ever says; the signal follows the first byte of it.
+    for attempt in 0..EARLY_SIGTERM_TRIES {
+        let mut mock = Mock::start(&[]);
+        let first = mock.first_byte_of("GET", "/health", Duration::from_secs(10));
+        assert!(first.is_some(), "attempt {attempt}: the server answers");
+        mock.sigterm();
+        let status = mock
+            .wait_exit(Duration::from_secs(30))
+            .expect("exits on SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status:?}; log: {:?}",
+            mock.log.lock()
+        );
+    }
 }

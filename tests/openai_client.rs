@@ -159,7 +159,7 @@ fn post_restart(serve: &Serve) {
 fn freeze(serve: &Serve) -> u32 {
     let server = serve.server_pid();
     common::signal(server, Signal::SIGSTOP);
-    let stopped = common::wait_for(Duration::from_secs(5), || {
+    let stopped = common::wait_for(Duration::from_secs(30), || {
         (proc_stat(server).map(|s| s.state) == Some('T')).then_some(())
     });
     assert!(stopped.is_some(), "the server {server} is stopped");

@@ -187,9 +187,9 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_respawn_exits_0() 
     let server = run.server().expect("the python server");
     let stopped_at = Instant::now();
     run.signal(Signal::SIGTERM);
-    // Stopping takes the grace (1 s) and then a SIGKILL: well within grace + 10 s.
+    // Stopping takes the grace (1 s) and then a SIGKILL; the bound only ends a hung test.
     assert_eq!(
-        run.exit_code(Duration::from_secs(11)),
+        run.exit_code(Duration::from_secs(30)),
         0,
         "{}",
         run.log_text()
@@ -199,7 +199,7 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_and_respawn_exits_0() 
         took >= Duration::from_millis(900),
         "the grace was given before the SIGKILL ({took:?})"
     );
-    let gone = wait_for(Duration::from_secs(5), || {
+    let gone = wait_for(Duration::from_secs(30), || {
         group(guardian).is_empty().then_some(())
     });
     assert!(
@@ -456,8 +456,16 @@ fn a_port_zero_listener_logs_the_address_it_really_bound() {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("listen="))
         .and_then(|a| a.parse().ok());
+    // At once: the signal handlers are armed before respawn starts anything, let alone logs
+    // where it listens, so even this early a SIGTERM is a clean stop.
     run.signal(Signal::SIGTERM);
-    let _ = run.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        run.wait_exit(Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        run.log_text()
+    );
     let bound = bound.unwrap_or_else(|| panic!("no address in {line}"));
     assert_ne!(
         bound.port(),

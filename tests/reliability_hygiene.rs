@@ -46,8 +46,8 @@ fn kill_9_of_respawn_leaves_no_child_and_no_grandchild_even_one_ignoring_sigterm
     assert!(pids.len() >= 3, "guardian, sh and sleep: {tree:?}");
 
     run.signal(Signal::SIGKILL);
-    let _ = run.wait_exit(Duration::from_secs(5));
-    let left = wait_for(Duration::from_secs(10), || {
+    let _ = run.wait_exit(Duration::from_secs(30));
+    let left = wait_for(Duration::from_secs(30), || {
         let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
         left.is_empty().then_some(())
     });
@@ -79,7 +79,7 @@ fn a_restart_leaves_nothing_of_the_old_group() {
         &[("RESPAWN_ADMIN_TOKEN", token)],
     );
     let old_group = run.guardian().expect("a guardian");
-    let old_members = wait_for(Duration::from_secs(10), || {
+    let old_members = wait_for(Duration::from_secs(30), || {
         let members = group(old_group);
         (members.len() >= 3).then_some(members)
     })
@@ -258,7 +258,7 @@ fn as_pid_1_respawn_reaps_orphaned_zombies_and_stops_cleanly_on_sigterm() {
         "unshare reports respawn's exit code:\n{}",
         run.log_text()
     );
-    let empty = wait_for(Duration::from_secs(5), || {
+    let empty = wait_for(Duration::from_secs(30), || {
         inside.iter().all(|p| !alive(*p)).then_some(())
     });
     assert!(

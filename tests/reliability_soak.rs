@@ -231,18 +231,23 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     })
     .expect("the reference mock is up");
 
+    // Every incident is a frozen, wedged or dead server, which the health probes see within
+    // seconds. A hang takes five probes of 2 s each, and the first-byte and stall timeouts are
+    // kept well above anything 32 clients on a loaded machine can take: with the machine busy
+    // compiling beside the soak, three 1 s probes in a row did go unanswered by a healthy child,
+    // and a slow answer (to a probe or to a client) must never be a restart that was not injected.
     let run = Respawn::serve_ready(
         &[
             "--health-interval",
             "250ms",
             "--health-timeout",
-            "1s",
+            "2s",
             "--unhealthy-after",
-            "3",
+            "5",
             "--request-timeout",
-            "5s",
+            "15s",
             "--stall-timeout",
-            "3s",
+            "10s",
             "--stop-grace",
             "1s",
             "--startup-timeout",

@@ -10,7 +10,7 @@ use common::{serve_mock, TempDir};
 
 #[test]
 fn a_deadlock_with_a_request_in_flight_is_found_by_the_progress_metric() {
-    let serve = serve_mock(&["--progress-timeout", "2s"], &["--deadlock-after", "2"]);
+    let serve = serve_mock(&["--progress-timeout", "3s"], &["--deadlock-after", "2"]);
     for i in 0..2 {
         let response = serve
             .chat(&format!("fine {i}"), 4, Duration::from_secs(30))
@@ -34,11 +34,13 @@ fn an_idle_deadlock_is_found_by_the_canary_before_any_client_request() {
     let state = dir.path().join("mock-state.json");
     let state = state.to_str().expect("utf-8 path").to_owned();
     // The first completion the server sees (the canary) deadlocks it, once for the whole job.
+    // Every later canary answers: it gets seconds to do so, since a canary that a loaded machine
+    // merely slows down would otherwise be a second restart.
     let serve = serve_mock(
-        &["--canary-interval", "1s", "--canary-timeout", "1s"],
+        &["--canary-interval", "1s", "--canary-timeout", "5s"],
         &["--deadlock-after", "0", "--state-file", &state],
     );
-    let status = serve.wait_status(Duration::from_secs(20), "a canary restart", |s| {
+    let status = serve.wait_status(Duration::from_secs(60), "a canary restart", |s| {
         s["last_restart"]["cause"] == "canary_timeout" && s["state"] == "ready"
     });
     assert_eq!(status["last_cause"], "canary_timeout", "{status}");
@@ -56,11 +58,13 @@ fn an_idle_deadlock_is_found_by_the_canary_before_any_client_request() {
 
 #[test]
 fn a_slow_but_progressing_server_is_not_restarted() {
-    // One token every 700 ms: a 6-token answer takes about 4 s, twice the progress timeout,
-    // but the counter keeps growing, so it is slowness and not a hang.
-    let serve = serve_mock(&["--progress-timeout", "2s"], &["--token-latency", "700ms"]);
+    // One token every 500 ms: an 8-token answer takes about 4 s, longer than the progress
+    // timeout, but the counter keeps growing, so it is slowness and not a hang. The timeout is
+    // six token times, so a loaded machine that delays a token (or a look at the counter) by a
+    // second or two does not make it look stuck.
+    let serve = serve_mock(&["--progress-timeout", "3s"], &["--token-latency", "500ms"]);
     let response = serve
-        .chat("slow", 6, Duration::from_secs(60))
+        .chat("slow", 8, Duration::from_secs(60))
         .expect("request");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(

@@ -21,7 +21,7 @@ fn sigterm_stops_respawn_with_exit_0_and_leaves_nothing_of_the_group() {
         .wait_exit(Duration::from_secs(20))
         .expect("respawn exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "log:\n{}", serve.log_text());
-    let gone = common::wait_for(Duration::from_secs(5), || {
+    let gone = common::wait_for(Duration::from_secs(30), || {
         group_members(guardian).is_empty().then_some(())
     });
     assert!(gone.is_some(), "left behind: {:?}", group_members(guardian));

@@ -37,7 +37,7 @@ fn token_events(events: &[SseEvent]) -> Vec<&SseEvent> {
 }
 
 #[test]
-fn chunks_arrive_spread_out_like_the_childs_tokens_and_the_stream_ends_with_done() {
+fn chunks_pass_through_before_the_child_has_finished_and_the_stream_ends_with_done() {
     let serve = serve_mock(&[], &["--token-latency", "100ms"]);
     let (events, end) = stream(&serve, 10).events();
     assert_eq!(end, BodyEnd::Clean);
@@ -52,23 +52,20 @@ fn chunks_arrive_spread_out_like_the_childs_tokens_and_the_stream_ends_with_done
     );
     let tokens = token_events(&events);
     assert_eq!(tokens.len(), 10, "{events:?}");
-    // Buffered to the end, every token would arrive within a few ms of the last one; passed on
-    // as produced, they are about 100 ms apart. Generous bounds either way.
-    let first = tokens[0].at;
-    let last = tokens[tokens.len() - 1].at;
-    let spread = last.duration_since(first);
-    assert!(
-        spread >= Duration::from_millis(500),
-        "tokens arrived within {spread:?}: buffered"
-    );
-    let gaps = tokens
-        .windows(2)
-        .filter(|w| w[1].at.duration_since(w[0].at) >= Duration::from_millis(40))
-        .count();
-    assert!(
-        gaps >= 6,
-        "only {gaps} of 9 gaps look like the child's token latency"
-    );
+
+    // A thousand tokens take the child 100 s; the first three reach the client long before
+    // that, each read bounded by the client's 30 s timeout. A proxy that held the body back
+    // until the child finished (or until a buffer filled) would deliver nothing by then.
+    let mut long = stream(&serve, 1000);
+    let mut tokens = 0;
+    while tokens < 3 {
+        let (events, end) = long.events_until(|_| true);
+        assert!(
+            end == BodyEnd::Clean && !events.is_empty(),
+            "the stream goes on: {events:?} {end:?}"
+        );
+        tokens += token_events(&events).len();
+    }
 }
 
 #[test]
@@ -119,7 +116,6 @@ fn a_stream_that_stalls_mid_way_ends_with_an_error_event() {
     let (rest, end) = response.events();
     events.extend(rest);
     assert_ne!(end, BodyEnd::TimedOut, "the stream was not left hanging");
-    let ended = events.last().map(|e| e.at).expect("events");
     assert!(events.iter().all(|e| e.data != "[DONE]"), "{events:?}");
     let last = events.last().expect("events");
     assert_eq!(
@@ -127,15 +123,12 @@ fn a_stream_that_stalls_mid_way_ends_with_an_error_event() {
         Some("error"),
         "ends with an explicit error: {events:?}"
     );
-    assert!(
-        ended.duration_since(events[1].at) < Duration::from_secs(4),
-        "ended by the 1 s stall timeout"
-    );
     let status = serve.wait_status(
         Duration::from_secs(20),
         "the stalled child is restarted",
         |s| s["generation"] == 2 && s["state"] == "ready",
     );
+    // Health probes would need half a minute of failures: the stall timeout ended the stream.
     assert_eq!(status["last_cause"], "stream_stall", "{status}");
 }
 

@@ -12,11 +12,19 @@ mod mock_process;
 
 use mock_process::Mock;
 
-/// A notify socket in a fresh directory; messages arrive on a channel with their arrival time.
+/// A bound against hanging forever, never a measure of how long anything should take.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The lines `/debug/block` has the blocked loop itself send right before and after the block.
+const BLOCK_STARTS: &str = "STATUS=debug: event loop blocked";
+const BLOCK_ENDS: &str = "STATUS=debug: event loop unblocked";
+
+/// A notify socket in a fresh directory; its messages arrive on a channel in the order they were
+/// sent (one sender process, one datagram queue), which is what the tests assert on.
 struct NotifySocket {
     dir: PathBuf,
     path: PathBuf,
-    messages: mpsc::Receiver<(Instant, String)>,
+    messages: mpsc::Receiver<String>,
 }
 
 impl NotifySocket {
@@ -37,6 +45,43 @@ impl NotifySocket {
     fn env(&self) -> String {
         self.path.to_str().expect("utf-8 path").to_owned()
     }
+
+    /// Sends a line of the test's own into the socket. It is queued behind everything the service
+    /// sent before this call, so it splits the stream into before and after.
+    fn mark(&self, label: &str) -> String {
+        let line = format!("TEST-MARK={label}");
+        UnixDatagram::unbound()
+            .expect("a client socket")
+            .send_to(line.as_bytes(), &self.path)
+            .expect("send a mark");
+        line
+    }
+
+    /// Every message up to and including the first equal to `last` (see [`until`]).
+    fn until(&self, last: &str) -> Vec<String> {
+        until(&self.messages, last)
+    }
+}
+
+/// Every message up to and including the first equal to `last`; panics with what came if `last`
+/// does not arrive within [`BOUND`].
+fn until(messages: &mpsc::Receiver<String>, last: &str) -> Vec<String> {
+    let deadline = Instant::now() + BOUND;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match messages.recv_timeout(left) {
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => {
+                let done = line == last;
+                seen.push(line);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("{last:?} did not arrive within {BOUND:?}; got {seen:?}")
 }
 
 impl Drop for NotifySocket {
@@ -45,7 +90,9 @@ impl Drop for NotifySocket {
     }
 }
 
-fn listen(socket: UnixDatagram) -> mpsc::Receiver<(Instant, String)> {
+/// Reads the socket on a thread; an empty line on each read timeout lets it notice that the test
+/// has dropped the receiver.
+fn listen(socket: UnixDatagram) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -57,14 +104,13 @@ fn listen(socket: UnixDatagram) -> mpsc::Receiver<(Instant, String)> {
                 Ok(n) => {
                     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                     for line in text.lines() {
-                        if tx.send((Instant::now(), line.to_owned())).is_err() {
+                        if tx.send(line.to_owned()).is_err() {
                             return;
                         }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                    // Stop once the test has dropped the receiver.
-                    if tx.send((Instant::now(), String::new())).is_err() {
+                    if tx.send(String::new()).is_err() {
                         return;
                     }
                 }
@@ -75,39 +121,16 @@ fn listen(socket: UnixDatagram) -> mpsc::Receiver<(Instant, String)> {
     rx
 }
 
-/// Waits up to `wait` for `line`; returns when it arrived.
-fn wait_for(rx: &mpsc::Receiver<(Instant, String)>, line: &str, wait: Duration) -> Option<Instant> {
-    let deadline = Instant::now() + wait;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok((at, got)) if got == line => return Some(at),
-            Ok(_) => {}
-            Err(_) => return None,
+/// The lines with each run of repeated lines written once: the order of events, whatever the
+/// number of pings between them.
+fn runs(lines: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for line in lines {
+        if out.last() != Some(&line.as_str()) {
+            out.push(line);
         }
     }
-    None
-}
-
-/// Every `line` received during the next `span`.
-fn collect(rx: &mpsc::Receiver<(Instant, String)>, line: &str, span: Duration) -> Vec<Instant> {
-    let deadline = Instant::now() + span;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok((at, got)) if got == line => seen.push(at),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    seen
-}
-
-fn largest_gap(times: &[Instant]) -> Duration {
-    times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default()
+    out
 }
 
 #[test]
@@ -120,48 +143,39 @@ fn ready_watchdog_pings_block_and_stopping() {
             ("WATCHDOG_USEC", "200000"),
         ],
     );
-    wait_for(&notify.messages, "READY=1", Duration::from_secs(30)).expect("READY=1 arrives");
+    // Pings may start before READY=1 (both come from the same loop); the story starts at READY.
+    notify.until("READY=1");
+    let mut story = vec!["READY=1".to_owned()];
+    for _ in 0..3 {
+        story.extend(notify.until("WATCHDOG=1"));
+    }
 
-    let pings = collect(&notify.messages, "WATCHDOG=1", Duration::from_secs(2));
-    assert!(
-        pings.len() >= 5,
-        "pings about every 100 ms, got {} in 2 s",
-        pings.len()
-    );
-    assert!(
-        largest_gap(&pings) < Duration::from_millis(900),
-        "gaps: {:?}",
-        largest_gap(&pings)
-    );
-
+    // The block runs on the loop that pings, whichever worker serves the request, and that loop
+    // itself says when it stops and when it runs again: a ping between the two would have come
+    // from another thread, or from a loop that was not blocked.
     let blocked = mock
-        .request(
-            "POST",
-            "/debug/block?ms=1500",
-            &[],
-            "",
-            Duration::from_secs(10),
-        )
+        .request("POST", "/debug/block?ms=500", &[], "", BOUND)
         .expect("the block request is answered");
     assert_eq!(blocked.status, 200);
-    let around = collect(&notify.messages, "WATCHDOG=1", Duration::from_secs(4));
-    assert!(
-        largest_gap(&around) >= Duration::from_millis(1000),
-        "no ping while the loop is blocked; largest gap {:?}",
-        largest_gap(&around)
-    );
-    let last = *around.last().expect("pings resume after the block");
-    assert!(
-        last.elapsed() < Duration::from_secs(2),
-        "pings resume after the block"
-    );
+    story.extend(notify.until(BLOCK_ENDS));
+    story.extend(notify.until("WATCHDOG=1"));
     assert_eq!(mock.get("/health").expect("an answer").status, 200);
 
     mock.sigterm();
-    wait_for(&notify.messages, "STOPPING=1", Duration::from_secs(15)).expect("STOPPING=1 arrives");
-    let status = mock
-        .wait_exit(Duration::from_secs(15))
-        .expect("exits on SIGTERM");
+    story.extend(notify.until("STOPPING=1"));
+    assert_eq!(
+        runs(&story),
+        [
+            "READY=1",
+            "WATCHDOG=1",
+            BLOCK_STARTS,
+            BLOCK_ENDS,
+            "WATCHDOG=1",
+            "STOPPING=1"
+        ],
+        "pings while the loop runs, none while it is blocked, pings again, then STOPPING"
+    );
+    let status = mock.wait_exit(BOUND).expect("exits on SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -169,15 +183,26 @@ fn ready_watchdog_pings_block_and_stopping() {
 fn ready_waits_for_the_slow_start() {
     let notify = NotifySocket::new("slow");
     let mock = Mock::start_with_env(
-        &["--start-delay", "1s"],
+        &["--start-delay", "1h", "--debug-endpoints"],
         &[("NOTIFY_SOCKET", &notify.env())],
     );
     assert_eq!(mock.get("/health").expect("an answer").status, 503);
-    wait_for(&notify.messages, "READY=1", Duration::from_secs(30)).expect("READY=1 arrives");
+    // Loading ends only when asked: READY=1 must come after this mark, not before.
+    let loading = notify.mark("still-loading");
+    let finish = mock
+        .request("POST", "/debug/finish-loading", &[], "", BOUND)
+        .expect("an answer");
+    assert_eq!(finish.status, 200);
+    let story = notify.until("READY=1");
+    assert_eq!(
+        runs(&story),
+        [loading.as_str(), "READY=1"],
+        "READY=1 only once loaded"
+    );
     assert_eq!(
         mock.get("/health").expect("an answer").status,
         200,
-        "READY=1 only once loaded"
+        "loaded when READY=1 is sent"
     );
 }
 
@@ -189,38 +214,62 @@ fn a_wedged_server_stops_pinging() {
         &[
             ("NOTIFY_SOCKET", &notify.env()),
             ("WATCHDOG_USEC", "200000"),
+            ("RESPAWN_LOG", "info,respawn::systemd=debug"),
         ],
     );
-    wait_for(&notify.messages, "READY=1", Duration::from_secs(30)).expect("READY=1 arrives");
-    assert!(!collect(&notify.messages, "WATCHDOG=1", Duration::from_secs(1)).is_empty());
+    notify.until("READY=1");
+    notify.until("WATCHDOG=1");
     let poison = r#"{"messages":[{"role":"user","content":"POISON"}]}"#;
-    assert!(mock
-        .request(
+    assert!(
+        mock.request(
             "POST",
             "/v1/chat/completions",
             &[],
             poison,
             Duration::from_secs(1)
         )
-        .is_none());
-    // A ping already in flight may land just after the wedge; then silence.
-    let _ = collect(&notify.messages, "WATCHDOG=1", Duration::from_millis(300));
-    assert!(collect(&notify.messages, "WATCHDOG=1", Duration::from_secs(1)).is_empty());
+        .is_none(),
+        "the poison request hangs"
+    );
+    // Once a tick has withheld its ping, every later tick sees the wedge too (it is forever):
+    // pings sent before that tick are queued ahead of the first mark, and none may follow it,
+    // across the next three ticks that the log shows.
+    const WITHHELD: &str = "watchdog ping withheld";
+    let withheld_once = mock.wait_logged_count(WITHHELD, 1, BOUND);
+    let from = notify.mark("wedged");
+    mock.wait_logged_count(WITHHELD, withheld_once + 3, BOUND);
+    let to = notify.mark("three-ticks-later");
+    let mut between = notify.until(&from);
+    between.clear();
+    between.extend(notify.until(&to));
+    assert_eq!(between, [to.as_str()], "no ping after the wedge was seen");
 }
 
 #[test]
 fn watchdog_is_off_when_watchdog_pid_names_another_process() {
     let notify = NotifySocket::new("pid");
-    let _mock = Mock::start_with_env(
-        &[],
+    let mock = Mock::start_with_env(
+        &["--debug-endpoints"],
         &[
             ("NOTIFY_SOCKET", &notify.env()),
             ("WATCHDOG_USEC", "200000"),
             ("WATCHDOG_PID", "1"),
         ],
     );
-    wait_for(&notify.messages, "READY=1", Duration::from_secs(30)).expect("READY=1 arrives");
-    assert!(collect(&notify.messages, "WATCHDOG=1", Duration::from_secs(1)).is_empty());
+    let mut story = notify.until("READY=1");
+    // Two turns of the loop the pings would come from, the first as long as three watchdog
+    // periods: a pinger would have pinged by the end of the second.
+    for ms in [300, 0] {
+        let blocked = mock
+            .request("POST", &format!("/debug/block?ms={ms}"), &[], "", BOUND)
+            .expect("the block request is answered");
+        assert_eq!(blocked.status, 200);
+        story.extend(notify.until(BLOCK_ENDS));
+    }
+    assert!(
+        !story.iter().any(|line| line == "WATCHDOG=1"),
+        "WATCHDOG_PID names another process: no pings; got {story:?}"
+    );
 }
 
 #[test]
@@ -234,7 +283,7 @@ fn abstract_socket_names_work() {
     let socket = UnixDatagram::bind_addr(&addr).expect("bind abstract socket");
     let messages = listen(socket);
     let _mock = Mock::start_with_env(&[], &[("NOTIFY_SOCKET", &format!("@{name}"))]);
-    wait_for(&messages, "READY=1", Duration::from_secs(30)).expect("READY=1 arrives");
+    until(&messages, "READY=1");
 }
 
 #[test]
@@ -248,9 +297,5 @@ fn runs_normally_without_notify_socket() {
         200
     );
     mock.sigterm();
-    assert_eq!(
-        mock.wait_exit(Duration::from_secs(15))
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    assert_eq!(mock.wait_exit(BOUND).and_then(|s| s.code()), Some(0));
 }

@@ -1,7 +1,7 @@
 //! `POST /restart` of `respawn::web`, driven through `respawn mock` (which embeds it): the
 //! bearer-token rules, the 202, the cleanup hook and the documented exit code.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod mock_process;
 
@@ -71,15 +71,10 @@ fn restart_with_the_right_token_answers_202_runs_cleanup_and_exits_75() {
     let answer = restart(&mock, Some(&format!("Bearer {TOKEN}")));
     assert_eq!(answer.status, 202, "{answer:?}");
     let status = mock
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(30))
         .expect("the process exits");
     assert_eq!(status.code(), Some(respawn::web::EXIT_RESTART));
     assert_eq!(respawn::web::EXIT_RESTART, 75);
-    // The stderr reader may lag the exit by a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !mock.logged("cleanup hook ran") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(mock.logged("cleanup hook ran"));
     assert!(!mock.logged(TOKEN), "the token never appears in logs");
 }
@@ -103,7 +98,7 @@ fn restart_works_on_a_wedged_server_and_the_exit_code_is_configurable() {
     let answer = restart(&mock, Some(&format!("Bearer {TOKEN}")));
     assert_eq!(answer.status, 202);
     let status = mock
-        .wait_exit(Duration::from_secs(15))
+        .wait_exit(Duration::from_secs(30))
         .expect("the process exits");
     assert_eq!(status.code(), Some(3));
 }

@@ -5,13 +5,12 @@
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::time::Duration;
 
 use respawn_backends::{GuardianLaunch, ServerSpec};
 
 use crate::config::GpuRelease;
 use respawn_core::Phase;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::ServeConfig;
@@ -165,6 +164,9 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
     };
     let system = actix_web::rt::System::new();
     system.block_on(async move {
+        // Before the child is spawned and before the proxy can answer: a stop that comes at any
+        // moment after that is handled (child's group stopped, exit 0), never the default action.
+        let signals = Signals::arm().map_err(ServeError::Runtime)?;
         let supervisor = Supervisor::start_with(
             &crate::config::restart_strategies(),
             supervisor_config(&config),
@@ -206,7 +208,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         if let Some(notifier) = &notifier {
             notifier.spawn_watchdog();
         }
-        let exit = supervise(&supervisor, notifier.as_ref(), config.stop_grace).await?;
+        let exit = supervise(&supervisor, notifier.as_ref(), signals).await?;
         if let Some(notifier) = &notifier {
             notifier.stopping();
         }
@@ -226,14 +228,33 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
     })
 }
 
+/// The signals `respawn serve` answers, caught from the moment they are armed.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn arm() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 async fn supervise(
     supervisor: &Supervisor,
     notifier: Option<&respawn::systemd::Notifier>,
-    _grace: Duration,
+    signals: Signals,
 ) -> Result<ServeExit, ServeError> {
-    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Runtime)?;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let mut state = supervisor.state();
     let mut announced_ready = false;
     loop {

@@ -105,8 +105,9 @@ pub struct MockArgs {
     #[arg(long)]
     pub flood_output: bool,
 
-    /// Enables test-only endpoints such as POST /debug/block?ms=N, which blocks the main event
-    /// loop (where the systemd watchdog pings come from).
+    /// Enables test-only endpoints: POST /debug/block?ms=N, which blocks the main event loop
+    /// (where the systemd watchdog pings come from), and POST /debug/finish-loading, which ends
+    /// a --start-delay at once.
     #[arg(long, hide = true)]
     pub debug_endpoints: bool,
 }

@@ -1,14 +1,35 @@
 //! Test-only endpoints, enabled by the hidden `--debug-endpoints` flag.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix_rt::ArbiterHandle;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
+use respawn::systemd::Notifier;
 use serde::Deserialize;
+use tokio::sync::Notify;
 use tracing::warn;
 
 /// The longest block `/debug/block` accepts.
 const MAX_BLOCK: Duration = Duration::from_secs(60);
+
+/// The `STATUS=` line sent on the event loop just before it blocks.
+const BLOCK_STARTS: &str = "debug: event loop blocked";
+/// The `STATUS=` line sent on the event loop just after the block ends.
+const BLOCK_ENDS: &str = "debug: event loop unblocked";
+
+/// What the debug endpoints reach into.
+#[derive(Clone)]
+pub(crate) struct DebugHooks {
+    /// The loop `run_until_restart` runs on, where the watchdog pinger was spawned; not a
+    /// worker's loop, whichever worker serves the request.
+    pub(crate) main_loop: ArbiterHandle,
+    /// The systemd notifier, when there is one.
+    pub(crate) notifier: Option<Notifier>,
+    /// Ends a `--start-delay` now (a permit is kept if the slow start has not begun waiting).
+    pub(crate) finish_loading: Arc<Notify>,
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct BlockQuery {
@@ -19,15 +40,33 @@ pub(crate) struct BlockQuery {
 ///
 /// The systemd watchdog pings come from that loop, so this simulates a wedged service: the
 /// pings stop, and systemd would kill it. The request itself is answered at once, from a worker.
-pub(crate) async fn block(query: web::Query<BlockQuery>) -> HttpResponse {
+/// With a notifier, the blocked loop itself sends `STATUS=debug: event loop blocked` right before
+/// it sleeps and `STATUS=debug: event loop unblocked` right after: on the notify socket, in the
+/// order things happened, no ping can fall between the two.
+pub(crate) async fn block(
+    query: web::Query<BlockQuery>,
+    hooks: web::Data<DebugHooks>,
+) -> HttpResponse {
     let wanted = Duration::from_millis(query.ms).min(MAX_BLOCK);
-    warn!(
-        ?wanted,
-        "blocking the main event loop on request (--debug-endpoints)"
-    );
-    actix_rt::System::current().arbiter().spawn(async move {
+    let notifier = hooks.notifier.clone();
+    let spawned = hooks.main_loop.spawn(async move {
+        warn!(
+            ?wanted,
+            "blocking the main event loop on request (--debug-endpoints)"
+        );
+        if let Some(n) = &notifier {
+            n.status(BLOCK_STARTS);
+        }
         std::thread::sleep(wanted);
+        if let Some(n) = &notifier {
+            n.status(BLOCK_ENDS);
+        }
+        warn!("the main event loop runs again");
     });
+    if !spawned {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "error": "the main event loop has stopped" }));
+    }
     HttpResponse::Ok().json(serde_json::json!({ "blocked_ms": wanted.as_millis() as u64 }))
 }
 
@@ -52,4 +91,13 @@ pub(crate) async fn answer(status: web::Path<u16>) -> HttpResponse {
             .content_type("text/plain")
             .body(BODY),
     }
+}
+
+/// `POST /debug/finish-loading`: ends a `--start-delay` now, so a test decides when the model
+/// is loaded instead of racing a timer: `/health` answers 503 until then, and `READY=1` comes
+/// only after.
+pub(crate) async fn finish_loading(hooks: web::Data<DebugHooks>) -> HttpResponse {
+    warn!("finishing the simulated start now (--debug-endpoints)");
+    hooks.finish_loading.notify_one();
+    HttpResponse::Ok().json(serde_json::json!({ "loading": "finishing" }))
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use actix_web::{http::StatusCode, web, App, HttpResponse, HttpServer};
+use tokio::sync::Notify;
 use tracing::info;
 
 use super::args::MockArgs;
@@ -15,7 +16,7 @@ use super::openai::{self, openai_error, Generator};
 use super::state_file;
 use super::MockError;
 use respawn::systemd::Notifier;
-use respawn::web::{run_until_restart, Exit, RestartControl};
+use respawn::web::{run_until_restart_with, Exit, RestartControl, StopSignals};
 
 /// Runs the mock server until SIGTERM/SIGINT (`Ok`) or an authorized `/restart`
 /// (`Err(MockError::RestartRequested)`, whose exit code tells the service manager to restart it).
@@ -52,6 +53,9 @@ async fn serve(
     notifier: Option<Notifier>,
     ledger: state_file::Ledger,
 ) -> Result<Exit, MockError> {
+    // Before binding and logging the address: whoever learns the address from the log may stop
+    // the mock at once, and must see a clean exit rather than a death by SIGTERM.
+    let signals = StopSignals::arm()?;
     let faults = Arc::new(Faults::new(&args, ledger));
     let counters = Arc::new(MockMetrics::default());
     if args.flood_output {
@@ -68,7 +72,7 @@ async fn serve(
     let alive = Arc::clone(&faults);
     let control = RestartControl::new(args.token.clone())
         .exit_code(args.restart_exit_code)
-        .notifier(notifier)
+        .notifier(notifier.clone())
         .without_health_route()
         .defer_ready()
         .health(move || !alive.is_wedged())
@@ -76,6 +80,13 @@ async fn serve(
 
     let routes = control.clone();
     let debug_endpoints = args.debug_endpoints;
+    let finish_loading = Arc::new(Notify::new());
+    let hooks = web::Data::new(debug::DebugHooks {
+        // This task runs on the main loop, where run_until_restart spawns the watchdog pinger.
+        main_loop: actix_rt::Arbiter::current(),
+        notifier: notifier.clone(),
+        finish_loading: Arc::clone(&finish_loading),
+    });
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(generator.clone())
@@ -90,8 +101,13 @@ async fn serve(
             )
             .route("/v1/completions", web::post().to(openai::completions));
         if debug_endpoints {
-            app.route("/debug/block", web::post().to(debug::block))
+            app.app_data(hooks.clone())
+                .route("/debug/block", web::post().to(debug::block))
                 .route("/debug/answer/{status}", web::route().to(debug::answer))
+                .route(
+                    "/debug/finish-loading",
+                    web::post().to(debug::finish_loading),
+                )
         } else {
             app
         }
@@ -130,14 +146,17 @@ async fn serve(
                 ?delay,
                 "simulating a slow start: /health answers 503 until loaded"
             );
-            actix_rt::time::sleep(delay).await;
+            tokio::select! {
+                () = actix_rt::time::sleep(delay) => {}
+                () = finish_loading.notified() => {}
+            }
         }
         loading.mark_ready();
         ready_control.ready();
         info!("model loaded; ready");
     });
 
-    Ok(run_until_restart(server, &control).await?)
+    Ok(run_until_restart_with(server, &control, signals).await?)
 }
 
 /// `GET /health`: hangs when wedged; 503 `{"status":"loading"}` during a slow start,

@@ -390,11 +390,15 @@ impl ServeOptions {
 }
 
 /// Fast detection settings for tests that are not about the defaults.
+///
+/// Probes are frequent, but each one gets a second to answer: a loaded machine can hold a
+/// healthy child's answer back for a few hundred milliseconds, and three such answers in a row
+/// would be a hang that never happened (a restart the test did not cause).
 pub const FAST: &[&str] = &[
     "--health-interval",
     "200ms",
     "--health-timeout",
-    "200ms",
+    "1s",
     "--unhealthy-after",
     "3",
     "--stop-grace",
@@ -433,6 +437,8 @@ pub struct Serve {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     held_stderr: Mutex<Option<std::process::ChildStderr>>,
+    /// The thread reading stderr into `log`: joined once respawn exited, so the log is whole.
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
     groups: Mutex<BTreeSet<u32>>,
     exit: Option<ExitStatus>,
 }
@@ -519,6 +525,7 @@ impl Serve {
             addr,
             log: Arc::new(Mutex::new(Vec::new())),
             held_stderr: Mutex::new(Some(stderr)),
+            reader: Mutex::new(None),
             groups: Mutex::new(BTreeSet::new()),
             exit: None,
         };
@@ -534,11 +541,12 @@ impl Serve {
             return;
         };
         let sink = Arc::clone(&self.log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().push(line);
             }
         });
+        *self.reader.lock() = Some(reader);
     }
 
     /// `http://ADDR`.
@@ -633,15 +641,30 @@ impl Serve {
         chat(self.addr, prompt, max_tokens, timeout)
     }
 
-    /// Waits (≤ `bound`) for respawn to exit.
+    /// Waits (≤ `bound`) for respawn to exit; then its whole log is in [`Serve::log_text`].
     pub fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.exit {
+            wait_log_end(&mut self.reader.lock());
             return Some(status);
         }
         let child = &mut self.child;
         let status = wait_for(bound, || child.try_wait().ok().flatten());
         self.exit = status;
+        if status.is_some() {
+            wait_log_end(&mut self.reader.lock());
+        }
         status
+    }
+
+    /// Waits (≤ `bound`) until a logged line contains `needle`: the log is read on another
+    /// thread, so a line respawn wrote is not there at once. Panics with the log.
+    pub fn wait_logged(&self, needle: &str, bound: Duration) {
+        if wait_for(bound, || self.logged(needle).then_some(())).is_none() {
+            panic!(
+                "{needle:?} not logged within {bound:?}:\n{}",
+                self.log_text()
+            );
+        }
     }
 
     /// Sends `signal` to respawn itself.
@@ -685,6 +708,21 @@ impl Drop for Serve {
         }
         if std::thread::panicking() {
             eprintln!("--- respawn serve log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Waits until the thread reading a process's stderr has reached the end of the pipe, which it
+/// does on its own schedule after the process exits: a loaded machine may keep it from reading
+/// the last lines for a long while. Bounded, for a descendant that keeps the pipe open.
+fn wait_log_end(reader: &mut Option<std::thread::JoinHandle<()>>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if let Some(handle) = reader.take() {
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
         }
     }
 }

@@ -5,8 +5,8 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, ErrorKind};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ pub struct Mock {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Mock {
@@ -52,7 +53,7 @@ impl Mock {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let _ = tx.send(rest.trim().to_owned());
@@ -64,6 +65,7 @@ impl Mock {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            reader: Some(reader),
         };
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
@@ -99,6 +101,24 @@ impl Mock {
         (answer.end != BodyEnd::TimedOut).then_some(answer)
     }
 
+    /// Sends one request and returns as soon as the first byte of the answer arrives: the
+    /// earliest moment a client can know the server speaks. A raw socket on purpose: an HTTP
+    /// client waits for a whole head, and this must see the very first byte.
+    pub fn first_byte_of(&self, method: &str, path: &str, wait: Duration) -> Option<u8> {
+        let mut stream = TcpStream::connect(self.addr).ok()?;
+        stream.set_read_timeout(Some(wait)).ok()?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(head.as_bytes()).ok()?;
+        let mut first = [0u8; 1];
+        match stream.read(&mut first) {
+            Ok(1) => Some(first[0]),
+            _ => None,
+        }
+    }
+
     pub fn get(&self, path: &str) -> Option<Answer> {
         self.request("GET", path, &[], "", Duration::from_secs(10))
     }
@@ -107,11 +127,13 @@ impl Mock {
         self.request("POST", path, &[], body, Duration::from_secs(10))
     }
 
-    /// Waits for the process to exit; `None` if it is still running after `wait`.
+    /// Waits for the process to exit; `None` if it is still running after `wait`. After an exit
+    /// the whole log has been read (see [`Mock::read_log_to_end`]).
     pub fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.read_log_to_end();
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -119,8 +141,49 @@ impl Mock {
         None
     }
 
+    /// Once the process has exited: waits until its whole log has been read (the end of the
+    /// pipe, which the reader thread reaches on its own schedule), so that what the mock wrote
+    /// last is in [`Mock::log`].
+    fn read_log_to_end(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "the mock is still running"
+        );
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader");
+        }
+    }
+
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().iter().any(|l| l.contains(needle))
+    }
+
+    /// How many logged lines contain `needle`.
+    pub fn logged_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits (≤ `bound`) until at least `count` logged lines contain `needle`; returns how many
+    /// do, or panics with the log.
+    pub fn wait_logged_count(&self, needle: &str, count: usize, bound: Duration) -> usize {
+        let deadline = Instant::now() + bound;
+        loop {
+            let seen = self.logged_count(needle);
+            if seen >= count {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} lines with {needle:?} not logged within {bound:?}: {:?}",
+                self.log.lock()
+            );
+            // The log is read on another thread; poll it.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn sigterm(&self) {

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -169,6 +169,8 @@ pub fn signal(pid: u32, sig: Signal) {
 pub struct Respawn {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads `log` from the stderr pipe.
+    reader: Option<std::thread::JoinHandle<()>>,
     groups: Mutex<BTreeSet<u32>>,
     exit: Option<ExitStatus>,
     /// Where `serve` listens, when known.
@@ -218,7 +220,7 @@ impl Respawn {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().push(line);
             }
@@ -226,6 +228,7 @@ impl Respawn {
         Respawn {
             child,
             log,
+            reader: Some(reader),
             groups: Mutex::new(BTreeSet::new()),
             exit: None,
             addr: None,
@@ -302,7 +305,7 @@ impl Respawn {
         command: &[&str],
         env: &[(&str, &str)],
         adjust: &dyn Fn(&mut Command),
-    ) -> Result<Respawn, Respawn> {
+    ) -> Result<Respawn, Box<Respawn>> {
         let mut run = Respawn::serve_adjusted(options, command, env, adjust);
         let addr = run.addr();
         let ready = wait_for(Duration::from_secs(30), || {
@@ -321,9 +324,11 @@ impl Respawn {
             }
             Some(Err(status)) => {
                 run.exit = Some(status);
+                // The line naming a taken port may be the last one: read the log to its end.
+                run.wait_exit(Duration::ZERO);
                 let log = run.log_text();
                 if status.code() == Some(4) || log.contains("already in use") {
-                    return Err(run);
+                    return Err(Box::new(run));
                 }
                 panic!("respawn exited with {status} before it was ready:\n{log}")
             }
@@ -401,14 +406,18 @@ impl Respawn {
             .text()
     }
 
-    /// Waits (≤ `bound`) for respawn to exit.
+    /// Waits (≤ `bound`) for respawn to exit; then its whole log is in [`Respawn::log_text`].
     pub fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.exit {
+            wait_log_end(&mut self.reader);
             return Some(status);
         }
         let child = &mut self.child;
         let status = wait_for(bound, || child.try_wait().ok().flatten());
         self.exit = status;
+        if status.is_some() {
+            wait_log_end(&mut self.reader);
+        }
         status
     }
 
@@ -454,6 +463,21 @@ impl Drop for Respawn {
         }
         if std::thread::panicking() {
             eprintln!("--- respawn log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Waits until the thread reading a process's stderr has reached the end of the pipe, which it
+/// does on its own schedule after the process exits: a loaded machine may keep it from reading
+/// the last lines for a long while. Bounded, for a descendant that keeps the pipe open.
+fn wait_log_end(reader: &mut Option<std::thread::JoinHandle<()>>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if let Some(handle) = reader.take() {
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
         }
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! Every test is `#[ignore]`d, so that a plain `cargo test` does not need vLLM (a 6.3 GB venv);
 //! run with `--include-ignored` (CI does) they need it and FAIL without it. A vLLM takes about
-//! 5 GiB and both cores: one runs at a time, across threads and test binaries (a lock in this file).
+//! 5 GiB and both cores: one runs at a time (a lock in this file; test binaries run one by one).
 //! Each test starts respawn at its defaults; the only flags given are the child's command. The
 //! figures (start, detection and recovery times) are printed on lines starting with `VLLM`
 //! (`-- --nocapture` shows them).

@@ -12,6 +12,7 @@
 //! - chat completions, streamed and not, through the official OpenAI client: zero errors;
 //! - `EngineCore` frozen with SIGSTOP part way through a generation: found by the token counter,
 //!   one restart of the whole tree, the caught request retried on the new generation;
+//! - `EngineCore` frozen while idle: found by the canary, one restart;
 //! - `EngineCore` killed with SIGKILL: one restart, the next request succeeds;
 //! - the API server alone killed with SIGKILL: no process of the old generation is left when the
 //!   next one is spawned.
@@ -456,6 +457,55 @@ fn an_engine_frozen_mid_generation_is_found_by_the_token_counter_and_the_request
         "VLLM EngineCore SIGSTOP busy: detected (progress_stalled) {} ms after the freeze; caught request answered {} ms after it; restart {} ms",
         detected.as_millis(),
         recovered.as_millis(),
+        status["last_restart"]["duration_ms"]
+    );
+}
+
+#[test]
+#[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
+fn an_idle_engine_frozen_is_found_by_the_canary() {
+    let _one = ONE_VLLM_AT_A_TIME.lock();
+    let (serve, _) = serve_vllm();
+    let addr = serve.addr;
+    complete(addr, &body("Hello", 4, false)).expect("warm-up request");
+    let tree = VllmTree::of(&serve);
+    let server = tree.addr();
+
+    // Nothing in flight: no token counter to watch, and /health stays 200. Only the one-token
+    // canary, sent once the server has been idle for the canary interval, can find this.
+    common::signal(tree.engine.pid, Signal::SIGSTOP);
+    let frozen_at = Instant::now();
+    assert_eq!(
+        health(server),
+        Some(200),
+        "vLLM's /health stays 200 with EngineCore frozen"
+    );
+    let status = serve.wait_status(Duration::from_secs(300), "a restart", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    let detected = frozen_at.elapsed();
+    assert_eq!(
+        status["last_cause"], "canary_timeout",
+        "found by the canary: {status}"
+    );
+    serve.wait_status(START_BOUND, "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
+    assert_eq!(
+        complete(addr, &body("Hello again", 4, false)).map(|a| a.generation),
+        Ok(2),
+        "the next request succeeds on the new generation"
+    );
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(
+        tree.alive(),
+        vec![],
+        "nothing of the frozen generation is left"
+    );
+    println!(
+        "VLLM EngineCore SIGSTOP idle: detected (canary_timeout) {} ms after the freeze; restart {} ms",
+        detected.as_millis(),
         status["last_restart"]["duration_ms"]
     );
 }

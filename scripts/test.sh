@@ -4,7 +4,9 @@
 # The tests that need llama.cpp's llama-server or the official OpenAI Python client (installed by
 # `bash scripts/ci-deps.sh`) are #[ignore]d, so a plain run lists them as ignored. With
 # RESPAWN_REQUIRE_REAL_SERVERS=1 (as CI runs it) they run too, and fail when what they need is
-# missing. Extra arguments go to `cargo test` (after `--`, to the test binaries).
+# missing. With RESPAWN_SKIP_VLLM=1 as well, the vLLM tests (named `vllm_*`, tests/real_vllm.rs; a
+# 6.3 GB install and a minute per vLLM start) are left out, and the run says so. Extra arguments go
+# to `cargo test` (after `--`, to the test binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
@@ -15,10 +17,15 @@ if [ "${RESPAWN_REQUIRE_REAL_SERVERS:-0}" = "1" ]; then
             separator=yes
         fi
     done
+    extra=(--include-ignored)
+    if [ "${RESPAWN_SKIP_VLLM:-0}" = "1" ]; then
+        echo "scripts/test.sh: RESPAWN_SKIP_VLLM=1: the vllm_* tests are left out of this run" >&2
+        extra+=(--skip vllm_)
+    fi
     if [ "$separator" = "yes" ]; then
-        args+=(--include-ignored)
+        args+=("${extra[@]}")
     else
-        args+=(-- --include-ignored)
+        args+=(-- "${extra[@]}")
     fi
 fi
 cargo build --workspace --all-targets --locked

@@ -387,7 +387,7 @@ fn vllm_answers_the_openai_client_streamed_and_not_with_no_error() {
 
 #[test]
 #[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
-fn an_engine_frozen_mid_generation_is_found_by_the_token_counter_and_the_request_retried() {
+fn vllm_an_engine_frozen_mid_generation_is_found_by_the_token_counter_and_the_request_retried() {
     let _one = ONE_VLLM_AT_A_TIME.lock();
     let (serve, _) = serve_vllm();
     let addr = serve.addr;
@@ -465,7 +465,7 @@ fn an_engine_frozen_mid_generation_is_found_by_the_token_counter_and_the_request
 
 #[test]
 #[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
-fn an_idle_engine_frozen_is_found_by_the_canary() {
+fn vllm_an_idle_engine_frozen_is_found_by_the_canary() {
     let _one = ONE_VLLM_AT_A_TIME.lock();
     let (serve, _) = serve_vllm();
     let addr = serve.addr;
@@ -514,7 +514,7 @@ fn an_idle_engine_frozen_is_found_by_the_canary() {
 
 #[test]
 #[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
-fn an_engine_killed_is_restarted_once_and_the_next_request_succeeds() {
+fn vllm_an_engine_killed_is_restarted_once_and_the_next_request_succeeds() {
     let _one = ONE_VLLM_AT_A_TIME.lock();
     let (serve, _) = serve_vllm();
     let addr = serve.addr;
@@ -570,7 +570,7 @@ fn an_engine_killed_is_restarted_once_and_the_next_request_succeeds() {
 
 #[test]
 #[ignore = "needs vLLM: bash scripts/install-vllm.sh"]
-fn the_api_server_killed_alone_leaves_nothing_of_its_generation_when_the_next_one_starts() {
+fn vllm_the_api_server_killed_alone_leaves_nothing_of_its_generation_when_the_next_one_starts() {
     let _one = ONE_VLLM_AT_A_TIME.lock();
     let (serve, _) = serve_vllm();
     let addr = serve.addr;

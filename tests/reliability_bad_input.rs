@@ -460,7 +460,8 @@ fn a_port_zero_listener_logs_the_address_it_really_bound() {
     // where it listens, so even this early a SIGTERM is a clean stop.
     run.signal(Signal::SIGTERM);
     assert_eq!(
-        run.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        run.wait_exit(Duration::from_secs(30))
+            .and_then(|s| s.code()),
         Some(0),
         "{}",
         run.log_text()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs respawn's benchmarks on this machine and rewrites docs/BENCHMARKS.md with the figures.
 #
-# Measured side by side in one run: recovery from a hard hang (respawn vs the seed's restart
+# Measured side by side in one run: recovery from a hard hang (respawn vs the original design's restart
 # loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, and the cost of supervising 1, 8
 # and 64 servers. About 8 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.

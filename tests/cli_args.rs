@@ -31,7 +31,7 @@ fn serve_help() -> String {
         .to_string()
 }
 
-/// The flag of a key, where it has one (enable_restart is the seed's variable; the command
+/// The flag of a key, where it has one (enable_restart is the original design's variable; the command
 /// follows `--`).
 fn flag_for(key: &str) -> Option<String> {
     match key {
@@ -80,7 +80,7 @@ fn help_shows_the_defaults() {
         "[default: /health]",
         "[default: 1s]",
         "[default: 3]",
-        "[default: 60s, the seed's]",
+        "[default: 60s, the original design's]",
         "[default: 30s]",
         "[default: 10s]",
         "[default: 15s]",

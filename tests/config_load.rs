@@ -1,4 +1,4 @@
-//! `ServeConfig::load`: the four layers (flags > environment > file > defaults), the seed's
+//! `ServeConfig::load`: the four layers (flags > environment > file > defaults), the original design's
 //! variables, and the checks across fields.
 
 use std::path::{Path, PathBuf};

@@ -139,7 +139,7 @@ fn a_pipe_gets_the_table_and_no_terminal_escapes() {
     );
     for row in [
         "with respawn",
-        "the seed's way, no restart",
+        "the original design's way, no restart",
         "requests",
         "succeeded",
         "failed",

@@ -1,4 +1,4 @@
-//! The seed's `ENABLE_SERVER_RESTART=false`: respawn detects and reports a hang, and never
+//! The original design's `ENABLE_SERVER_RESTART=false`: respawn detects and reports a hang, and never
 //! restarts the server.
 
 mod common;

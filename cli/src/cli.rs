@@ -24,7 +24,7 @@ use respawn::auth::AdminToken;
 #[command(
     after_help = "Precedence: flags > environment > config file > defaults. \
 Every key can also be set as RESPAWN_<KEY> (e.g. RESPAWN_HEALTH_INTERVAL=2s) or in the --config file \
-(health_interval = \"2s\"). The seed's ENABLE_SERVER_RESTART=false detects and reports hangs but never \
+(health_interval = \"2s\"). The original design's ENABLE_SERVER_RESTART=false detects and reports hangs but never \
 restarts, and SERVER_RESTART_WAIT_TIME (seconds) sets --startup-timeout. Exit codes: 0 clean stop, \
 1 runtime failure, 2 usage or configuration error, 3 gave up restarting (too many restarts, or the \
 server never started), 4 cannot listen on --listen."
@@ -100,7 +100,7 @@ pub struct SupervisionArgs {
     #[arg(long, value_name = "N", help_heading = "Hang detection")]
     pub unhealthy_after: Option<u32>,
 
-    /// Time to a response's first byte [default: 60s, the seed's] [env: RESPAWN_REQUEST_TIMEOUT]
+    /// Time to a response's first byte [default: 60s, the original design's] [env: RESPAWN_REQUEST_TIMEOUT]
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Hang detection")]
     pub request_timeout: Option<Duration>,
 

@@ -214,7 +214,7 @@ impl RestartCoordinator {
                 let cause = hang.cause.as_str();
                 match triage {
                     Triage::Operator => {
-                        info!(server = %name, %generation, cause, "restart requested by the operator")
+                        info!(server = %name, generation = generation.get(), cause, "restart requested by the operator")
                     }
                     Triage::Incident => {
                         warn!(server = %name, generation = generation.get(), cause, "hang detected")

@@ -15,11 +15,10 @@ use crate::messages::RequestSucceeded;
 use crate::metrics::FailureClass;
 use crate::proxy::admission::ForwardSlots;
 use crate::proxy::drain::{Drain, SHUTTING_DOWN};
+use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
 use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
-use crate::upstream::{
-    connection_tokens, is_hop_by_hop, response_has_body, CallError, Identity, Outgoing, Upstream,
-};
+use crate::upstream::{response_has_body, CallError, Identity, Outgoing, Upstream};
 
 /// The header that tells a client its request was sent more than once (after a restart or a
 /// server error), on successes and failures alike.

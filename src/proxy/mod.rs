@@ -9,6 +9,7 @@ pub mod admission;
 pub mod control;
 pub mod drain;
 pub mod forward;
+pub mod headers;
 pub mod served_body;
 pub mod watched_body;
 

@@ -1,5 +1,5 @@
 //! The environment as a configuration source: `RESPAWN_<KEY>` for every key, plus the two
-//! variables of the seed script (`SERVER_RESTART_WAIT_TIME`, `ENABLE_SERVER_RESTART`).
+//! variables of the original design (`SERVER_RESTART_WAIT_TIME`, `ENABLE_SERVER_RESTART`).
 //!
 //! The environment is read through an injected lookup function, never `std::env` directly, so
 //! tests describe an environment instead of mutating the process's own.
@@ -16,11 +16,11 @@ use super::value::{
 use super::{Containment, GpuRelease, LogFormat, ProgressMetric};
 use respawn::auth::AdminToken;
 
-/// The seed's variable for the start-up wait, in seconds; `RESPAWN_STARTUP_TIMEOUT` wins over it.
-pub const SEED_STARTUP_VAR: &str = "SERVER_RESTART_WAIT_TIME";
+/// The original design's variable for the start-up wait, in seconds; `RESPAWN_STARTUP_TIMEOUT` wins over it.
+pub const ORIGINAL_STARTUP_VAR: &str = "SERVER_RESTART_WAIT_TIME";
 
-/// The seed's switch for restarts; `RESPAWN_ENABLE_RESTART` wins over it.
-pub const SEED_ENABLE_VAR: &str = "ENABLE_SERVER_RESTART";
+/// The original design's switch for restarts; `RESPAWN_ENABLE_RESTART` wins over it.
+pub const ORIGINAL_ENABLE_VAR: &str = "ENABLE_SERVER_RESTART";
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_FILE_VAR: &str = "RESPAWN_CONFIG";
@@ -213,10 +213,10 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
     };
     if layer.startup_timeout.is_none() {
         layer.startup_timeout = env
-            .raw(SEED_STARTUP_VAR)
+            .raw(ORIGINAL_STARTUP_VAR)
             .map(|value| {
                 parse_seconds(&value).map_err(|reason| ConfigError::BadDuration {
-                    option: SEED_STARTUP_VAR.to_owned(),
+                    option: ORIGINAL_STARTUP_VAR.to_owned(),
                     value,
                     reason,
                 })
@@ -225,10 +225,10 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
     }
     if layer.enable_restart.is_none() {
         layer.enable_restart = env
-            .raw(SEED_ENABLE_VAR)
+            .raw(ORIGINAL_ENABLE_VAR)
             .map(|value| {
                 parse_bool(&value).map_err(|expected| ConfigError::BadValue {
-                    option: SEED_ENABLE_VAR.to_owned(),
+                    option: ORIGINAL_ENABLE_VAR.to_owned(),
                     value,
                     expected,
                 })

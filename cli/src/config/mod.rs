@@ -3,7 +3,7 @@
 //!
 //! 1. the defaults ([`ServeConfig::default`]),
 //! 2. the TOML file named by `--config` or `RESPAWN_CONFIG` (keys in snake_case),
-//! 3. the environment (`RESPAWN_<KEY>`, plus the seed's `SERVER_RESTART_WAIT_TIME` and
+//! 3. the environment (`RESPAWN_<KEY>`, plus the original design's `SERVER_RESTART_WAIT_TIME` and
 //!    `ENABLE_SERVER_RESTART`),
 //! 4. the flags.
 //!
@@ -25,8 +25,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use environment::{
-    unknown_variables, variable_for, UnknownVariable, CONFIG_FILE_VAR, OTHER_VARIABLES,
-    SEED_ENABLE_VAR, SEED_STARTUP_VAR,
+    unknown_variables, variable_for, UnknownVariable, CONFIG_FILE_VAR, ORIGINAL_ENABLE_VAR,
+    ORIGINAL_STARTUP_VAR, OTHER_VARIABLES,
 };
 pub use error::{ConfigError, USAGE_EXIT_CODE};
 pub use file::suggest as suggest_key;
@@ -148,7 +148,7 @@ pub struct ServeConfig {
     pub health_timeout: Duration,
     /// Consecutive failed probes that mean a hang. Default 3.
     pub unhealthy_after: u32,
-    /// Time to a response's first byte. Default 60 s (the seed's).
+    /// Time to a response's first byte. Default 60 s (the original design's).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Longest silence between streamed chunks. Default 30 s.
@@ -197,7 +197,7 @@ pub struct ServeConfig {
     /// worth a warning at start.
     #[serde(skip)]
     pub admin_token_from_flag: bool,
-    /// `false` (the seed's `ENABLE_SERVER_RESTART=false`): detect and report hangs, never
+    /// `false` (the original design's `ENABLE_SERVER_RESTART=false`): detect and report hangs, never
     /// restart. Default `true`.
     pub enable_restart: bool,
     /// Largest request body accepted (413 past it). Default 64 MiB.
@@ -263,7 +263,7 @@ pub mod defaults {
     pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
     /// `unhealthy_after`.
     pub const UNHEALTHY_AFTER: u32 = 3;
-    /// `request_timeout`: the seed's 60 s.
+    /// `request_timeout`: the original design's 60 s.
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// `stall_timeout`.
     pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -30,7 +30,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(trimmed).map_err(|err| format!("{err}; {DURATION_EXAMPLES}"))
 }
 
-/// Reads a number of seconds, the unit of the seed's `SERVER_RESTART_WAIT_TIME` (`600`, `1.5`).
+/// Reads a number of seconds, the unit of the original design's `SERVER_RESTART_WAIT_TIME` (`600`, `1.5`).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     let expected = "expected a number of seconds, e.g. 600";
@@ -100,7 +100,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-/// Reads a boolean the way the seed's `ENABLE_SERVER_RESTART` is written: `true`/`false`,
+/// Reads a boolean the way the original design's `ENABLE_SERVER_RESTART` is written: `true`/`false`,
 /// `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
 pub fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn booleans_read_the_seed_forms() {
+    fn booleans_read_the_original_designs_forms() {
         for yes in ["true", "TRUE", "1", "yes", "on"] {
             assert_eq!(parse_bool(yes), Ok(true), "{yes}");
         }
@@ -310,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn seconds_read_the_seed_variable() {
+    fn seconds_read_the_original_designs_variable() {
         assert_eq!(parse_seconds("600"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_seconds("-3").is_err());

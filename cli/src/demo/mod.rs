@@ -1,4 +1,4 @@
-//! `respawn demo`: respawn at work in one command, on the seed's story.
+//! `respawn demo`: respawn at work in one command, on the original design's story.
 //!
 //! A batch job sends 1,000 samples (8 at a time) to a model server that wedges twice, after
 //! completion 400 and after completion 897: from then on every request and its `/health` hang
@@ -6,7 +6,7 @@
 //! child under a [`Supervisor`] built exactly as `respawn serve` builds one, with respawn's
 //! default detection settings, starts respawn's proxy in-process on a free loopback port, sends
 //! the samples through it, and ends with a table: requests, succeeded, failed, wedges, restarts,
-//! recovery time and wall time, next to what the same run costs the seed's way with no restart.
+//! recovery time and wall time, next to what the same run costs the original design's way with no restart.
 //!
 //! It succeeds (exit code 0) only when every sample was answered and respawn restarted the
 //! server exactly once per wedge.
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use load::{sample_body, CLIENT_TIMEOUT};
-pub use report::{human, median_and_max, NoRestart, Summary, SEED_TIMEOUT, SEED_TRIES};
+pub use report::{human, median_and_max, NoRestart, Summary, ORIGINAL_TIMEOUT, ORIGINAL_TRIES};
 pub use wedge_plan::WedgePlan;
 
 use crate::config::ServeConfig;

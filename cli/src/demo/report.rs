@@ -1,5 +1,5 @@
 //! What the demo prints at the end: the figures of the run (a table for people, one JSON object
-//! for scripts), next to what the same run costs the seed's way, with no restart.
+//! for scripts), next to what the same run costs the original design's way, with no restart.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use super::wedge_plan::WedgePlan;
 
-/// The seed's request timeout.
-pub const SEED_TIMEOUT: Duration = Duration::from_secs(60);
-/// The seed's tries per request (the first and 3 retries).
-pub const SEED_TRIES: u64 = 4;
+/// The original design's request timeout.
+pub const ORIGINAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The original design's tries per request (the first and 3 retries).
+pub const ORIGINAL_TRIES: u64 = 4;
 
 /// The figures of one demo run; serialises to exactly the documented keys of `--json`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -32,11 +32,11 @@ pub struct Summary {
     pub recovery_ms_max: Option<u64>,
     /// Wall time of the run, in seconds.
     pub wall_s: f64,
-    /// What the same run costs the seed's way with no restart, in seconds (see [`NoRestart`]).
+    /// What the same run costs the original design's way with no restart, in seconds (see [`NoRestart`]).
     pub no_restart_estimate_s: f64,
 }
 
-/// The seed's way with no restart, defined precisely: once the server wedges it never answers
+/// The original design's way with no restart, defined precisely: once the server wedges it never answers
 /// again, so every sample from the first wedge on times out on each of its 4 tries (60 s each),
 /// with the same concurrency as this run. Its cost is the time this run took to complete the
 /// samples before the first wedge, plus `ceil(stuck / concurrency) × 60 s × 4`.
@@ -53,7 +53,7 @@ pub struct NoRestart {
 }
 
 impl NoRestart {
-    /// The seed's way for `plan` with `concurrency` samples at a time. The samples before the
+    /// The original design's way for `plan` with `concurrency` samples at a time. The samples before the
     /// first wedge take as long as they did in this run: `before_first_hang` is how many this run
     /// had answered when the server first stopped answering, and how long they took (scaled to the
     /// plan's first wedge); without it, the run's `wall` time pro rata.
@@ -84,7 +84,8 @@ impl NoRestart {
 
     /// The estimated cost.
     pub fn cost(&self) -> Duration {
-        let per_sample = SEED_TIMEOUT.saturating_mul(u32::try_from(SEED_TRIES).unwrap_or(u32::MAX));
+        let per_sample =
+            ORIGINAL_TIMEOUT.saturating_mul(u32::try_from(ORIGINAL_TRIES).unwrap_or(u32::MAX));
         let rounds = u32::try_from(self.stuck_rounds()).unwrap_or(u32::MAX);
         self.healthy + per_sample.saturating_mul(rounds)
     }
@@ -98,8 +99,8 @@ impl NoRestart {
             answered = self.answered,
             stuck = self.stuck,
             c = self.concurrency,
-            timeout = SEED_TIMEOUT.as_secs(),
-            tries = SEED_TRIES,
+            timeout = ORIGINAL_TIMEOUT.as_secs(),
+            tries = ORIGINAL_TRIES,
             total = self.cost().as_secs_f64(),
         )
     }
@@ -142,7 +143,7 @@ fn ms(value: Option<u64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| human(Duration::from_millis(v)))
 }
 
-/// The closing table: this run next to the seed's way with no restart, and the formula.
+/// The closing table: this run next to the original design's way with no restart, and the formula.
 pub fn table(summary: &Summary, no_restart: &NoRestart, slowest_request: Duration) -> String {
     let never = "-".to_owned();
     let rows: [(&str, String, String); 9] = [
@@ -191,11 +192,11 @@ pub fn table(summary: &Summary, no_restart: &NoRestart, slowest_request: Duratio
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20}{:>16}   the seed's way, no restart",
+        "{:<20}{:>16}   the original design's way, no restart",
         "", "with respawn"
     );
-    for (name, ours, seeds) in rows {
-        let _ = writeln!(out, "{name:<20}{ours:>16}   {seeds}");
+    for (name, ours, original) in rows {
+        let _ = writeln!(out, "{name:<20}{ours:>16}   {original}");
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -204,14 +205,14 @@ pub fn table(summary: &Summary, no_restart: &NoRestart, slowest_request: Duratio
     );
     let _ = writeln!(
         out,
-        "the seed's way, no restart: the server stays wedged from the first wedge on, so every later sample times out on all of its {SEED_TRIES} tries:"
+        "the original design's way, no restart: the server stays wedged from the first wedge on, so every later sample times out on all of its {ORIGINAL_TRIES} tries:"
     );
     let _ = writeln!(out, "  {}", no_restart.formula());
     out
 }
 
 fn no_restart_per_sample() -> Duration {
-    SEED_TIMEOUT.saturating_mul(u32::try_from(SEED_TRIES).unwrap_or(u32::MAX))
+    ORIGINAL_TIMEOUT.saturating_mul(u32::try_from(ORIGINAL_TRIES).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
@@ -259,23 +260,23 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_cost_follows_the_formula() {
+    fn the_original_designs_cost_follows_the_formula() {
         let plan = WedgePlan::scaled(1000);
-        let seed = NoRestart::new(
+        let original = NoRestart::new(
             &plan,
             8,
             Some((200, Duration::from_millis(2500))),
             Duration::from_secs(20),
         );
-        assert_eq!(seed.healthy, Duration::from_secs(5));
-        assert_eq!(seed.answered, 400);
-        assert_eq!(seed.stuck, 600);
-        assert_eq!(seed.stuck_rounds(), 75);
-        assert_eq!(seed.cost(), Duration::from_secs(5 + 75 * 240));
+        assert_eq!(original.healthy, Duration::from_secs(5));
+        assert_eq!(original.answered, 400);
+        assert_eq!(original.stuck, 600);
+        assert_eq!(original.stuck_rounds(), 75);
+        assert_eq!(original.cost(), Duration::from_secs(5 + 75 * 240));
         assert!(
-            seed.formula().contains("ceil(600 stuck / 8 at a time)"),
+            original.formula().contains("ceil(600 stuck / 8 at a time)"),
             "{}",
-            seed.formula()
+            original.formula()
         );
         let sequential =
             NoRestart::new(&plan, 1, Some((10, Duration::ZERO)), Duration::from_secs(9));
@@ -287,9 +288,9 @@ mod tests {
 
     #[test]
     fn without_wedges_nothing_is_stuck() {
-        let seed = NoRestart::new(&WedgePlan::scaled(1), 8, None, Duration::from_millis(300));
-        assert_eq!(seed.stuck, 0);
-        assert_eq!(seed.cost(), Duration::from_millis(300));
+        let original = NoRestart::new(&WedgePlan::scaled(1), 8, None, Duration::from_millis(300));
+        assert_eq!(original.stuck, 0);
+        assert_eq!(original.cost(), Duration::from_millis(300));
     }
 
     #[test]
@@ -303,10 +304,13 @@ mod tests {
     #[test]
     fn the_table_shows_both_ways_and_the_formula() {
         let plan = WedgePlan::scaled(1000);
-        let seed = NoRestart::new(&plan, 8, None, Duration::from_secs(12));
-        let text = table(&summary(), &seed, Duration::from_millis(4500));
+        let original = NoRestart::new(&plan, 8, None, Duration::from_secs(12));
+        let text = table(&summary(), &original, Duration::from_millis(4500));
         assert!(text.contains("with respawn"), "{text}");
-        assert!(text.contains("the seed's way, no restart"), "{text}");
+        assert!(
+            text.contains("the original design's way, no restart"),
+            "{text}"
+        );
         assert!(text.contains("1.2 s"), "{text}");
         assert!(text.contains("5 h 0 min"), "{text}");
         assert!(text.contains("× 60 s timeout × 4 tries"), "{text}");

@@ -1,7 +1,7 @@
-//! Where the demo's simulated server wedges: the seed's story (a 1,000-sample run whose server
+//! Where the demo's simulated server wedges: the original design's story (a 1,000-sample run whose server
 //! wedges at sample 897, and once before that, at sample 400), scaled to the number of requests.
 
-/// The seed's story as fractions of the run: a wedge after 40 % and after 89.7 % of the samples
+/// The original design's story as fractions of the run: a wedge after 40 % and after 89.7 % of the samples
 /// (completions 400 and 897 of 1,000).
 const STORY: [(u64, u64); 2] = [(400, 1000), (897, 1000)];
 
@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_run_tells_the_seeds_story() {
+    fn the_default_run_tells_the_original_designs_story() {
         let plan = WedgePlan::scaled(1000);
         assert_eq!(plan.points, vec![400, 897]);
         assert_eq!(plan.flag_value().as_deref(), Some("400,897"));

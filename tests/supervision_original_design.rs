@@ -1,4 +1,4 @@
-//! The seed's three restart tests, in Rust, against real processes:
+//! The original design's three restart tests, in Rust, against real processes:
 //! 1. full: respawn owns the server (process strategy): request, force a restart, see a new
 //!    generation and PID, request again, clean up;
 //! 2. fallback: a server respawn does not own, restarted through its REST `/restart` endpoint and

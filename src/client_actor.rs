@@ -9,8 +9,7 @@
 //! was collected.
 
 use actix::prelude::*;
-use actix_web::http::StatusCode;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
 use respawn_core::{AttemptOutcome, Generation};
 
@@ -19,18 +18,7 @@ pub use crate::messages::Call;
 use crate::messages::RequestSucceeded;
 use crate::upstream::{CallError, Identity, Outgoing, Upstream};
 
-/// A complete response.
-#[derive(Clone, Debug)]
-pub struct CallResponse {
-    /// The status.
-    pub status: StatusCode,
-    /// The body.
-    pub body: Bytes,
-    /// The generation that answered.
-    pub generation: Generation,
-    /// Attempts it took, across stalls and restarts.
-    pub attempts: u32,
-}
+pub use crate::messages::CallResponse;
 
 /// Sends whole requests for Rust callers; see the module docs.
 pub struct ClientActor {

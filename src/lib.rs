@@ -14,6 +14,7 @@
 //! (`respawn-cli`, `respawn-mock`) that this library does not depend on.
 
 pub mod auth;
+pub mod call_error;
 pub mod client_actor;
 pub mod coordinator;
 pub mod deadlock_watch;

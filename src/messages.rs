@@ -17,8 +17,7 @@ use respawn_core::{
     Fingerprint, Generation, Hang, LivenessStep, OperatorRestart, ProbeAnswer, ProgressReading,
 };
 
-use crate::client_actor::CallResponse;
-use crate::upstream::CallError;
+use crate::call_error::CallError;
 
 /// A detector saw a hang: the one [`Hang`] type of respawn-core, as a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Message)]
@@ -135,6 +134,19 @@ pub struct Shutdown {
     pub grace: Duration,
 }
 
+/// A complete response.
+#[derive(Clone, Debug)]
+pub struct CallResponse {
+    /// The status.
+    pub status: actix_web::http::StatusCode,
+    /// The body.
+    pub body: bytes::Bytes,
+    /// The generation that answered.
+    pub generation: Generation,
+    /// Attempts it took, across stalls and restarts.
+    pub attempts: u32,
+}
+
 /// Send this request through the `ClientActor` and answer with the complete response.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<CallResponse, CallError>")]
@@ -146,7 +158,7 @@ pub struct Call {
     /// Headers to send.
     pub headers: HeaderMap,
     /// The body.
-    pub body: Bytes,
+    pub body: bytes::Bytes,
 }
 
 impl Call {

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use crate::coordinator::RestartCoordinator;
 use crate::in_flight::{InFlight, InFlightGuard};
 use crate::messages::{HangReport, TrialEnded, TrialStarted};
-use crate::metrics::{FailureClass, Metrics};
+use crate::metrics::Metrics;
 use crate::state::{wait_ready, Clock, PoisonCache, SharedSnapshot, SupervisorState, WaitError};
 
 /// How requests are sent and retried.
@@ -144,51 +144,7 @@ pub struct Delivered {
     pub attempts: u32,
 }
 
-/// Why a request could not be delivered.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// No ready server (gave up, stopping, or not ready within the wait bound).
-    #[error(transparent)]
-    Unavailable(#[from] WaitError),
-    /// The request plan gave up.
-    #[error("{reason} (last attempt: {last})")]
-    GaveUp {
-        /// Why the plan gave up.
-        reason: GiveUpReason,
-        /// What the last attempt ran into.
-        last: String,
-        /// The status a proxy should answer with.
-        status: u16,
-    },
-    /// The request was quarantined as poison: it hung the server on its own.
-    #[error("this request was in flight when the model server hung {hangs} times, hung it again when sent alone, and is quarantined for another {}s (an operator can lift it: DELETE /respawn/quarantine)", remaining.as_secs().max(1))]
-    Quarantined {
-        /// Hangs it was present at.
-        hangs: u32,
-        /// Until the quarantine ends.
-        remaining: Duration,
-    },
-}
-
-impl CallError {
-    /// The HTTP status a proxy answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            CallError::Unavailable(_) => 503,
-            CallError::GaveUp { status, .. } => *status,
-            CallError::Quarantined { .. } => 422,
-        }
-    }
-
-    /// The failure class for metrics.
-    pub fn class(&self) -> FailureClass {
-        match self {
-            CallError::Unavailable(_) => FailureClass::Unavailable,
-            CallError::GaveUp { .. } => FailureClass::RetriesExhausted,
-            CallError::Quarantined { .. } => FailureClass::Quarantined,
-        }
-    }
-}
+pub use crate::call_error::CallError;
 
 /// Whether a response to `method` with `status` has a body (RFC 9110 §6.4.1): never for `HEAD`,
 /// nor for 1xx, 204 and 304, whatever `Content-Length` the head declares.

@@ -35,10 +35,10 @@ use parking_lot::Mutex;
 use respawn_core::Generation;
 use tokio::time::Instant;
 
-use crate::cgroup::{Cgroup, CgroupParent, CgroupUnavailable};
+use crate::cgroup::{Cgroup, CgroupParent};
+use crate::error::{ContainmentError, SpawnError};
 use crate::group::signal_group;
 use crate::proc_table::{descendants, snapshot, ProcEntry};
-use crate::spawn::SpawnError;
 
 /// How the processes of each generation are held together and ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +91,6 @@ impl FromStr for ContainmentRequest {
             _ => Err("expected `auto`, `cgroup` or `guardian`".to_owned()),
         }
     }
-}
-
-/// Why the requested containment cannot be had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ContainmentError {
-    /// cgroup containment was forced but no cgroup can be created here: run as root or with a
-    /// delegated cgroup (systemd `Delegate=yes`), or use `guardian`.
-    #[error("cgroup containment is not available: {0} (run as root or in a delegated cgroup, or use --containment guardian)")]
-    CgroupUnavailable(#[from] CgroupUnavailable),
-    /// guardian containment was forced but the spec has no guardian to run.
-    #[error("guardian containment needs a guardian program (ServerSpec::guardian)")]
-    NoGuardian,
 }
 
 /// Numbers the servers of this process, so that two servers never share a cgroup name.

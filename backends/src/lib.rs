@@ -26,6 +26,7 @@
 mod cgroup;
 mod command_restart;
 mod containment;
+mod error;
 mod exit;
 mod group;
 mod guardian;
@@ -45,7 +46,8 @@ mod stop;
 
 pub use cgroup::{cgroup_parent, CgroupUnavailable};
 pub use command_restart::{CommandRestart, DEFAULT_COMMAND_READY_TIMEOUT, DEFAULT_COMMAND_TIMEOUT};
-pub use containment::{ContainmentError, ContainmentMode, ContainmentRequest};
+pub use containment::{ContainmentMode, ContainmentRequest};
+pub use error::{ContainmentError, SpawnError, StopError};
 pub use exit::ExitInfo;
 pub use group::group_members;
 pub use guardian::{
@@ -58,9 +60,8 @@ pub use restart::{Restart, RestartError, RestartRecipient, RestartReport};
 pub use server::{
     GetServerStatus, ServerActor, ServerExited, ServerStatus, SignalServer, Start, Started, Stop,
 };
-pub use spawn::SpawnError;
 pub use spec::{
     GuardianLaunch, ServerSpec, DEFAULT_LOG_LINES, DEFAULT_RELEASE_TIMEOUT, DEFAULT_STOP_GRACE,
     SECRET_VARIABLES,
 };
-pub use stop::{StopError, Stopped};
+pub use stop::Stopped;

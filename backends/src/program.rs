@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::spawn::SpawnError;
+use crate::error::SpawnError;
 
 /// `PATH` used when the environment has none, as `execvp` does.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::stop::StopError;
+use crate::error::StopError;
 
 /// Pause between two runs of the check.
 const RECHECK_EVERY: Duration = Duration::from_millis(50);

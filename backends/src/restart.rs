@@ -8,9 +8,8 @@ use std::time::Duration;
 use actix::Message;
 use respawn_core::{Generation, HangCause};
 
+use crate::error::{SpawnError, StopError};
 use crate::exit::ExitInfo;
-use crate::spawn::SpawnError;
-use crate::stop::StopError;
 
 /// Restart the server: generation `hung` is stuck because of `cause`; the new one is `next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]

@@ -27,17 +27,16 @@ use respawn_core::Generation;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::containment::{
-    Containment, ContainmentError, ContainmentMode, Scope, ScopeGuard, SharedScope,
-};
+use crate::containment::{Containment, ContainmentMode, Scope, ScopeGuard, SharedScope};
+use crate::error::{ContainmentError, SpawnError, StopError};
 use crate::exit::ExitInfo;
 use crate::group::signal_group;
 use crate::output::{spawn_forwarder, RecentLines, Stream};
 use crate::port::accepts_connections;
 use crate::program::resolve_program;
-use crate::spawn::{path_for, plan_launch, spawn_group_leader, SpawnError, Spawned};
+use crate::spawn::{path_for, plan_launch, spawn_group_leader, Spawned};
 use crate::spec::ServerSpec;
-use crate::stop::{stop_group, StopError, StopPlan, Stopped};
+use crate::stop::{stop_group, StopPlan, Stopped};
 
 /// How long the guardian may take to report the server's pid before the start goes on without it.
 const SERVER_PID_REPORT_TIMEOUT: Duration = Duration::from_secs(5);

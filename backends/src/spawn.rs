@@ -21,71 +21,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use crate::cgroup::Cgroup;
+use crate::error::SpawnError;
 use crate::guardian::{GUARDIAN_CGROUP_ENV, GUARDIAN_PARENT_ENV, GUARDIAN_REPORT_FD_ENV};
 use crate::program::resolve_program;
 use crate::spec::ServerSpec;
-
-/// Why a server could not be started, and what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    /// No such program: check the spelling or `PATH`.
-    #[error("program `{program}` not found (check the name and PATH)")]
-    NotFound {
-        /// The program as given.
-        program: String,
-    },
-    /// The program exists but cannot be executed: check its permissions (`chmod +x`).
-    #[error("program `{program}` is not executable (check its permissions)")]
-    NotExecutable {
-        /// The program as given.
-        program: String,
-    },
-    /// A child is already running: stop it first.
-    #[error("the server is already running as pid {pid}; stop it first")]
-    AlreadyRunning {
-        /// The running child's pid.
-        pid: u32,
-    },
-    /// A start or stop is under way; wait for it to finish.
-    #[error("cannot start while a {doing} is under way")]
-    Busy {
-        /// What is under way (`"start"` or `"stop"`).
-        doing: &'static str,
-    },
-    /// Another process accepts connections on the port: stop it or choose another port.
-    #[error("port {port} on {host} is already in use by another process")]
-    PortInUse {
-        /// The port that is taken.
-        port: u16,
-        /// The address that was checked.
-        host: std::net::IpAddr,
-    },
-    /// The previous generation, which exited on its own, is not released: some of its processes
-    /// survived SIGKILL, or its GPU memory or other resources are still held (see the cause).
-    #[error("the previous generation is not released: {0}")]
-    PreviousGeneration(#[source] crate::stop::StopError),
-    /// The containment asked for cannot be had: see the message for what to change.
-    #[error(transparent)]
-    Containment(#[from] crate::containment::ContainmentError),
-    /// The generation's cgroup could not be created or entered.
-    #[error("cannot place the server in cgroup {dir}: {source} (use --containment guardian to run without a cgroup)")]
-    Cgroup {
-        /// The cgroup's directory.
-        dir: PathBuf,
-        /// What the kernel said.
-        #[source]
-        source: io::Error,
-    },
-    /// The operating system refused to start the program.
-    #[error("could not start `{program}`: {source}")]
-    Io {
-        /// The program as given.
-        program: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// The exact argv to execute for a spec, after `{port}` substitution and PATH lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]

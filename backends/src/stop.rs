@@ -21,76 +21,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::containment::{Scope, SharedScope};
+use crate::error::StopError;
 use crate::exit::ExitInfo;
 use crate::port::accepts_connections;
 use crate::release::{wait_gpu_released, wait_released};
 
 /// Pause between two looks at an external condition (the port).
 const POLL_EVERY: Duration = Duration::from_millis(10);
-
-/// Why a stop did not end with everything released, and what is still holding on.
-#[derive(Debug, thiserror::Error)]
-pub enum StopError {
-    /// Processes of the old generation are still alive after SIGKILL (stuck in the kernel,
-    /// usually uninterruptible I/O on a device): inspect them before starting a new server.
-    #[error(
-        "processes of the generation led by {pgid} survived SIGKILL; remaining pids: {remaining:?}"
-    )]
-    GroupSurvived {
-        /// The group id (the old leader's pid).
-        pgid: u32,
-        /// The pids still alive.
-        remaining: Vec<u32>,
-    },
-    /// Something still accepts connections on the port after the group is gone: another
-    /// process holds it.
-    #[error("port {port} still accepts connections after the server's processes are gone")]
-    PortStillBound {
-        /// The port.
-        port: u16,
-    },
-    /// The release check still lists pids of the old group (their memory is not released).
-    #[error("the release check still lists pids {pids:?} of the stopped server")]
-    ReleaseCheckTimedOut {
-        /// The old pids still listed.
-        pids: Vec<u32>,
-    },
-    /// `nvidia-smi` still shows pids of the old generation holding GPU memory after the release
-    /// timeout: the driver has not freed it (check `nvidia-smi`; a reset may be needed).
-    #[error("nvidia-smi still shows pids {pids:?} of the stopped server holding GPU memory")]
-    GpuMemoryHeld {
-        /// The old pids still holding memory.
-        pids: Vec<u32>,
-    },
-    /// The release check could not be run or kept failing: fix the configured command.
-    #[error("release check `{program}` failed: {reason}")]
-    ReleaseCheckFailed {
-        /// The check's program.
-        program: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A signal could not be delivered to the group (permission denied).
-    #[error("could not send {signal} to process group {pgid}: {source}")]
-    Signal {
-        /// The group id.
-        pgid: u32,
-        /// The signal's name.
-        signal: &'static str,
-        /// The error from `killpg`.
-        #[source]
-        source: nix::errno::Errno,
-    },
-    /// There is no child to signal.
-    #[error("the server is not running")]
-    NotRunning,
-    /// A start or stop is already under way; wait for it to finish.
-    #[error("cannot stop while a {doing} is under way")]
-    Busy {
-        /// What is under way (`"start"` or `"stop"`).
-        doing: &'static str,
-    },
-}
 
 /// What a stop did, step by step, so that slow steps can be seen and measured.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 
 use crate::config::value::{parse_duration, parse_json, parse_listen, parse_size};
-use crate::config::{Containment, GpuRelease, LogFormat, ProgressMetric};
+use respawn::deadlock_watch::ProgressMetric;
+
+use crate::config::choices::{Containment, GpuRelease, LogFormat};
 use respawn::auth::AdminToken;
 
 /// Options of `respawn serve`: supervise a model server and proxy its clients.

@@ -35,7 +35,7 @@
 //! # Ok(()) }
 //! ```
 
-mod strategies;
+pub(crate) mod strategies;
 
 use std::collections::BTreeMap;
 

@@ -29,7 +29,7 @@ use actix::{Actor, Addr};
 use respawn_backends::{CommandRestart, ProcessKill, RestEndpoint, RestartRecipient, ServerActor};
 
 use crate::coordinator::Strategy;
-use crate::supervisor::{SupervisorConfig, Target};
+use crate::supervisor::config::{SupervisorConfig, Target};
 
 /// The name of the built-in [`ProcessKill`] strategy.
 pub const PROCESS_KILL: &str = ProcessKill::NAME;

@@ -11,6 +11,7 @@
 //! decision settings to [`respawn_core`]. Every key, flag and variable is listed in
 //! `docs/CONFIG.md`.
 
+pub mod choices;
 mod environment;
 mod error;
 mod file;
@@ -19,7 +20,6 @@ mod layer;
 pub mod value;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,90 +38,7 @@ use respawn::registry::{SelectionError, Strategies, COMMAND, PROCESS_KILL, REST_
 
 pub use respawn::deadlock_watch::ProgressMetric;
 
-/// How respawn writes its own logs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err("expected `text` or `json`".to_owned()),
-        }
-    }
-}
-
-/// How the model server's processes are contained: the strongest available, or one mode forced.
-/// `docs/RELIABILITY.md` describes the modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Containment {
-    /// A cgroup per generation where respawn may create one, else the guardian.
-    #[default]
-    Auto,
-    /// A cgroup per generation, or refuse to start.
-    Cgroup,
-    /// The guardian tracks every descendant, even where a cgroup could be created.
-    Guardian,
-}
-
-impl Containment {
-    /// What the process-owning actor is asked for.
-    pub fn request(self) -> respawn_backends::ContainmentRequest {
-        match self {
-            Containment::Auto => respawn_backends::ContainmentRequest::Auto,
-            Containment::Cgroup => respawn_backends::ContainmentRequest::Cgroup,
-            Containment::Guardian => respawn_backends::ContainmentRequest::Guardian,
-        }
-    }
-}
-
-impl FromStr for Containment {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Containment::Auto),
-            "cgroup" => Ok(Containment::Cgroup),
-            "guardian" => Ok(Containment::Guardian),
-            _ => Err("expected `auto`, `cgroup` or `guardian`".to_owned()),
-        }
-    }
-}
-
-/// Whether a restart waits until `nvidia-smi` shows no process of the old generation holding
-/// GPU memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum GpuRelease {
-    /// When `nvidia-smi` is on `PATH`, ask it after every stop (bounded by `release_timeout`).
-    #[default]
-    Auto,
-    /// Never ask.
-    Off,
-}
-
-impl FromStr for GpuRelease {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(GpuRelease::Auto),
-            "off" => Ok(GpuRelease::Off),
-            _ => Err("expected `auto` or `off`".to_owned()),
-        }
-    }
-}
+pub use choices::{Containment, GpuRelease, LogFormat};
 
 /// Everything `respawn serve` needs to know, after the defaults, the file, the environment and
 /// the flags have been stacked.

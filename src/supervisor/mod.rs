@@ -14,134 +14,27 @@
 //! # Ok(()) }
 //! ```
 
-use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use respawn_backends::{ContainmentError, ContainmentMode, ServerActor, ServerSpec};
-use respawn_core::{CoreConfig, Generation, OperatorRestart, RequestConfig};
+use respawn_backends::{ContainmentError, ContainmentMode, ServerActor};
+use respawn_core::{Generation, OperatorRestart, RequestConfig};
 use tokio::sync::watch;
 
 use crate::coordinator::{CoordinatorConfig, CoordinatorParts, RestartCoordinator};
-use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig, ProgressMetric};
+use crate::deadlock_watch::{DeadlockWatch, DeadlockWatchConfig};
 use crate::health_actor::HealthActor;
 use crate::in_flight::InFlight;
 use crate::messages::{RestartNow, Shutdown};
-use crate::metrics::{LogLinesDropped, Metrics};
-use crate::registry::{SelectionError, Strategies, StrategyContext};
+use crate::metrics::Metrics;
+use crate::registry::strategies::{SelectionError, Strategies, StrategyContext};
 use crate::state::{self, Clock, SharedSnapshot, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
 
-/// What to supervise.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// respawn owns the process: it spawns, watches, kills and restarts it (tier 1).
-    Command(Box<ServerSpec>),
-    /// A server respawn does not own, at `base_url` (`http://host:port`); restarts go through the
-    /// REST endpoint or the command configured in [`SupervisorConfig`] (tier 2).
-    Url {
-        /// `http://host:port` of the server.
-        base_url: String,
-    },
-}
+pub mod config;
 
-impl Target {
-    /// A command that respawn owns, listening on 127.0.0.1:`port`.
-    pub fn command<I, S>(name: &str, program: impl Into<OsString>, args: I, port: u16) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let program: OsString = program.into();
-        Target::Command(Box::new(ServerSpec::new(name, program, args, port)))
-    }
-
-    /// `http://host:port` of the server.
-    pub fn base_url(&self) -> String {
-        match self {
-            Target::Command(spec) => format!("http://{}:{}", url_host(spec.host), spec.port),
-            Target::Url { base_url } => base_url.trim_end_matches('/').to_owned(),
-        }
-    }
-}
-
-fn url_host(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// The REST restart endpoint of a server respawn does not own.
-#[derive(Clone)]
-pub struct RestRestart {
-    /// `POST` here to make the server exit (e.g. `http://127.0.0.1:8001/restart`).
-    pub url: String,
-    /// The bearer token it requires.
-    pub token: crate::auth::AdminToken,
-}
-
-impl std::fmt::Debug for RestRestart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestRestart")
-            .field("url", &self.url)
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
-
-/// How the supervisor behaves.
-#[derive(Clone, Debug)]
-pub struct SupervisorConfig {
-    /// The server's name, for logs, metrics and the registry.
-    pub name: String,
-    /// Every decision's thresholds.
-    pub core: CoreConfig,
-    /// The health path probed on the server.
-    pub health_path: String,
-    /// SIGTERM → SIGKILL grace.
-    pub stop_grace: Duration,
-    /// `false`: detect and report hangs, never restart.
-    pub enable_restart: bool,
-    /// The server's REST restart endpoint (tier 2), if any.
-    pub rest_restart: Option<RestRestart>,
-    /// A command that restarts the server (`systemctl restart vllm`), tried last.
-    pub restart_command: Option<Vec<OsString>>,
-    /// Which token counter proves progress while busy.
-    pub progress_metric: ProgressMetric,
-    /// The idle canary's body (`None`: a one-token chat completion).
-    pub canary_body: Option<serde_json::Value>,
-    /// The restart strategies to ask, in order, by their registered names
-    /// ([`Strategies`](crate::registry::Strategies)). `None`: the built-ins in
-    /// [`DEFAULT_ORDER`](crate::registry::DEFAULT_ORDER), each where it applies (`process_kill`
-    /// when respawn owns the process, then `rest_endpoint` when `rest_restart` is set, then
-    /// `command` when `restart_command` is set).
-    pub restart_strategies: Option<Vec<String>>,
-    /// The counter of log lines the process's log writer dropped, shown in the metrics (a fresh
-    /// counter by default, which stays at zero).
-    pub log_lines_dropped: LogLinesDropped,
-}
-
-impl SupervisorConfig {
-    /// The documented defaults for a server called `name`.
-    pub fn new(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            core: CoreConfig::default(),
-            health_path: "/health".to_owned(),
-            stop_grace: Duration::from_secs(5),
-            enable_restart: true,
-            rest_restart: None,
-            restart_command: None,
-            progress_metric: ProgressMetric::Auto,
-            canary_body: None,
-            restart_strategies: None,
-            log_lines_dropped: LogLinesDropped::new(),
-        }
-    }
-}
+pub use config::{RestRestart, SupervisorConfig, Target};
 
 /// Why a supervisor could not be started.
 #[derive(Debug, thiserror::Error)]

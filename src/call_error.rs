@@ -1,0 +1,55 @@
+//! Why a request could not be delivered: the one error of the sending path, shared by the
+//! proxy, the `ClientActor` and the messages they exchange.
+
+use std::time::Duration;
+
+use respawn_core::GiveUpReason;
+
+use crate::metrics::FailureClass;
+use crate::state::WaitError;
+
+/// Why a request could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No ready server (gave up, stopping, or not ready within the wait bound).
+    #[error(transparent)]
+    Unavailable(#[from] WaitError),
+    /// The request plan gave up.
+    #[error("{reason} (last attempt: {last})")]
+    GaveUp {
+        /// Why the plan gave up.
+        reason: GiveUpReason,
+        /// What the last attempt ran into.
+        last: String,
+        /// The status a proxy should answer with.
+        status: u16,
+    },
+    /// The request was quarantined as poison: it hung the server on its own.
+    #[error("this request was in flight when the model server hung {hangs} times, hung it again when sent alone, and is quarantined for another {}s (an operator can lift it: DELETE /respawn/quarantine)", remaining.as_secs().max(1))]
+    Quarantined {
+        /// Hangs it was present at.
+        hangs: u32,
+        /// Until the quarantine ends.
+        remaining: Duration,
+    },
+}
+
+impl CallError {
+    /// The HTTP status a proxy answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::Unavailable(_) => 503,
+            CallError::GaveUp { status, .. } => *status,
+            CallError::Quarantined { .. } => 422,
+        }
+    }
+
+    /// The failure class for metrics.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            CallError::Unavailable(_) => FailureClass::Unavailable,
+            CallError::GaveUp { .. } => FailureClass::RetriesExhausted,
+            CallError::Quarantined { .. } => FailureClass::Quarantined,
+        }
+    }
+}

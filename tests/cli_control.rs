@@ -35,6 +35,8 @@ impl OneShot {
     }
 }
 
+/// The fake control servers here play a respawn that answers oddly (slowly, cut, malformed),
+/// so they read and write raw bytes on purpose.
 fn read_head(stream: &mut TcpStream) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

@@ -296,6 +296,7 @@ fn a_client_that_leaves_a_non_streamed_request_cancels_it_upstream_without_retry
 
     // 100 tokens at 100 ms: about 10 s of generation, answered only at its end.
     let body = chat_body("a long answer nobody waits for", 100, false);
+    // A raw socket on purpose: the test must close the connection itself, mid-request.
     let mut client = TcpStream::connect(serve.addr).expect("connect");
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

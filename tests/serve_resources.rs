@@ -75,7 +75,9 @@ enum Outcome {
     Other(String),
 }
 
-/// One client: connect, send a chat completion, read the whole answer.
+/// One client: connect, send a chat completion, read the whole answer. A raw socket on purpose:
+/// each of the 2,000 clients must be one connection of its own (a pooled HTTP client would share
+/// or retry connections and hide a connection refused, reset or closed without an answer).
 fn client(addr: SocketAddr, body: Arc<String>) -> Outcome {
     let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(60)) {
         Ok(stream) => stream,

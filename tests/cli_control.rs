@@ -1,8 +1,11 @@
 //! The client behind `respawn status` and `respawn restart`, against a scripted HTTP server on
 //! loopback that records the request it received and answers with a canned response.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod raw_head;
+
+use raw_head::read_head;
+use std::io::Write;
+use std::net::TcpListener;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,23 +36,6 @@ impl OneShot {
     fn request(self) -> String {
         self.handle.join().unwrap()
     }
-}
-
-/// The fake control servers here play a respawn that answers oddly (slowly, cut, malformed),
-/// so they read and write raw bytes on purpose.
-fn read_head(stream: &mut TcpStream) -> String {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// A status document as `respawn serve` writes it (the wire format is the contract: spelled out

@@ -5,8 +5,11 @@
 
 mod http_client;
 
+mod raw_head;
+
+use raw_head::read_head;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,21 +54,6 @@ impl Scripted {
     fn request_head(self) -> String {
         self.handle.join().unwrap()
     }
-}
-
-fn read_head(stream: &mut TcpStream) -> String {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 const WAIT: Duration = Duration::from_secs(10);

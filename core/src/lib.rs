@@ -25,6 +25,7 @@
 //! | quarantine by evidence | [`PoisonTracker`], [`Admission`] |
 //! | deadlocks behind a green `/health` | [`ProgressWatch`], [`Liveness`] |
 //! | what the supervisor is doing | [`Phase`] |
+//! | which replica of a pool takes a request | [`route`], [`ReplicaView`] |
 //! | every knob | [`CoreConfig`] |
 //!
 //! The machine, driven by hand (a driver does this with processes and timers):
@@ -91,6 +92,7 @@ mod request_plan;
 mod restart_gate;
 mod restart_policy;
 mod retry_plan;
+mod route;
 mod snapshot;
 mod stream_watch;
 mod supervision;
@@ -108,6 +110,7 @@ pub use request_plan::*;
 pub use restart_gate::*;
 pub use restart_policy::*;
 pub use retry_plan::*;
+pub use route::*;
 pub use snapshot::*;
 pub use stream_watch::*;
 pub use supervision::*;

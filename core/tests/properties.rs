@@ -1094,3 +1094,61 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Routing in a pool: never a replica that is not ready; the least loaded of the others.
+
+fn replica_views() -> impl Strategy<Value = Vec<ReplicaView>> {
+    prop::collection::vec(
+        (any::<bool>(), 0u32..8).prop_map(|(routable, in_flight)| ReplicaView {
+            routable,
+            in_flight,
+        }),
+        0..12,
+    )
+}
+
+proptest! {
+    #[test]
+    fn routing_never_picks_a_replica_that_is_not_ready(
+        views in replica_views(),
+        failed in prop::collection::vec(0usize..12, 0..4),
+        cursor in any::<usize>(),
+    ) {
+        let mut set = ReplicaSet::new();
+        for index in failed {
+            set.insert(index);
+        }
+        match route(&views, set, cursor) {
+            Route::Send(index) => prop_assert!(views[index].routable),
+            Route::Wait => prop_assert!(views.iter().all(|v| !v.routable)),
+        }
+    }
+
+    #[test]
+    fn routing_picks_the_least_loaded_replica_the_request_has_not_failed_on(
+        views in replica_views(),
+        failed in prop::collection::vec(0usize..12, 0..4),
+        cursor in any::<usize>(),
+    ) {
+        let mut set = ReplicaSet::new();
+        for index in &failed {
+            set.insert(*index);
+        }
+        let fresh: Vec<u32> = views
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| v.routable && !set.contains(*i))
+            .map(|(_, v)| v.in_flight)
+            .collect();
+        if let Route::Send(index) = route(&views, set, cursor) {
+            if let Some(least) = fresh.iter().min() {
+                prop_assert!(!set.contains(index));
+                prop_assert_eq!(views[index].in_flight, *least);
+            } else {
+                let least = views.iter().filter(|v| v.routable).map(|v| v.in_flight).min();
+                prop_assert_eq!(Some(views[index].in_flight), least);
+            }
+        }
+    }
+}

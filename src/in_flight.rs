@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,6 +22,8 @@ pub struct InFlight {
     clock: Clock,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Fingerprint>>,
+    /// How many `open` holds, readable without its lock (a pool routes by it).
+    open_count: AtomicUsize,
     last_activity_ms: AtomicU64,
     answered: AtomicU64,
 }
@@ -38,6 +40,7 @@ impl InFlight {
             clock,
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
+            open_count: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             answered: AtomicU64::new(0),
         })
@@ -57,6 +60,7 @@ impl InFlight {
     pub fn enter(self: &Arc<Self>, fingerprint: Fingerprint) -> InFlightGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.open.lock().insert(id, fingerprint);
+        self.open_count.fetch_add(1, Ordering::Relaxed);
         self.touch();
         InFlightGuard {
             table: Arc::clone(self),
@@ -64,9 +68,10 @@ impl InFlight {
         }
     }
 
-    /// How many requests are in flight.
+    /// How many requests are in flight: one atomic load, no lock (a pool's router reads it for
+    /// every request).
     pub fn count(&self) -> usize {
-        self.open.lock().len()
+        self.open_count.load(Ordering::Relaxed)
     }
 
     /// The fingerprints of the requests in flight now.
@@ -99,7 +104,9 @@ pub struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.table.open.lock().remove(&self.id);
+        if self.table.open.lock().remove(&self.id).is_some() {
+            self.table.open_count.fetch_sub(1, Ordering::Relaxed);
+        }
         self.table.touch();
     }
 }

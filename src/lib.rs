@@ -22,6 +22,7 @@ pub mod health_actor;
 pub mod in_flight;
 pub mod messages;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod registry;
 pub mod state;

@@ -56,6 +56,33 @@ pub struct StatusDocument {
     /// The request fingerprints under quarantine now (never the prompt text).
     #[serde(default)]
     pub quarantined: Vec<QuarantinedFingerprint>,
+    /// A pool's replicas, ordered by index (absent for a lone server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<ReplicaStatus>>,
+    /// How many of a pool's replicas are ready (absent for a lone server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<u32>,
+}
+
+/// One replica of a pool, as `/respawn/status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Its index, 0..N-1 (`{replica}` and `RESPAWN_REPLICA` in its command).
+    pub replica: u32,
+    /// What its supervisor is doing.
+    pub state: Phase,
+    /// Its own generation.
+    pub generation: Generation,
+    /// The PID of its model server; `null` while none runs.
+    pub pid: Option<u32>,
+    /// The port its model server listens on (`null` for a server respawn does not own).
+    pub port: Option<u16>,
+    /// Its restarts so far.
+    pub restarts: u64,
+    /// Requests open on it now.
+    pub in_flight: u64,
+    /// Its last completed restart.
+    pub last_restart: Option<LastRestart>,
 }
 
 /// One quarantined request fingerprint, as `/respawn/status` lists it.
@@ -89,6 +116,8 @@ impl StatusDocument {
             in_flight: u64::try_from(in_flight).unwrap_or(u64::MAX),
             requests_total,
             quarantined: Vec::new(),
+            replicas: None,
+            ready_replicas: None,
         }
     }
 }

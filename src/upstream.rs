@@ -204,7 +204,7 @@ impl Upstream {
     /// atomic load while nothing ever was); as the one trial request when it is on trial and
     /// the trial may start; after the verdict when it is a twin of the request on trial, or a
     /// suspect while a trial runs. Registers the request as in flight when it goes.
-    async fn admit(&self, id: &mut Identity) -> Result<(), CallError> {
+    pub(crate) async fn admit(&self, id: &mut Identity) -> Result<(), CallError> {
         let shared = &self.shared;
         // The common case, nothing ever suspected: one atomic load, no clock, no lock.
         if shared.snapshot.load().poison_epoch != 0 {
@@ -419,7 +419,7 @@ impl Upstream {
         Ok(next)
     }
 
-    async fn attempt(
+    pub(crate) async fn attempt(
         &self,
         out: &Outgoing,
         plan: &mut RequestPlan,

@@ -56,6 +56,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub workers: Option<usize>,
 
+    /// Supervised replicas of the server behind one address, each on its own port ({port}, or --port BASE giving BASE+i) with {replica} and RESPAWN_REPLICA its index [default: 1] [env: RESPAWN_REPLICAS]
+    #[arg(long, value_name = "N", help_heading = "Pool")]
+    pub replicas: Option<usize>,
+
+    /// Pause between starting one replica and the next (a model load's memory peak) [default: 0s] [env: RESPAWN_START_STAGGER]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Pool")]
+    pub start_stagger: Option<Duration>,
+
+    /// The pool is ready (/respawn/readyz, status) while at least this many replicas are [default: 1] [env: RESPAWN_MIN_READY]
+    #[arg(long, value_name = "N", help_heading = "Pool")]
+    pub min_ready: Option<usize>,
+
     /// Bearer token of POST /respawn/restart; without a token that endpoint refuses everyone (visible in `ps`: prefer the environment) [env: RESPAWN_ADMIN_TOKEN]
     #[arg(long, value_name = "TOKEN", value_parser = TokenParser, help_heading = "Control")]
     pub admin_token: Option<AdminToken>,
@@ -230,6 +242,14 @@ pub struct RestartArgs {
     /// The instance's admin token (visible in `ps`: prefer the environment)
     #[arg(long, value_name = "TOKEN", env = "RESPAWN_ADMIN_TOKEN", hide_env_values = true, value_parser = TokenParser)]
     pub token: Option<AdminToken>,
+
+    /// Restart only this replica of a pool (its index, 0..N-1)
+    #[arg(long, value_name = "I", conflicts_with = "rolling")]
+    pub replica: Option<usize>,
+
+    /// Restart every replica of a pool, one at a time (what a pool does without --replica)
+    #[arg(long)]
+    pub rolling: bool,
 }
 
 /// Reads `--shell=BOOL` with the same words as the environment (`true`, `no`, `1`, ...).

@@ -209,7 +209,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Restart(args) => {
-            match respawn_cli::control_client::restart(&args.url, args.token.as_ref()) {
+            use respawn_cli::control_client::RestartWhich;
+            let which = match (args.replica, args.rolling) {
+                (Some(replica), _) => RestartWhich::Replica(replica),
+                (None, true) => RestartWhich::Rolling,
+                (None, false) => RestartWhich::Server,
+            };
+            match respawn_cli::control_client::restart_asking(&args.url, args.token.as_ref(), which)
+            {
                 Ok(text) => {
                     println!("{text}");
                     ExitCode::SUCCESS

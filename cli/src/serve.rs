@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::config::ServeConfig;
+use respawn::pool::{Pool, PoolConfig, PoolControl, PoolError, ReplicaSpec};
 use respawn::proxy::{self, Admission, Control, Drain, ProxySettings};
 use respawn::supervisor::{RestRestart, Supervisor, SupervisorConfig, Target};
 
@@ -80,6 +81,25 @@ impl ServeError {
 pub fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+/// What replica `replica` of a pool supervises: the command with `{replica}` replaced by its
+/// index, `RESPAWN_REPLICA` in its environment, on its own port.
+pub fn replica_target(
+    config: &ServeConfig,
+    replica: usize,
+    port: u16,
+) -> Result<Target, ServeError> {
+    let mut config = config.clone();
+    let index = replica.to_string();
+    for arg in &mut config.command {
+        *arg = arg.replace("{replica}", &index);
+    }
+    let mut target = target(&config, port)?;
+    if let Target::Command(spec) = &mut target {
+        spec.env.push(("RESPAWN_REPLICA".into(), index.into()));
+    }
+    Ok(target)
 }
 
 /// What `respawn serve` supervises, from its configuration.
@@ -150,6 +170,9 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
             source,
         })?;
     let listening = listener.local_addr().unwrap_or(config.listen);
+    if config.replicas > 1 {
+        return run_pool(config, listener, listening, open_files.now);
+    }
     let port = match config.port {
         Some(port) => port,
         None => free_port().map_err(ServeError::NoFreePort)?,
@@ -226,6 +249,171 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         let _ = server_task.await;
         Ok(exit)
     })
+}
+
+/// The ports of a pool's replicas: `--port BASE` gives BASE+i, otherwise each is picked free.
+fn replica_ports(config: &ServeConfig) -> Result<Vec<u16>, ServeError> {
+    (0..config.replicas)
+        .map(|i| match config.port {
+            Some(base) => u16::try_from(usize::from(base) + i).map_err(|_| {
+                ServeError::NoFreePort(std::io::Error::other(format!(
+                    "--port {base} + {i} is past the last port"
+                )))
+            }),
+            None => free_port().map_err(ServeError::NoFreePort),
+        })
+        .collect()
+}
+
+/// `respawn serve --replicas N` with N > 1: a pool of supervised replicas behind the listener.
+fn run_pool(
+    config: ServeConfig,
+    listener: TcpListener,
+    listening: SocketAddr,
+    open_files: u64,
+) -> Result<ServeExit, ServeError> {
+    let ports = replica_ports(&config)?;
+    let mut replicas = Vec::with_capacity(ports.len());
+    for (replica, port) in ports.iter().enumerate() {
+        replicas.push(ReplicaSpec {
+            config: supervisor_config(&config),
+            target: replica_target(&config, replica, *port)?,
+        });
+    }
+    let notifier = match respawn::systemd::Notifier::from_env() {
+        Ok(notifier) => notifier,
+        Err(err) => {
+            warn!(error = %err, "ignoring an invalid systemd notify environment");
+            None
+        }
+    };
+    let pool_config = PoolConfig {
+        min_ready: config.min_ready,
+        start_stagger: config.start_stagger,
+        drain_grace: config.stop_grace,
+    };
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let signals = Signals::arm().map_err(ServeError::Runtime)?;
+        let pool = Pool::start_with(&crate::config::restart_strategies(), pool_config, replicas)
+            .await
+            .map_err(|err| match err {
+                PoolError::Replica { source, .. } => ServeError::Supervisor(source),
+                other => ServeError::Runtime(std::io::Error::other(other.to_string())),
+            })?;
+        let front = &pool.replicas()[0];
+        let control = Control::of_pool(
+            front,
+            std::sync::Arc::new(PoolControl::new(pool.clone())),
+            config.admin_token.clone(),
+        );
+        let admission = match open_files {
+            0 => Admission::unbounded(),
+            limit => Admission::for_open_files(limit, config.workers),
+        };
+        let drain = Drain::new();
+        let settings = ProxySettings {
+            listen: config.listen,
+            workers: config.workers,
+            max_body_size: config.max_body_size,
+            header_timeout: config.header_timeout,
+            shutdown_grace: config.stop_grace,
+            admission,
+            drain: drain.clone(),
+        };
+        let server = proxy::serve_pool(listener, &settings, &pool, control).map_err(|err| {
+            ServeError::Listen {
+                addr: config.listen,
+                source: std::io::Error::other(err.to_string()),
+            }
+        })?;
+        let handle = server.handle();
+        let server_task = actix_web::rt::spawn(server);
+        for (replica, port) in ports.iter().enumerate() {
+            info!(replica, child_port = *port, "replica's port");
+        }
+        info!(listen = %listening, replicas = pool.len(), "respawn is listening");
+        if let Some(notifier) = &notifier {
+            notifier.spawn_watchdog();
+        }
+        let exit = supervise_pool(&pool, notifier.as_ref(), signals).await;
+        if let Some(notifier) = &notifier {
+            notifier.stopping();
+        }
+        let grace = config.stop_grace;
+        let ending = actix_web::rt::spawn(async move {
+            tokio::time::sleep(grace).await;
+            drain.end_streams();
+        });
+        handle.stop(exit == ServeExit::Stopped).await;
+        ending.abort();
+        pool.stop(config.stop_grace).await;
+        let _ = server_task.await;
+        Ok(exit)
+    })
+}
+
+/// Watches a pool until a stop signal, or until every replica has been given up (exit 3); a
+/// replica given up alone is reported and left stopped while the others serve. SIGHUP restarts
+/// the replicas one at a time.
+async fn supervise_pool(
+    pool: &Pool,
+    notifier: Option<&respawn::systemd::Notifier>,
+    signals: Signals,
+) -> ServeExit {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
+    let mut states: Vec<_> = pool.replicas().iter().map(|s| s.state()).collect();
+    let mut given_up = vec![false; pool.len()];
+    let mut announced_ready = false;
+    loop {
+        for (replica, state) in states.iter_mut().enumerate() {
+            let current = state.borrow_and_update();
+            if current.phase == Phase::Failed && !given_up[replica] {
+                given_up[replica] = true;
+                let reason = current.last_error.clone().unwrap_or_default();
+                error!(replica, %reason, "replica given up: left stopped while the others serve");
+            }
+        }
+        if pool.is_ready() && !announced_ready {
+            announced_ready = true;
+            if let Some(notifier) = notifier {
+                notifier.ready();
+            }
+        }
+        if let Some(notifier) = notifier {
+            notifier.status(&format!(
+                "{} of {} replicas ready",
+                pool.ready_count(),
+                pool.len()
+            ));
+        }
+        if given_up.iter().all(|g| *g) {
+            let reason = "every replica was given up".to_owned();
+            error!(%reason, "respawn gave up: exiting so that the service manager can take over");
+            return ServeExit::GaveUp { reason };
+        }
+        let changes = states.iter_mut().map(|state| Box::pin(state.changed()));
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); return ServeExit::Stopped; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); return ServeExit::Stopped; }
+            _ = hup.recv() => {
+                info!("SIGHUP: restarting the replicas one at a time");
+                let pool = pool.clone();
+                actix_web::rt::spawn(async move {
+                    pool.rolling_restart_for(respawn_core::OperatorRestart::Signal).await;
+                });
+            }
+            (changed, _, _) = futures_util::future::select_all(changes) => {
+                if changed.is_err() {
+                    return ServeExit::GaveUp { reason: "a replica's supervisor stopped".to_owned() };
+                }
+            }
+        }
+    }
 }
 
 /// The signals `respawn serve` answers, caught from the moment they are armed.

@@ -40,6 +40,69 @@ pub struct Control {
     pub snapshot: Arc<SharedSnapshot>,
     /// The supervisor's clock.
     pub clock: Clock,
+    /// A pool's part of the routes (`None` for a lone server, whose answers stay as they were).
+    pub replicas: Option<Arc<dyn ReplicaControl>>,
+}
+
+/// Which restart `POST /respawn/restart` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartAsked {
+    /// No parameter: the server (a pool restarts its replicas one at a time).
+    Plain,
+    /// `?replica=I`: that replica only.
+    Replica(usize),
+    /// `?rolling=true`: every replica, one at a time.
+    Rolling,
+}
+
+impl RestartAsked {
+    /// Reads the query string of `POST /respawn/restart`; an error names what is wrong.
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let mut asked = RestartAsked::Plain;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "replica" => {
+                    let replica = value
+                        .parse()
+                        .map_err(|_| format!("replica={value} is not a replica index"))?;
+                    asked = RestartAsked::Replica(replica);
+                }
+                "rolling" => match value {
+                    "true" | "1" | "" => {
+                        if asked == RestartAsked::Plain {
+                            asked = RestartAsked::Rolling;
+                        }
+                    }
+                    "false" | "0" => {}
+                    _ => return Err(format!("rolling={value} is neither true nor false")),
+                },
+                _ => {
+                    return Err(format!(
+                        "unknown parameter {key}: use replica=I or rolling=true"
+                    ))
+                }
+            }
+        }
+        Ok(asked)
+    }
+}
+
+/// A pool's part of the control routes, implemented by the pool (the proxy does not know it).
+pub trait ReplicaControl: Send + Sync + 'static {
+    /// Rewrites the top-level fields of the status document for the pool and adds its replicas.
+    fn fill_status(&self, document: &mut StatusDocument);
+    /// Whether enough replicas are ready, with the line `/respawn/readyz` answers either way.
+    fn ready(&self) -> Result<String, String>;
+    /// Whether the pool can still serve (some replica is not given up).
+    fn alive(&self) -> bool;
+    /// Every replica's metrics, with a `replica` label.
+    fn metrics(&self, name: &str) -> String;
+    /// Starts the restart asked for; answers the JSON of the `202`, or why it cannot.
+    fn restart(
+        &self,
+        asked: RestartAsked,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>>>>;
 }
 
 impl Control {
@@ -55,7 +118,20 @@ impl Control {
             containment: supervisor.containment().map(|mode| mode.as_str()),
             snapshot: Arc::clone(supervisor.snapshot()),
             clock: supervisor.clock(),
+            replicas: None,
         }
+    }
+
+    /// The control surface of a pool: replica 0's supervisor answers what the pool has once
+    /// (the quarantine, the requests received), `replicas` the rest.
+    pub fn of_pool(
+        front: &Supervisor,
+        replicas: Arc<dyn ReplicaControl>,
+        token: Option<AdminToken>,
+    ) -> Self {
+        let mut control = Self::of(front, token);
+        control.replicas = Some(replicas);
+        control
     }
 }
 
@@ -97,6 +173,9 @@ impl Control {
         );
         document.containment = self.containment.map(str::to_owned);
         document.quarantined = quarantined(self);
+        if let Some(replicas) = &self.replicas {
+            replicas.fill_status(&mut document);
+        }
         document
     }
 }
@@ -186,6 +265,25 @@ async fn restart(req: HttpRequest, control: web::Data<Control>) -> HttpResponse 
     if let Err(denied) = crate::auth::authorize(control.token.as_ref(), &req) {
         return actix_web::ResponseError::error_response(&denied);
     }
+    let asked = match RestartAsked::parse(req.query_string()) {
+        Ok(asked) => asked,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    if let Some(replicas) = &control.replicas {
+        return match replicas.restart(asked).await {
+            Ok(answer) => HttpResponse::Accepted().json(answer),
+            Err(message) => error_response(StatusCode::NOT_FOUND, "no_such_replica", &message),
+        };
+    }
+    if let RestartAsked::Replica(replica) = asked {
+        if replica != 0 {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no_such_replica",
+                &format!("no replica {replica}: respawn runs one server (replica 0)"),
+            );
+        }
+    }
     match control
         .coordinator
         .send(RestartNow {
@@ -206,6 +304,11 @@ async fn restart(req: HttpRequest, control: web::Data<Control>) -> HttpResponse 
 }
 
 async fn metrics(control: web::Data<Control>) -> HttpResponse {
+    if let Some(replicas) = &control.replicas {
+        return HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(replicas.metrics(&control.name));
+    }
     let state = control.state.borrow().clone();
     let text = control
         .metrics
@@ -217,6 +320,13 @@ async fn metrics(control: web::Data<Control>) -> HttpResponse {
 
 /// Alive unless respawn gave up: then the orchestrator should restart respawn itself.
 async fn livez(control: web::Data<Control>) -> HttpResponse {
+    if let Some(replicas) = &control.replicas {
+        return if replicas.alive() {
+            HttpResponse::Ok().body("ok\n")
+        } else {
+            HttpResponse::ServiceUnavailable().body("failed\n")
+        };
+    }
     let phase = control.state.borrow().phase;
     if phase == Phase::Failed {
         HttpResponse::ServiceUnavailable().body("failed\n")
@@ -227,6 +337,12 @@ async fn livez(control: web::Data<Control>) -> HttpResponse {
 
 /// Ready while the model server answers; not ready during starts and restarts.
 async fn readyz(control: web::Data<Control>) -> HttpResponse {
+    if let Some(replicas) = &control.replicas {
+        return match replicas.ready() {
+            Ok(line) => HttpResponse::Ok().body(line),
+            Err(line) => HttpResponse::ServiceUnavailable().body(line),
+        };
+    }
     let phase = control.state.borrow().phase;
     if phase == Phase::Ready {
         HttpResponse::Ok().body("ready\n")

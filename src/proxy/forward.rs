@@ -13,16 +13,57 @@ use respawn_core::Generation;
 use crate::in_flight::fingerprint;
 use crate::messages::RequestSucceeded;
 use crate::metrics::FailureClass;
+use crate::pool::sender::PoolUpstream;
 use crate::proxy::admission::ForwardSlots;
 use crate::proxy::drain::{Drain, SHUTTING_DOWN};
 use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
 use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
-use crate::upstream::{response_has_body, CallError, Identity, Outgoing, Upstream};
+use crate::upstream::{response_has_body, CallError, Delivered, Identity, Outgoing, Upstream};
 
 /// The header that tells a client its request was sent more than once (after a restart or a
 /// server error), on successes and failures alike.
 pub const ATTEMPTS_HEADER: &str = "x-respawn-attempts";
+
+/// The header that tells a client which replica of a pool answered (absent for a lone server).
+pub const REPLICA_HEADER: &str = "x-respawn-replica";
+
+/// Who sends a request: a lone server's sender, or a pool's router.
+#[derive(Clone, Copy)]
+enum Sender<'a> {
+    One(&'a Upstream),
+    Pool(&'a PoolUpstream),
+}
+
+impl Sender<'_> {
+    /// Delivers `out`; answers with the sender of the server that answered, the request as that
+    /// server knows it, and the replica's index in a pool.
+    async fn deliver(
+        self,
+        out: &Outgoing,
+        fp: respawn_core::Fingerprint,
+        plan: &mut respawn_core::RequestPlan,
+    ) -> Result<(Delivered, Upstream, Identity, Option<usize>), CallError> {
+        match self {
+            Sender::One(upstream) => {
+                let mut id = Identity::new(fp);
+                let delivered = upstream
+                    .deliver(out, &mut id, plan, Generation::NONE)
+                    .await?;
+                Ok((delivered, upstream.clone(), id, None))
+            }
+            Sender::Pool(pool) => {
+                let answer = pool.deliver(out, fp, plan).await?;
+                Ok((
+                    answer.delivered,
+                    answer.upstream,
+                    answer.identity,
+                    Some(answer.replica),
+                ))
+            }
+        }
+    }
+}
 
 /// Limits the proxy enforces on what clients send.
 #[derive(Clone, Copy, Debug)]
@@ -34,11 +75,40 @@ pub struct ProxyLimits {
 /// Forwards one request; see the module docs.
 pub async fn forward(
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     upstream: web::Data<Upstream>,
     limits: web::Data<ProxyLimits>,
 ) -> HttpResponse {
-    let shared = Arc::clone(upstream.shared());
+    forward_with(req, payload, Sender::One(&upstream), &upstream, limits).await
+}
+
+/// Forwards one request to the replica of a pool its router picks.
+pub async fn forward_to_pool(
+    req: HttpRequest,
+    payload: web::Payload,
+    pool: web::Data<PoolUpstream>,
+    limits: web::Data<ProxyLimits>,
+) -> HttpResponse {
+    let Some(front) = pool.front() else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_unavailable",
+            "the pool has no replica",
+        );
+    };
+    forward_with(req, payload, Sender::Pool(&pool), front, limits).await
+}
+
+/// Forwards one request through `sender`; `front` keeps the counters of requests refused before
+/// a server is chosen.
+async fn forward_with(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    sender: Sender<'_>,
+    front: &Upstream,
+    limits: web::Data<ProxyLimits>,
+) -> HttpResponse {
+    let shared = Arc::clone(front.shared());
     let metrics = &shared.metrics;
     metrics.request_started();
     let drain = req.app_data::<Drain>().cloned().unwrap_or_default();
@@ -117,7 +187,6 @@ pub async fn forward(
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     let fp = fingerprint(req.method().as_str(), &path_and_query, &body);
-    let mut id = Identity::new(fp);
     let out = Outgoing {
         method: req.method().clone(),
         path_and_query,
@@ -127,10 +196,10 @@ pub async fn forward(
 
     // A request still waiting for its first byte when the shutdown grace ends is answered, not
     // cut with its connection.
-    let mut plan = upstream.plan();
+    let mut plan = front.plan();
     let outcome = tokio::select! {
         biased;
-        outcome = upstream.deliver(&out, &mut id, &mut plan, Generation::NONE) => Some(outcome),
+        outcome = sender.deliver(&out, fp, &mut plan) => Some(outcome),
         () = drain.ended() => None,
     };
     let Some(outcome) = outcome else {
@@ -142,8 +211,8 @@ pub async fn forward(
             None,
         );
     };
-    let delivered = match outcome {
-        Ok(delivered) => delivered,
+    let (delivered, upstream, id, replica) = match outcome {
+        Ok(answer) => answer,
         Err(err) => {
             let attempts = plan.attempts();
             metrics.request_failed(err.class());
@@ -164,6 +233,8 @@ pub async fn forward(
         }
     };
 
+    // From here on, the server that answered.
+    let shared = Arc::clone(upstream.shared());
     let upstream_headers = delivered.response.headers();
     let response_tokens = connection_tokens(upstream_headers);
     let mut builder = HttpResponse::build(delivered.response.status());
@@ -189,6 +260,9 @@ pub async fn forward(
         "x-respawn-generation",
         delivered.generation.get().to_string(),
     ));
+    if let Some(replica) = replica {
+        builder.insert_header((REPLICA_HEADER, replica));
+    }
     if delivered.attempts > 1 {
         builder.insert_header((ATTEMPTS_HEADER, delivered.attempts));
     }

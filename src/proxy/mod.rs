@@ -23,6 +23,7 @@ pub use control::Control;
 pub use drain::Drain;
 pub use forward::ProxyLimits;
 
+use crate::pool::Pool;
 use crate::supervisor::Supervisor;
 
 /// How the proxy listens.
@@ -66,6 +67,44 @@ pub fn serve(
     control: Control,
 ) -> Result<actix_web::dev::Server, ProxyError> {
     let supervisor = supervisor.clone();
+    serve_with(listener, settings, control, move || {
+        let upstream = supervisor.upstream();
+        Box::new(move |app: &mut web::ServiceConfig| {
+            app.app_data(web::Data::new(upstream))
+                .default_service(web::to(forward::forward));
+        })
+    })
+}
+
+/// Serves a pool on `listener` (already bound): each request goes to the replica its router
+/// picks. The returned server runs when awaited (or spawned).
+pub fn serve_pool(
+    listener: std::net::TcpListener,
+    settings: &ProxySettings,
+    pool: &Pool,
+    control: Control,
+) -> Result<actix_web::dev::Server, ProxyError> {
+    let pool = pool.clone();
+    serve_with(listener, settings, control, move || {
+        let upstream = pool.upstream();
+        Box::new(move |app: &mut web::ServiceConfig| {
+            app.app_data(web::Data::new(upstream))
+                .default_service(web::to(forward::forward_to_pool));
+        })
+    })
+}
+
+type Forwarding = Box<dyn FnOnce(&mut web::ServiceConfig)>;
+
+fn serve_with<F>(
+    listener: std::net::TcpListener,
+    settings: &ProxySettings,
+    control: Control,
+    forwarding: F,
+) -> Result<actix_web::dev::Server, ProxyError>
+where
+    F: Fn() -> Forwarding + Clone + Send + 'static,
+{
     let limits = ProxyLimits {
         max_body_size: settings.max_body_size,
     };
@@ -74,8 +113,8 @@ pub fn serve(
     // The drain must come before actix's forced close, which follows its shutdown timeout.
     let shutdown_timeout = settings.shutdown_grace.as_secs_f64().ceil() as u64 + 1;
     let server = HttpServer::new(move || {
+        let forwarding = forwarding();
         App::new()
-            .app_data(web::Data::new(supervisor.upstream()))
             .app_data(web::Data::new(limits))
             .app_data(web::Data::new(control.clone()))
             // Per worker, on the worker's thread (see `admission`).
@@ -84,7 +123,8 @@ pub fn serve(
             // The body is read by the forwarder, which enforces the limit itself (413).
             .app_data(web::PayloadConfig::new(usize::MAX))
             .configure(control::configure)
-            .default_service(web::to(forward::forward))
+            // The sender of this worker and the catch-all route to the model server.
+            .configure(forwarding)
     })
     .workers(settings.workers.max(1))
     .max_connections(admission.connections_per_worker)

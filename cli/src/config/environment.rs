@@ -210,6 +210,9 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         header_timeout: env.duration("header_timeout")?,
         workers: env.number("workers", "a number of worker threads, 1 or more")?,
         log_format: env.read("log_format", LogFormat::from_str)?,
+        replicas: env.number("replicas", "a number of replicas, 1 to 64")?,
+        start_stagger: env.duration("start_stagger")?,
+        min_ready: env.number("min_ready", "a number of replicas, 1 or more")?,
     };
     if layer.startup_timeout.is_none() {
         layer.startup_timeout = env

@@ -90,5 +90,8 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         header_timeout: args.header_timeout,
         workers: args.workers,
         log_format: args.log_format,
+        replicas: args.replicas,
+        start_stagger: args.start_stagger,
+        min_ready: args.min_ready,
     })
 }

@@ -57,6 +57,9 @@ pub const KEYS: &[&str] = &[
     "header_timeout",
     "workers",
     "log_format",
+    "replicas",
+    "start_stagger",
+    "min_ready",
 ];
 
 /// The values one source gives; `None` means "this source says nothing about it".
@@ -126,6 +129,10 @@ pub(crate) struct Layer {
     pub header_timeout: Option<Duration>,
     pub workers: Option<usize>,
     pub log_format: Option<LogFormat>,
+    pub replicas: Option<usize>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub start_stagger: Option<Duration>,
+    pub min_ready: Option<usize>,
 }
 
 /// Moves every value `layer` gives into `config`, leaving the others as they were.
@@ -146,7 +153,8 @@ impl Layer {
             canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
             restart_window, stable_after, retries, poison_after, quarantine_ttl, enable_restart, max_body_size, header_timeout,
-            workers, log_format, gpu_release, release_timeout, containment, pass_secrets;
+            workers, log_format, gpu_release, release_timeout, containment, pass_secrets,
+            replicas, start_stagger, min_ready;
             port, upstream, canary_body, admin_token, restart_strategies, restart_url, restart_token,
             restart_command, release_check
         );

@@ -124,6 +124,13 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// HTTP worker threads. Default: the number of cores.
     pub workers: usize,
+    /// Supervised replicas behind one address. Default 1 (a lone server, as before pools).
+    pub replicas: usize,
+    /// Pause between starting one replica and the next. Default 0 (together).
+    #[serde(with = "humantime_serde")]
+    pub start_stagger: Duration,
+    /// The pool is ready while at least this many replicas are. Default 1.
+    pub min_ready: usize,
     /// Hangs a request may be present at (with no success between) before it goes on trial,
     /// sent alone; a hang during its trial quarantines it. Default 2.
     pub poison_after: u32,
@@ -251,6 +258,9 @@ impl Default for ServeConfig {
             max_body_size: defaults::MAX_BODY_SIZE,
             header_timeout: defaults::HEADER_TIMEOUT,
             workers: defaults::workers(),
+            replicas: 1,
+            start_stagger: Duration::ZERO,
+            min_ready: 1,
             poison_after: defaults::POISON_AFTER,
             quarantine_ttl: defaults::QUARANTINE_TTL,
             shell: false,
@@ -394,6 +404,26 @@ impl ServeConfig {
         }
         if self.workers == 0 {
             return Err(bad_value("workers", "0", "1 or more worker threads"));
+        }
+        if self.replicas == 0 || self.replicas > respawn::core::ReplicaSet::CAPACITY {
+            return Err(bad_value(
+                "replicas",
+                &self.replicas.to_string(),
+                "1 to 64 replicas",
+            ));
+        }
+        if self.min_ready == 0 || self.min_ready > self.replicas {
+            return Err(bad_value(
+                "min_ready",
+                &self.min_ready.to_string(),
+                "1 to the number of replicas",
+            ));
+        }
+        if self.replicas > 1 && self.upstream.is_some() {
+            return Err(ConfigError::Conflict {
+                option: "--replicas".to_owned(),
+                reason: "starts several servers, so it needs a command; --upstream supervises one server respawn does not start".to_owned(),
+            });
         }
         if self.max_body_size == 0 {
             return Err(bad_value(

@@ -153,6 +153,26 @@ pub fn restart(url: &str, token: Option<&AdminToken>) -> Result<String, ControlE
     ControlClient::default().restart(url, token)
 }
 
+/// Which restart `respawn restart` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartWhich {
+    /// The server (a pool restarts its replicas one at a time).
+    Server,
+    /// One replica of a pool (`--replica I`).
+    Replica(usize),
+    /// Every replica, one at a time (`--rolling`).
+    Rolling,
+}
+
+/// Like [`restart`], for one replica or a rolling restart.
+pub fn restart_asking(
+    url: &str,
+    token: Option<&AdminToken>,
+    which: RestartWhich,
+) -> Result<String, ControlError> {
+    ControlClient::default().restart_asking(url, token, which)
+}
+
 /// A whole answer.
 struct Answer {
     status: StatusCode,
@@ -180,8 +200,23 @@ impl ControlClient {
 
     /// [`restart`] with these timeouts.
     pub fn restart(&self, url: &str, token: Option<&AdminToken>) -> Result<String, ControlError> {
+        self.restart_asking(url, token, RestartWhich::Server)
+    }
+
+    /// [`restart`] of one replica of a pool, or of every replica one at a time.
+    pub fn restart_asking(
+        &self,
+        url: &str,
+        token: Option<&AdminToken>,
+        which: RestartWhich,
+    ) -> Result<String, ControlError> {
         let endpoint = Endpoint::parse(url)?;
-        let answer = self.exchange(&endpoint, Method::POST, "/respawn/restart", token)?;
+        let path = match which {
+            RestartWhich::Server => "/respawn/restart".to_owned(),
+            RestartWhich::Replica(replica) => format!("/respawn/restart?replica={replica}"),
+            RestartWhich::Rolling => "/respawn/restart?rolling=true".to_owned(),
+        };
+        let answer = self.exchange(&endpoint, Method::POST, &path, token)?;
         let answer = answer.require_success(&endpoint, token.is_some())?;
         let body = String::from_utf8_lossy(&answer.body);
         let body = body.trim();

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use respawn::state::LastRestart;
-use respawn::status::StatusDocument;
+use respawn::status::{ReplicaStatus, StatusDocument};
 
 /// One `label  value` line per field, the labels padded to one width.
 pub(super) fn status_table(status: &StatusDocument) -> String {
@@ -42,11 +42,73 @@ pub(super) fn status_table(status: &StatusDocument) -> String {
         .map(|(label, _)| label.chars().count())
         .max()
         .unwrap_or(0);
+    let mut rows = rows;
+    if let (Some(ready), Some(replicas)) = (status.ready_replicas, &status.replicas) {
+        rows.insert(
+            1,
+            ("ready replicas", format!("{ready} of {}", replicas.len())),
+        );
+    }
+    let width = width.max("ready replicas".len());
     let mut out = String::new();
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<width$}  {value}");
     }
+    if let Some(replicas) = &status.replicas {
+        out.push('\n');
+        out.push_str(&replica_table(replicas));
+    }
     out.trim_end().to_owned()
+}
+
+/// One row per replica of a pool: index, state, generation, pid, port, restarts, in flight.
+fn replica_table(replicas: &[ReplicaStatus]) -> String {
+    let header = [
+        "replica",
+        "state",
+        "generation",
+        "pid",
+        "port",
+        "restarts",
+        "in flight",
+    ];
+    let rows: Vec<[String; 7]> = replicas
+        .iter()
+        .map(|r| {
+            [
+                r.replica.to_string(),
+                r.state.as_str().to_owned(),
+                r.generation.get().to_string(),
+                optional(r.pid),
+                optional(r.port),
+                r.restarts.to_string(),
+                r.in_flight.to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    };
+    line(header.to_vec(), &mut out);
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
 }
 
 /// `health_probes, ready again after 1s 800ms, at 2025-01-01T00:00:00Z`.
@@ -93,7 +155,57 @@ mod tests {
             in_flight: 0,
             requests_total: 9,
             quarantined: Vec::new(),
+            replicas: None,
+            ready_replicas: None,
         }
+    }
+
+    #[test]
+    fn a_pool_prints_a_row_per_replica() {
+        let mut pool = document();
+        pool.pid = None;
+        pool.ready_replicas = Some(1);
+        pool.replicas = Some(vec![
+            ReplicaStatus {
+                replica: 0,
+                state: Phase::Ready,
+                generation: Generation(2),
+                pid: Some(42),
+                port: Some(8001),
+                restarts: 1,
+                in_flight: 3,
+                last_restart: None,
+            },
+            ReplicaStatus {
+                replica: 1,
+                state: Phase::Restarting,
+                generation: Generation(1),
+                pid: None,
+                port: Some(8002),
+                restarts: 1,
+                in_flight: 0,
+                last_restart: None,
+            },
+        ]);
+        let table = status_table(&pool);
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("replica"))
+            .expect("a replica header");
+        assert!(lines[header + 1]
+            .split_whitespace()
+            .eq(["0", "ready", "2", "42", "8001", "1", "3"]));
+        assert!(lines[header + 2].split_whitespace().eq([
+            "1",
+            "restarting",
+            "1",
+            "-",
+            "8002",
+            "1",
+            "0"
+        ]));
+        assert!(table.contains("ready replicas  1 of 2"));
     }
 
     #[test]

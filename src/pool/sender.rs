@@ -1,0 +1,229 @@
+//! A worker's sender towards a pool: picks a replica for each attempt with the core's
+//! [`route`], and retries a request caught by one replica's hang on another ready replica at
+//! once, instead of after that replica's restart.
+//!
+//! The hot path reads two atomic words per replica (its snapshot and its count of requests in
+//! flight) and one shared cursor; it takes no lock and hops to no actor. Each replica keeps its
+//! own [`Upstream`] (its own awc client, poison cache and request plan rules), so everything a
+//! lone server does per attempt (quarantine admission, deadlines, hang reports, the check that
+//! an answer did not begin after its generation's restart began) holds per replica unchanged.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use respawn_core::{
+    route, AttemptOutcome, Fingerprint, Generation, Phase, ReplicaSet, ReplicaView, RequestPlan,
+    Route,
+};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::state::{SupervisorState, WaitError};
+use crate::upstream::{CallError, Delivered, Identity, Outgoing, Upstream};
+
+/// What every worker's [`PoolUpstream`] shares: the round-robin cursor, which replicas a rolling
+/// restart holds out of rotation, and the replicas' published states (to wait on).
+#[derive(Debug)]
+pub struct PoolShared {
+    pub(crate) cursor: AtomicUsize,
+    pub(crate) held_out: Vec<AtomicBool>,
+    pub(crate) states: Vec<watch::Receiver<SupervisorState>>,
+    pub(crate) wait_bound: Duration,
+}
+
+impl PoolShared {
+    /// Whether replica `index` is held out of rotation (a rolling restart is draining it).
+    pub fn is_held_out(&self, index: usize) -> bool {
+        self.held_out
+            .get(index)
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
+    }
+}
+
+/// One worker's sender towards every replica of a pool.
+#[derive(Clone)]
+pub struct PoolUpstream {
+    replicas: Vec<Upstream>,
+    shared: Arc<PoolShared>,
+}
+
+/// A request answered by a pool: the answer, the replica that gave it, and the request's place in
+/// that replica's tables (which must live as long as the answer's body).
+pub struct PoolDelivery {
+    /// The answer.
+    pub delivered: Delivered,
+    /// Which replica answered.
+    pub replica: usize,
+    /// The sender of that replica.
+    pub upstream: Upstream,
+    /// The request as that replica knows it (in flight, maybe on trial).
+    pub identity: Identity,
+}
+
+impl PoolUpstream {
+    /// A sender for this worker over `replicas` (one [`Upstream`] each, in index order).
+    pub fn new(replicas: Vec<Upstream>, shared: Arc<PoolShared>) -> Self {
+        Self { replicas, shared }
+    }
+
+    /// The sender of replica 0: counters kept before a replica is chosen land there.
+    pub fn front(&self) -> Option<&Upstream> {
+        self.replicas.first()
+    }
+
+    /// A plan for a new request (every replica shares the same request settings).
+    pub fn plan(&self) -> Option<RequestPlan> {
+        self.front().map(Upstream::plan)
+    }
+
+    /// The route for one attempt now, given the generation each replica must have reached.
+    fn route_now(&self, want: &[Generation], failed: ReplicaSet) -> Route {
+        let mut views = [ReplicaView {
+            routable: false,
+            in_flight: 0,
+        }; ReplicaSet::CAPACITY];
+        let n = self.replicas.len().min(ReplicaSet::CAPACITY);
+        for (index, upstream) in self.replicas.iter().take(n).enumerate() {
+            let shared = upstream.shared();
+            let want = want.get(index).copied().unwrap_or(Generation::NONE);
+            views[index] = ReplicaView {
+                routable: !self.shared.is_held_out(index) && shared.snapshot.load().ready_for(want),
+                in_flight: u32::try_from(shared.in_flight.count()).unwrap_or(u32::MAX),
+            };
+        }
+        let cursor = self.shared.cursor.fetch_add(1, Ordering::Relaxed);
+        route(&views[..n], failed, cursor)
+    }
+
+    /// The replica for the next attempt: at once when one is ready (two atomic loads per
+    /// replica); otherwise waits, within the wait bound, until one is, and fails at once when
+    /// every replica has been given up or is stopping.
+    async fn pick(&self, want: &[Generation], failed: ReplicaSet) -> Result<usize, CallError> {
+        if let Route::Send(index) = self.route_now(want, failed) {
+            return Ok(index);
+        }
+        let bound = self.shared.wait_bound;
+        let began = tokio::time::Instant::now();
+        let mut states = self.shared.states.clone();
+        loop {
+            for state in &mut states {
+                state.borrow_and_update();
+            }
+            if let Route::Send(index) = self.route_now(want, failed) {
+                return Ok(index);
+            }
+            if let Some(err) = none_left(&states) {
+                return Err(err.into());
+            }
+            let waited = began.elapsed();
+            if waited >= bound {
+                return Err(WaitError::TimedOut { waited }.into());
+            }
+            // A replica's state change wakes us; a rolling restart's hold is lifted without one,
+            // so look again at least every 100 ms.
+            let changes = states.iter_mut().map(|state| Box::pin(state.changed()));
+            let look_again = Duration::from_millis(100).min(bound - waited);
+            let _ =
+                tokio::time::timeout(look_again, futures_util::future::select_all(changes)).await;
+        }
+    }
+
+    /// Sends `out` until its head and first chunk arrive, choosing a replica for each attempt.
+    /// A hang caught on one replica moves the request to another ready one at once (that
+    /// replica's generation is marked as needed again only once it restarted); a 5xx or a
+    /// broken connection goes elsewhere when another replica is ready.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the attempt in progress.
+    pub async fn deliver(
+        &self,
+        out: &Outgoing,
+        fingerprint: Fingerprint,
+        plan: &mut RequestPlan,
+    ) -> Result<PoolDelivery, CallError> {
+        let n = self.replicas.len();
+        let mut want = vec![Generation::NONE; n];
+        let mut states: Vec<Option<watch::Receiver<SupervisorState>>> = vec![None; n];
+        let mut failed = ReplicaSet::new();
+        let mut current: Option<(usize, Identity)> = None;
+        loop {
+            let index = self.pick(&want, failed).await?;
+            let upstream = &self.replicas[index];
+            let mut id = match current.take() {
+                Some((held, id)) if held == index => id,
+                _ => Identity::new(fingerprint),
+            };
+            upstream.admit(&mut id).await?;
+            let snapshot = upstream.shared().snapshot.load();
+            if !snapshot.ready_for(want[index]) || self.shared.is_held_out(index) {
+                // It changed while the quarantine held the request: choose again.
+                current = Some((index, id));
+                continue;
+            }
+            plan.begin(upstream.shared().clock.now(), snapshot.generation);
+            let (outcome, answered) = match upstream.attempt(out, plan).await {
+                Ok(delivered) if delivered.response.status().is_server_error() => {
+                    let status = delivered.response.status().as_u16();
+                    (AttemptOutcome::ServerError { status }, Some(delivered))
+                }
+                Ok(mut delivered) => {
+                    delivered.attempts = plan.attempts() + 1;
+                    upstream.shared().in_flight.answered();
+                    return Ok(PoolDelivery {
+                        delivered,
+                        replica: index,
+                        upstream: upstream.clone(),
+                        identity: id,
+                    });
+                }
+                Err(outcome) => (outcome, None),
+            };
+            debug!(replica = index, ?outcome, "attempt on a replica failed");
+            failed.insert(index);
+            match (
+                upstream
+                    .after_failure(plan, outcome, &mut states[index])
+                    .await,
+                answered,
+            ) {
+                (Ok(next), _) => want[index] = next,
+                (Err(CallError::GaveUp { .. }), Some(mut delivered)) => {
+                    delivered.attempts = plan.attempts();
+                    return Ok(PoolDelivery {
+                        delivered,
+                        replica: index,
+                        upstream: upstream.clone(),
+                        identity: id,
+                    });
+                }
+                (Err(err), _) => return Err(err),
+            }
+            current = Some((index, id));
+        }
+    }
+}
+
+/// Why no replica will ever take a request, when none will: each has been given up or is
+/// stopping.
+fn none_left(states: &[watch::Receiver<SupervisorState>]) -> Option<WaitError> {
+    let mut reason = None;
+    for state in states {
+        let state = state.borrow();
+        match state.phase {
+            Phase::Failed => {
+                reason.get_or_insert_with(|| WaitError::Failed {
+                    reason: state
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "restart limit reached".to_owned()),
+                });
+            }
+            Phase::Stopping | Phase::Stopped => {
+                reason = Some(WaitError::Stopping);
+            }
+            _ => return None,
+        }
+    }
+    reason
+}

@@ -1,0 +1,255 @@
+//! `respawn serve --replicas 2`: a hang costs the clients nothing but one replica's capacity.
+//! One replica frozen under load: every request succeeds, the caught ones are answered by the
+//! other replica without waiting for the restart; a replica that keeps failing is given up while
+//! the other serves, and respawn exits 3 only when the last one is given up.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use common::{chat, proc_stat, Serve, ServeOptions, TempDir};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Who answered one request: replica, its generation, attempts, and the status.
+#[derive(Clone, Debug)]
+struct Answer {
+    status: u16,
+    replica: Option<u64>,
+    generation: Option<u64>,
+    attempts: u64,
+}
+
+fn pool(extra: &[&str], mock_args: &[&str]) -> Serve {
+    let mut options = ServeOptions::mock(&[], mock_args);
+    let mut args = common::fast_args(&["--replicas", "2"]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    options.args = args;
+    let serve = Serve::start(options);
+    serve.wait_status(Duration::from_secs(60), "both replicas ready", |s| {
+        s["ready_replicas"] == 2
+    });
+    serve
+}
+
+fn replica(status: &Value, index: usize) -> &Value {
+    &status["replicas"][index]
+}
+
+/// Eight clients sending without pause until `stop`; every answer is recorded in order.
+fn load(
+    serve: &Serve,
+    stop: &Arc<AtomicBool>,
+    answers: &Arc<Mutex<Vec<Answer>>>,
+) -> Vec<thread::JoinHandle<()>> {
+    let addr = serve.addr;
+    (0..8)
+        .map(|client| {
+            let stop = Arc::clone(stop);
+            let answers = Arc::clone(answers);
+            thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = chat(
+                        addr,
+                        &format!("client {client} request {i}"),
+                        4,
+                        CLIENT_TIMEOUT,
+                    )
+                    .unwrap_or_else(|e| panic!("client {client} request {i}: {e}"));
+                    let number = |name: &str| reply.header(name).and_then(|v| v.parse().ok());
+                    answers.lock().push(Answer {
+                        status: reply.status,
+                        replica: number("x-respawn-replica"),
+                        generation: reply.generation(),
+                        attempts: number("x-respawn-attempts").unwrap_or(1),
+                    });
+                    i += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_frozen_replica_costs_no_request_and_its_caught_requests_go_to_the_other_at_once() {
+    // A start of 5 s: a request that waited for the frozen replica's restart would show it.
+    let mut serve = pool(&[], &["--token-latency", "20ms", "--start-delay", "5s"]);
+    let frozen = replica(&serve.status(), 1)["pid"]
+        .as_u64()
+        .expect("replica 1's pid") as u32;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let clients = load(&serve, &stop, &answers);
+    // Both replicas take traffic before the freeze.
+    common::wait_for(Duration::from_secs(30), || {
+        let answers = answers.lock();
+        let seen = |r| answers.iter().any(|a: &Answer| a.replica == Some(r));
+        (seen(0) && seen(1)).then_some(())
+    })
+    .expect("both replicas answered before the freeze");
+    common::signal(frozen, Signal::SIGSTOP);
+    assert!(
+        common::wait_for(Duration::from_secs(10), || {
+            (proc_stat(frozen).map(|s| s.state) == Some('T')).then_some(())
+        })
+        .is_some(),
+        "replica 1's server is stopped"
+    );
+    let frozen_at = answers.lock().len();
+
+    // The frozen replica comes back as generation 2, and answers again.
+    serve.wait_status(
+        Duration::from_secs(60),
+        "replica 1 back as generation 2",
+        |s| replica(s, 1)["generation"] == 2 && replica(s, 1)["state"] == "ready",
+    );
+    common::wait_for(Duration::from_secs(30), || {
+        let answers = answers.lock();
+        answers[frozen_at..]
+            .iter()
+            .any(|a| a.replica == Some(1) && a.generation == Some(2))
+            .then_some(())
+    })
+    .expect("replica 1's generation 2 answers");
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+
+    let answers = answers.lock().clone();
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "every request succeeded: {answers:?}"
+    );
+    let after = &answers[frozen_at..];
+    // The requests the freeze caught were sent again, to replica 0, whose generation 1 never
+    // stopped: none waited for replica 1's restart.
+    let retried: Vec<&Answer> = after.iter().filter(|a| a.attempts > 1).collect();
+    assert!(!retried.is_empty(), "the freeze caught requests: {after:?}");
+    for answer in &retried {
+        assert_eq!(
+            (answer.replica, answer.generation),
+            (Some(0), Some(1)),
+            "a caught request was answered by the other replica: {answer:?}"
+        );
+    }
+    // Until replica 1's generation 2 answered, every answer came from replica 0.
+    let back = after
+        .iter()
+        .position(|a| a.replica == Some(1) && a.generation == Some(2))
+        .expect("replica 1 answered again");
+    assert!(
+        after[..back].iter().all(|a| a.replica == Some(0)),
+        "nothing went to the frozen replica: {:?}",
+        &after[..back]
+    );
+    let status = serve.status();
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(replica(&status, 0)["restarts"], 0, "{status}");
+    assert_eq!(replica(&status, 0)["generation"], 1, "{status}");
+    assert!(status["pid"].is_null(), "{status}");
+    serve.signal(Signal::SIGTERM);
+    let exit = serve
+        .wait_exit(Duration::from_secs(30))
+        .expect("respawn exits");
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn a_rolling_restart_under_load_fails_no_request_and_moves_each_generation() {
+    let mut options = ServeOptions::mock(&[], &["--token-latency", "20ms"]);
+    let mut args = common::fast_args(&["--replicas", "2"]);
+    args.extend(["--admin-token".to_owned(), "s3cret".to_owned()]);
+    options.args = args;
+    let mut serve = Serve::start(options);
+    serve.wait_status(Duration::from_secs(60), "both replicas ready", |s| {
+        s["ready_replicas"] == 2
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let clients = load(&serve, &stop, &answers);
+    let asked = common::request(
+        serve.addr,
+        "POST",
+        "/respawn/restart?rolling=true",
+        &[("authorization", "Bearer s3cret")],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("POST /respawn/restart?rolling=true");
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    assert_eq!(asked.json()["rolling"], true);
+    serve.wait_status(Duration::from_secs(90), "both replicas restarted", |s| {
+        replica(s, 0)["generation"] == 2
+            && replica(s, 1)["generation"] == 2
+            && s["ready_replicas"] == 2
+    });
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let answers = answers.lock().clone();
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "no failed request: {answers:?}"
+    );
+    // One at a time: replica 0's generation 2 answered before replica 1 was restarted, so the
+    // pool never had both replicas down.
+    assert!(answers
+        .iter()
+        .any(|a| a.replica == Some(0) && a.generation == Some(2)));
+    serve.signal(Signal::SIGTERM);
+    let exit = serve
+        .wait_exit(Duration::from_secs(30))
+        .expect("respawn exits");
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn a_crashing_replica_is_given_up_while_the_other_serves_and_exit_3_comes_with_the_last() {
+    let dir = TempDir::new("serve-pool");
+    let broken = dir.path().join("broken");
+    // Replica 1 never starts; replica 0 starts until the file `broken` exists.
+    let script = format!(
+        "if [ \"$RESPAWN_REPLICA\" = 1 ] || [ -e '{}' ]; then exit 1; fi; exec '{}' mock --port \"$PORT\"",
+        broken.display(),
+        common::respawn_bin()
+    );
+    let mut args = common::fast_args(&["--replicas", "2", "--max-restarts", "2"]);
+    args.push("--shell=true".to_owned());
+    let mut options = ServeOptions::command(&[], &[&script]);
+    options.args = args;
+    let mut serve = Serve::start(options);
+    serve.wait_status(Duration::from_secs(60), "replica 1 given up", |s| {
+        replica(s, 1)["state"] == "failed"
+    });
+    let reply = serve
+        .chat("still served", 2, CLIENT_TIMEOUT)
+        .expect("a request");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-respawn-replica"), Some("0"));
+    assert!(
+        serve.wait_exit(Duration::from_millis(1)).is_none(),
+        "respawn still runs"
+    );
+
+    std::fs::write(&broken, b"").expect("mark replica 0 broken");
+    let last = replica(&serve.status(), 0)["pid"]
+        .as_u64()
+        .expect("replica 0's pid") as u32;
+    common::signal(last, Signal::SIGKILL);
+    let exit = serve
+        .wait_exit(Duration::from_secs(90))
+        .expect("respawn exits once the last replica is given up");
+    assert_eq!(exit.code(), Some(3));
+    assert!(serve.logged("every replica was given up"));
+}

@@ -20,16 +20,23 @@ use respawn::proxy::{self, Admission, Control, Drain, ProxySettings};
 use respawn::supervisor::{SupervisorConfig, Target};
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let bin = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("RESPAWN_BIN").ok())
         .unwrap_or_else(|| "respawn".to_owned());
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = TcpListener::bind(listen)?;
     let mut replicas = Vec::new();

@@ -29,6 +29,7 @@ pub mod status;
 pub mod supervisor;
 pub mod systemd;
 pub mod upstream;
+pub mod waiting;
 pub mod web;
 
 pub use respawn_backends as backends;

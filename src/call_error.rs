@@ -44,9 +44,19 @@ impl CallError {
         }
     }
 
+    /// Whether a client may well succeed by trying again later: the server was not ready and the
+    /// request could not wait (longer) for it. A proxy says when with `Retry-After`.
+    pub fn worth_retrying_later(&self) -> bool {
+        matches!(
+            self,
+            CallError::Unavailable(WaitError::Full { .. } | WaitError::TimedOut { .. })
+        )
+    }
+
     /// The failure class for metrics.
     pub fn class(&self) -> FailureClass {
         match self {
+            CallError::Unavailable(WaitError::Full { .. }) => FailureClass::WaitingFull,
             CallError::Unavailable(_) => FailureClass::Unavailable,
             CallError::GaveUp { .. } => FailureClass::RetriesExhausted,
             CallError::Quarantined { .. } => FailureClass::Quarantined,

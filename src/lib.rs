@@ -8,7 +8,8 @@
 //! crate wires them into driver actors ([`coordinator::RestartCoordinator`], which owns the
 //! machine, [`health_actor::HealthActor`], [`client_actor::ClientActor`],
 //! [`deadlock_watch::DeadlockWatch`], all talking through [`messages`]), the [`registry::Registry`],
-//! the [`proxy`] (whose `GET /respawn/status` answers a [`status::StatusDocument`]) and the embeddable actix-web control scope ([`web`]). Configuration arrives as
+//! the [`proxy`] (whose `GET /respawn/status` answers a [`status::StatusDocument`], and whose
+//! requests wait for a restart within the bounds of [`waiting`]) and the embeddable actix-web control scope ([`web`]). Configuration arrives as
 //! plain typed structs with documented defaults ([`supervisor::SupervisorConfig`]); the command
 //! line, its configuration file and the simulated model server are separate crates
 //! (`respawn-cli`, `respawn-mock`) that this library does not depend on.
@@ -30,6 +31,7 @@ pub mod status;
 pub mod supervisor;
 pub mod systemd;
 pub mod upstream;
+pub mod waiting;
 pub mod web;
 
 pub use respawn_backends as backends;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use respawn_core::{HangCause, Phase};
 
 use crate::state::SupervisorState;
+use crate::waiting::{WaitBound, Waiting};
 
 /// Upper bounds of the recovery-time histogram, in seconds.
 const RECOVERY_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -34,11 +35,14 @@ pub enum FailureClass {
     Overloaded,
     /// respawn was shutting down: refused, or cut at the end of the grace.
     ShuttingDown,
+    /// The server was not ready and as many requests (or body bytes) as allowed were waiting
+    /// for it: refused with 503 (see [`crate::waiting`]).
+    WaitingFull,
 }
 
 impl FailureClass {
     /// Every class, in label order.
-    pub const ALL: [FailureClass; 8] = [
+    pub const ALL: [FailureClass; 9] = [
         FailureClass::Unavailable,
         FailureClass::RetriesExhausted,
         FailureClass::Truncated,
@@ -47,6 +51,7 @@ impl FailureClass {
         FailureClass::BadRequest,
         FailureClass::Overloaded,
         FailureClass::ShuttingDown,
+        FailureClass::WaitingFull,
     ];
 
     /// The label value.
@@ -60,6 +65,7 @@ impl FailureClass {
             FailureClass::BadRequest => "bad_request",
             FailureClass::Overloaded => "overloaded",
             FailureClass::ShuttingDown => "shutting_down",
+            FailureClass::WaitingFull => "waiting_full",
         }
     }
 
@@ -115,6 +121,7 @@ pub struct Metrics {
     log_lines_dropped: LogLinesDropped,
     quarantines: AtomicU64,
     quarantine_releases: AtomicU64,
+    waiting: Arc<Waiting>,
 }
 
 impl Metrics {
@@ -124,6 +131,16 @@ impl Metrics {
             log_lines_dropped: dropped,
             ..Self::default()
         }
+    }
+
+    /// The same counters, showing `waiting` (the requests waiting for a ready generation).
+    pub fn with_waiting(self, waiting: Arc<Waiting>) -> Self {
+        Self { waiting, ..self }
+    }
+
+    /// The requests waiting for a ready generation, and their bounds.
+    pub fn waiting(&self) -> &Arc<Waiting> {
+        &self.waiting
     }
 
     /// Log lines dropped so far because respawn's stderr was not read fast enough.
@@ -291,6 +308,40 @@ impl Metrics {
             out,
             "respawn_requests_in_flight{{server=\"{server}\"}} {in_flight}"
         );
+        let waiting = &self.waiting;
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_waiting Requests waiting for the model server to be ready (during a start or a restart)."
+        );
+        let _ = writeln!(out, "# TYPE respawn_requests_waiting gauge");
+        let _ = writeln!(
+            out,
+            "respawn_requests_waiting{{server=\"{server}\"}} {}",
+            waiting.requests()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_waiting_bytes Body bytes held by the requests waiting for the model server."
+        );
+        let _ = writeln!(out, "# TYPE respawn_requests_waiting_bytes gauge");
+        let _ = writeln!(
+            out,
+            "respawn_requests_waiting_bytes{{server=\"{server}\"}} {}",
+            waiting.bytes()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_requests_waiting_refused_total Requests refused with 503 because waiting for the model server would pass a bound, by bound."
+        );
+        let _ = writeln!(out, "# TYPE respawn_requests_waiting_refused_total counter");
+        for bound in WaitBound::ALL {
+            let _ = writeln!(
+                out,
+                "respawn_requests_waiting_refused_total{{server=\"{server}\",bound=\"{}\"}} {}",
+                bound.as_str(),
+                waiting.refused(bound)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP respawn_recovery_seconds From a hang report to the new generation being ready."
@@ -410,5 +461,28 @@ mod tests {
         assert!(
             text.contains("respawn_requests_failed_total{server=\"llm\",reason=\"truncated\"} 1")
         );
+    }
+
+    #[test]
+    fn waiting_requests_and_their_refusals_are_shown() {
+        let waiting = Waiting::new(crate::waiting::WaitLimits {
+            max_requests: 1,
+            max_bytes: 100,
+            max_time: None,
+        });
+        let metrics = Metrics::default().with_waiting(Arc::clone(&waiting));
+        let _place = waiting.try_enter(42).expect("a place");
+        assert!(waiting.try_enter(1).is_err());
+        waiting.refuse(WaitBound::Time);
+        let text = metrics.render("llm", &SupervisorState::initial(), 0);
+        for line in [
+            "respawn_requests_waiting{server=\"llm\"} 1",
+            "respawn_requests_waiting_bytes{server=\"llm\"} 42",
+            "respawn_requests_waiting_refused_total{server=\"llm\",bound=\"requests\"} 1",
+            "respawn_requests_waiting_refused_total{server=\"llm\",bound=\"bytes\"} 0",
+            "respawn_requests_waiting_refused_total{server=\"llm\",bound=\"time\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

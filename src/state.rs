@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::waiting::WaitBound;
+
 /// The supervisor's clock: the core takes time as a `Duration` since an origin the caller
 /// chooses; every actor and request of one supervisor uses this one (tokio's, so paused time in
 /// tests moves it too).
@@ -303,10 +305,27 @@ impl SupervisorState {
 
     /// Whether `generation` is on its way out: its restart has begun, or a later generation
     /// exists. Whatever its server starts to answer now is cut when it is stopped.
+    /// The request path asks the [`SharedSnapshot`] instead (one atomic load, no lock).
     pub fn replacing(&self, generation: Generation) -> bool {
-        self.generation > generation
-            || (self.generation == generation
-                && matches!(self.phase, Phase::Restarting | Phase::BackingOff))
+        Snapshot {
+            generation: self.generation,
+            phase: self.phase,
+            poison_epoch: 0,
+        }
+        .replacing(generation)
+    }
+
+    /// How long a client refused while the server is not ready had better wait before it tries
+    /// again (its `Retry-After`): as long as the last restart took, since the one under way is
+    /// likely to take as long; 5 s before any was measured; within 1 s and 60 s, so that a client
+    /// neither hammers a server that needs minutes nor stays away long after it is back.
+    pub fn retry_after(&self) -> Duration {
+        self.last_restart
+            .as_ref()
+            .map_or(Duration::from_secs(5), |last| {
+                Duration::from_millis(last.duration_ms)
+            })
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     /// Seconds the current generation has been ready, if it is.
@@ -344,6 +363,27 @@ pub enum WaitError {
         /// How long the request waited.
         waited: Duration,
     },
+    /// The server was not ready and the request could not wait for it: as many requests, or as
+    /// many body bytes, as allowed were already waiting (see [`crate::waiting`]).
+    #[error("{}", full_message(*bound, *limit))]
+    Full {
+        /// The bound that refused it ([`WaitBound::Requests`] or [`WaitBound::Bytes`]).
+        bound: WaitBound,
+        /// Its value: requests, or bytes.
+        limit: u64,
+    },
+}
+
+fn full_message(bound: WaitBound, limit: u64) -> String {
+    match bound {
+        WaitBound::Requests => format!(
+            "the model server is not ready (starting or restarting) and {limit} requests are already waiting for it (--max-waiting); retry later"
+        ),
+        WaitBound::Bytes => format!(
+            "the model server is not ready (starting or restarting) and the requests waiting for it already hold up to {limit} body bytes (--max-waiting-bytes); retry later"
+        ),
+        WaitBound::Time => "the model server was not ready in time; retry later".to_owned(),
+    }
 }
 
 /// Waits until the published state is ready for `generation` (or a later one).

@@ -31,6 +31,7 @@ use crate::in_flight::{InFlight, InFlightGuard};
 use crate::messages::{HangReport, TrialEnded, TrialStarted};
 use crate::metrics::Metrics;
 use crate::state::{wait_ready, Clock, PoisonCache, SharedSnapshot, SupervisorState, WaitError};
+use crate::waiting::WaitBound;
 
 /// How requests are sent and retried.
 #[derive(Clone, Debug)]
@@ -39,7 +40,9 @@ pub struct UpstreamConfig {
     pub base_url: String,
     /// Attempts, deadlines, and whether hangs lead to restarts.
     pub request: RequestConfig,
-    /// How long a request waits for a ready server (during a start or a restart).
+    /// How long a request waits for a ready server (during a start or a restart), in all: the
+    /// time bound of the [waiting requests](crate::waiting); their count and bytes are bounded
+    /// by the [`Waiting`](crate::waiting::Waiting) that [`Metrics::waiting`] shows.
     pub wait_bound: Duration,
 }
 
@@ -297,17 +300,50 @@ impl Upstream {
     }
 
     /// Waits until a generation at least `want` is ready: one atomic load when it already is.
+    ///
+    /// Otherwise the request waits among the [`Waiting`](crate::waiting::Waiting) ones, holding
+    /// `bytes` of body, or is refused at once when that would pass their bounds; and it waits no
+    /// longer than what is left of the wait bound after the `waited` it already spent (which
+    /// grows by this wait), so that a request caught by several restarts does not wait for each
+    /// in full.
     async fn ready(
         &self,
         state: &mut Option<watch::Receiver<SupervisorState>>,
         want: Generation,
+        bytes: u64,
+        waited: &mut Duration,
     ) -> Result<Generation, WaitError> {
         let snapshot = self.shared.snapshot.load();
         if snapshot.ready_for(want) {
             return Ok(snapshot.generation);
         }
+        let waiting = self.shared.metrics.waiting();
+        let _place = waiting.try_enter(bytes).map_err(|bound| {
+            let limits = waiting.limits();
+            let limit = match bound {
+                WaitBound::Requests => u64::try_from(limits.max_requests).unwrap_or(u64::MAX),
+                WaitBound::Bytes | WaitBound::Time => limits.max_bytes,
+            };
+            debug!(
+                generation = snapshot.generation.get(),
+                bound = bound.as_str(),
+                limit,
+                "the server is not ready and the request cannot wait for it: refused"
+            );
+            WaitError::Full { bound, limit }
+        })?;
         let state = state.get_or_insert_with(|| self.shared.state.clone());
-        wait_ready(state, want, self.shared.config.wait_bound).await
+        let left = self.shared.config.wait_bound.saturating_sub(*waited);
+        let began = tokio::time::Instant::now();
+        let ready = wait_ready(state, want, left).await;
+        *waited += began.elapsed();
+        match ready {
+            Err(WaitError::TimedOut { .. }) => {
+                waiting.refuse(WaitBound::Time);
+                Err(WaitError::TimedOut { waited: *waited })
+            }
+            other => other,
+        }
     }
 
     /// Sends `out` until its head and first chunk arrive, attempts and retries as `plan` says;
@@ -324,9 +360,11 @@ impl Upstream {
         mut want: Generation,
     ) -> Result<Delivered, CallError> {
         let mut state = None;
+        let bytes = u64::try_from(out.body.len()).unwrap_or(u64::MAX);
+        let mut waited = Duration::ZERO;
         loop {
             self.admit(id).await?;
-            let generation = self.ready(&mut state, want).await?;
+            let generation = self.ready(&mut state, want, bytes, &mut waited).await?;
             if state.is_some() {
                 // It waited for a restart: the verdicts may have changed meanwhile.
                 self.admit(id).await?;
@@ -464,8 +502,9 @@ impl Upstream {
         // moment it may start answering the requests that waited on it: an answer that begins
         // once its generation is being replaced is cut when the server dies. Nothing of it has
         // reached the client yet, so the request goes to the next generation instead, like any
-        // other request the hang caught.
-        if self.shared.state.borrow().replacing(generation) {
+        // other request the hang caught. Asked of the one-word snapshot (published before the
+        // watch channel, with the same phase and generation): no lock on the request path.
+        if self.shared.snapshot.load().replacing(generation) {
             debug!(generation = generation.get(), "an answer began after the restart of its generation had begun; dropped, the request goes to the next generation");
             return Err(AttemptOutcome::ConnectionReset);
         }

@@ -329,6 +329,81 @@ fn sizes_are_read_with_units_from_every_layer() {
 }
 
 #[test]
+fn the_waiting_bounds_come_from_every_layer_and_default_to_a_whole_restart() {
+    let defaults = load(&with_command(), &no_env);
+    assert_eq!(
+        (
+            defaults.max_waiting,
+            defaults.max_waiting_bytes,
+            defaults.max_wait_time
+        ),
+        (1024, 256 << 20, None)
+    );
+    let limits = defaults.wait_limits();
+    assert_eq!(limits, respawn::waiting::WaitLimits::default());
+
+    let file = TempFile::new(
+        "wait",
+        "command = [\"m\"]\nmax_waiting = 7\nmax_waiting_bytes = \"1MiB\"\nmax_wait_time = \"90s\"\n",
+    );
+    let args = ServeArgs {
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            ..SupervisionArgs::default()
+        },
+        ..ServeArgs::default()
+    };
+    let from_file = load(&args, &no_env);
+    assert_eq!(
+        (
+            from_file.max_waiting,
+            from_file.max_waiting_bytes,
+            from_file.max_wait_time
+        ),
+        (7, 1 << 20, Some(Duration::from_secs(90)))
+    );
+    let env = env_of(&[
+        ("RESPAWN_MAX_WAITING", "0"),
+        ("RESPAWN_MAX_WAITING_BYTES", "2k"),
+        ("RESPAWN_MAX_WAIT_TIME", "2m"),
+    ]);
+    let from_env = load(&args, &env);
+    assert_eq!(
+        (
+            from_env.max_waiting,
+            from_env.max_waiting_bytes,
+            from_env.max_wait_time
+        ),
+        (0, 2048, Some(Duration::from_secs(120))),
+        "0 waiting requests is allowed: every request is refused while the server is not ready"
+    );
+    let flags = ServeArgs {
+        max_waiting: Some(3),
+        max_waiting_bytes: Some(5),
+        max_wait_time: Some(Duration::from_secs(4)),
+        ..args.clone()
+    };
+    let from_flags = load(&flags, &env);
+    assert_eq!(
+        (
+            from_flags.max_waiting,
+            from_flags.max_waiting_bytes,
+            from_flags.max_wait_time
+        ),
+        (3, 5, Some(Duration::from_secs(4)))
+    );
+
+    for (variable, value) in [
+        ("RESPAWN_MAX_WAITING_BYTES", "0"),
+        ("RESPAWN_MAX_WAIT_TIME", "0"),
+    ] {
+        let err = ServeConfig::load(&with_command(), &env_of(&[(variable, value)])).unwrap_err();
+        assert!(err.to_string().contains(variable), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}
+
+#[test]
 fn the_port_placeholder_is_left_for_the_spawner() {
     let config = load(&with_command(), &no_env);
     assert_eq!(config.command, ["model-server", "--port", "{port}"]);

@@ -10,15 +10,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    alive, eventually, eventually_blocking, exit_events, guarded_spec, processes_running,
-    session_of, spawn_role, start_server, KillGroupOnDrop, CONTAINMENT_ENV,
+    alive, eventually, eventually_blocking, guarded_spec, processes_running, scratch_path,
+    session_of, spawn_role, start, start_server, stop, KillGroupOnDrop, CONTAINMENT_ENV,
 };
-use respawn_backends::{
-    ContainmentMode, ContainmentRequest, GetServerStatus, ServerActor, ServerSpec, Start, Stop,
-};
+use respawn_backends::{ContainmentMode, ContainmentRequest, GetServerStatus, ServerSpec};
 use respawn_core::Generation;
-
-use actix::prelude::*;
 
 const SLACK: Duration = Duration::from_secs(10);
 
@@ -83,13 +79,9 @@ async fn a_stop_ends_processes_that_left_the_group(
         }
     }
 
-    let stopped = server
-        .send(Stop {
-            grace: Duration::from_secs(2),
-        })
+    let stopped = stop(&server, Duration::from_secs(2))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
     for (pid, name) in pids.iter().zip(&names) {
         assert!(
             !alive(*pid),
@@ -138,15 +130,7 @@ fn exits_leaving_a_daemon(mark: &std::path::Path, helper: u32) -> String {
 }
 
 async fn the_next_start_waits_for_the_remains_of_an_exit(spec: ServerSpec, mark: &std::path::Path) {
-    let (events, mut exits) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let first = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, mut exits, first) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(first.pid);
     let exited = tokio::time::timeout(SLACK, exits.recv())
         .await
@@ -158,13 +142,7 @@ async fn the_next_start_waits_for_the_remains_of_an_exit(spec: ServerSpec, mark:
         .trim()
         .parse()
         .expect("a pid");
-    let second = server
-        .send(Start {
-            generation: Generation(2),
-        })
-        .await
-        .unwrap()
-        .expect("the next generation starts");
+    let second = start(&server, Generation(2)).await;
     let _cleanup_second = KillGroupOnDrop(second.pid);
     assert!(
         !alive(daemon),
@@ -173,21 +151,12 @@ async fn the_next_start_waits_for_the_remains_of_an_exit(spec: ServerSpec, mark:
     let _ = std::fs::remove_file(mark);
 }
 
-fn mark_file(label: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "respawn-containment-{label}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
 #[actix::test]
 async fn in_cgroup_containment_the_next_start_waits_until_an_exited_generation_is_gone() {
     if !cgroups_available() {
         return;
     }
-    let mark = mark_file("cgroup-exit");
+    let mark = scratch_path("containment-cgroup-exit");
     let mut spec = ServerSpec::new(
         "cg-exit",
         "sh",
@@ -200,7 +169,7 @@ async fn in_cgroup_containment_the_next_start_waits_until_an_exited_generation_i
 
 #[actix::test]
 async fn in_guardian_containment_the_next_start_waits_until_an_exited_generation_is_gone() {
-    let mark = mark_file("guardian-exit");
+    let mark = scratch_path("containment-guardian-exit");
     let script = exits_leaving_a_daemon(&mark, 7131);
     let mut spec = guarded_spec("sh", &["-c", &script]);
     spec.containment = ContainmentRequest::Guardian;

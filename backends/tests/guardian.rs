@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    alive, eventually, eventually_blocking, guarded_spec, spawn_role, start_server,
+    alive, eventually, eventually_blocking, guarded_spec, spawn_role, start_server, stop,
     KillGroupOnDrop, ROLE_ENV,
 };
-use respawn_backends::{group_members, ExitInfo, Stop, GUARDIAN_NOT_FOUND};
+use respawn_backends::{group_members, ExitInfo, GUARDIAN_NOT_FOUND};
 use respawn_core::Generation;
 
 const SLACK: Duration = Duration::from_secs(5);
@@ -59,13 +59,9 @@ async fn with_a_guardian_stop_kills_a_grandchild_ignoring_sigterm_without_escala
     assert!(eventually(SLACK, || group_members(started.pid).len() >= 3).await);
 
     // A long grace: the guardian, not the grace, must end the grandchild.
-    let stopped = server
-        .send(Stop {
-            grace: Duration::from_secs(20),
-        })
+    let stopped = stop(&server, Duration::from_secs(20))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
     // No SIGKILL: the group was gone long before the 20 s grace ran out.
     assert!(!stopped.escalated_to_kill, "{stopped:?}");
     assert_eq!(

@@ -7,10 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{alive, eventually, exit_events, free_port, start_server, KillGroupOnDrop};
+use common::{
+    alive, eventually, free_port, scratch_path, server_actor, start_server, try_start,
+    KillGroupOnDrop,
+};
 use nix::sys::signal::Signal;
 use respawn_backends::{
-    ExitInfo, GetServerStatus, ServerActor, ServerSpec, SignalServer, SpawnError, Start,
+    ExitInfo, GetServerStatus, ServerActor, ServerSpec, SignalServer, SpawnError,
 };
 use respawn_core::Generation;
 
@@ -84,15 +87,8 @@ async fn stdout_and_stderr_lines_are_kept() {
 #[actix::test]
 async fn a_missing_program_is_not_found() {
     let spec = ServerSpec::new("x", "respawn-test-no-such-program", Vec::<String>::new(), 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let err = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let (server, _rx) = server_actor(spec);
+    let err = try_start(&server, Generation(1)).await.unwrap_err();
     assert!(
         matches!(&err, SpawnError::NotFound { program } if program == "respawn-test-no-such-program"),
         "{err:?}"
@@ -102,21 +98,14 @@ async fn a_missing_program_is_not_found() {
 
 #[actix::test]
 async fn a_file_without_execute_permission_is_not_executable() {
-    let dir = std::env::temp_dir().join(format!("respawn-test-noexec-{}", std::process::id()));
+    let dir = scratch_path("noexec");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("server.sh");
     std::fs::write(&file, "#!/bin/sh\nexit 0\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let spec = ServerSpec::new("x", file.as_os_str(), Vec::<String>::new(), 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let err = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let (server, _rx) = server_actor(spec);
+    let err = try_start(&server, Generation(1)).await.unwrap_err();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(err, SpawnError::NotExecutable { .. }), "{err:?}");
 }
@@ -126,15 +115,8 @@ async fn a_taken_port_is_reported_with_its_number() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
     let spec = ServerSpec::new("x", "sleep", ["30"], port);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let err = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let (server, _rx) = server_actor(spec);
+    let err = try_start(&server, Generation(1)).await.unwrap_err();
     assert!(
         matches!(err, SpawnError::PortInUse { port: p, .. } if p == port),
         "{err:?}"
@@ -149,13 +131,7 @@ async fn a_second_start_is_refused_while_running() {
     let spec = ServerSpec::new("x", "sleep", ["30"], 0);
     let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
-    let err = server
-        .send(Start {
-            generation: Generation(2),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = try_start(&server, Generation(2)).await.unwrap_err();
     assert!(
         matches!(err, SpawnError::AlreadyRunning { pid } if pid == started.pid),
         "{err:?}"

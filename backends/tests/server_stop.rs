@@ -5,14 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use common::{
-    alive, eventually, exit_events, free_port, spawn_role, start_server, KillGroupOnDrop, ROLE_ENV,
+    alive, eventually, free_port, scratch_path, server_actor, spawn_role, start, start_server,
+    stop, KillGroupOnDrop, ROLE_ENV,
 };
 use nix::sys::signal::Signal;
-use respawn_backends::{
-    group_members, GetServerStatus, ServerActor, ServerSpec, SignalServer, Start, Stop, Stopped,
-};
+use respawn_backends::{group_members, GetServerStatus, ServerSpec, SignalServer, Stopped};
 use respawn_core::Generation;
 
 const SLACK: Duration = Duration::from_secs(5);
@@ -33,7 +31,7 @@ async fn a_frozen_child_ends_on_its_sigterm_without_a_kill() {
     // A grace far longer than a SIGTERM takes even on a loaded machine: a SIGKILL at its end
     // would mean the SIGTERM never got through.
     let grace = Duration::from_secs(30);
-    let stopped = server.send(Stop { grace }).await.unwrap().unwrap();
+    let stopped = stop(&server, grace).await.expect("the stop succeeds");
     assert_eq!(stopped.pid, Some(started.pid));
     assert!(!alive(started.pid));
     // SIGCONT let the pending SIGTERM through: no SIGKILL was needed.
@@ -64,7 +62,7 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace() {
 
     let grace = Duration::from_millis(500);
     let begun = Instant::now();
-    let stopped = server.send(Stop { grace }).await.unwrap().unwrap();
+    let stopped = stop(&server, grace).await.expect("the stop succeeds");
     let took = begun.elapsed();
     assert!(stopped.escalated_to_kill, "{stopped:?}");
     assert!(took >= grace, "killed before the grace ended: {took:?}");
@@ -86,13 +84,9 @@ async fn a_grandchild_ignoring_sigterm_leaves_nothing_of_the_group() {
         .filter(|&p| p != started.pid)
         .collect();
 
-    let stopped = server
-        .send(Stop {
-            grace: Duration::from_millis(300),
-        })
+    let stopped = stop(&server, Duration::from_millis(300))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
     assert!(
         group_members(started.pid).is_empty(),
         "{:?}",
@@ -113,52 +107,31 @@ async fn the_port_is_free_after_stop_and_a_new_start_can_bind_it() {
     let exe = std::env::current_exe().unwrap();
     let mut spec = ServerSpec::new("listener", exe.as_os_str(), Vec::<String>::new(), port);
     spec.env.push((ROLE_ENV.into(), "listen".into()));
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
+    let (server, _rx) = server_actor(spec);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let connects = || std::net::TcpStream::connect(addr).is_ok();
 
-    let started = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let started = start(&server, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     assert!(
         eventually(SLACK, connects).await,
         "the child never listened"
     );
-    let stopped = server
-        .send(Stop {
-            grace: Duration::from_secs(2),
-        })
+    let stopped = stop(&server, Duration::from_secs(2))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
     assert!(!connects(), "port still accepts after {stopped:?}");
 
-    let again = server
-        .send(Start {
-            generation: Generation(2),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let again = start(&server, Generation(2)).await;
     let _cleanup_again = KillGroupOnDrop(again.pid);
     assert_ne!(again.pid, started.pid);
     assert!(
         eventually(SLACK, connects).await,
         "the new child never listened"
     );
-    server
-        .send(Stop {
-            grace: Duration::from_secs(2),
-        })
+    stop(&server, Duration::from_secs(2))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
 }
 
 #[actix::test]
@@ -173,13 +146,7 @@ async fn a_port_taken_by_someone_else_fails_the_stop() {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert!(eventually(SLACK, || std::net::TcpStream::connect(addr).is_ok()).await);
 
-    let err = server
-        .send(Stop {
-            grace: Duration::from_secs(1),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = stop(&server, Duration::from_secs(1)).await.unwrap_err();
     assert!(
         matches!(err, respawn_backends::StopError::PortStillBound { port: p } if p == port),
         "{err:?}"
@@ -193,18 +160,12 @@ async fn a_release_check_listing_an_old_pid_fails_the_stop() {
     spec.release_timeout = Duration::from_millis(400);
     // The check prints a file that names the server's pid, as `nvidia-smi` would list a
     // process still holding GPU memory.
-    let marker = std::env::temp_dir().join(format!("respawn-release-{}", std::process::id()));
+    let marker = scratch_path("release");
     spec.release_check = Some(vec!["cat".into(), marker.clone().into_os_string()]);
     let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
     std::fs::write(&marker, format!("{}, 1024 MiB\n", started.pid)).unwrap();
-    let err = server
-        .send(Stop {
-            grace: Duration::from_secs(1),
-        })
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = stop(&server, Duration::from_secs(1)).await.unwrap_err();
     let _ = std::fs::remove_file(&marker);
     assert!(
         matches!(&err, respawn_backends::StopError::ReleaseCheckTimedOut { pids } if pids == &[started.pid]),
@@ -219,13 +180,9 @@ async fn a_release_check_that_lists_nothing_passes() {
     spec.release_check = Some(vec!["echo".into(), "4000000000".into()]);
     let (server, _rx, started) = start_server(spec, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(started.pid);
-    let stopped = server
-        .send(Stop {
-            grace: Duration::from_secs(1),
-        })
+    let stopped = stop(&server, Duration::from_secs(1))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
     assert_eq!(stopped.pid, Some(started.pid));
     assert!(stopped.total >= stopped.release_check);
 }
@@ -233,15 +190,10 @@ async fn a_release_check_that_lists_nothing_passes() {
 #[actix::test]
 async fn stopping_with_nothing_running_succeeds() {
     let spec = ServerSpec::new("idle", "sleep", ["30"], 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let stopped = server
-        .send(Stop {
-            grace: Duration::from_secs(1),
-        })
+    let (server, _rx) = server_actor(spec);
+    let stopped = stop(&server, Duration::from_secs(1))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("the stop succeeds");
     assert_eq!(stopped, Stopped::nothing_to_stop());
     let err = server
         .send(SignalServer {

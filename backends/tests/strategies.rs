@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::{alive, canned_http, exit_events, free_port, http_status, KillGroupOnDrop};
+use common::{
+    alive, canned_http, free_port, http_status, scratch_path, server_actor, start, start_server,
+    KillGroupOnDrop,
+};
 use respawn_backends::{
     CommandRestart, ExitInfo, GetServerStatus, ProcessKill, RestEndpoint, Restart, RestartError,
-    ServerActor, ServerSpec, Start,
+    ServerSpec,
 };
 use respawn_core::{Generation, HangCause};
 
@@ -26,15 +29,7 @@ fn restart() -> Restart {
 #[actix::test]
 async fn process_kill_replaces_the_process_with_a_new_pid() {
     let spec = ServerSpec::new("x", "sleep", ["30"], 0);
-    let (events, mut rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let first = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, mut rx, first) = start_server(spec, Generation(1)).await;
     let _cleanup_first = KillGroupOnDrop(first.pid);
     let strategy = ProcessKill::new(server.clone(), Duration::from_secs(2)).start();
 
@@ -60,21 +55,14 @@ async fn process_kill_replaces_the_process_with_a_new_pid() {
 #[actix::test]
 async fn process_kill_reports_a_failed_start() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("respawn-test-pk-{}", std::process::id()));
+    let dir = scratch_path("process-kill");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("server");
     std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let spec = ServerSpec::new("x", script.as_os_str(), Vec::<String>::new(), 0);
-    let (events, _rx) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let first = server
-        .send(Start {
-            generation: Generation(1),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let (server, _rx) = server_actor(spec);
+    let first = start(&server, Generation(1)).await;
     let _cleanup = KillGroupOnDrop(first.pid);
     // The program disappears while the server runs (an upgrade gone wrong).
     std::fs::remove_dir_all(&dir).unwrap();

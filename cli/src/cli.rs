@@ -48,6 +48,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Requests")]
     pub max_body_size: Option<u64>,
 
+    /// Requests that may wait for the server to be ready (during a start or a restart); past it 503 with Retry-After; 0 = none waits [default: 1024] [env: RESPAWN_MAX_WAITING]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
+    pub max_waiting: Option<usize>,
+
+    /// Body bytes the waiting requests may hold together; past it 503 with Retry-After [default: 256MiB] [env: RESPAWN_MAX_WAITING_BYTES]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Requests")]
+    pub max_waiting_bytes: Option<u64>,
+
+    /// How long a request may wait for the server to be ready, in all; then 503 with Retry-After [default: startup-timeout + stop-grace + 5s] [env: RESPAWN_MAX_WAIT_TIME]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
+    pub max_wait_time: Option<Duration>,
+
     /// Longest time a client may take to send its request head (slowloris bound) [default: 5s] [env: RESPAWN_HEADER_TIMEOUT]
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
     pub header_timeout: Option<Duration>,

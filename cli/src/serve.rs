@@ -151,6 +151,7 @@ pub fn supervisor_config(config: &ServeConfig) -> SupervisorConfig {
     sup.progress_metric = config.progress_metric.clone();
     sup.canary_body = config.canary_body.clone();
     sup.log_lines_dropped = crate::log_writer::dropped_lines();
+    sup.waiting = config.wait_limits();
     sup
 }
 
@@ -205,6 +206,13 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
             connections_per_worker = admission.connections_per_worker,
             forwards_per_worker = admission.forwards_per_worker,
             "connection budget"
+        );
+        let waiting = supervisor.metrics().waiting().limits();
+        info!(
+            max_waiting = waiting.max_requests,
+            max_waiting_bytes = waiting.max_bytes,
+            max_wait_time_s = supervisor.upstream_shared().config.wait_bound.as_secs(),
+            "bounds of the requests waiting for a ready server"
         );
         let drain = Drain::new();
         let settings = ProxySettings {

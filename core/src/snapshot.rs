@@ -68,6 +68,16 @@ impl Snapshot {
         self.phase == Phase::Ready && self.generation >= generation
     }
 
+    /// Whether `generation` is on its way out: its restart has begun, or a later generation
+    /// exists. Whatever its server starts to answer now is cut when it is stopped, so a request
+    /// whose answer begins in this moment goes to the next generation instead.
+    #[must_use]
+    pub fn replacing(self, generation: Generation) -> bool {
+        self.generation > generation
+            || (self.generation == generation
+                && matches!(self.phase, Phase::Restarting | Phase::BackingOff))
+    }
+
     /// The epoch after `epoch`: it wraps within its 20 bits and never comes back to 0, which
     /// means "the table never held anything".
     #[must_use]
@@ -90,6 +100,23 @@ impl Default for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_is_being_replaced_once_its_restart_began_or_a_later_one_exists() {
+        let at = |generation: u64, phase: Phase| Snapshot {
+            generation: Generation(generation),
+            phase,
+            poison_epoch: 0,
+        };
+        let two = Generation(2);
+        assert!(!at(2, Phase::Ready).replacing(two));
+        assert!(!at(2, Phase::Starting).replacing(two));
+        assert!(at(2, Phase::Restarting).replacing(two));
+        assert!(at(2, Phase::BackingOff).replacing(two));
+        assert!(at(3, Phase::Starting).replacing(two));
+        assert!(at(3, Phase::Ready).replacing(two));
+        assert!(!at(1, Phase::Restarting).replacing(two), "an older restart");
+    }
 
     #[test]
     fn packs_and_unpacks_every_phase() {

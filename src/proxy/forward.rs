@@ -19,6 +19,7 @@ use crate::proxy::drain::{Drain, SHUTTING_DOWN};
 use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
 use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
+use crate::state::WaitError;
 use crate::upstream::{response_has_body, CallError, Delivered, Identity, Outgoing, Upstream};
 
 /// The header that tells a client its request was sent more than once (after a restart or a
@@ -64,6 +65,10 @@ impl Sender<'_> {
         }
     }
 }
+
+/// The error type of a request refused because as many requests (or body bytes) as allowed were
+/// already waiting for the model server to be ready.
+pub const WAITING_FULL: &str = "too_many_waiting";
 
 /// Limits the proxy enforces on what clients send.
 #[derive(Clone, Copy, Debug)]
@@ -217,6 +222,7 @@ async fn forward_with(
             let attempts = plan.attempts();
             metrics.request_failed(err.class());
             let kind = match err {
+                CallError::Unavailable(WaitError::Full { .. }) => WAITING_FULL,
                 CallError::Unavailable(_) => "server_unavailable",
                 CallError::GaveUp { .. } => "upstream_failed",
                 CallError::Quarantined { .. } => "request_quarantined",
@@ -227,6 +233,14 @@ async fn forward_with(
                 response.headers_mut().insert(
                     HeaderName::from_static(ATTEMPTS_HEADER),
                     HeaderValue::from(attempts),
+                );
+            }
+            if err.worth_retrying_later() {
+                // The server is starting or restarting: come back about when it should be ready.
+                let after = shared.state.borrow().retry_after();
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(after.as_secs().max(1)),
                 );
             }
             return response;

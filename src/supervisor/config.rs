@@ -9,6 +9,7 @@ use respawn_core::CoreConfig;
 
 use crate::deadlock_watch::ProgressMetric;
 use crate::metrics::LogLinesDropped;
+use crate::waiting::WaitLimits;
 
 /// What to supervise.
 #[derive(Clone, Debug)]
@@ -99,6 +100,20 @@ pub struct SupervisorConfig {
     /// The counter of log lines the process's log writer dropped, shown in the metrics (a fresh
     /// counter by default, which stays at zero).
     pub log_lines_dropped: LogLinesDropped,
+    /// How many requests may wait for a ready generation (during a start or a restart), with
+    /// how many body bytes, for how long; past them a request is refused at once. Default
+    /// [`WaitLimits::default`], whose time bound is [`restart_may_take`].
+    pub waiting: WaitLimits,
+}
+
+/// How long a start or restart may take, from the stop of the old generation to the new one
+/// being ready: the stop grace, the start-up timeout, and 5 s for the reaping and the checks in
+/// between. The default time a request may wait for a ready server, so that a request is never
+/// refused for time while a restart that will succeed is still under way.
+pub fn restart_may_take(startup_timeout: Duration, stop_grace: Duration) -> Duration {
+    startup_timeout
+        .saturating_add(stop_grace)
+        .saturating_add(Duration::from_secs(5))
 }
 
 impl SupervisorConfig {
@@ -116,6 +131,7 @@ impl SupervisorConfig {
             canary_body: None,
             restart_strategies: None,
             log_lines_dropped: LogLinesDropped::new(),
+            waiting: WaitLimits::default(),
         }
     }
 }

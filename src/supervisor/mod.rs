@@ -31,10 +31,11 @@ use crate::metrics::Metrics;
 use crate::registry::strategies::{SelectionError, Strategies, StrategyContext};
 use crate::state::{self, Clock, SharedSnapshot, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
+use crate::waiting::Waiting;
 
 pub mod config;
 
-pub use config::{RestRestart, SupervisorConfig, Target};
+pub use config::{restart_may_take, RestRestart, SupervisorConfig, Target};
 
 /// Why a supervisor could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +104,10 @@ impl Supervisor {
         let (state_tx, state_rx) = state::channel();
         let clock = Clock::new();
         let snapshot = SharedSnapshot::new();
-        let metrics = Arc::new(Metrics::with_log_lines_dropped(
-            config.log_lines_dropped.clone(),
-        ));
+        let metrics = Arc::new(
+            Metrics::with_log_lines_dropped(config.log_lines_dropped.clone())
+                .with_waiting(Waiting::new(config.waiting)),
+        );
         let in_flight = InFlight::with_clock(clock);
         let health_url = format!("{base_url}{}", config.health_path);
         let core = config.core;
@@ -175,9 +177,9 @@ impl Supervisor {
             config: UpstreamConfig {
                 base_url,
                 request: RequestConfig::from_core(&core, config.enable_restart),
-                wait_bound: core.health.startup_timeout
-                    + config.stop_grace
-                    + Duration::from_secs(5),
+                wait_bound: config.waiting.max_time.unwrap_or_else(|| {
+                    config::restart_may_take(core.health.startup_timeout, config.stop_grace)
+                }),
             },
             state: state_rx.clone(),
             snapshot: Arc::clone(&snapshot),

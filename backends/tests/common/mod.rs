@@ -1,5 +1,6 @@
-//! Shared helpers for the process tests: free ports, an exit-event sink, polling for external
-//! conditions, a canned HTTP server, and the re-exec roles.
+//! Shared helpers for the process tests: a `ServerActor` set up, started and stopped in one call,
+//! free ports, scratch paths, an exit-event sink, polling for external conditions, a canned HTTP
+//! server, and the re-exec roles.
 //!
 //! # Re-exec roles
 //! Some tests need a second program: a guardian, a "fake respawn" parent that the test can
@@ -17,6 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::raw::c_char;
 use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use parking_lot::Mutex;
 use respawn_backends::{
-    guardian_main, GuardianLaunch, ServerActor, ServerExited, ServerSpec, Start, Started,
+    guardian_main, GuardianLaunch, ServerActor, ServerExited, ServerSpec, SpawnError, Start,
+    Started, Stop, StopError, Stopped,
 };
 use respawn_core::Generation;
 use tokio::sync::mpsc;
@@ -316,8 +319,16 @@ pub fn exit_events() -> (
     (ExitEvents(tx).start().recipient(), rx)
 }
 
+/// A `ServerActor` for `spec`, not started yet, with the receiver of its exit reports.
+pub fn server_actor(
+    spec: ServerSpec,
+) -> (Addr<ServerActor>, mpsc::UnboundedReceiver<ServerExited>) {
+    let (events, exits) = exit_events();
+    (ServerActor::new(spec, events).start(), exits)
+}
+
 /// A `ServerActor` for `spec` that was sent `Start { generation }`, with the receiver of its exit
-/// reports; panics when the start fails (the tests that expect a failure send `Start` themselves).
+/// reports; panics when the start fails (the tests that expect a failure use [`try_start`]).
 pub async fn start_server(
     spec: ServerSpec,
     generation: Generation,
@@ -326,14 +337,45 @@ pub async fn start_server(
     mpsc::UnboundedReceiver<ServerExited>,
     Started,
 ) {
-    let (events, exits) = exit_events();
-    let server = ServerActor::new(spec, events).start();
-    let started = server
+    let (server, exits) = server_actor(spec);
+    let started = start(&server, generation).await;
+    (server, exits, started)
+}
+
+/// Sends `Start { generation }` to `server`: the start, or why it failed.
+pub async fn try_start(
+    server: &Addr<ServerActor>,
+    generation: Generation,
+) -> Result<Started, SpawnError> {
+    server
         .send(Start { generation })
         .await
         .expect("the server actor is running")
-        .expect("the server starts");
-    (server, exits, started)
+}
+
+/// Sends `Start { generation }` to `server`; panics when the start fails.
+pub async fn start(server: &Addr<ServerActor>, generation: Generation) -> Started {
+    try_start(server, generation)
+        .await
+        .unwrap_or_else(|err| panic!("generation {} did not start: {err}", generation.get()))
+}
+
+/// Sends `Stop { grace }` to `server`: what the stop did, or why it failed.
+pub async fn stop(server: &Addr<ServerActor>, grace: Duration) -> Result<Stopped, StopError> {
+    server
+        .send(Stop { grace })
+        .await
+        .expect("the server actor is running")
+}
+
+/// A path in the temporary directory for `label`, unique to this test process, with nothing at
+/// it yet (a file or directory a test makes there is its own to remove).
+pub fn scratch_path(label: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("respawn-backends-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&path);
+    path
 }
 
 /// What the canned HTTP server saw and how it answers: given the request head, the full

@@ -54,6 +54,9 @@ pub const KEYS: &[&str] = &[
     "containment",
     "pass_secrets",
     "max_body_size",
+    "max_waiting",
+    "max_waiting_bytes",
+    "max_wait_time",
     "header_timeout",
     "workers",
     "log_format",
@@ -125,6 +128,11 @@ pub(crate) struct Layer {
     pub pass_secrets: Option<bool>,
     #[serde(default, deserialize_with = "serde_with::size")]
     pub max_body_size: Option<u64>,
+    pub max_waiting: Option<usize>,
+    #[serde(default, deserialize_with = "serde_with::size")]
+    pub max_waiting_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "serde_with::duration")]
+    pub max_wait_time: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub header_timeout: Option<Duration>,
     pub workers: Option<usize>,
@@ -154,9 +162,9 @@ impl Layer {
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
             restart_window, stable_after, retries, poison_after, quarantine_ttl, enable_restart, max_body_size, header_timeout,
             workers, log_format, gpu_release, release_timeout, containment, pass_secrets,
-            replicas, start_stagger, min_ready;
+            replicas, start_stagger, min_ready, max_waiting, max_waiting_bytes;
             port, upstream, canary_body, admin_token, restart_strategies, restart_url, restart_token,
-            restart_command, release_check
+            restart_command, release_check, max_wait_time
         );
     }
 }

@@ -119,6 +119,15 @@ pub struct ServeConfig {
     pub enable_restart: bool,
     /// Largest request body accepted (413 past it). Default 64 MiB.
     pub max_body_size: u64,
+    /// Requests that may wait for a ready server (during a start or a restart); past it a
+    /// request is refused with 503 and `Retry-After`. `0`: none waits. Default 1024.
+    pub max_waiting: usize,
+    /// Body bytes the waiting requests may hold together; past it 503. Default 256 MiB.
+    pub max_waiting_bytes: u64,
+    /// How long a request may wait for a ready server, in all; then 503. `None`: as long as a
+    /// restart may take (`startup_timeout` + `stop_grace` + 5 s).
+    #[serde(with = "humantime_serde")]
+    pub max_wait_time: Option<Duration>,
     /// Longest time a client may take to send its request head (bounds slowloris). Default 5 s.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
@@ -213,6 +222,10 @@ pub mod defaults {
     pub const RETRIES: u32 = 3;
     /// `max_body_size`: 64 MiB.
     pub const MAX_BODY_SIZE: u64 = 64 << 20;
+    /// `max_waiting`: see [`respawn::waiting::WaitLimits::DEFAULT_MAX_REQUESTS`] for why.
+    pub const MAX_WAITING: usize = respawn::waiting::WaitLimits::DEFAULT_MAX_REQUESTS;
+    /// `max_waiting_bytes`: 256 MiB.
+    pub const MAX_WAITING_BYTES: u64 = respawn::waiting::WaitLimits::DEFAULT_MAX_BYTES;
     /// `header_timeout`.
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
     /// `poison_after`.
@@ -256,6 +269,9 @@ impl Default for ServeConfig {
             admin_token_from_flag: false,
             enable_restart: true,
             max_body_size: defaults::MAX_BODY_SIZE,
+            max_waiting: defaults::MAX_WAITING,
+            max_waiting_bytes: defaults::MAX_WAITING_BYTES,
+            max_wait_time: None,
             header_timeout: defaults::HEADER_TIMEOUT,
             workers: defaults::workers(),
             replicas: 1,
@@ -376,6 +392,10 @@ impl ServeConfig {
             ("stable_after", self.stable_after),
             ("header_timeout", self.header_timeout),
             ("release_timeout", self.release_timeout),
+            (
+                "max_wait_time",
+                self.max_wait_time.unwrap_or(Duration::from_secs(1)),
+            ),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::BadDuration {
@@ -430,6 +450,13 @@ impl ServeConfig {
                 "max_body_size",
                 "0",
                 "1 byte or more, e.g. 64MiB",
+            ));
+        }
+        if self.max_waiting_bytes == 0 {
+            return Err(bad_value(
+                "max_waiting_bytes",
+                "0",
+                "1 byte or more, e.g. 256MiB (to let no request wait, set max_waiting to 0)",
             ));
         }
         for (key, url) in [
@@ -546,6 +573,15 @@ impl ServeConfig {
     /// without an admin token deserves a warning.
     pub fn listen_is_loopback(&self) -> bool {
         self.listen.ip().is_loopback()
+    }
+
+    /// The bounds of the requests waiting for a ready server.
+    pub fn wait_limits(&self) -> respawn::waiting::WaitLimits {
+        respawn::waiting::WaitLimits {
+            max_requests: self.max_waiting,
+            max_bytes: self.max_waiting_bytes,
+            max_time: self.max_wait_time,
+        }
     }
 
     /// Whether the idle canary is on (a zero `canary_interval` turns it off).

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod call_error;
 pub mod client_actor;
+pub mod clock;
 pub mod coordinator;
 pub mod deadlock_watch;
 pub mod health_actor;
@@ -25,6 +26,7 @@ pub mod messages;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod quarantine;
 pub mod registry;
 pub mod state;
 pub mod status;

@@ -10,71 +10,32 @@
 //! Both share one [`Clock`], so that times the machine publishes mean the same to a request.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
 use respawn_core::{
     Admission, Fingerprint, Generation, HangCause, Phase, PoisonTracker, Snapshot, Status,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
+
+pub use crate::clock::Clock;
+use crate::quarantine::QuarantineBoard;
 
 use crate::waiting::WaitBound;
 
-/// The supervisor's clock: the core takes time as a `Duration` since an origin the caller
-/// chooses; every actor and request of one supervisor uses this one (tokio's, so paused time in
-/// tests moves it too).
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    origin: Instant,
-}
-
-impl Clock {
-    /// A clock whose origin is now.
-    pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-        }
-    }
-
-    /// Time since the origin.
-    pub fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    /// The instant `at` after the origin, for timers.
-    pub fn instant(&self, at: Duration) -> Instant {
-        self.origin.checked_add(at).unwrap_or_else(far_future)
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
-
-/// An instant no timer will reach (about 30 years ahead), for deadlines that overflow.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
-}
-
-/// The machine's snapshot in one atomic word, the poison table it points to, and the current
-/// generation's last sign of life (a second word) for requests past their deadline.
+/// The machine's snapshot in one atomic word, the quarantine's board requests read, and the
+/// current generation's last sign of life (a second word) for requests past their deadline.
 #[derive(Debug)]
 pub struct SharedSnapshot {
     word: AtomicU64,
-    poison: RwLock<Arc<PoisonTracker>>,
     life: AtomicU64,
-    /// The fingerprint whose trial request is in flight: at most one, server-wide.
-    trial: Mutex<Option<Fingerprint>>,
-    /// Whether `trial` holds one, readable without the lock.
-    trial_busy: AtomicBool,
-    /// Woken when the poison table or the trial slot changes: requests waiting for a verdict.
-    changed: Notify,
+    /// The quarantine as requests read it: this server's own, or its pool's.
+    board: Arc<QuarantineBoard>,
+    /// Whether the machine publishes its table on `board` (a lone server), or the board is a
+    /// pool's, written by the pool's one table.
+    owns_board: bool,
 }
 
 /// Bits of the life word that hold the time in milliseconds; the generation's low bits above.
@@ -82,49 +43,50 @@ const LIFE_MS_BITS: u32 = 40;
 const LIFE_MS_MASK: u64 = (1 << LIFE_MS_BITS) - 1;
 
 impl SharedSnapshot {
-    /// The snapshot before anything started.
+    /// The snapshot before anything started, with a board of its own on a clock of its own.
     pub fn new() -> Arc<Self> {
+        Self::with_clock(Clock::new())
+    }
+
+    /// The snapshot before anything started, with a board of its own whose times are on
+    /// `clock` (the supervisor's: the machine's conviction times are on it).
+    pub fn with_clock(clock: Clock) -> Arc<Self> {
+        Self::build(QuarantineBoard::new(clock), true)
+    }
+
+    /// The snapshot before anything started, for a replica whose requests read its pool's
+    /// `board` (the machine publishes no table there).
+    pub fn sharing(board: Arc<QuarantineBoard>) -> Arc<Self> {
+        Self::build(board, false)
+    }
+
+    fn build(board: Arc<QuarantineBoard>, owns_board: bool) -> Arc<Self> {
         Arc::new(Self {
             word: AtomicU64::new(Snapshot::INITIAL.pack()),
-            poison: RwLock::new(Arc::new(PoisonTracker::default())),
             life: AtomicU64::new(0),
-            trial: Mutex::new(None),
-            trial_busy: AtomicBool::new(false),
-            changed: Notify::new(),
+            board,
+            owns_board,
         })
+    }
+
+    /// The quarantine's board this server's requests read.
+    pub fn board(&self) -> &Arc<QuarantineBoard> {
+        &self.board
     }
 
     /// Whether a trial request is in flight.
     pub fn trial_busy(&self) -> bool {
-        self.trial_busy.load(Ordering::Acquire)
-    }
-
-    /// Takes the trial slot for `fingerprint` if it is free and `may_start` agrees (evaluated
-    /// under the slot's lock, so that two claimants cannot both start).
-    pub fn claim_trial(&self, fingerprint: Fingerprint, may_start: impl FnOnce() -> bool) -> bool {
-        let mut trial = self.trial.lock();
-        if trial.is_some() || !may_start() {
-            return false;
-        }
-        *trial = Some(fingerprint);
-        self.trial_busy.store(true, Ordering::Release);
-        true
+        self.board.trial_busy()
     }
 
     /// Frees the trial slot `fingerprint` held, and wakes whoever waits for it.
     pub fn release_trial(&self, fingerprint: Fingerprint) {
-        let mut trial = self.trial.lock();
-        if *trial == Some(fingerprint) {
-            *trial = None;
-            self.trial_busy.store(false, Ordering::Release);
-        }
-        drop(trial);
-        self.changed.notify_waiters();
+        self.board.release_trial(fingerprint);
     }
 
     /// Woken when the poison table or the trial slot changes.
     pub fn changed(&self) -> &Notify {
-        &self.changed
+        self.board.changed()
     }
 
     /// Publishes the last sign of life of `generation` (`None`: none yet).
@@ -157,25 +119,23 @@ impl SharedSnapshot {
         Snapshot::unpack(self.word.load(Ordering::Acquire))
     }
 
-    /// Publishes `status`; `poison` is the machine's table, copied only when its epoch moved.
+    /// Publishes `status`; `poison` is the machine's table, copied onto the board (when the
+    /// board is this server's own) only when its epoch moved.
     pub fn publish(&self, status: &Status, poison: &PoisonTracker) {
         let moved = self.load().poison_epoch != status.poison_epoch;
-        if moved {
-            *self.poison.write() = Arc::new(poison.clone());
+        if moved && self.owns_board {
+            self.board.publish(status.poison_epoch, poison);
         }
         self.word.store(status.snapshot().pack(), Ordering::Release);
-        if moved {
-            self.changed.notify_waiters();
-        }
     }
 
     /// The published poison table.
     pub fn poison(&self) -> Arc<PoisonTracker> {
-        Arc::clone(&self.poison.read())
+        self.board.table()
     }
 }
 
-/// One worker's copy of the poison table, fetched again only when the snapshot's epoch moves:
+/// One worker's copy of the poison table, fetched again only when the board's epoch moves:
 /// while nothing was ever suspected, a request's check is the atomic load alone.
 #[derive(Debug, Default)]
 pub struct PoisonCache {
@@ -185,18 +145,18 @@ pub struct PoisonCache {
 impl PoisonCache {
     fn with<R>(
         &self,
-        shared: &SharedSnapshot,
-        snapshot: Snapshot,
+        board: &QuarantineBoard,
         read: impl FnOnce(&PoisonTracker) -> R,
         empty: R,
     ) -> R {
-        if snapshot.poison_epoch == 0 {
+        let epoch = board.epoch();
+        if epoch == 0 {
             return empty;
         }
         let mut table = self.table.borrow_mut();
-        let fresh = matches!(&*table, Some((epoch, _)) if *epoch == snapshot.poison_epoch);
+        let fresh = matches!(&*table, Some((cached, _)) if *cached == epoch);
         if !fresh {
-            *table = Some((snapshot.poison_epoch, shared.poison()));
+            *table = Some((epoch, board.table()));
         }
         match &*table {
             Some((_, tracker)) => read(tracker),
@@ -204,46 +164,29 @@ impl PoisonCache {
         }
     }
 
-    /// What to do with a request of `fingerprint` at `now` (the quarantine's
-    /// [`Admission`]): one atomic load while nothing was ever suspected.
+    /// What to do with a request of `fingerprint` at `now` on the board's clock (the
+    /// quarantine's [`Admission`]): one atomic load while nothing was ever suspected.
     pub fn admit(
         &self,
-        shared: &SharedSnapshot,
-        snapshot: Snapshot,
+        board: &QuarantineBoard,
         fingerprint: Fingerprint,
         now: Duration,
     ) -> Admission {
         self.with(
-            shared,
-            snapshot,
-            |t| t.admit(fingerprint, now, shared.trial_busy()),
+            board,
+            |t| t.admit(fingerprint, now, board.trial_busy()),
             Admission::Go,
         )
     }
 
     /// Whether a trial may start while `in_flight` are the requests sent and not ended.
-    pub fn may_start_trial(
-        &self,
-        shared: &SharedSnapshot,
-        snapshot: Snapshot,
-        in_flight: Vec<Fingerprint>,
-    ) -> bool {
-        self.with(
-            shared,
-            snapshot,
-            |t| t.may_start_trial(in_flight.into_iter()),
-            true,
-        )
+    pub fn may_start_trial(&self, board: &QuarantineBoard, in_flight: Vec<Fingerprint>) -> bool {
+        self.with(board, |t| t.may_start_trial(in_flight.into_iter()), true)
     }
 
     /// Whether `fingerprint` was in flight at a hang and has not succeeded since.
-    pub fn is_suspect(
-        &self,
-        shared: &SharedSnapshot,
-        snapshot: Snapshot,
-        fingerprint: Fingerprint,
-    ) -> bool {
-        self.with(shared, snapshot, |t| t.strikes(fingerprint) > 0, false)
+    pub fn is_suspect(&self, board: &QuarantineBoard, fingerprint: Fingerprint) -> bool {
+        self.with(board, |t| t.strikes(fingerprint) > 0, false)
     }
 }
 

@@ -63,6 +63,8 @@ pub struct UpstreamShared {
     pub metrics: Arc<Metrics>,
     /// The requests in flight.
     pub in_flight: Arc<InFlight>,
+    /// This server's index in its pool (0 for a lone server): where a trial request went.
+    pub replica: usize,
 }
 
 /// Who a request is, for the quarantine: its fingerprint, its place in the in-flight table once
@@ -210,7 +212,7 @@ impl Upstream {
     pub(crate) async fn admit(&self, id: &mut Identity) -> Result<(), CallError> {
         let shared = &self.shared;
         // The common case, nothing ever suspected: one atomic load, no clock, no lock.
-        if shared.snapshot.load().poison_epoch != 0 {
+        if shared.snapshot.board().epoch() != 0 {
             let bound = shared.config.wait_bound;
             let began = tokio::time::Instant::now();
             while !self.look(id)? {
@@ -247,12 +249,10 @@ impl Upstream {
     /// it is its turn), `false` when it must wait, an error when it is refused.
     fn look(&self, id: &mut Identity) -> Result<bool, CallError> {
         let shared = &self.shared;
-        let snapshot = shared.snapshot.load();
-        let now = shared.clock.now();
-        match self
-            .poison
-            .admit(&shared.snapshot, snapshot, id.fingerprint, now)
-        {
+        let board = shared.snapshot.board();
+        // The table's times are on its writer's clock (a pool's own, for a pool's replicas).
+        let now = board.clock().now();
+        match self.poison.admit(board, id.fingerprint, now) {
             Admission::Go => Ok(true),
             Admission::Refused(conviction) => Err(CallError::Quarantined {
                 hangs: conviction.hangs,
@@ -264,7 +264,7 @@ impl Upstream {
                 // Not on the server while it waits: neither busy for the progress watch nor
                 // present at a hang.
                 id.guard = None;
-                let claimed = shared.snapshot.claim_trial(fingerprint, || {
+                let claimed = board.claim_trial(fingerprint, shared.replica, || {
                     // Its twins (the same fingerprint) are no other suspect.
                     let others = shared
                         .in_flight
@@ -272,8 +272,7 @@ impl Upstream {
                         .into_iter()
                         .filter(|fp| *fp != fingerprint)
                         .collect();
-                    self.poison
-                        .may_start_trial(&shared.snapshot, snapshot, others)
+                    self.poison.may_start_trial(board, others)
                 });
                 if claimed {
                     id.trial = Some(TrialGuard {
@@ -294,9 +293,8 @@ impl Upstream {
     /// Whether this fingerprint was in flight at a hang and has not succeeded since (its success
     /// must be reported, to clear it).
     pub fn is_suspect(&self, fingerprint: Fingerprint) -> bool {
-        let shared = &self.shared;
         self.poison
-            .is_suspect(&shared.snapshot, shared.snapshot.load(), fingerprint)
+            .is_suspect(self.shared.snapshot.board(), fingerprint)
     }
 
     /// Waits until a generation at least `want` is ready: one atomic load when it already is.
@@ -409,6 +407,32 @@ impl Upstream {
         outcome: AttemptOutcome,
         state: &mut Option<watch::Receiver<SupervisorState>>,
     ) -> Result<Generation, CallError> {
+        self.after_failure_reported(plan, outcome, state, Report::Tell)
+            .await
+    }
+
+    /// Like [`after_failure`](Self::after_failure), but a hang it reports is acknowledged by the
+    /// coordinator before it answers: the request's next attempt goes to another replica of a
+    /// pool at once, and must find this hang's suspects already counted in the pool's
+    /// quarantine table (or a poison request would wedge the next replica before its strike
+    /// is counted).
+    pub async fn after_failure_counted(
+        &self,
+        plan: &mut RequestPlan,
+        outcome: AttemptOutcome,
+        state: &mut Option<watch::Receiver<SupervisorState>>,
+    ) -> Result<Generation, CallError> {
+        self.after_failure_reported(plan, outcome, state, Report::Acknowledged)
+            .await
+    }
+
+    async fn after_failure_reported(
+        &self,
+        plan: &mut RequestPlan,
+        outcome: AttemptOutcome,
+        state: &mut Option<watch::Receiver<SupervisorState>>,
+        report: Report,
+    ) -> Result<Generation, CallError> {
         let shared = &self.shared;
         let generation = plan.generation();
         let decision = plan.decide(outcome);
@@ -419,7 +443,13 @@ impl Upstream {
             "attempt failed"
         );
         if let Some(hang) = decision.report {
-            shared.coordinator.do_send(HangReport(hang));
+            match report {
+                Report::Tell => shared.coordinator.do_send(HangReport(hang)),
+                Report::Acknowledged => {
+                    // A coordinator that is gone counts nothing more: nothing to wait for.
+                    let _ = shared.coordinator.send(HangReport(hang)).await;
+                }
+            }
         }
         let give_up = |reason| CallError::GaveUp {
             reason,
@@ -547,6 +577,15 @@ impl Upstream {
             }
         }
     }
+}
+
+/// How a hang found by a request is reported.
+#[derive(Clone, Copy, Debug)]
+enum Report {
+    /// Sent without waiting: the request waits for the next generation anyway.
+    Tell,
+    /// Sent and waited for until the coordinator handled it.
+    Acknowledged,
 }
 
 fn classify_send_error(err: &awc::error::SendRequestError) -> AttemptOutcome {

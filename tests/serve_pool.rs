@@ -253,3 +253,96 @@ fn a_crashing_replica_is_given_up_while_the_other_serves_and_exit_3_comes_with_t
     assert_eq!(exit.code(), Some(3));
     assert!(serve.logged("every replica was given up"));
 }
+
+#[test]
+fn a_poison_request_is_quarantined_at_its_second_hang_on_the_other_replica_while_the_pool_serves() {
+    // One quarantine table for the pool: the poison prompt wedges the replica it reaches; its
+    // strike there counts when it is retried on the other replica, so the hang it causes there
+    // is its trial's and convicts it. With a table per replica it would get one strike in each,
+    // and wedge the first replica once more before its conviction.
+    let mut serve = pool(
+        &[
+            "--poison-after",
+            "1",
+            "--stable-after",
+            "1ms",
+            "--retries",
+            "5",
+        ],
+        &["--wedge-on", "POISON", "--token-latency", "10ms"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let clients = load(&serve, &stop, &answers);
+    common::wait_for(Duration::from_secs(30), || {
+        (answers.lock().len() >= 16).then_some(())
+    })
+    .expect("the pool serves before the poison prompt");
+
+    let poison = serve
+        .chat("a POISON prompt", 8, CLIENT_TIMEOUT)
+        .expect("the poison request");
+    assert_eq!(poison.status, 422, "{}", poison.text());
+    assert!(
+        poison.text().contains("request_quarantined"),
+        "{}",
+        poison.text()
+    );
+    let after_poison = answers.lock().len();
+    // The pool keeps serving once the poison prompt is refused.
+    common::wait_for(Duration::from_secs(60), || {
+        (answers.lock().len() >= after_poison + 16).then_some(())
+    })
+    .expect("the pool serves after the poison prompt");
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let answers = answers.lock().clone();
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "every other request succeeded: {answers:?}"
+    );
+
+    let status = serve.status();
+    assert_eq!(status["restarts"], 2, "two hangs, no third: {status}");
+    assert_eq!(replica(&status, 0)["restarts"], 1, "{status}");
+    assert_eq!(replica(&status, 1)["restarts"], 1, "{status}");
+    let quarantined = status["quarantined"].as_array().expect("a list").clone();
+    assert_eq!(quarantined.len(), 1, "{status}");
+
+    // In order: an incident on one replica, then one on the other, then the conviction.
+    let log = serve.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    let counted: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("the pool's quarantine counts"))
+        .map(|(at, l)| (at, *l))
+        .collect();
+    assert_eq!(counted.len(), 2, "two incidents:\n{log}");
+    let on = |line: &str| {
+        ["replica=0", "replica=1"]
+            .iter()
+            .position(|r| line.contains(r))
+            .unwrap_or_else(|| panic!("no replica in {line}"))
+    };
+    assert_ne!(
+        on(counted[0].1),
+        on(counted[1].1),
+        "the second hang is on the other replica:\n{log}"
+    );
+    let convicted = lines
+        .iter()
+        .position(|l| l.contains("request quarantined"))
+        .expect("the conviction is logged");
+    assert!(
+        convicted > counted[1].0,
+        "convicted at the second hang, not before:\n{log}"
+    );
+    serve.signal(Signal::SIGTERM);
+    let exit = serve
+        .wait_exit(Duration::from_secs(30))
+        .expect("respawn exits");
+    assert_eq!(exit.code(), Some(0));
+}

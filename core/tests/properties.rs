@@ -746,6 +746,10 @@ fn check_actions(
                     prop_assert!(at <= now);
                 }
             }
+            Action::Suspects(_) => prop_assert!(
+                m.config().shared_quarantine,
+                "suspects handed out by a machine with a table of its own"
+            ),
             Action::Watch { .. }
             | Action::StartupTimedOut { .. }
             | Action::QuarantineCleared { .. }

@@ -26,6 +26,7 @@ use crate::messages::{
     ProgressSample, RequestSucceeded, RestartNow, Shutdown, TrialEnded, TrialStarted, Watch,
 };
 use crate::metrics::Metrics;
+use crate::quarantine::PoolMember;
 use crate::state::{unix_now_s, Clock, LastRestart, SharedSnapshot, SupervisorState};
 
 /// One restart strategy the coordinator can ask, by name.
@@ -75,6 +76,8 @@ pub struct CoordinatorParts {
     pub metrics: Arc<Metrics>,
     /// The requests in flight (suspects at an incident).
     pub in_flight: Arc<InFlight>,
+    /// The pool this server is a replica of, if any: its quarantine table is the pool's.
+    pub pool: Option<PoolMember>,
 }
 
 /// Drives the supervision machine; see the module docs.
@@ -105,6 +108,7 @@ impl RestartCoordinator {
                 core: config.core,
                 strategies: parts.strategies.len(),
                 enable_restart: config.enable_restart,
+                shared_quarantine: parts.pool.is_some(),
             },
             parts.clock.now(),
             seed,
@@ -280,10 +284,22 @@ impl RestartCoordinator {
                     }
                 });
             }
-            Action::Quarantined(fingerprint) => {
-                self.parts.metrics.quarantined();
-                warn!(server = %name, fingerprint = %format_args!("{:016x}", fingerprint.0), "request quarantined: it hung the server on its own");
+            Action::Suspects(suspects) => {
+                if let Some(pool) = &self.parts.pool {
+                    info!(
+                        server = %name,
+                        replica = pool.replica,
+                        suspects = suspects.len(),
+                        "the pool's quarantine counts the requests in flight at this replica's incident"
+                    );
+                    // Counted before this report is acknowledged: a request it caught is admitted
+                    // on another replica only after that (see `Upstream::after_failure_counted`).
+                    for fingerprint in pool.quarantine.on_hang(pool.replica, &suspects) {
+                        self.quarantined(fingerprint);
+                    }
+                }
             }
+            Action::Quarantined(fingerprint) => self.quarantined(fingerprint),
             Action::QuarantineCleared { released } => {
                 self.parts.metrics.quarantine_released(released);
                 info!(server = %name, released, "the quarantine was cleared by the operator");
@@ -313,6 +329,11 @@ impl RestartCoordinator {
                 });
             }
         }
+    }
+
+    fn quarantined(&self, fingerprint: Fingerprint) {
+        self.parts.metrics.quarantined();
+        warn!(server = %self.name, fingerprint = %format_args!("{:016x}", fingerprint.0), "request quarantined: it hung the server on its own");
     }
 
     fn ask_strategy(
@@ -478,6 +499,9 @@ impl Handler<RequestSucceeded> for RestartCoordinator {
 
     fn handle(&mut self, msg: RequestSucceeded, ctx: &mut Self::Context) {
         let now = self.now();
+        if let Some(pool) = &self.parts.pool {
+            pool.quarantine.on_success(msg.fingerprint);
+        }
         self.machine.handle_request_succeeded(now, msg.fingerprint);
         self.drive(ctx);
     }
@@ -508,6 +532,12 @@ impl Handler<ClearQuarantine> for RestartCoordinator {
     type Result = usize;
 
     fn handle(&mut self, _msg: ClearQuarantine, ctx: &mut Self::Context) -> usize {
+        if let Some(pool) = &self.parts.pool {
+            let released = pool.quarantine.clear();
+            self.parts.metrics.quarantine_released(released);
+            info!(server = %self.name, released, "the pool's quarantine was cleared by the operator");
+            return released;
+        }
         let now = self.now();
         let released = self.machine.handle_quarantine_cleared(now);
         self.drive(ctx);

@@ -128,7 +128,7 @@ fn harness(strategies: Vec<Strategy>, max_restarts: u32, enable_restart: bool) -
     }
     .start();
     let clock = Clock::new();
-    let snapshot = SharedSnapshot::new();
+    let snapshot = SharedSnapshot::with_clock(clock);
     let in_flight = InFlight::with_clock(clock);
     let parts = CoordinatorParts {
         strategies,
@@ -139,6 +139,7 @@ fn harness(strategies: Vec<Strategy>, max_restarts: u32, enable_restart: bool) -
         clock,
         metrics: Arc::new(Metrics::default()),
         in_flight: Arc::clone(&in_flight),
+        pool: None,
     };
     let config = CoordinatorConfig {
         name: "test".to_owned(),
@@ -514,6 +515,7 @@ fn upstream_with(
         coordinator: h.coordinator.clone(),
         metrics: Arc::new(Metrics::default()),
         in_flight: Arc::clone(&h.in_flight),
+        replica: 0,
     });
     crate::upstream::Upstream::new(shared)
 }

@@ -5,6 +5,8 @@
 //!
 //! * Routing is the core's [`respawn_core::route`], fed from atomics ([`PoolUpstream`]).
 //! * A request caught by a replica's hang is retried at once on another ready replica.
+//! * One quarantine table for the pool ([`PoolQuarantine`]): a request's strikes on different
+//!   replicas add up, and one trial request at a time runs for the whole pool.
 //! * A rolling restart ([`Pool::rolling_restart`]) takes one replica at a time out of rotation,
 //!   lets its requests finish within the grace, restarts it, waits until it is ready, and puts it
 //!   back before the next; never two generations of one replica at once (its restart stops the
@@ -34,9 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use respawn_core::{Generation, OperatorRestart, Phase};
+use respawn_core::{Generation, OperatorRestart, Phase, PoisonTracker};
 use tracing::{info, warn};
 
+use crate::quarantine::{PoolMember, PoolQuarantine};
 use crate::registry::strategies::Strategies;
 use crate::state::{wait_ready, SupervisorState, WaitError};
 use crate::status::ReplicaStatus;
@@ -146,6 +149,18 @@ impl Pool {
                 max: respawn_core::ReplicaSet::CAPACITY,
             });
         }
+        // One quarantine table for the whole pool, with the first replica's thresholds.
+        let quarantine = replicas
+            .first()
+            .map(|spec| {
+                PoolQuarantine::new(
+                    spec.config.core.poison_threshold,
+                    spec.config.core.quarantine_ttl,
+                )
+            })
+            .unwrap_or_else(|| {
+                PoolQuarantine::new(PoisonTracker::DEFAULT_THRESHOLD, PoisonTracker::DEFAULT_TTL)
+            });
         let mut started: Vec<Supervisor> = Vec::with_capacity(asked);
         let mut ports = Vec::with_capacity(asked);
         for (replica, spec) in replicas.into_iter().enumerate() {
@@ -157,7 +172,11 @@ impl Pool {
                 Target::Url { .. } => None,
             });
             let stop_grace = spec.config.stop_grace;
-            match Supervisor::start_with(strategies, spec.config, spec.target) {
+            let member = PoolMember {
+                quarantine: Arc::clone(&quarantine),
+                replica,
+            };
+            match Supervisor::start_member(strategies, spec.config, spec.target, Some(member)) {
                 Ok(supervisor) => {
                     info!(replica, "replica started");
                     started.push(supervisor);

@@ -4,9 +4,13 @@
 //!
 //! The hot path reads two atomic words per replica (its snapshot and its count of requests in
 //! flight) and one shared cursor; it takes no lock and hops to no actor. Each replica keeps its
-//! own [`Upstream`] (its own awc client, poison cache and request plan rules), so everything a
-//! lone server does per attempt (quarantine admission, deadlines, hang reports, the check that
-//! an answer did not begin after its generation's restart began) holds per replica unchanged.
+//! own [`Upstream`] (its own awc client and request plan rules), so everything a lone server does
+//! per attempt (deadlines, hang reports, the check that an answer did not begin after its
+//! generation's restart began) holds per replica unchanged. The quarantine is the pool's one
+//! table ([`PoolQuarantine`](crate::quarantine::PoolQuarantine)), read through every replica's
+//! sender: a hang a request meets is counted there before the request moves to another replica
+//! ([`Upstream::after_failure_counted`]), so a poison request's strikes add up across replicas
+//! and, once on trial, it waits for the verdict instead of wedging the next replica.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -183,7 +187,7 @@ impl PoolUpstream {
             failed.insert(index);
             match (
                 upstream
-                    .after_failure(plan, outcome, &mut states[index])
+                    .after_failure_counted(plan, outcome, &mut states[index])
                     .await,
                 answered,
             ) {

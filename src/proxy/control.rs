@@ -220,7 +220,8 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// The fingerprints quarantined now: hash, since, hangs, expiry (never the prompt).
 fn quarantined(control: &Control) -> Vec<QuarantinedFingerprint> {
-    let now = control.clock.now();
+    // The table's times are on its writer's clock (a pool's own, for a pool).
+    let now = control.snapshot.board().clock().now();
     let unix_now = unix_now_s();
     let unix = |at: std::time::Duration| {
         if at <= now {

@@ -28,6 +28,7 @@ use crate::health_actor::HealthActor;
 use crate::in_flight::InFlight;
 use crate::messages::{RestartNow, Shutdown};
 use crate::metrics::Metrics;
+use crate::quarantine::PoolMember;
 use crate::registry::strategies::{SelectionError, Strategies, StrategyContext};
 use crate::state::{self, Clock, SharedSnapshot, SupervisorState, WaitError};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamShared};
@@ -99,11 +100,26 @@ impl Supervisor {
         config: SupervisorConfig,
         target: Target,
     ) -> Result<Self, SupervisorError> {
+        Self::start_member(strategies, config, target, None)
+    }
+
+    /// Like [`start_with`](Self::start_with), as replica `pool.replica` of a pool: its incidents
+    /// and successes go to the pool's one quarantine table, and its requests read that table.
+    pub(crate) fn start_member(
+        strategies: &Strategies,
+        config: SupervisorConfig,
+        target: Target,
+        pool: Option<PoolMember>,
+    ) -> Result<Self, SupervisorError> {
         config.core.validate()?;
         let base_url = target.base_url();
         let (state_tx, state_rx) = state::channel();
         let clock = Clock::new();
-        let snapshot = SharedSnapshot::new();
+        let snapshot = match &pool {
+            Some(member) => SharedSnapshot::sharing(Arc::clone(member.quarantine.board())),
+            None => SharedSnapshot::with_clock(clock),
+        };
+        let replica = pool.as_ref().map_or(0, |member| member.replica);
         let metrics = Arc::new(
             Metrics::with_log_lines_dropped(config.log_lines_dropped.clone())
                 .with_waiting(Waiting::new(config.waiting)),
@@ -159,6 +175,7 @@ impl Supervisor {
             clock,
             metrics: Arc::clone(&metrics),
             in_flight: Arc::clone(&in_flight),
+            pool,
         };
         let coordinator = ctx.run(RestartCoordinator::new(coordinator_config, parts)?);
         DeadlockWatch::new(
@@ -187,6 +204,7 @@ impl Supervisor {
             coordinator: coordinator.clone(),
             metrics: Arc::clone(&metrics),
             in_flight: Arc::clone(&in_flight),
+            replica,
         });
         Ok(Self {
             name: config.name,

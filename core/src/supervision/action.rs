@@ -146,6 +146,11 @@ pub enum Action {
         /// The restart this ends, if any.
         recovery: Option<Recovery>,
     },
+    /// An incident happened while these requests were in flight, and the quarantine's table is
+    /// shared with other machines
+    /// ([`SupervisionConfig::shared_quarantine`](crate::SupervisionConfig::shared_quarantine)):
+    /// count them there (with the trial request in flight on this server, if any).
+    Suspects(alloc::vec::Vec<Fingerprint>),
     /// Requests with this fingerprint are refused from now on (for the quarantine's TTL).
     Quarantined(Fingerprint),
     /// An operator cleared the quarantine; `released` fingerprints were quarantined.

@@ -30,7 +30,9 @@
 //! * Quarantine by evidence ([`PoisonTracker`]): the requests in flight at an incident are
 //!   suspects, a success clears a fingerprint, one present at `poison_threshold` incidents goes on
 //!   trial (its requests one at a time, [`handle_trial_started`](Supervision::handle_trial_started)),
-//!   and a hang during its trial convicts it for `quarantine_ttl`.
+//!   and a hang during its trial convicts it for `quarantine_ttl`. With a table shared between
+//!   machines (`shared_quarantine`, a pool's replicas) the suspects of an incident are handed
+//!   out ([`Action::Suspects`]) for that table to judge.
 //!
 //! Rules against false restarts (a supervisor that kills healthy servers is worse than none):
 //! * **Evidence of life beats a deadline.** The machine keeps each generation's last sign of
@@ -69,6 +71,10 @@ pub struct SupervisionConfig {
     pub strategies: usize,
     /// `false`: detect and report hangs, never restart.
     pub enable_restart: bool,
+    /// `true`: the quarantine's table is shared with other machines (a pool's replicas), so the
+    /// requests in flight at an incident are handed to the driver ([`Action::Suspects`]) instead
+    /// of being counted in this machine's own table, which stays empty.
+    pub shared_quarantine: bool,
 }
 
 impl SupervisionConfig {
@@ -79,6 +85,7 @@ impl SupervisionConfig {
             core: CoreConfig::default(),
             strategies,
             enable_restart: true,
+            shared_quarantine: false,
         }
     }
 }
@@ -678,6 +685,11 @@ impl Supervision {
     }
 
     fn update_poison(&mut self, now: Duration, in_flight: &[Fingerprint]) {
+        if self.config.shared_quarantine {
+            // The shared table judges; it knows which trial request, if any, ran here.
+            self.actions.push_back(Action::Suspects(in_flight.to_vec()));
+            return;
+        }
         // The trial request is caught by this hang: its verdict is now.
         let on_trial = self.trial.take();
         if in_flight.is_empty() && on_trial.is_none() {

@@ -323,6 +323,32 @@ fn a_repeat_suspect_goes_on_trial_and_a_hang_during_its_trial_quarantines_it() {
 }
 
 #[test]
+fn with_a_shared_table_the_suspects_of_an_incident_are_handed_out_and_nothing_is_kept() {
+    let mut shared = config(1, 5);
+    shared.shared_quarantine = true;
+    let mut m = ready_machine(shared);
+    let poison = Fingerprint(42);
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[poison],
+    );
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::Suspects(alloc::vec![poison])));
+    // A joined report is no new incident: no suspects handed out again.
+    m.handle_hang(
+        ms(101),
+        Hang::new(Generation(1), HangCause::FirstByteTimeout),
+        &[poison],
+    );
+    assert!(!drain(&mut m)
+        .iter()
+        .any(|a| matches!(a, Action::Suspects(_))));
+    assert!(m.poison().is_empty());
+    assert_eq!(m.status().poison_epoch, 0);
+}
+
+#[test]
 fn a_trial_that_succeeds_acquits() {
     let mut m = ready_machine(config(1, 5));
     let twin = Fingerprint(5);

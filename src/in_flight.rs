@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use respawn_core::Fingerprint;
+use tokio::sync::Notify;
 
 use crate::state::Clock;
 
@@ -26,6 +27,8 @@ pub struct InFlight {
     open_count: AtomicUsize,
     last_activity_ms: AtomicU64,
     answered: AtomicU64,
+    /// Woken when the last request in flight ends (a rolling restart's drain waits on it).
+    emptied: Notify,
 }
 
 impl InFlight {
@@ -43,6 +46,7 @@ impl InFlight {
             open_count: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            emptied: Notify::new(),
         })
     }
 
@@ -72,6 +76,24 @@ impl InFlight {
     /// every request).
     pub fn count(&self) -> usize {
         self.open_count.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no request is in flight (at once when none is).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it holds nothing.
+    pub async fn until_empty(&self) {
+        loop {
+            // Registered before the count is read, so that the last request's end is not missed
+            // in between.
+            let emptied = self.emptied.notified();
+            let mut emptied = std::pin::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// The fingerprints of the requests in flight now.
@@ -104,8 +126,10 @@ pub struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.table.open.lock().remove(&self.id).is_some() {
-            self.table.open_count.fetch_sub(1, Ordering::Relaxed);
+        if self.table.open.lock().remove(&self.id).is_some()
+            && self.table.open_count.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.table.emptied.notify_waiters();
         }
         self.table.touch();
     }
@@ -122,6 +146,8 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Fingerprint {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[test]
@@ -134,6 +160,26 @@ mod tests {
         assert_eq!(table.fingerprints(), vec![Fingerprint(2)]);
         drop(b);
         assert_eq!(table.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn until_empty_wakes_when_the_last_request_ends_and_not_before() {
+        let table = InFlight::new();
+        table.until_empty().await;
+        let a = table.enter(Fingerprint(1));
+        let b = table.enter(Fingerprint(2));
+        let mut waiting = waiting_for_empty(&table);
+        assert!(waiting.as_mut().now_or_never().is_none(), "two in flight");
+        drop(a);
+        assert!(waiting.as_mut().now_or_never().is_none(), "one in flight");
+        drop(b);
+        assert!(waiting.as_mut().now_or_never().is_some(), "none in flight");
+    }
+
+    fn waiting_for_empty(
+        table: &Arc<InFlight>,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + '_>> {
+        Box::pin(table.until_empty())
     }
 
     #[test]

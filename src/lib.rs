@@ -28,6 +28,7 @@ pub mod pool;
 pub mod proxy;
 pub mod quarantine;
 pub mod registry;
+pub mod replica;
 pub mod state;
 pub mod status;
 pub mod supervisor;

@@ -180,15 +180,6 @@ impl PoolQuarantine {
     }
 }
 
-/// A replica's place in a pool, as its coordinator needs it: the shared table, and its index.
-#[derive(Clone, Debug)]
-pub struct PoolMember {
-    /// The pool's one quarantine table.
-    pub quarantine: Arc<PoolQuarantine>,
-    /// This replica's index.
-    pub replica: usize,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -411,18 +411,22 @@ impl Upstream {
             .await
     }
 
-    /// Like [`after_failure`](Self::after_failure), but a hang it reports is acknowledged by the
-    /// coordinator before it answers: the request's next attempt goes to another replica of a
-    /// pool at once, and must find this hang's suspects already counted in the pool's
-    /// quarantine table (or a poison request would wedge the next replica before its strike
-    /// is counted).
+    /// Like [`after_failure`](Self::after_failure), for a replica of a pool, whose request's
+    /// next attempt goes to another replica at once:
+    /// * a hang it reports is acknowledged by the coordinator before it answers, so that the
+    ///   next replica finds this hang's suspects already counted in the pool's quarantine table
+    ///   (or a poison request would wedge it before its strike is counted);
+    /// * when `elsewhere` (another replica is ready), a broken connection is not rechecked here
+    ///   (no wait to see whether this replica restarts): the request moves at once, and answers
+    ///   the same generation.
     pub async fn after_failure_counted(
         &self,
         plan: &mut RequestPlan,
         outcome: AttemptOutcome,
         state: &mut Option<watch::Receiver<SupervisorState>>,
+        elsewhere: bool,
     ) -> Result<Generation, CallError> {
-        self.after_failure_reported(plan, outcome, state, Report::Acknowledged)
+        self.after_failure_reported(plan, outcome, state, Report::Acknowledged { elsewhere })
             .await
     }
 
@@ -445,7 +449,7 @@ impl Upstream {
         if let Some(hang) = decision.report {
             match report {
                 Report::Tell => shared.coordinator.do_send(HangReport(hang)),
-                Report::Acknowledged => {
+                Report::Acknowledged { .. } => {
                     // A coordinator that is gone counts nothing more: nothing to wait for.
                     let _ = shared.coordinator.send(HangReport(hang)).await;
                 }
@@ -469,6 +473,9 @@ impl Upstream {
                 generation
             }
             Next::WaitForGeneration(next) => next,
+            Next::Recheck { .. } if matches!(report, Report::Acknowledged { elsewhere: true }) => {
+                generation
+            }
             Next::Recheck { next, within } => {
                 // A dead server shows up as a restart at once; a stale keep-alive connection
                 // leaves the same generation ready, and the retry goes there.
@@ -584,8 +591,12 @@ impl Upstream {
 enum Report {
     /// Sent without waiting: the request waits for the next generation anyway.
     Tell,
-    /// Sent and waited for until the coordinator handled it.
-    Acknowledged,
+    /// Sent and waited for until the coordinator handled it; `elsewhere`: another replica of the
+    /// pool is ready for the next attempt.
+    Acknowledged {
+        /// Another replica is ready: no recheck of this one.
+        elsewhere: bool,
+    },
 }
 
 fn classify_send_error(err: &awc::error::SendRequestError) -> AttemptOutcome {

@@ -346,3 +346,29 @@ fn a_poison_request_is_quarantined_at_its_second_hang_on_the_other_replica_while
         .expect("respawn exits");
     assert_eq!(exit.code(), Some(0));
 }
+
+#[test]
+fn a_staggered_start_serves_from_the_first_replica_while_the_next_waits_its_turn() {
+    // A stagger far longer than the test: the listener and replica 0 must not wait for it.
+    let mut options = ServeOptions::mock(&[], &[]);
+    let mut args = common::fast_args(&["--replicas", "2"]);
+    args.extend(["--start-stagger".to_owned(), "10m".to_owned()]);
+    options.args = args;
+    let mut serve = Serve::start(options);
+    let status = serve.wait_status(Duration::from_secs(60), "replica 0 ready", |s| {
+        replica(s, 0)["state"] == "ready"
+    });
+    assert_eq!(replica(&status, 1)["generation"], 0, "{status}");
+    assert_eq!(replica(&status, 1)["state"], "starting", "{status}");
+    let reply = serve
+        .chat("served before the stagger ends", 2, CLIENT_TIMEOUT)
+        .expect("a request");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-respawn-replica"), Some("0"));
+    assert_eq!(replica(&serve.status(), 1)["generation"], 0);
+    serve.signal(Signal::SIGTERM);
+    let exit = serve
+        .wait_exit(Duration::from_secs(30))
+        .expect("respawn exits");
+    assert_eq!(exit.code(), Some(0));
+}

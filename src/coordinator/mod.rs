@@ -10,6 +10,7 @@
 //! the child's pid, the last error's text, the last completed restart.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
@@ -26,7 +27,7 @@ use crate::messages::{
     ProgressSample, RequestSucceeded, RestartNow, Shutdown, TrialEnded, TrialStarted, Watch,
 };
 use crate::metrics::Metrics;
-use crate::quarantine::PoolMember;
+use crate::replica::PoolMember;
 use crate::state::{unix_now_s, Clock, LastRestart, SharedSnapshot, SupervisorState};
 
 /// One restart strategy the coordinator can ask, by name.
@@ -384,9 +385,24 @@ impl Actor for RestartCoordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let now = self.now();
-        self.machine.start(now);
-        self.drive(ctx);
+        let delay = self
+            .parts
+            .pool
+            .as_ref()
+            .map_or(Duration::ZERO, |member| member.start_after);
+        if delay.is_zero() {
+            let now = self.now();
+            self.machine.start(now);
+            self.drive(ctx);
+            return;
+        }
+        info!(server = %self.name, delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "staggered start: the server starts later");
+        ctx.run_later(delay, |act, ctx| {
+            // A shutdown meanwhile leaves it unstarted (the machine starts nothing after one).
+            let now = act.now();
+            act.machine.start(now);
+            act.drive(ctx);
+        });
     }
 }
 

@@ -39,8 +39,9 @@ use std::time::Duration;
 use respawn_core::{Generation, OperatorRestart, Phase, PoisonTracker};
 use tracing::{info, warn};
 
-use crate::quarantine::{PoolMember, PoolQuarantine};
+use crate::quarantine::PoolQuarantine;
 use crate::registry::strategies::Strategies;
+use crate::replica::PoolMember;
 use crate::state::{wait_ready, SupervisorState, WaitError};
 use crate::status::ReplicaStatus;
 use crate::supervisor::{Supervisor, SupervisorConfig, SupervisorError, Target};
@@ -129,14 +130,17 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts every replica with the built-in restart strategies, `config.start_stagger` apart.
+    /// Starts every replica's supervisor with the built-in restart strategies; their servers
+    /// start `config.start_stagger` apart, in the background (the pool answers at once, and its
+    /// requests wait for a ready replica as during any start).
     /// Must run inside an actix system.
     pub async fn start(config: PoolConfig, replicas: Vec<ReplicaSpec>) -> Result<Self, PoolError> {
         Self::start_with(&Strategies::builtin(), config, replicas).await
     }
 
-    /// Starts every replica asking the restart strategies of `strategies`, `config.start_stagger`
-    /// apart. A replica refused before its server started stops the ones already started.
+    /// Starts every replica's supervisor asking the restart strategies of `strategies`; their
+    /// servers start `config.start_stagger` apart, in the background. A replica refused before
+    /// its server started stops the ones already started.
     pub async fn start_with(
         strategies: &Strategies,
         config: PoolConfig,
@@ -164,9 +168,6 @@ impl Pool {
         let mut started: Vec<Supervisor> = Vec::with_capacity(asked);
         let mut ports = Vec::with_capacity(asked);
         for (replica, spec) in replicas.into_iter().enumerate() {
-            if replica > 0 && !config.start_stagger.is_zero() {
-                tokio::time::sleep(config.start_stagger).await;
-            }
             ports.push(match &spec.target {
                 Target::Command(server) => Some(server.port),
                 Target::Url { .. } => None,
@@ -175,6 +176,10 @@ impl Pool {
             let member = PoolMember {
                 quarantine: Arc::clone(&quarantine),
                 replica,
+                // Staggered in the background: the pool (and the listener in front) is up at once.
+                start_after: config
+                    .start_stagger
+                    .saturating_mul(u32::try_from(replica).unwrap_or(u32::MAX)),
             };
             match Supervisor::start_member(strategies, spec.config, spec.target, Some(member)) {
                 Ok(supervisor) => {
@@ -354,13 +359,18 @@ impl Pool {
         }
     }
 
-    /// Waits until `supervisor` has no request in flight, or the drain grace ends.
+    /// Waits until `supervisor` has no request in flight (woken by the last one's end), or the
+    /// drain grace ends.
     async fn drain(&self, supervisor: &Supervisor) {
-        let began = tokio::time::Instant::now();
-        // The in-flight table has no wake-up of its own; requests end within milliseconds to
-        // minutes, so a short poll bounded by the grace is enough.
-        while supervisor.in_flight().count() > 0 && began.elapsed() < self.config.drain_grace {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let emptied = supervisor.in_flight().until_empty();
+        if tokio::time::timeout(self.config.drain_grace, emptied)
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = supervisor.in_flight().count(),
+                "rolling restart: the drain grace ended with requests still in flight"
+            );
         }
     }
 

@@ -100,6 +100,19 @@ impl PoolUpstream {
         route(&views[..n], failed, cursor)
     }
 
+    /// Whether a replica other than `index` is ready and in rotation now.
+    fn ready_elsewhere(&self, index: usize, want: &[Generation]) -> bool {
+        self.replicas.iter().enumerate().any(|(other, upstream)| {
+            other != index
+                && !self.shared.is_held_out(other)
+                && upstream
+                    .shared()
+                    .snapshot
+                    .load()
+                    .ready_for(want.get(other).copied().unwrap_or(Generation::NONE))
+        })
+    }
+
     /// The replica for the next attempt: at once when one is ready (two atomic loads per
     /// replica); otherwise waits, within the wait bound, until one is, and fails at once when
     /// every replica has been given up or is stopping.
@@ -187,7 +200,12 @@ impl PoolUpstream {
             failed.insert(index);
             match (
                 upstream
-                    .after_failure_counted(plan, outcome, &mut states[index])
+                    .after_failure_counted(
+                        plan,
+                        outcome,
+                        &mut states[index],
+                        self.ready_elsewhere(index, &want),
+                    )
                     .await,
                 answered,
             ) {

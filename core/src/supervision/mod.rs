@@ -243,9 +243,12 @@ impl Supervision {
     // Events.
 
     /// Begin supervising at `now`: asks for the first start ([`Action::Spawn`]). Only the first
-    /// call does anything.
+    /// call does anything, and none after a shutdown (a start that was delayed, then cancelled).
     pub fn start(&mut self, _now: Duration) {
-        if self.gate.generation() == Generation::NONE && self.step == Step::Idle {
+        if self.gate.generation() == Generation::NONE
+            && self.step == Step::Idle
+            && !self.phase.is_terminal()
+        {
             let generation = Generation::NONE.next();
             self.step = Step::Spawning(generation);
             self.actions.push_back(Action::Spawn { generation });

@@ -349,6 +349,18 @@ fn with_a_shared_table_the_suspects_of_an_incident_are_handed_out_and_nothing_is
 }
 
 #[test]
+fn a_machine_shut_down_before_its_delayed_start_never_starts() {
+    let mut m = Supervision::try_new(config(1, 5), ms(0), 7).unwrap();
+    m.handle_shutdown(ms(1));
+    drain(&mut m);
+    m.start(ms(2));
+    assert!(!drain(&mut m)
+        .iter()
+        .any(|a| matches!(a, Action::Spawn { .. })));
+    assert_eq!(m.phase(), Phase::Stopping);
+}
+
+#[test]
 fn a_trial_that_succeeds_acquits() {
     let mut m = ready_machine(config(1, 5));
     let twin = Fingerprint(5);

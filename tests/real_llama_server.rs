@@ -531,3 +531,129 @@ fn the_counter_respawn_finds_on_llama_server_grows_during_one_generation() {
     outcome.expect("the slow generation completes");
     assert_eq!(serve.status()["restarts"], 0, "slowness is not a hang");
 }
+
+/// What clients saw through one freeze: every request's outcome and latency.
+struct FreezeRun {
+    latencies: Vec<Duration>,
+    errors: Vec<String>,
+    restarts: u64,
+}
+
+/// Four clients sending short completions without pause to `serve`; once each replica answered,
+/// the server of `replica` (or the lone server) is frozen with SIGSTOP, and the clients go on
+/// until it is back as generation 2 and has answered again.
+fn freeze_under_load(serve: &Serve, replica: Option<usize>) -> FreezeRun {
+    let addr = serve.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
+            thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = long_body(&format!("Client {client} says hello {i}."), 8, false);
+                    let sent = Instant::now();
+                    let outcome =
+                        common::post_json(addr, "/v1/chat/completions", &body, CLIENT_TIMEOUT)
+                            .map_err(|err| err.to_string())
+                            .and_then(|r| {
+                                if r.status == 200 {
+                                    Ok((
+                                        r.header("x-respawn-replica").and_then(|v| v.parse().ok()),
+                                        r.generation(),
+                                    ))
+                                } else {
+                                    Err(format!("status {}: {}", r.status, r.text()))
+                                }
+                            });
+                    seen.lock().push((sent.elapsed(), outcome));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let answered_by = |r: Option<usize>, generation: u64| {
+        seen.lock().iter().any(
+            |(_, outcome)| matches!(outcome, Ok((by, g)) if *by == r && *g == Some(generation)),
+        )
+    };
+    common::wait_for(Duration::from_secs(120), || {
+        let both = match replica {
+            Some(_) => answered_by(Some(0), 1) && answered_by(Some(1), 1),
+            None => answered_by(None, 1),
+        };
+        both.then_some(())
+    })
+    .expect("answers before the freeze");
+    let status = serve.status();
+    let pid = match replica {
+        Some(r) => status["replicas"][r]["pid"]
+            .as_u64()
+            .expect("the replica's pid") as u32,
+        None => serve.server_pid(),
+    };
+    common::signal(pid, Signal::SIGSTOP);
+    let from = seen.lock().len();
+    common::wait_for(Duration::from_secs(300), || {
+        let back = seen.lock()[from..]
+            .iter()
+            .any(|(_, outcome)| matches!(outcome, Ok((by, Some(2))) if *by == replica));
+        back.then_some(())
+    })
+    .expect("the frozen server is back and answers");
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let seen = seen.lock();
+    // From the freeze on: what the clients saw while it was frozen and restarting.
+    let after = &seen[from..];
+    FreezeRun {
+        latencies: after.iter().map(|(took, _)| *took).collect(),
+        errors: after
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().err().cloned())
+            .collect(),
+        restarts: serve.status()["restarts"].as_u64().unwrap_or(0),
+    }
+}
+
+#[test]
+#[ignore = "needs llama-server: bash scripts/ci-deps.sh"]
+fn two_replicas_one_frozen_under_load_against_a_lone_server_frozen_under_the_same_load() {
+    let args = [
+        "--startup-timeout",
+        "60s",
+        "--request-timeout",
+        "600s",
+        "--progress-metric",
+        "llamacpp:n_decode_total",
+    ];
+    let lone = {
+        let serve = serve_llama(&args);
+        freeze_under_load(&serve, None)
+    };
+    let pool = {
+        let mut with_replicas = args.to_vec();
+        with_replicas.extend(["--replicas", "2"]);
+        let serve = serve_llama(&with_replicas);
+        serve.wait_status(Duration::from_secs(120), "both replicas ready", |s| {
+            s["ready_replicas"] == 2
+        });
+        freeze_under_load(&serve, Some(1))
+    };
+    for (name, run) in [("lone server", &lone), ("pool of 2", &pool)] {
+        let worst = run.latencies.iter().max().copied().unwrap_or_default();
+        // A measurement, not an assertion: how long it takes depends on the machine's load.
+        println!(
+            "FREEZE llama-server {name}: {} requests from the freeze until the frozen server answered again, {} errors, worst latency {} ms, {} restart(s)",
+            run.latencies.len(),
+            run.errors.len(),
+            worst.as_millis(),
+            run.restarts
+        );
+        assert!(run.errors.is_empty(), "{name}: {:?}", run.errors);
+        assert_eq!(run.restarts, 1, "{name}: one restart");
+    }
+}

@@ -25,6 +25,8 @@ struct Answer {
     replica: Option<u64>,
     generation: Option<u64>,
     attempts: u64,
+    /// How long it took (measured for docs/BENCHMARKS.md, never asserted).
+    took: Duration,
 }
 
 fn pool(extra: &[&str], mock_args: &[&str]) -> Serve {
@@ -57,6 +59,7 @@ fn load(
             thread::spawn(move || {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    let sent = std::time::Instant::now();
                     let reply = chat(
                         addr,
                         &format!("client {client} request {i}"),
@@ -70,6 +73,7 @@ fn load(
                         replica: number("x-respawn-replica"),
                         generation: reply.generation(),
                         attempts: number("x-respawn-attempts").unwrap_or(1),
+                        took: sent.elapsed(),
                     });
                     i += 1;
                 }
@@ -151,6 +155,17 @@ fn a_frozen_replica_costs_no_request_and_its_caught_requests_go_to_the_other_at_
         after[..back].iter().all(|a| a.replica == Some(0)),
         "nothing went to the frozen replica: {:?}",
         &after[..back]
+    );
+    let worst = |answers: &[&Answer]| answers.iter().map(|a| a.took).max().unwrap_or_default();
+    let all: Vec<&Answer> = after.iter().collect();
+    // A measurement, not an assertion: how long it takes depends on the machine's load.
+    println!(
+        "POOL mock SIGSTOP: {} requests from the freeze until replica 1's generation 2 answered, {} caught and retried on replica 0 (worst {} ms: detection, then the other replica's answer), worst latency of all {} ms, replica 1's restart {} ms",
+        back,
+        retried.len(),
+        worst(&retried).as_millis(),
+        worst(&all).as_millis(),
+        replica(&serve.status(), 1)["last_restart"]["duration_ms"]
     );
     let status = serve.status();
     assert_eq!(status["restarts"], 1, "exactly one restart: {status}");

@@ -387,3 +387,75 @@ fn a_staggered_start_serves_from_the_first_replica_while_the_next_waits_its_turn
         .expect("respawn exits");
     assert_eq!(exit.code(), Some(0));
 }
+
+/// The value of the sample `name_and_labels` in a Prometheus text.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[test]
+fn the_bound_on_waiting_requests_holds_for_the_whole_pool() {
+    // Both replicas stay loading until the test ends one's loading.
+    let mut options = ServeOptions::mock(&[], &["--debug-endpoints", "--start-delay", "1h"]);
+    let mut args = common::fast_args(&["--replicas", "2", "--startup-timeout", "1h"]);
+    args.extend(["--max-waiting".to_owned(), "2".to_owned()]);
+    options.args = args;
+    options.no_wait = true;
+    let mut serve = Serve::start(options);
+    let status = serve.wait_status(Duration::from_secs(60), "both replicas loading", |s| {
+        (0..2).all(|r| replica(s, r)["state"] == "starting" && replica(s, r)["pid"].is_u64())
+    });
+    let addr = serve.addr;
+    let waiters: Vec<_> = (0..2)
+        .map(|i| thread::spawn(move || chat(addr, &format!("waits {i}"), 2, CLIENT_TIMEOUT)))
+        .collect();
+    let waiting = || {
+        serve.get("/respawn/metrics").ok().and_then(|m| {
+            sample(
+                &m.text(),
+                "respawn_requests_waiting{server=\"server\",replica=\"0\"}",
+            )
+        })
+    };
+    common::wait_for(Duration::from_secs(60), || {
+        (waiting() == Some(2.0)).then_some(())
+    })
+    .expect("two requests wait, counted once for the pool");
+    // A third is one too many for the pool, whichever replica it would go to.
+    let refused = serve
+        .chat("one too many", 2, CLIENT_TIMEOUT)
+        .expect("an answer");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.header("retry-after").is_some(),
+        "{:?}",
+        refused.headers
+    );
+    assert_eq!(refused.json()["error"]["type"], "too_many_waiting");
+    assert!(waiters.iter().all(|w| !w.is_finished()), "still waiting");
+
+    // One replica loads: the two that waited are served by it.
+    let port = replica(&status, 1)["port"].as_u64().expect("a port") as u16;
+    let loaded = common::request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "POST",
+        "/debug/finish-loading",
+        &[],
+        b"",
+        Duration::from_secs(10),
+    )
+    .expect("the mock answers");
+    assert_eq!(loaded.status, 200, "{}", loaded.text());
+    for waiter in waiters {
+        let reply = waiter.join().expect("client thread").expect("an answer");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-respawn-replica"), Some("1"));
+    }
+    assert_eq!(waiting(), Some(0.0), "every place was given back");
+    serve.signal(Signal::SIGTERM);
+    let exit = serve
+        .wait_exit(Duration::from_secs(30))
+        .expect("respawn exits");
+    assert_eq!(exit.code(), Some(0));
+}

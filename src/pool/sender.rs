@@ -25,6 +25,7 @@ use tracing::debug;
 
 use crate::state::{SupervisorState, WaitError};
 use crate::upstream::{CallError, Delivered, Identity, Outgoing, Upstream};
+use crate::waiting::WaitBound;
 
 /// What every worker's [`PoolUpstream`] shares: the round-robin cursor, which replicas a rolling
 /// restart holds out of rotation, and the replicas' published states (to wait on).
@@ -116,10 +117,38 @@ impl PoolUpstream {
     /// The replica for the next attempt: at once when one is ready (two atomic loads per
     /// replica); otherwise waits, within the wait bound, until one is, and fails at once when
     /// every replica has been given up or is stopping.
-    async fn pick(&self, want: &[Generation], failed: ReplicaSet) -> Result<usize, CallError> {
+    ///
+    /// A request that waits holds `bytes` of body among the pool's waiting requests (one count
+    /// for the pool, kept by replica 0's [`Waiting`](crate::waiting::Waiting), as the requests
+    /// refused before a replica is chosen are), and is refused at once when that would pass
+    /// their bounds (`--max-waiting`, `--max-waiting-bytes`), or once it waited `--max-wait-time`.
+    async fn pick(
+        &self,
+        want: &[Generation],
+        failed: ReplicaSet,
+        bytes: u64,
+    ) -> Result<usize, CallError> {
         if let Route::Send(index) = self.route_now(want, failed) {
             return Ok(index);
         }
+        let waiting = self
+            .front()
+            .map(|front| Arc::clone(front.shared().metrics.waiting()));
+        let _place = match &waiting {
+            Some(waiting) => Some(waiting.try_enter(bytes).map_err(|bound| {
+                let limits = waiting.limits();
+                let limit = match bound {
+                    WaitBound::Requests => u64::try_from(limits.max_requests).unwrap_or(u64::MAX),
+                    WaitBound::Bytes | WaitBound::Time => limits.max_bytes,
+                };
+                debug!(
+                    bound = bound.as_str(),
+                    limit, "no replica is ready and the request cannot wait for one: refused"
+                );
+                CallError::from(WaitError::Full { bound, limit })
+            })?),
+            None => None,
+        };
         let bound = self.shared.wait_bound;
         let began = tokio::time::Instant::now();
         let mut states = self.shared.states.clone();
@@ -135,6 +164,9 @@ impl PoolUpstream {
             }
             let waited = began.elapsed();
             if waited >= bound {
+                if let Some(waiting) = &waiting {
+                    waiting.refuse(WaitBound::Time);
+                }
                 return Err(WaitError::TimedOut { waited }.into());
             }
             // A replica's state change wakes us; a rolling restart's hold is lifted without one,
@@ -164,8 +196,9 @@ impl PoolUpstream {
         let mut states: Vec<Option<watch::Receiver<SupervisorState>>> = vec![None; n];
         let mut failed = ReplicaSet::new();
         let mut current: Option<(usize, Identity)> = None;
+        let bytes = u64::try_from(out.body.len()).unwrap_or(u64::MAX);
         loop {
-            let index = self.pick(&want, failed).await?;
+            let index = self.pick(&want, failed, bytes).await?;
             let upstream = &self.replicas[index];
             let mut id = match current.take() {
                 Some((held, id)) if held == index => id,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{debug, error};
 
+use super::continuation;
 use super::faults::{Admission, Faults};
 use super::metrics::{MockMetrics, RunningGuard};
 use super::tokens::{count_prompt_tokens, TokenSource};
@@ -45,10 +46,19 @@ struct CompletionRequest {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     stream: bool,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChatMessage {
+    #[serde(default)]
+    role: String,
     #[serde(default)]
     content: Value,
 }
@@ -106,17 +116,36 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
         );
     }
     let mut prompt = String::new();
+    // A continuation of an earlier answer (a trailing assistant message, or a prompt that ends
+    // with the beginning of its answer) goes on where that beginning ends.
+    let mut start = None;
     match flavor {
-        Flavor::Chat => request
-            .messages
-            .iter()
-            .for_each(|m| collect_text(&m.content, &mut prompt)),
+        Flavor::Chat => {
+            let (last, before) = match request.messages.split_last() {
+                Some((last, before)) if last.role == "assistant" => (Some(last), before),
+                _ => (None, request.messages.as_slice()),
+            };
+            before
+                .iter()
+                .for_each(|m| collect_text(&m.content, &mut prompt));
+            if let Some(last) = last {
+                let mut prefill = String::new();
+                collect_text(&last.content, &mut prefill);
+                start = continuation::chat(&prompt, &prefill);
+                collect_text(&last.content, &mut prompt);
+            }
+        }
         Flavor::Text => {
             if let Some(p) = &request.prompt {
                 collect_text(p, &mut prompt);
             }
+            start = continuation::text(&prompt);
         }
     }
+    let start = start.unwrap_or(continuation::Start {
+        tokens: TokenSource::for_prompt(&prompt),
+        first: 0,
+    });
     let (ordinal, drop_stream) = match gen.faults.admit(&prompt, request.stream) {
         Admission::Serve {
             ordinal,
@@ -143,8 +172,13 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         flavor,
-        tokens: TokenSource::for_prompt(&prompt),
+        tokens: start.tokens,
+        first: start.first,
         count: limit.unwrap_or(u64::from(gen.default_tokens)),
+        include_usage: request
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
         finish_reason: if limit.is_some() { "length" } else { "stop" },
         prompt_tokens: count_prompt_tokens(&prompt),
     };
@@ -152,6 +186,7 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
         ordinal,
         stream = request.stream,
         tokens = job.count,
+        continues_at = job.first,
         "completion"
     );
     let running = gen.metrics.running();
@@ -169,7 +204,10 @@ struct Job {
     created: u64,
     flavor: Flavor,
     tokens: TokenSource,
+    /// The first token of the answer to generate (after a prefill, where it ends).
+    first: u64,
     count: u64,
+    include_usage: bool,
     finish_reason: &'static str,
     prompt_tokens: u64,
 }
@@ -181,6 +219,19 @@ impl Job {
             "completion_tokens": self.count,
             "total_tokens": self.prompt_tokens + self.count,
         })
+    }
+
+    /// The final usage chunk of a stream (`stream_options.include_usage`).
+    fn usage_chunk(&self) -> Bytes {
+        let object = match self.flavor {
+            Flavor::Chat => "chat.completion.chunk",
+            Flavor::Text => "text_completion",
+        };
+        let body = json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": [], "usage": self.usage(),
+        });
+        Bytes::from(format!("data: {body}\n\n"))
     }
 
     /// One SSE chunk carrying `text` (or the final chunk with the finish reason when `None`).
@@ -245,7 +296,7 @@ async fn next_token(gen: &Generator, job: &Job, index: u64) -> String {
         std::future::pending::<()>().await;
     }
     gen.metrics.token_generated();
-    job.tokens.token(index)
+    job.tokens.token(job.first + index)
 }
 
 async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> HttpResponse {
@@ -262,6 +313,7 @@ async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> Ht
 /// Where a streamed answer is in its life.
 enum StreamStep {
     Token(u64),
+    Usage,
     Done,
     Over,
 }
@@ -293,8 +345,14 @@ fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: boo
                 StreamStep::Token(_) => {
                     gen.metrics.completion_finished();
                     running.finish();
-                    (Ok(job.chunk(job.count, None)), StreamStep::Done)
+                    let next = if job.include_usage {
+                        StreamStep::Usage
+                    } else {
+                        StreamStep::Done
+                    };
+                    (Ok(job.chunk(job.count, None)), next)
                 }
+                StreamStep::Usage => (Ok(job.usage_chunk()), StreamStep::Done),
                 StreamStep::Done => (
                     Ok(Bytes::from_static(b"data: [DONE]\n\n")),
                     StreamStep::Over,
@@ -317,4 +375,37 @@ pub(crate) async fn chat_completions(gen: web::Data<Generator>, body: Bytes) -> 
 /// `POST /v1/completions`.
 pub(crate) async fn completions(gen: web::Data<Generator>, body: Bytes) -> HttpResponse {
     complete(gen.into_inner(), Flavor::Text, body).await
+}
+
+/// `POST /tokenize`: counts the tokens of `prompt` (vLLM's field) or `content` (llama.cpp's), the
+/// way the mock bills them (words); answers `{"count", "tokens", "max_model_len"}`.
+pub(crate) async fn tokenize(gen: web::Data<Generator>, body: Bytes) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    gen.faults.hold_if_wedged().await;
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("the request body is not valid JSON: {err}"),
+            )
+        }
+    };
+    let mut text = String::new();
+    if let Some(prompt) = request.get("prompt").or_else(|| request.get("content")) {
+        collect_text(prompt, &mut text);
+    }
+    let tokens: Vec<u64> = text
+        .split_whitespace()
+        .map(|word| {
+            super::tokens::WORDS
+                .iter()
+                .position(|w| *w == word)
+                .map_or(super::tokens::WORDS.len() as u64, |i| i as u64)
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "count": tokens.len(), "tokens": tokens, "max_model_len": 32768,
+    }))
 }

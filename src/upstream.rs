@@ -40,6 +40,8 @@ pub struct UpstreamConfig {
     pub request: RequestConfig,
     /// How long a request waits for a ready server (during a start or a restart).
     pub wait_bound: Duration,
+    /// How cut streams are resumed (its mode resolved: never `Auto`).
+    pub resume: respawn_core::ResumeConfig,
 }
 
 /// What every worker's `Upstream` shares.

@@ -28,7 +28,8 @@
 //!      off for guided decoding after it produced duplicated JSON).
 //! 4. What was delivered cannot be sent back → refused: tool or function calls already streamed
 //!    (a partial call has no prefill form), reasoning deltas already streamed (servers drop or
-//!    re-template reasoning in an assistant prefill).
+//!    re-template reasoning in an assistant prefill), or a cut inside an event (the client holds
+//!    half an event that nothing can complete).
 //! 5. The stream was resumed `limit` times already → refused ([`ResumeRefusal::LimitReached`]).
 //!
 //! Sampling: a continuation at temperature > 0 is a valid sample of the rest of the answer given
@@ -119,6 +120,9 @@ pub struct DeliveredPart {
     pub tool_calls: bool,
     /// A reasoning delta (`reasoning_content` / `reasoning`) was streamed.
     pub reasoning: bool,
+    /// The cut fell inside an event: the client holds half of it, and nothing sent after it
+    /// could be read.
+    pub partial_event: bool,
 }
 
 /// Why a cut stream is not resumed.
@@ -144,6 +148,8 @@ pub enum ResumeRefusal {
     ToolCalls,
     /// Reasoning deltas were already streamed.
     Reasoning,
+    /// The cut fell inside an event.
+    PartialEvent,
     /// The stream was resumed as often as allowed.
     LimitReached {
         /// The limit (`--resume-limit`).
@@ -165,6 +171,7 @@ impl ResumeRefusal {
             ResumeRefusal::Structured => "refused_structured",
             ResumeRefusal::ToolCalls => "refused_tool_calls",
             ResumeRefusal::Reasoning => "refused_reasoning",
+            ResumeRefusal::PartialEvent => "partial_event",
             ResumeRefusal::LimitReached { .. } => "limit_reached",
         }
     }
@@ -193,6 +200,9 @@ impl fmt::Display for ResumeRefusal {
             ),
             ResumeRefusal::Reasoning => {
                 f.write_str("a stream that already streamed reasoning cannot be resumed faithfully")
+            }
+            ResumeRefusal::PartialEvent => {
+                f.write_str("the stream was cut inside an event, which the client cannot complete")
             }
             ResumeRefusal::LimitReached { limit } => write!(
                 f,
@@ -243,6 +253,12 @@ impl StreamResume {
         self.config.mode != ResumeMode::Off
     }
 
+    /// The limit of resumptions per stream.
+    #[must_use]
+    pub const fn limit(&self) -> u32 {
+        self.config.limit
+    }
+
     /// Judges a cut that ended an attempt with `outcome`: `Ok` counts one more resumption; the
     /// rules are in the module docs.
     ///
@@ -280,6 +296,9 @@ impl StreamResume {
         }
         if delivered.reasoning {
             return Err(ResumeRefusal::Reasoning);
+        }
+        if delivered.partial_event {
+            return Err(ResumeRefusal::PartialEvent);
         }
         if self.resumed >= self.config.limit {
             return Err(ResumeRefusal::LimitReached {
@@ -382,19 +401,27 @@ mod tests {
         let mut resume = StreamResume::new(ResumeConfig::default());
         let tools = DeliveredPart {
             tool_calls: true,
-            reasoning: false,
+            ..DeliveredPart::default()
         };
         assert_eq!(
             resume.judge(AttemptOutcome::Stall, &plain(), &tools),
             Err(ResumeRefusal::ToolCalls)
         );
         let thoughts = DeliveredPart {
-            tool_calls: false,
             reasoning: true,
+            ..DeliveredPart::default()
         };
         assert_eq!(
             resume.judge(AttemptOutcome::Stall, &plain(), &thoughts),
             Err(ResumeRefusal::Reasoning)
+        );
+        let half = DeliveredPart {
+            partial_event: true,
+            ..DeliveredPart::default()
+        };
+        assert_eq!(
+            resume.judge(AttemptOutcome::Stall, &plain(), &half),
+            Err(ResumeRefusal::PartialEvent)
         );
     }
 

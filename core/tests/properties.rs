@@ -1112,7 +1112,7 @@ proptest! {
     ) {
         let (choices, best_of, logprobs, echo, structured) = request;
         let request = ResumeRequest { choices, best_of, logprobs, echo, structured };
-        let delivered = DeliveredPart { tool_calls: delivered.0, reasoning: delivered.1 };
+        let delivered = DeliveredPart { tool_calls: delivered.0, reasoning: delivered.1, partial_event: false };
         let refused = choices > 1 || best_of || logprobs || echo || structured || delivered.tool_calls || delivered.reasoning;
         let mut resume = StreamResume::new(ResumeConfig { mode: ResumeMode::Auto, limit });
         let mut plan = RequestPlan::new(RequestConfig { retry, ..RequestConfig::default() });

@@ -99,6 +99,8 @@ pub struct SupervisorConfig {
     /// The counter of log lines the process's log writer dropped, shown in the metrics (a fresh
     /// counter by default, which stays at zero).
     pub log_lines_dropped: LogLinesDropped,
+    /// How cut streams are resumed; `Auto` is resolved from the command (vLLM's flags for vLLM).
+    pub resume: respawn_core::ResumeConfig,
 }
 
 impl SupervisorConfig {
@@ -116,6 +118,7 @@ impl SupervisorConfig {
             canary_body: None,
             restart_strategies: None,
             log_lines_dropped: LogLinesDropped::new(),
+            resume: respawn_core::ResumeConfig::default(),
         }
     }
 }

@@ -178,6 +178,11 @@ impl Supervisor {
                 wait_bound: core.health.startup_timeout
                     + config.stop_grace
                     + Duration::from_secs(5),
+                resume: crate::proxy::resume::resolve(
+                    config.resume,
+                    matches!(&target, Target::Command(spec)
+                        if crate::proxy::resume::command_is_vllm(&spec.program, &spec.args)),
+                ),
             },
             state: state_rx.clone(),
             snapshot: Arc::clone(&snapshot),

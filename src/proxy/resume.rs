@@ -309,16 +309,19 @@ pub struct Splicer {
     delivered_tokens: u64,
     buffer: BytesMut,
     first_delta: bool,
+    /// The delivered text, until the first piece of text shows whether the server echoed it.
+    echo: Option<String>,
 }
 
 impl Splicer {
-    fn new(kind: StreamKind, original: Original, delivered_tokens: u64) -> Self {
+    fn new(kind: StreamKind, original: Original, delivered_tokens: u64, delivered: &str) -> Self {
         Self {
             kind,
             original,
             delivered_tokens,
             buffer: BytesMut::new(),
             first_delta: true,
+            echo: (!delivered.is_empty()).then(|| delivered.to_owned()),
         }
     }
 
@@ -367,19 +370,53 @@ impl Splicer {
             usage.insert("completion_tokens".to_owned(), Value::from(completion));
             usage.insert("total_tokens".to_owned(), Value::from(prompt + completion));
         }
-        if self.kind == StreamKind::Chat && self.first_delta {
-            let choices = object.get_mut("choices").and_then(Value::as_array_mut);
-            if let Some(choice) = choices.and_then(|c| c.first_mut()) {
+        let kind = self.kind;
+        let choices = object.get_mut("choices").and_then(Value::as_array_mut);
+        if let Some(choice) = choices.and_then(|c| c.first_mut()) {
+            let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let mut touched = false;
+            if kind == StreamKind::Chat && self.first_delta {
                 if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
                     self.first_delta = false;
-                    delta.remove("role");
-                    let empty = delta.iter().all(|(key, value)| {
-                        value.is_null() || (key == "content" && value.as_str() == Some(""))
-                    });
-                    let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
-                    if empty && !finished {
-                        return None;
+                    touched = delta.remove("role").is_some();
+                }
+            }
+            let text = match kind {
+                StreamKind::Chat => choice
+                    .get_mut("delta")
+                    .and_then(Value::as_object_mut)
+                    .and_then(|delta| delta.get_mut("content")),
+                StreamKind::Text => choice.get_mut("text"),
+            };
+            if let Some(Value::String(text)) = text {
+                // A server that echoes the prefill (llama.cpp's server does when the request does
+                // not say `continue_final_message`) repeats the delivered text in its first piece.
+                if !text.is_empty() {
+                    if let Some(echo) = self.echo.take() {
+                        if let Some(rest) = text.strip_prefix(echo.as_str()) {
+                            *text = rest.to_owned();
+                            touched = true;
+                        }
                     }
+                }
+            }
+            if touched && !finished {
+                let empty = match kind {
+                    StreamKind::Chat => {
+                        choice
+                            .get("delta")
+                            .and_then(Value::as_object)
+                            .map_or(true, |delta| {
+                                delta.iter().all(|(key, value)| {
+                                    value.is_null()
+                                        || (key == "content" && value.as_str() == Some(""))
+                                })
+                            })
+                    }
+                    StreamKind::Text => choice.get("text").and_then(Value::as_str) == Some(""),
+                };
+                if empty {
+                    return None;
                 }
             }
         }
@@ -417,7 +454,7 @@ impl Resumer {
 enum Resumed {
     Go {
         body: Box<WatchedBody<awc::ClientResponse>>,
-        splicer: Splicer,
+        splicer: Box<Splicer>,
         marker: Bytes,
     },
     Finished(Bytes),
@@ -535,13 +572,18 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
         cut_word(cut.outcome),
         generation.get()
     ));
-    let splicer = Splicer::new(resumer.kind, delivered.original, delivered.tokens);
+    let splicer = Splicer::new(
+        resumer.kind,
+        delivered.original,
+        delivered.tokens,
+        &delivered.text,
+    );
     let body = Box::new(WatchedBody::new(answer.first, answer.response, watch).resumable());
     (
         resumer,
         Resumed::Go {
             body,
-            splicer,
+            splicer: Box::new(splicer),
             marker,
         },
     )
@@ -637,7 +679,7 @@ impl Stream for ResumableBody {
                         } => {
                             this.state = State::Streaming {
                                 body,
-                                splicer: Some(splicer),
+                                splicer: Some(*splicer),
                             };
                             return Poll::Ready(Some(Ok(marker)));
                         }
@@ -759,7 +801,7 @@ mod tests {
             model: Some(json!("m")),
             system_fingerprint: None,
         };
-        let mut splicer = Splicer::new(StreamKind::Chat, original, 10);
+        let mut splicer = Splicer::new(StreamKind::Chat, original.clone(), 10, "The cat");
         let first = chat_chunk("new", json!({"role": "assistant", "content": ""}));
         assert!(
             splicer.feed(&first).is_empty(),
@@ -786,6 +828,30 @@ mod tests {
             json!({"prompt_tokens": 5, "completion_tokens": 40, "total_tokens": 45})
         );
         assert_eq!(&splicer.feed(b"data: [DONE]\n\n")[..], b"data: [DONE]\n\n");
+
+        // A server that echoes the prefill: its first piece repeats the delivered text.
+        let mut splicer = Splicer::new(StreamKind::Chat, original.clone(), 2, "The cat");
+        let echoed = chat_chunk(
+            "new",
+            json!({"role": "assistant", "content": "The cat sat"}),
+        );
+        let out = splicer.feed(&echoed);
+        let json = event_json(out.strip_suffix(b"\n\n").unwrap()).unwrap();
+        assert_eq!(json["choices"][0]["delta"], json!({"content": " sat"}));
+        let alone = chat_chunk("new", json!({"content": "The cat"}));
+        let mut splicer = Splicer::new(StreamKind::Chat, original.clone(), 2, "The cat");
+        assert!(splicer.feed(&alone).is_empty(), "an echo alone is dropped");
+        // Only the first piece is looked at: later text that happens to repeat stays.
+        let later = splicer.feed(&chat_chunk("new", json!({"content": "The cat"})));
+        assert!(!later.is_empty());
+        let mut text = Splicer::new(StreamKind::Text, original, 2, "The cat");
+        let piece = chunk(json!({"id": "t", "choices": [{"index": 0, "text": " sat"}]}));
+        let out = text.feed(&piece);
+        let json = event_json(out.strip_suffix(b"\n\n").unwrap()).unwrap();
+        assert_eq!(
+            json["choices"][0]["text"], " sat",
+            "no echo: nothing is cut"
+        );
     }
 
     #[test]

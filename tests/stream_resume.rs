@@ -396,3 +396,77 @@ fn resume_off_keeps_the_error_event() {
     assert_eq!(cut.resumptions(), 0, "{}", cut.raw);
     assert_eq!(cut.errors().len(), 1, "{}", cut.raw);
 }
+
+/// Benchmark, not a check: the time a resumed stream loses, from the fault to the first piece of
+/// the continuation at the client, with respawn's default settings and with a 1 s stall timeout.
+/// `cargo test --release -p respawn-cli --test stream_resume -- --ignored --nocapture time_lost`
+#[test]
+#[ignore = "a benchmark: run it by name with --ignored --nocapture"]
+fn time_lost_by_a_resumed_stream() {
+    use std::time::Instant;
+    const TRIALS: usize = 3;
+    let cases: [(&str, &[&str], Signal); 4] = [
+        ("defaults, SIGSTOP", &[], Signal::SIGSTOP),
+        ("defaults, SIGKILL", &[], Signal::SIGKILL),
+        (
+            "--stall-timeout 1s, SIGSTOP",
+            &["--stall-timeout", "1s"],
+            Signal::SIGSTOP,
+        ),
+        (
+            "--stall-timeout 1s, SIGKILL",
+            &["--stall-timeout", "1s"],
+            Signal::SIGKILL,
+        ),
+    ];
+    for (label, args, sig) in cases {
+        let mut lost = Vec::new();
+        for _ in 0..TRIALS {
+            let serve = Serve::start(common::ServeOptions::mock(
+                args,
+                &["--token-latency", "20ms"],
+            ));
+            let body = chat_request("tell me a long story", 200, json!({})).to_string();
+            let mut response = open(
+                serve.addr,
+                "POST",
+                CHAT,
+                &[],
+                body.as_bytes(),
+                Duration::from_secs(120),
+            )
+            .expect("open the stream");
+            let server = serve.server_pid();
+            let mut raw = Vec::new();
+            let mut cut_at = None;
+            let mut first_after = None;
+            while let Ok(Some(chunk)) = response.next_chunk() {
+                raw.extend_from_slice(&chunk.bytes);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                if cut_at.is_none() && text.matches("\"content\"").count() >= 20 {
+                    common::signal(server, sig);
+                    cut_at = Some(Instant::now());
+                }
+                if let Some(marker) = text.find(": respawn resumed") {
+                    if text[marker..].contains("\"content\"") {
+                        first_after = Some(chunk.at);
+                        break;
+                    }
+                }
+            }
+            let (Some(cut), Some(first)) = (cut_at, first_after) else {
+                panic!(
+                    "{label}: no continuation: {}",
+                    String::from_utf8_lossy(&raw)
+                );
+            };
+            lost.push(first.duration_since(cut).as_secs_f64());
+        }
+        lost.sort_by(f64::total_cmp);
+        println!(
+            "resume bench: {label}: fault -> first continued piece, median {:.2} s (trials {:?})",
+            lost[TRIALS / 2],
+            lost.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>()
+        );
+    }
+}

@@ -23,10 +23,14 @@
 //! original prompt tokens and the completion tokens of every part. An SSE comment line
 //! (`: respawn resumed ...`, which clients ignore) marks each resumption.
 //!
-//! Delivered tokens are counted as the delivered events that carried text: vLLM, llama.cpp's
-//! server and the mock send one token per event, so the count is exact for them; a server that
-//! merges tokens into one event makes it an undercount (the continuation may then be allowed a
-//! few more tokens than `max_tokens` left, and the usage is low by as many).
+//! Delivered tokens are counted by the server's tokenizer endpoint (`POST /tokenize`, as vLLM,
+//! llama.cpp's server and the mock have it) on the generation that takes the continuation; a
+//! server without one (or one that does not answer within a second) leaves the count of delivered
+//! events that carried text: vLLM, llama.cpp's server and the mock send one token per event, so
+//! that count is exact for them, and a server that merges tokens into one event makes it an
+//! undercount (the continuation may then be allowed a few more tokens than `max_tokens` left,
+//! and the usage is low by as many). Re-tokenizing text may also differ from the tokens that
+//! generated it by a token or so at the seams.
 
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
@@ -41,7 +45,7 @@ use respawn_core::{
     StreamResume,
 };
 use serde_json::{Map, Value};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::proxy::watched_body::{end_cut, BodyWatch, Cut, WatchedBody};
 use crate::upstream::{Outgoing, Upstream};
@@ -253,24 +257,48 @@ fn request_traits(body: &Value) -> ResumeRequest {
     }
 }
 
-/// The continuation's body: the original request asking for the rest of the answer. `None` when
-/// nothing remains (the delivered tokens reached `max_tokens`).
+/// What a cut stream's request becomes.
+#[derive(Debug, PartialEq)]
+enum Continuation {
+    /// The body asking for the rest of the answer.
+    Body(Value),
+    /// Nothing remains: the delivered tokens reached `max_tokens`.
+    Complete,
+    /// The request has no shape a continuation can be made of.
+    Impossible,
+}
+
+/// The continuation of a cut stream: the original request asking for the rest of the answer.
 fn continuation(
     kind: StreamKind,
     mode: ResumeMode,
     body: &Value,
     delivered: &Delivered,
-) -> Option<Value> {
-    let mut body = body.as_object()?.clone();
+) -> Continuation {
+    let Some(mut body) = body.as_object().cloned() else {
+        return Continuation::Impossible;
+    };
     for key in ["max_tokens", "max_completion_tokens"] {
         if let Some(limit) = body.get(key).and_then(Value::as_u64) {
-            let left = respawn_core::remaining_tokens(Some(limit), delivered.tokens)?;
+            let left = limit.saturating_sub(delivered.tokens);
             if left == 0 {
-                return None;
+                return Continuation::Complete;
             }
             body.insert(key.to_owned(), Value::from(left));
         }
     }
+    match prefilled(kind, mode, body, delivered) {
+        Some(body) => Continuation::Body(body),
+        None => Continuation::Impossible,
+    }
+}
+
+fn prefilled(
+    kind: StreamKind,
+    mode: ResumeMode,
+    mut body: Map<String, Value>,
+    delivered: &Delivered,
+) -> Option<Value> {
     if delivered.text.is_empty() {
         // Nothing visible was delivered: the request itself is the continuation.
         return Some(Value::Object(body));
@@ -518,18 +546,15 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
         }
     };
     let limit = resumer.resume.limit();
-    let Some(body) = continuation(resumer.kind, resumer.mode, &request, &delivered) else {
-        // The delivered part is the whole answer: only its end was lost.
-        metrics.stream_resume("completed");
-        watch.in_flight.answered();
-        info!(
-            generation = watch.plan.generation().get(),
-            delivered_tokens = delivered.tokens,
-            "a cut stream had delivered every token it asked for: ended it with [DONE]"
-        );
-        let end = finish_events(resumer.kind, &delivered);
-        return (resumer, Resumed::Finished(end));
-    };
+    let mut delivered = delivered;
+    if continuation(resumer.kind, resumer.mode, &request, &delivered) == Continuation::Complete {
+        // Only the end was lost: no need to wait for a generation, but a hang is still one.
+        let decision = watch.plan.decide(cut.outcome);
+        if let Some(hang) = decision.report {
+            watch.coordinator.do_send(crate::messages::HangReport(hang));
+        }
+        return finished(resumer, watch, &delivered);
+    }
     let upstream = resumer.upstream.clone();
     let mut state = None;
     let generation = match upstream
@@ -538,6 +563,23 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
     {
         Ok(generation) => generation,
         Err(err) => return resume_failed(resumer, watch, &cut, &err.to_string()),
+    };
+    if !delivered.text.is_empty() {
+        if let Some(tokens) = tokenize(&upstream, &delivered.text).await {
+            debug!(
+                events = delivered.tokens,
+                tokens, "the delivered text counted by the server's tokenizer"
+            );
+            delivered.tokens = tokens;
+        }
+    }
+    let body = match continuation(resumer.kind, resumer.mode, &request, &delivered) {
+        Continuation::Body(body) => body,
+        Continuation::Complete => return finished(resumer, watch, &delivered),
+        Continuation::Impossible => {
+            let why = "the request has no messages or text prompt to continue";
+            return resume_failed(resumer, watch, &cut, why);
+        }
     };
     let mut out = resumer.out.clone();
     out.body = match serde_json::to_vec(&body) {
@@ -562,7 +604,7 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
     info!(
         generation = generation.get(),
         resumption = count,
-        limit,
+        resume_limit = limit,
         delivered_tokens = delivered.tokens,
         "a cut stream was resumed after {}",
         cut_word(cut.outcome)
@@ -587,6 +629,48 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
             marker,
         },
     )
+}
+
+/// Ends a stream whose every token was delivered: only its end was lost.
+fn finished(resumer: Resumer, watch: BodyWatch, delivered: &Delivered) -> (Resumer, Resumed) {
+    watch.metrics.stream_resume("completed");
+    watch.in_flight.answered();
+    info!(
+        generation = watch.plan.generation().get(),
+        delivered_tokens = delivered.tokens,
+        "a cut stream had delivered every token it asked for: ended it with [DONE]"
+    );
+    let end = finish_events(resumer.kind, delivered);
+    (resumer, Resumed::Finished(end))
+}
+
+/// The number of tokens of `text` by the server's tokenizer endpoint (`POST /tokenize`: vLLM
+/// reads `prompt`, llama.cpp's server `content`; both answer `tokens`, vLLM also `count`), if it
+/// has one and answers within a second.
+async fn tokenize(upstream: &Upstream, text: &str) -> Option<u64> {
+    let url = format!("{}/tokenize", upstream.shared().config.base_url);
+    let body = serde_json::json!({ "prompt": text, "content": text, "add_special_tokens": false });
+    let ask = async {
+        let mut response = crate::upstream::build_client()
+            .post(url)
+            .send_json(&body)
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let answer: Value = response.json().limit(1 << 22).await.ok()?;
+        answer.get("count").and_then(Value::as_u64).or_else(|| {
+            answer
+                .get("tokens")
+                .and_then(Value::as_array)
+                .map(|t| t.len() as u64)
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), ask)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn resume_failed(resumer: Resumer, watch: BodyWatch, cut: &Cut, why: &str) -> (Resumer, Resumed) {
@@ -733,6 +817,13 @@ mod tests {
         assert!(parse_delivered(StreamKind::Chat, &tools).part.tool_calls);
     }
 
+    fn body_of(continuation: Continuation) -> Value {
+        match continuation {
+            Continuation::Body(body) => body,
+            other => panic!("no body: {other:?}"),
+        }
+    }
+
     #[test]
     fn the_continuation_prefills_the_delivered_text_and_lowers_the_limit() {
         let recorded = vec![
@@ -741,7 +832,12 @@ mod tests {
         ];
         let delivered = parse_delivered(StreamKind::Chat, &recorded);
         let request = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, "stream": true});
-        let body = continuation(StreamKind::Chat, ResumeMode::Vllm, &request, &delivered).unwrap();
+        let body = body_of(continuation(
+            StreamKind::Chat,
+            ResumeMode::Vllm,
+            &request,
+            &delivered,
+        ));
         assert_eq!(body["max_tokens"], 8);
         assert_eq!(
             body["messages"][1],
@@ -749,8 +845,12 @@ mod tests {
         );
         assert_eq!(body["continue_final_message"], true);
         assert_eq!(body["add_generation_prompt"], false);
-        let body =
-            continuation(StreamKind::Chat, ResumeMode::Prefill, &request, &delivered).unwrap();
+        let body = body_of(continuation(
+            StreamKind::Chat,
+            ResumeMode::Prefill,
+            &request,
+            &delivered,
+        ));
         assert!(body.get("continue_final_message").is_none());
 
         let text = vec![chunk(
@@ -758,13 +858,27 @@ mod tests {
         )];
         let delivered = parse_delivered(StreamKind::Text, &text);
         let request = json!({"prompt": "The cat", "max_tokens": 1});
-        assert!(
-            continuation(StreamKind::Text, ResumeMode::Prefill, &request, &delivered).is_none(),
+        assert_eq!(
+            continuation(StreamKind::Text, ResumeMode::Prefill, &request, &delivered),
+            Continuation::Complete,
             "nothing left to generate"
         );
+        assert_eq!(
+            continuation(
+                StreamKind::Text,
+                ResumeMode::Prefill,
+                &json!({"max_tokens": 5}),
+                &delivered
+            ),
+            Continuation::Impossible,
+        );
         let request = json!({"prompt": "The cat", "max_tokens": 5});
-        let body =
-            continuation(StreamKind::Text, ResumeMode::Prefill, &request, &delivered).unwrap();
+        let body = body_of(continuation(
+            StreamKind::Text,
+            ResumeMode::Prefill,
+            &request,
+            &delivered,
+        ));
         assert_eq!(body["prompt"], "The cat sat");
         assert_eq!(body["max_tokens"], 4);
     }

@@ -322,11 +322,34 @@ fn refused_kinds_end_with_an_error_event() {
             "guided decoding",
             "refused_structured",
         ),
+        (
+            CHAT,
+            chat_request(
+                "story",
+                40,
+                json!({
+                    "tools": [{ "type": "function", "function": { "name": "tell", "parameters": {} } }],
+                    "tool_choice": "required",
+                }),
+            ),
+            "tool calls",
+            "refused_tool_calls",
+        ),
+        (
+            CHAT,
+            chat_request("story", 40, json!({ "mock_reasoning_tokens": 40 })),
+            "reasoning",
+            "refused_reasoning",
+        ),
     ];
     for (path, body, why, outcome) in cases {
         let before = resumed_metric(&serve, outcome);
         let cut = stream(&serve, path, &body, None, || {});
-        assert!(!cut.pieces().is_empty(), "{}", cut.raw);
+        assert!(
+            cut.raw.contains("data: {"),
+            "something was streamed: {}",
+            cut.raw
+        );
         assert_eq!(cut.resumptions(), 0, "never spliced: {}", cut.raw);
         assert_eq!(cut.dones(), 0, "{}", cut.raw);
         let errors = cut.errors();

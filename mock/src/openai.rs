@@ -47,6 +47,13 @@ struct CompletionRequest {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    /// Tools offered: with `tool_choice: "required"` a streamed chat answer is a tool call.
+    #[serde(default)]
+    tools: Vec<Value>,
+    tool_choice: Option<Value>,
+    /// A mock extension: stream the first N tokens of a chat answer as `reasoning_content`.
+    #[serde(default)]
+    mock_reasoning_tokens: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +182,13 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
         tokens: start.tokens,
         first: start.first,
         count: limit.unwrap_or(u64::from(gen.default_tokens)),
+        reasoning: request.mock_reasoning_tokens,
+        tool: request
+            .tools
+            .first()
+            .filter(|_| request.tool_choice.as_ref().and_then(Value::as_str) == Some("required"))
+            .and_then(|tool| tool["function"]["name"].as_str())
+            .map(str::to_owned),
         include_usage: request
             .stream_options
             .as_ref()
@@ -207,6 +221,10 @@ struct Job {
     /// The first token of the answer to generate (after a prefill, where it ends).
     first: u64,
     count: u64,
+    /// Streamed chat tokens below this index are reasoning deltas.
+    reasoning: u64,
+    /// The function a streamed chat answer calls (its tokens are the arguments).
+    tool: Option<String>,
     include_usage: bool,
     finish_reason: &'static str,
     prompt_tokens: u64,
@@ -243,11 +261,23 @@ impl Job {
         };
         let body = match self.flavor {
             Flavor::Chat => {
-                let delta = match (text, index) {
-                    (Some(t), 0) => json!({ "role": "assistant", "content": t }),
-                    (Some(t), _) => json!({ "content": t }),
+                let mut delta = match (text, &self.tool) {
+                    (Some(t), Some(name)) => {
+                        let mut call = json!({ "index": 0, "function": { "arguments": t } });
+                        if index == 0 {
+                            call["id"] = json!("call_mock");
+                            call["type"] = json!("function");
+                            call["function"]["name"] = json!(name);
+                        }
+                        json!({ "tool_calls": [call] })
+                    }
+                    (Some(t), None) if index < self.reasoning => json!({ "reasoning_content": t }),
+                    (Some(t), None) => json!({ "content": t }),
                     (None, _) => json!({}),
                 };
+                if index == 0 && text.is_some() {
+                    delta["role"] = json!("assistant");
+                }
                 json!({
                     "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.model,

@@ -16,6 +16,27 @@ use crate::waiting::{WaitBound, Waiting};
 /// Upper bounds of the recovery-time histogram, in seconds.
 const RECOVERY_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
+/// How a cut stream's resumption ended, as the `outcome` label of
+/// `respawn_streams_resumed_total`: `resumed`, `completed` (every token had been delivered; only
+/// the end was sent), `failed` (the continuation could not be delivered), or why it was refused
+/// ([`ResumeRefusal::label`](respawn_core::ResumeRefusal::label)).
+pub const RESUME_OUTCOMES: [&str; 14] = [
+    "resumed",
+    "completed",
+    "failed",
+    "off",
+    "not_a_cut",
+    "refused_n",
+    "refused_best_of",
+    "refused_logprobs",
+    "refused_echo",
+    "refused_structured",
+    "refused_tool_calls",
+    "refused_reasoning",
+    "partial_event",
+    "limit_reached",
+];
+
 /// Why a request failed for good, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureClass {
@@ -122,6 +143,7 @@ pub struct Metrics {
     quarantines: AtomicU64,
     quarantine_releases: AtomicU64,
     waiting: Arc<Waiting>,
+    streams_resumed: [AtomicU64; RESUME_OUTCOMES.len()],
 }
 
 impl Metrics {
@@ -189,6 +211,22 @@ impl Metrics {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// A cut stream's resumption ended with `outcome` (one of [`RESUME_OUTCOMES`]; another
+    /// label is not counted).
+    pub fn stream_resume(&self, outcome: &str) {
+        if let Some(i) = RESUME_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.streams_resumed[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Cut streams whose resumption ended with `outcome`.
+    pub fn streams_resumed(&self, outcome: &str) -> u64 {
+        RESUME_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.streams_resumed[i].load(Ordering::Relaxed))
     }
 
     /// A fingerprint was quarantined.
@@ -299,6 +337,18 @@ impl Metrics {
             "respawn_quarantine_releases_total{{server=\"{server}\"}} {}",
             self.quarantine_releases.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_streams_resumed_total Cut streams, by how their resumption ended."
+        );
+        let _ = writeln!(out, "# TYPE respawn_streams_resumed_total counter");
+        for (outcome, count) in RESUME_OUTCOMES.iter().zip(&self.streams_resumed) {
+            let _ = writeln!(
+                out,
+                "respawn_streams_resumed_total{{server=\"{server}\",outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP respawn_requests_in_flight Requests currently in flight."

@@ -20,8 +20,7 @@ use actix_web::http::Method;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use respawn_core::{
-    Admission, AttemptOutcome, Fingerprint, Generation, GiveUpReason, Next, RequestConfig,
-    RequestPlan,
+    Admission, AttemptOutcome, Fingerprint, Generation, Next, RequestConfig, RequestPlan,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -44,6 +43,8 @@ pub struct UpstreamConfig {
     /// time bound of the [waiting requests](crate::waiting); their count and bytes are bounded
     /// by the [`Waiting`](crate::waiting::Waiting) that [`Metrics::waiting`] shows.
     pub wait_bound: Duration,
+    /// How cut streams are resumed (its mode resolved: never `Auto`).
+    pub resume: respawn_core::ResumeConfig,
 }
 
 /// What every worker's `Upstream` shares.
@@ -407,7 +408,8 @@ impl Upstream {
         outcome: AttemptOutcome,
         state: &mut Option<watch::Receiver<SupervisorState>>,
     ) -> Result<Generation, CallError> {
-        self.after_failure_reported(plan, outcome, state, Report::Tell)
+        let decision = plan.decide(outcome);
+        self.carry_out(plan, outcome, decision, state, Report::Tell)
             .await
     }
 
@@ -426,20 +428,41 @@ impl Upstream {
         state: &mut Option<watch::Receiver<SupervisorState>>,
         elsewhere: bool,
     ) -> Result<Generation, CallError> {
-        self.after_failure_reported(plan, outcome, state, Report::Acknowledged { elsewhere })
-            .await
+        let decision = plan.decide(outcome);
+        self.carry_out(
+            plan,
+            outcome,
+            decision,
+            state,
+            Report::Acknowledged { elsewhere },
+        )
+        .await
     }
 
-    async fn after_failure_reported(
+    /// Carries out the plan's decision after a stream that had reached its client was cut with
+    /// `outcome` and judged resumable: as [`after_failure`](Self::after_failure), and answers the
+    /// generation the continuation goes to (or why the stream ends).
+    pub async fn after_cut(
         &self,
         plan: &mut RequestPlan,
         outcome: AttemptOutcome,
+        state: &mut Option<watch::Receiver<SupervisorState>>,
+    ) -> Result<Generation, CallError> {
+        let decision = plan.decide_cut(outcome);
+        self.carry_out(plan, outcome, decision, state, Report::Tell)
+            .await
+    }
+
+    async fn carry_out(
+        &self,
+        plan: &mut RequestPlan,
+        outcome: AttemptOutcome,
+        decision: respawn_core::Decision,
         state: &mut Option<watch::Receiver<SupervisorState>>,
         report: Report,
     ) -> Result<Generation, CallError> {
         let shared = &self.shared;
         let generation = plan.generation();
-        let decision = plan.decide(outcome);
         debug!(
             generation = generation.get(),
             ?outcome,
@@ -476,7 +499,11 @@ impl Upstream {
             Next::Recheck { .. } if matches!(report, Report::Acknowledged { elsewhere: true }) => {
                 generation
             }
-            Next::Recheck { next, within } => {
+            Next::Recheck { next, within }
+            | Next::Continue {
+                after: next,
+                within: Some(within),
+            } => {
                 // A dead server shows up as a restart at once; a stale keep-alive connection
                 // leaves the same generation ready, and the retry goes there.
                 let state = state.get_or_insert_with(|| shared.state.clone());
@@ -486,8 +513,11 @@ impl Upstream {
                     Err(err) => return Err(err.into()),
                 }
             }
-            // Stream resumption is not built yet: a request whose bytes reached the client ends.
-            Next::Continue => return Err(give_up(GiveUpReason::BytesAlreadySent)),
+            // The continuation is delivered like a retry: it waits for this generation.
+            Next::Continue {
+                after: next,
+                within: None,
+            } => next,
             Next::GiveUp(reason) => return Err(give_up(reason)),
         };
         shared.metrics.request_retried();

@@ -7,6 +7,12 @@ one command a line, so that it can freeze or restart the model server between ba
 
     batch LABEL COUNT CONCURRENCY   send COUNT chat completions (even: streamed, odd: not),
                                     COUNT at most CONCURRENCY at a time; print one JSON line
+    resume MAX_TOKENS AFTER         stream one long chat completion (``ignore_eos``); print
+                                    ``{"progress": AFTER}`` once AFTER pieces of text arrived (the
+                                    caller then cuts the stream behind the proxy), and at its end
+                                    one JSON line: the text the client iterated, the raw bytes'
+                                    text before and after respawn's ``: respawn resumed`` comment,
+                                    whether ``data: [DONE]`` arrived, and any exception
     quit                            exit 0
 
 At start it lists the models (``GET /v1/models``) and prints ``{"ready": true, "model": ...}``.
@@ -85,6 +91,99 @@ def stream(client: openai.OpenAI, model: str, prompt: str, max_tokens: int) -> t
     return headers_of(raw)
 
 
+class Tee(httpx.BaseTransport):
+    """Passes requests to the real transport and keeps every byte of the answers' bodies, so
+    that the test sees what arrived on the wire while the client parses it as usual."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.raw = bytearray()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        tee = self
+
+        class Body(httpx.SyncByteStream):
+            def __iter__(self):
+                for chunk in response.stream:
+                    tee.raw.extend(chunk)
+                    yield chunk
+
+            def close(self) -> None:
+                response.close()
+
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=Body(),
+            extensions=response.extensions,
+        )
+
+
+def sse_text(raw: str) -> str:
+    """The delta text carried by the data events of an event-stream body."""
+    text = []
+    for event in raw.split("\n\n"):
+        for line in event.splitlines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                try:
+                    chunk = json.loads(line[len("data: "):])
+                except ValueError:
+                    continue
+                for choice in chunk.get("choices") or []:
+                    text.append((choice.get("delta") or {}).get("content") or "")
+    return "".join(text)
+
+
+def resume(base_url: str, model: str, max_tokens: int, after: int, timeout: float) -> None:
+    tee = Tee()
+    client = openai.OpenAI(
+        base_url=base_url.rstrip("/") + "/v1",
+        api_key="unused",
+        max_retries=0,
+        timeout=timeout,
+        http_client=httpx.Client(transport=tee, timeout=timeout),
+    )
+    pieces = []
+    finish_reason = None
+    error = None
+    try:
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        for chunk in stream:
+            for choice in chunk.choices:
+                if choice.delta is not None and choice.delta.content:
+                    pieces.append(choice.delta.content)
+                    if len(pieces) == after:
+                        emit({"progress": after})
+                if choice.finish_reason is not None:
+                    finish_reason = choice.finish_reason
+    except (openai.OpenAIError, httpx.HTTPError, ValueError) as err:
+        error = f"{type(err).__name__}: {err}"
+    raw = tee.raw.decode("utf-8", errors="replace")
+    marker = raw.find(": respawn resumed")
+    before, after_marker = (raw, "") if marker < 0 else (raw[:marker], raw[marker:])
+    emit(
+        {
+            "error": error,
+            "text": "".join(pieces),
+            "pieces": len(pieces),
+            "finish_reason": finish_reason,
+            "prefix": sse_text(before),
+            "continuation": sse_text(after_marker),
+            "markers": raw.count(": respawn resumed"),
+            "done": raw.count("data: [DONE]"),
+            "error_events": raw.count("event: error"),
+        }
+    )
+
+
 def one(client: openai.OpenAI, model: str, label: str, index: int, max_tokens: int) -> dict:
     prompt = f"{label} request {index}: say something short."
     try:
@@ -127,6 +226,9 @@ def main() -> int:
             continue
         if words[0] == "quit":
             return 0
+        if words[0] == "resume" and len(words) == 3:
+            resume(args.base_url, model, int(words[1]), int(words[2]), args.timeout)
+            continue
         if words[0] == "batch" and len(words) == 4:
             batch(client, model, words[1], int(words[2]), int(words[3]), args.max_tokens)
             continue

@@ -657,3 +657,95 @@ fn two_replicas_one_frozen_under_load_against_a_lone_server_frozen_under_the_sam
         assert_eq!(run.restarts, 1, "{name}: one restart");
     }
 }
+
+/// A streamed generation whose llama-server is frozen part way is resumed on the next
+/// generation: the official OpenAI Python client iterating it sees no exception, the text after
+/// the cut continues the delivered prefix (llama.cpp's server continues a trailing assistant
+/// message by default) instead of starting over, and `[DONE]` arrives once.
+#[test]
+#[ignore = "needs llama-server and the openai client venv: bash scripts/ci-deps.sh"]
+fn a_stream_frozen_part_way_is_resumed_for_the_official_openai_client() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let python = common::openai_python("1.109.1");
+    // The freeze is found by the stream's own stall deadline (or the health probes, whichever
+    // comes first): either restarts the server once.
+    let serve = serve_llama(&[
+        "--startup-timeout",
+        "60s",
+        "--request-timeout",
+        "120s",
+        "--stall-timeout",
+        "2s",
+    ]);
+    complete(serve.addr, &long_body("Hello", 4, false)).expect("warm-up request");
+    let server = serve.server_pid();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/openai_client.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .arg("--base-url")
+        .arg(serve.url())
+        .arg("--timeout")
+        .arg("600")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the openai client");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut next = || -> Value {
+        let line = lines
+            .next()
+            .expect("a line from the openai client")
+            .expect("readable");
+        serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+    };
+    assert_eq!(next()["ready"], true);
+    const MAX_TOKENS: u64 = 300;
+    writeln!(stdin, "resume {MAX_TOKENS} 24").expect("write to the client");
+    stdin.flush().expect("flush");
+    let progress = next();
+    assert_eq!(progress["progress"], 24, "{progress}");
+    common::signal(server, Signal::SIGSTOP);
+    let result = next();
+    let _ = writeln!(stdin, "quit");
+    let _ = child.wait();
+    let prefix = result["prefix"].as_str().unwrap_or_default();
+    let continuation = result["continuation"].as_str().unwrap_or_default();
+    println!("delivered prefix ({} chars): {prefix:?}", prefix.len());
+    println!(
+        "continuation ({} chars): {continuation:?}",
+        continuation.len()
+    );
+    println!("client result: {result}");
+    assert_eq!(result["error"], Value::Null, "no exception: {result}");
+    assert_eq!(result["error_events"], 0, "{result}");
+    assert_eq!(result["markers"], 1, "resumed once: {result}");
+    assert_eq!(result["done"], 1, "[DONE] arrives once: {result}");
+    assert_eq!(result["finish_reason"], "length", "{result}");
+    assert!(!prefix.is_empty() && !continuation.is_empty(), "{result}");
+    assert_eq!(
+        result["text"].as_str().unwrap_or_default(),
+        format!("{prefix}{continuation}"),
+        "the client iterated the prefix and the continuation, nothing else"
+    );
+    // Not started over: the continuation does not repeat the answer's beginning.
+    let head: String = prefix.chars().take(40).collect();
+    assert!(
+        !continuation.trim_start().starts_with(head.trim_start()),
+        "the continuation repeats the prefix: {continuation:?}"
+    );
+    let status = serve.wait_status(Duration::from_secs(60), "one restart", |s| {
+        s["state"] == "ready"
+    });
+    assert_eq!(status["generation"], 2, "one restart: {status}");
+    assert!(
+        serve.logged("a cut stream was resumed"),
+        "{}",
+        serve.log_text()
+    );
+}

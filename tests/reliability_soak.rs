@@ -10,6 +10,9 @@
 //! - none answered twice or wrongly: every success carries exactly the answer the mock gives that
 //!   request's prompt (asked directly of a separate, fault-free mock), a stream has exactly one
 //!   `[DONE]` and no repeated tokens, and a stream cut by an error carries a prefix of its answer;
+//! - a stream cut mid-answer (a dropped stream, a wedge, a crash, a SIGSTOP or SIGKILL) is resumed
+//!   on the next generation: the resumed answer is the fault-free answer exactly, and the only
+//!   streams that end with an error event are those cut more often than `--resume-limit`;
 //! - exactly one restart per incident. An *incident* is one event that leaves the model server
 //!   unable to answer: a wedge point or a crash point of the mock that fired (read from its state
 //!   file), or one SIGSTOP or SIGKILL sent by this test. Injections happen one at a time, only
@@ -66,6 +69,8 @@ impl Rng {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Success,
+    /// A stream cut mid-answer and resumed, with the exact answer.
+    Resumed,
     /// A definite error, by class (`503 server_unavailable`, `sse upstream_failed`, ...).
     Error(String),
     /// The answer is not this request's (or repeats part of it).
@@ -129,12 +134,28 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
     let mut text = String::new();
     let mut done = 0;
     let mut error = None;
+    let resumed = reply.text().contains(": respawn resumed");
     for event in sse_events(&reply.body) {
         if event.event.as_deref() == Some("error") {
-            let kind = serde_json::from_str::<Value>(&event.data)
-                .ok()
+            let error_json = serde_json::from_str::<Value>(&event.data).ok();
+            let kind = error_json
+                .as_ref()
                 .and_then(|v| v["error"]["type"].as_str().map(str::to_owned));
-            error = Some(kind.unwrap_or_else(|| "untyped".into()));
+            let message = error_json
+                .as_ref()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            // A stream is ended with an error only past the resume limit; any other error event
+            // names what went wrong, and is counted apart.
+            let why = if message.contains("--resume-limit") {
+                "past_resume_limit".to_owned()
+            } else {
+                format!("not_resumed: {message}")
+            };
+            error = Some(format!(
+                "{} {why}",
+                kind.unwrap_or_else(|| "untyped".into())
+            ));
             continue;
         }
         if event.data == "[DONE]" {
@@ -156,6 +177,7 @@ fn classify(reply: std::io::Result<Reply>, stream: bool, expected: &str) -> Outc
         }
     }
     match (error, done) {
+        (None, 1) if text == expected && resumed => Outcome::Resumed,
         (None, 1) if text == expected => Outcome::Success,
         (None, 1) => Outcome::Wrong(format!("streamed {text:?}, expected {expected:?}")),
         (None, n) if n > 1 => Outcome::Wrong(format!("{n} [DONE] events")),
@@ -414,18 +436,32 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     let outcomes = outcomes.lock().clone();
     let sent = next.load(Ordering::Relaxed);
     let mut ok = 0usize;
+    let mut resumed = 0usize;
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     let mut wrong = Vec::new();
     let mut lost = Vec::new();
     for (i, outcome) in &outcomes {
         match outcome {
             Outcome::Success => ok += 1,
+            Outcome::Resumed => {
+                ok += 1;
+                resumed += 1;
+            }
             Outcome::Error(class) => *errors.entry(class.clone()).or_default() += 1,
             Outcome::Wrong(why) => wrong.push(format!("request {i}: {why}")),
             Outcome::Lost(why) => lost.push(format!("request {i}: {why}")),
         }
     }
     let error_total: usize = errors.values().sum();
+    let stream_errors_not_past_limit: Vec<&String> = errors
+        .keys()
+        .filter(|class| class.starts_with("sse ") && !class.ends_with("past_resume_limit"))
+        .collect();
+    let resumed_metric = metric(
+        &run.metrics(),
+        "respawn_streams_resumed_total{server=\"server\",outcome=\"resumed\"}",
+    )
+    .unwrap_or(0.0) as usize;
     let (wedges_fired, crashes_fired) = fired(&state_file);
     let incidents = wedges_fired + crashes_fired + stops + kills;
     let metrics = run.metrics();
@@ -457,7 +493,7 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
     let status = run.status();
 
     println!(
-        "soak summary: requests={sent} answered={} ok={ok} definite_errors={error_total} {errors:?} lost={} wrong_or_duplicated={} \
+        "soak summary: requests={sent} answered={} ok={ok} resumed_streams={resumed} (resumptions={resumed_metric}) definite_errors={error_total} {errors:?} lost={} wrong_or_duplicated={} \
          | faults: wedges={wedges_fired} crashes={crashes_fired} sigstop={stops} sigkill={kills} error_rate=0.02 drop_stream_rate=0.05 start_delay=300ms \
          | incidents={incidents} restarts={restarts} {by_cause:?} per_incident={:.2} \
          | respawn_rss_kib start={rss_start} end={rss_end} | respawn_requests_total={received} | {:.1}s concurrency={CONCURRENCY} seed={seed}",
@@ -486,6 +522,14 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
         "{} wrong or duplicated: {:#?}",
         wrong.len(),
         &wrong[..wrong.len().min(20)]
+    );
+    assert!(
+        stream_errors_not_past_limit.is_empty(),
+        "a cut stream ends with an error event only past the resume limit: {stream_errors_not_past_limit:#?}"
+    );
+    assert!(
+        resumed_metric >= resumed,
+        "every resumed stream was counted ({resumed_metric} resumptions, {resumed} streams)"
     );
     assert_eq!(
         received, sent as i64,

@@ -1,6 +1,7 @@
 //! Streams through the proxy: chunks pass through as the child produces them (not buffered to
-//! the end), the event stream ends with `[DONE]`, and a stream that breaks or stalls mid-way ends
-//! with an explicit `event: error` instead of a silent cut.
+//! the end), the event stream ends with `[DONE]`, and, with resumption off (`--resume off`), a
+//! stream that breaks or stalls mid-way ends with an explicit `event: error` instead of a silent
+//! cut. (With resumption on, the default, such a stream is continued: `tests/stream_resume.rs`.)
 
 mod common;
 
@@ -71,7 +72,7 @@ fn chunks_pass_through_before_the_child_has_finished_and_the_stream_ends_with_do
 #[test]
 fn a_stream_the_child_drops_mid_way_ends_with_an_error_event() {
     let serve = serve_mock(
-        &[],
+        &["--resume", "off"],
         &["--token-latency", "20ms", "--drop-stream-rate", "1.0"],
     );
     let (events, end) = stream(&serve, 10).events();
@@ -103,7 +104,14 @@ fn a_stream_the_child_drops_mid_way_ends_with_an_error_event() {
 fn a_stream_that_stalls_mid_way_ends_with_an_error_event() {
     // Health probes slow to conclude, so that the stall detector is the one that notices.
     let serve = serve_mock(
-        &["--stall-timeout", "1s", "--unhealthy-after", "25"],
+        &[
+            "--stall-timeout",
+            "1s",
+            "--unhealthy-after",
+            "25",
+            "--resume",
+            "off",
+        ],
         &["--token-latency", "100ms"],
     );
     let server = serve.server_pid();
@@ -134,7 +142,7 @@ fn a_stream_that_stalls_mid_way_ends_with_an_error_event() {
 
 #[test]
 fn a_stream_cut_by_the_childs_death_ends_with_an_error_event() {
-    let serve = serve_mock(&[], &["--token-latency", "100ms"]);
+    let serve = serve_mock(&["--resume", "off"], &["--token-latency", "100ms"]);
     let server = serve.server_pid();
     let mut response = stream(&serve, 100);
     let (mut events, _) = response.events_until(|_| true);

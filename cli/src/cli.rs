@@ -15,7 +15,7 @@ use clap::builder::TypedValueParser;
 use crate::config::value::{parse_duration, parse_json, parse_listen, parse_size};
 use respawn::deadlock_watch::ProgressMetric;
 
-use crate::config::choices::{Containment, GpuRelease, LogFormat};
+use crate::config::choices::{Containment, GpuRelease, LogFormat, Resume};
 use respawn::auth::AdminToken;
 
 /// Options of `respawn serve`: supervise a model server and proxy its clients.
@@ -226,6 +226,14 @@ pub struct SupervisionArgs {
     /// How long a quarantine lasts [default: 10m] [env: RESPAWN_QUARANTINE_TTL]
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Requests")]
     pub quarantine_ttl: Option<Duration>,
+
+    /// How a stream cut mid-answer (hang, exit, broken body) is continued on the next generation: prefill = a trailing assistant message, vllm = with continue_final_message, auto = vllm's way when the command is vLLM, else prefill; off = end it with an error event [default: auto] [env: RESPAWN_RESUME]
+    #[arg(long, value_name = "MODE", value_enum, help_heading = "Requests")]
+    pub resume: Option<Resume>,
+
+    /// How many times one stream may be resumed; past it, an error event [default: 2] [env: RESPAWN_RESUME_LIMIT]
+    #[arg(long, value_name = "N", help_heading = "Requests")]
+    pub resume_limit: Option<u32>,
 
     /// TOML file with the same keys in snake_case; precedence: flags > environment > file > defaults [env: RESPAWN_CONFIG]
     #[arg(long, value_name = "FILE", help_heading = "Control")]

@@ -136,6 +136,10 @@ pub fn supervisor_config(config: &ServeConfig) -> SupervisorConfig {
     sup.health_path = config.health_path.clone();
     sup.stop_grace = config.stop_grace;
     sup.enable_restart = config.enable_restart;
+    sup.resume = respawn_core::ResumeConfig {
+        mode: config.resume.mode(),
+        limit: config.resume_limit,
+    };
     sup.rest_restart = match (&config.restart_url, &config.restart_token) {
         (Some(url), Some(token)) => Some(RestRestart {
             url: url.clone(),

@@ -15,6 +15,7 @@
 //! | **the supervisor's decisions, all of them** | [`Supervision`] (events in, [`Action`]s out) |
 //! | what requests check, lock-free | [`Snapshot`] |
 //! | one request's attempts and deadlines | [`RequestPlan`] |
+//! | may a cut stream be continued | [`StreamResume`] |
 //! | start counter | [`Generation`] |
 //! | a report of a hang | [`Hang`], [`HangCause`] |
 //! | probes → verdict | [`HealthTracker`] |
@@ -91,6 +92,7 @@ mod progress;
 mod request_plan;
 mod restart_gate;
 mod restart_policy;
+mod resume;
 mod retry_plan;
 mod route;
 mod snapshot;
@@ -109,6 +111,7 @@ pub use progress::*;
 pub use request_plan::*;
 pub use restart_gate::*;
 pub use restart_policy::*;
+pub use resume::*;
 pub use retry_plan::*;
 pub use route::*;
 pub use snapshot::*;

@@ -25,8 +25,11 @@
 //!    ([`AttemptOutcome::hang_cause`]), whatever happens to the request. A request that waits on
 //!    a living server reports nothing.
 //! 3. Once bytes reached the client ([`RequestPlan::reached_client`]) nothing is replayed. A
-//!    stream continuation is the one planned exception: [`Next::Continue`] is reserved for it and
-//!    never answered yet.
+//!    stream continuation is the one exception: when the shell judged a cut stream resumable
+//!    ([`StreamResume`](crate::StreamResume)) it asks [`RequestPlan::decide_cut`], which decides as
+//!    if nothing had reached the client (the same attempt bound, the same wait for the next
+//!    generation) and answers [`Next::Continue`] instead of a retry: the continuation asks only
+//!    for the rest of the answer, so nothing the client saw is sent twice.
 //! 4. A refused or broken connection may be a dead server or only a stale keep-alive connection:
 //!    [`Next::Recheck`] waits briefly (`base_delay` × attempts) for a new generation and otherwise
 //!    retries the same server.
@@ -91,9 +94,15 @@ pub enum Next {
         /// How long to wait for it.
         within: Duration,
     },
-    /// Resume the response where the client's copy ends (reserved for stream resumption; no
-    /// plan answers it yet).
-    Continue,
+    /// Resume the response where the client's copy ends: send the continuation once generation
+    /// `after` is ready (waiting at most `within` for it when set, then to the generation that is
+    /// there). Only [`RequestPlan::decide_cut`] answers it.
+    Continue {
+        /// The generation the continuation waits for.
+        after: Generation,
+        /// How long to wait for it (`None`: as long as any request waits for a ready server).
+        within: Option<Duration>,
+    },
     /// Stop and tell the client why.
     GiveUp(GiveUpReason),
 }
@@ -268,6 +277,38 @@ impl RequestPlan {
         self.watch = None;
         Decision { next, report }
     }
+
+    /// Decides after a stream that had reached the client was cut with `outcome` and judged
+    /// resumable: as [`decide`](Self::decide) would if nothing had reached the client (the same
+    /// attempt bound, the same hang report), but a retry becomes [`Next::Continue`]. The
+    /// continuation's own attempts may be retried until its first byte reaches the client again.
+    pub fn decide_cut(&mut self, outcome: AttemptOutcome) -> Decision {
+        let generation = self.generation;
+        let was = core::mem::replace(&mut self.reached_client, false);
+        let decision = self.decide(outcome);
+        let next = match decision.next {
+            Next::RetryNow | Next::RetryAfter(_) => Next::Continue {
+                after: generation,
+                within: None,
+            },
+            Next::WaitForGeneration(next) => Next::Continue {
+                after: next,
+                within: None,
+            },
+            Next::Recheck { next, within } => Next::Continue {
+                after: next,
+                within: Some(within),
+            },
+            ended => {
+                self.reached_client = was;
+                ended
+            }
+        };
+        Decision {
+            next,
+            report: decision.report,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +350,49 @@ mod tests {
             decision.report,
             Some(Hang::new(Generation(1), HangCause::StreamStall))
         );
+    }
+
+    #[test]
+    fn a_resumable_cut_continues_on_the_next_generation_within_the_same_bound() {
+        let mut plan = RequestPlan::new(RequestConfig::default());
+        plan.begin(s(0), Generation(1));
+        plan.on_chunk(s(1));
+        plan.reached_client();
+        let decision = plan.decide_cut(AttemptOutcome::Stall);
+        assert_eq!(
+            decision,
+            Decision {
+                next: Next::Continue {
+                    after: Generation(2),
+                    within: None
+                },
+                report: Some(Hang::new(Generation(1), HangCause::StreamStall)),
+            }
+        );
+        assert!(
+            !plan.has_reached_client(),
+            "the continuation may be retried until it is seen"
+        );
+        // A server that exited: a brief recheck for its successor.
+        plan.begin(s(2), Generation(2));
+        plan.reached_client();
+        assert_eq!(
+            plan.decide_cut(AttemptOutcome::ConnectionReset).next,
+            Next::Continue {
+                after: Generation(3),
+                within: Some(Duration::from_millis(500))
+            }
+        );
+        // The attempt bound (4 by default) holds for continuations too.
+        plan.begin(s(3), Generation(3));
+        plan.decide_cut(AttemptOutcome::Stall);
+        plan.begin(s(4), Generation(4));
+        plan.reached_client();
+        assert_eq!(
+            plan.decide_cut(AttemptOutcome::Stall).next,
+            Next::GiveUp(GiveUpReason::RetriesExhausted { attempts: 4 })
+        );
+        assert!(plan.has_reached_client());
     }
 
     #[test]

@@ -904,7 +904,8 @@ proptest! {
             if let Some(hang) = decision.report {
                 prop_assert_eq!(hang.generation, generation);
             }
-            prop_assert_ne!(decision.next, Next::Continue);
+            let continued = matches!(decision.next, Next::Continue { .. });
+            prop_assert!(!continued);
             if plan.has_reached_client() && outcome != AttemptOutcome::Success {
                 prop_assert!(matches!(decision.next, Next::GiveUp(_)), "{:?} after bytes reached the client", decision.next);
             }
@@ -918,7 +919,7 @@ proptest! {
                     prop_assert_eq!(g, generation.next());
                 }
                 Next::Recheck { next, .. } => prop_assert_eq!(next, generation.next()),
-                Next::RetryNow | Next::RetryAfter(_) | Next::Continue => {}
+                Next::RetryNow | Next::RetryAfter(_) | Next::Continue { .. } => {}
             }
             now += ms(1);
         }
@@ -1154,5 +1155,52 @@ proptest! {
                 prop_assert_eq!(Some(views[index].in_flight), least);
             }
         }
+    }
+}
+
+// 12. Stream resumption.
+
+proptest! {
+    /// However a stream is cut, it is resumed at most `limit` times, never when a refusal applies,
+    /// and every continuation stays within the request's attempt bound.
+    #[test]
+    fn a_stream_is_resumed_at_most_limit_times_and_within_the_attempt_bound(
+        limit in 0u32..5,
+        retry in retry_config(),
+        request in (1u64..3, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        delivered in (any::<bool>(), any::<bool>()),
+        cuts in prop::collection::vec(attempt_outcome(), 1..12),
+    ) {
+        let (choices, best_of, logprobs, echo, structured) = request;
+        let request = ResumeRequest { choices, best_of, logprobs, echo, structured };
+        let delivered = DeliveredPart { tool_calls: delivered.0, reasoning: delivered.1, partial_event: false };
+        let refused = choices > 1 || best_of || logprobs || echo || structured || delivered.tool_calls || delivered.reasoning;
+        let mut resume = StreamResume::new(ResumeConfig { mode: ResumeMode::Auto, limit });
+        let mut plan = RequestPlan::new(RequestConfig { retry, ..RequestConfig::default() });
+        let mut continued = 0u32;
+        for (n, outcome) in cuts.into_iter().enumerate() {
+            plan.begin(Duration::from_secs(n as u64), Generation(1 + n as u64));
+            plan.reached_client();
+            match resume.judge(outcome, &request, &delivered) {
+                Ok(count) => {
+                    prop_assert!(!refused);
+                    prop_assert!(is_cut(outcome));
+                    prop_assert!(count <= limit);
+                    match plan.decide_cut(outcome).next {
+                        Next::Continue { .. } => continued += 1,
+                        Next::GiveUp(_) => break,
+                        other => prop_assert!(false, "{other:?} after a cut"),
+                    }
+                }
+                Err(refusal) => {
+                    let limited = matches!(refusal, ResumeRefusal::LimitReached { .. });
+                    prop_assert!(refused || !is_cut(outcome) || limited, "{:?}", refusal);
+                    break;
+                }
+            }
+        }
+        prop_assert!(continued <= limit);
+        prop_assert!(continued <= retry.max_retries);
+        prop_assert!(resume.resumed() <= limit);
     }
 }

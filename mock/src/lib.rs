@@ -14,6 +14,7 @@
 //! be bound; 74 for another I/O failure; 78 for a configuration error; 2 for bad flags (clap).
 
 mod args;
+mod continuation;
 mod debug;
 mod escape;
 mod faults;

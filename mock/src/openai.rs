@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{debug, error};
 
+use super::continuation;
 use super::faults::{Admission, Faults};
 use super::metrics::{MockMetrics, RunningGuard};
 use super::tokens::{count_prompt_tokens, TokenSource};
@@ -45,10 +46,26 @@ struct CompletionRequest {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     stream: bool,
+    stream_options: Option<StreamOptions>,
+    /// Tools offered: with `tool_choice: "required"` a streamed chat answer is a tool call.
+    #[serde(default)]
+    tools: Vec<Value>,
+    tool_choice: Option<Value>,
+    /// A mock extension: stream the first N tokens of a chat answer as `reasoning_content`.
+    #[serde(default)]
+    mock_reasoning_tokens: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChatMessage {
+    #[serde(default)]
+    role: String,
     #[serde(default)]
     content: Value,
 }
@@ -106,17 +123,36 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
         );
     }
     let mut prompt = String::new();
+    // A continuation of an earlier answer (a trailing assistant message, or a prompt that ends
+    // with the beginning of its answer) goes on where that beginning ends.
+    let mut start = None;
     match flavor {
-        Flavor::Chat => request
-            .messages
-            .iter()
-            .for_each(|m| collect_text(&m.content, &mut prompt)),
+        Flavor::Chat => {
+            let (last, before) = match request.messages.split_last() {
+                Some((last, before)) if last.role == "assistant" => (Some(last), before),
+                _ => (None, request.messages.as_slice()),
+            };
+            before
+                .iter()
+                .for_each(|m| collect_text(&m.content, &mut prompt));
+            if let Some(last) = last {
+                let mut prefill = String::new();
+                collect_text(&last.content, &mut prefill);
+                start = continuation::chat(&prompt, &prefill);
+                collect_text(&last.content, &mut prompt);
+            }
+        }
         Flavor::Text => {
             if let Some(p) = &request.prompt {
                 collect_text(p, &mut prompt);
             }
+            start = continuation::text(&prompt);
         }
     }
+    let start = start.unwrap_or(continuation::Start {
+        tokens: TokenSource::for_prompt(&prompt),
+        first: 0,
+    });
     let (ordinal, drop_stream) = match gen.faults.admit(&prompt, request.stream) {
         Admission::Serve {
             ordinal,
@@ -143,8 +179,20 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         flavor,
-        tokens: TokenSource::for_prompt(&prompt),
+        tokens: start.tokens,
+        first: start.first,
         count: limit.unwrap_or(u64::from(gen.default_tokens)),
+        reasoning: request.mock_reasoning_tokens,
+        tool: request
+            .tools
+            .first()
+            .filter(|_| request.tool_choice.as_ref().and_then(Value::as_str) == Some("required"))
+            .and_then(|tool| tool["function"]["name"].as_str())
+            .map(str::to_owned),
+        include_usage: request
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
         finish_reason: if limit.is_some() { "length" } else { "stop" },
         prompt_tokens: count_prompt_tokens(&prompt),
     };
@@ -152,6 +200,7 @@ pub(crate) async fn complete(gen: Arc<Generator>, flavor: Flavor, body: Bytes) -
         ordinal,
         stream = request.stream,
         tokens = job.count,
+        continues_at = job.first,
         "completion"
     );
     let running = gen.metrics.running();
@@ -169,7 +218,14 @@ struct Job {
     created: u64,
     flavor: Flavor,
     tokens: TokenSource,
+    /// The first token of the answer to generate (after a prefill, where it ends).
+    first: u64,
     count: u64,
+    /// Streamed chat tokens below this index are reasoning deltas.
+    reasoning: u64,
+    /// The function a streamed chat answer calls (its tokens are the arguments).
+    tool: Option<String>,
+    include_usage: bool,
     finish_reason: &'static str,
     prompt_tokens: u64,
 }
@@ -183,6 +239,19 @@ impl Job {
         })
     }
 
+    /// The final usage chunk of a stream (`stream_options.include_usage`).
+    fn usage_chunk(&self) -> Bytes {
+        let object = match self.flavor {
+            Flavor::Chat => "chat.completion.chunk",
+            Flavor::Text => "text_completion",
+        };
+        let body = json!({
+            "id": self.id, "object": object, "created": self.created, "model": self.model,
+            "choices": [], "usage": self.usage(),
+        });
+        Bytes::from(format!("data: {body}\n\n"))
+    }
+
     /// One SSE chunk carrying `text` (or the final chunk with the finish reason when `None`).
     fn chunk(&self, index: u64, text: Option<&str>) -> Bytes {
         let finish = if text.is_none() {
@@ -192,11 +261,23 @@ impl Job {
         };
         let body = match self.flavor {
             Flavor::Chat => {
-                let delta = match (text, index) {
-                    (Some(t), 0) => json!({ "role": "assistant", "content": t }),
-                    (Some(t), _) => json!({ "content": t }),
+                let mut delta = match (text, &self.tool) {
+                    (Some(t), Some(name)) => {
+                        let mut call = json!({ "index": 0, "function": { "arguments": t } });
+                        if index == 0 {
+                            call["id"] = json!("call_mock");
+                            call["type"] = json!("function");
+                            call["function"]["name"] = json!(name);
+                        }
+                        json!({ "tool_calls": [call] })
+                    }
+                    (Some(t), None) if index < self.reasoning => json!({ "reasoning_content": t }),
+                    (Some(t), None) => json!({ "content": t }),
                     (None, _) => json!({}),
                 };
+                if index == 0 && text.is_some() {
+                    delta["role"] = json!("assistant");
+                }
                 json!({
                     "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.model,
@@ -245,7 +326,7 @@ async fn next_token(gen: &Generator, job: &Job, index: u64) -> String {
         std::future::pending::<()>().await;
     }
     gen.metrics.token_generated();
-    job.tokens.token(index)
+    job.tokens.token(job.first + index)
 }
 
 async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> HttpResponse {
@@ -262,6 +343,7 @@ async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> Ht
 /// Where a streamed answer is in its life.
 enum StreamStep {
     Token(u64),
+    Usage,
     Done,
     Over,
 }
@@ -293,8 +375,14 @@ fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: boo
                 StreamStep::Token(_) => {
                     gen.metrics.completion_finished();
                     running.finish();
-                    (Ok(job.chunk(job.count, None)), StreamStep::Done)
+                    let next = if job.include_usage {
+                        StreamStep::Usage
+                    } else {
+                        StreamStep::Done
+                    };
+                    (Ok(job.chunk(job.count, None)), next)
                 }
+                StreamStep::Usage => (Ok(job.usage_chunk()), StreamStep::Done),
                 StreamStep::Done => (
                     Ok(Bytes::from_static(b"data: [DONE]\n\n")),
                     StreamStep::Over,
@@ -317,4 +405,37 @@ pub(crate) async fn chat_completions(gen: web::Data<Generator>, body: Bytes) -> 
 /// `POST /v1/completions`.
 pub(crate) async fn completions(gen: web::Data<Generator>, body: Bytes) -> HttpResponse {
     complete(gen.into_inner(), Flavor::Text, body).await
+}
+
+/// `POST /tokenize`: counts the tokens of `prompt` (vLLM's field) or `content` (llama.cpp's), the
+/// way the mock bills them (words); answers `{"count", "tokens", "max_model_len"}`.
+pub(crate) async fn tokenize(gen: web::Data<Generator>, body: Bytes) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    gen.faults.hold_if_wedged().await;
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("the request body is not valid JSON: {err}"),
+            )
+        }
+    };
+    let mut text = String::new();
+    if let Some(prompt) = request.get("prompt").or_else(|| request.get("content")) {
+        collect_text(prompt, &mut text);
+    }
+    let tokens: Vec<u64> = text
+        .split_whitespace()
+        .map(|word| {
+            super::tokens::WORDS
+                .iter()
+                .position(|w| *w == word)
+                .map_or(super::tokens::WORDS.len() as u64, |i| i as u64)
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "count": tokens.len(), "tokens": tokens, "max_model_len": 32768,
+    }))
 }

@@ -99,7 +99,8 @@ async fn serve(
                 "/v1/chat/completions",
                 web::post().to(openai::chat_completions),
             )
-            .route("/v1/completions", web::post().to(openai::completions));
+            .route("/v1/completions", web::post().to(openai::completions))
+            .route("/tokenize", web::post().to(openai::tokenize));
         if debug_endpoints {
             app.app_data(hooks.clone())
                 .route("/debug/block", web::post().to(debug::block))

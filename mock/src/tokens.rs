@@ -1,6 +1,6 @@
 //! Deterministic fake tokens: the same prompt always yields the same words.
 
-const WORDS: &[&str] = &[
+pub(crate) const WORDS: &[&str] = &[
     "the", "model", "answers", "with", "steady", "tokens", "while", "respawn", "keeps", "watch",
     "over", "every", "request", "and", "restarts", "servers", "that", "hang", "so", "clients",
     "never", "notice", "a", "thing", "quiet", "river", "stone", "light", "north", "signal",

@@ -508,6 +508,7 @@ fn upstream_with(
                 enable_restart: true,
             },
             wait_bound: Duration::from_secs(10),
+            resume: respawn_core::ResumeConfig::default(),
         },
         state: h.state.clone(),
         snapshot: Arc::clone(&h.snapshot),

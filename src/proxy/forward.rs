@@ -8,7 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use respawn_core::Generation;
+use respawn_core::{Generation, ResumeMode};
 
 use crate::in_flight::fingerprint;
 use crate::messages::RequestSucceeded;
@@ -17,6 +17,7 @@ use crate::pool::sender::PoolUpstream;
 use crate::proxy::admission::ForwardSlots;
 use crate::proxy::drain::{Drain, SHUTTING_DOWN};
 use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
+use crate::proxy::resume::{stream_kind, ResumableBody, Resumer};
 use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
 use crate::state::WaitError;
@@ -331,7 +332,16 @@ async fn forward_with(
         suspect,
         completeness,
     };
+    let resume = shared.config.resume;
+    let kind = stream_kind(&out.method, &out.path_and_query, sse, status)
+        .filter(|_| length.is_none() && resume.mode != ResumeMode::Off);
     let body = WatchedBody::new(delivered.first, delivered.response, watch);
+    if let Some(kind) = kind {
+        // A streamed completion: recorded as it passes, and resumed when cut.
+        let resumer = Resumer::new(upstream.clone(), out, kind, resume);
+        let body = ServedBody::new(ResumableBody::new(body, resumer), slot, drain, sse);
+        return builder.streaming(body);
+    }
     let body = ServedBody::new(body, slot, drain, sse);
     match length {
         Some(length) => builder.body(SizedStream::new(length, body)),

@@ -10,6 +10,7 @@ pub mod control;
 pub mod drain;
 pub mod forward;
 pub mod headers;
+pub mod resume;
 pub mod served_body;
 pub mod watched_body;
 

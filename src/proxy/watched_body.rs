@@ -80,6 +80,20 @@ pub struct WatchedBody<S> {
     done: bool,
     received: u64,
     tail: Vec<u8>,
+    /// Set for a stream that may be resumed: a cut ends the body quietly and is kept here for
+    /// the resumption to judge, instead of ending it with an error.
+    resumable: bool,
+    cut: Option<Cut>,
+}
+
+/// How a resumable body was cut: the attempt's outcome and what to tell the client if the stream
+/// is not resumed.
+#[derive(Clone, Debug)]
+pub struct Cut {
+    /// How the attempt ended.
+    pub outcome: AttemptOutcome,
+    /// The error event's message.
+    pub message: String,
 }
 
 /// How many trailing bytes are kept to find the final `[DONE]` event.
@@ -96,12 +110,32 @@ impl<S> WatchedBody<S> {
             done: false,
             received: 0,
             tail: Vec::with_capacity(TAIL * 2),
+            resumable: false,
+            cut: None,
         };
         if let Some(first) = &first {
             body.account(first);
         }
         body.first = first;
         body
+    }
+
+    /// Makes a cut end the body quietly (see [`Cut`]); the hang is then neither decided nor
+    /// reported here: the resumption does both.
+    #[must_use]
+    pub fn resumable(mut self) -> Self {
+        self.resumable = true;
+        self
+    }
+
+    /// How the body was cut, once it ended (`None`: it ended complete, or is still going).
+    pub fn take_cut(&mut self) -> Option<Cut> {
+        self.cut.take()
+    }
+
+    /// What the body watched with, for the resumption to go on with.
+    pub fn into_watch(self) -> BodyWatch {
+        self.watch
     }
 
     fn account(&mut self, chunk: &[u8]) {
@@ -141,6 +175,13 @@ impl<S> WatchedBody<S> {
 
     fn failure(&mut self, message: &str) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.done = true;
+        if self.resumable {
+            self.cut = Some(Cut {
+                outcome: AttemptOutcome::ConnectionReset,
+                message: message.to_owned(),
+            });
+            return Poll::Ready(None);
+        }
         self.watch.metrics.request_failed(FailureClass::Truncated);
         warn!(generation = self.watch.plan.generation().get(), "{message}");
         if self.watch.sse {
@@ -149,6 +190,19 @@ impl<S> WatchedBody<S> {
             Poll::Ready(Some(Err(ErrorBadGateway(message.to_owned()))))
         }
     }
+}
+
+/// Ends a cut stream that is not resumed, as a body that is not resumable ends: the attempt's
+/// hang (if it was one) is reported, the failure counted and logged, and the client gets the
+/// error event.
+pub fn end_cut(watch: &mut BodyWatch, outcome: AttemptOutcome, message: &str) -> Bytes {
+    let decision = watch.plan.decide(outcome);
+    if let Some(hang) = decision.report {
+        watch.coordinator.do_send(HangReport(hang));
+    }
+    watch.metrics.request_failed(FailureClass::Truncated);
+    warn!(generation = watch.plan.generation().get(), "{message}");
+    sse_error_event(message)
 }
 
 /// An SSE `error` event in the shape OpenAI clients raise on.
@@ -222,10 +276,6 @@ where
                     stall.as_mut().reset(next);
                     continue;
                 };
-                let decision = this.watch.plan.decide(outcome);
-                if let Some(hang) = decision.report {
-                    this.watch.coordinator.do_send(HangReport(hang));
-                }
                 let message = match outcome {
                     AttemptOutcome::DeadlineExceeded => "the request's overall deadline passed mid-stream; the request cannot be replayed because part of the answer was already sent".to_owned(),
                     AttemptOutcome::TookTooLong => "the stream waited longer than --max-request-time on a busy server; the request cannot be replayed because part of the answer was already sent".to_owned(),
@@ -234,6 +284,15 @@ where
                         this.watch.plan.deadlines().between_chunks
                     ),
                 };
+                if this.resumable {
+                    this.done = true;
+                    this.cut = Some(Cut { outcome, message });
+                    return Poll::Ready(None);
+                }
+                let decision = this.watch.plan.decide(outcome);
+                if let Some(hang) = decision.report {
+                    this.watch.coordinator.do_send(HangReport(hang));
+                }
                 return this.failure(&message);
             },
         }

@@ -104,6 +104,8 @@ pub struct SupervisorConfig {
     /// how many body bytes, for how long; past them a request is refused at once. Default
     /// [`WaitLimits::default`], whose time bound is [`restart_may_take`].
     pub waiting: WaitLimits,
+    /// How cut streams are resumed; `Auto` is resolved from the command (vLLM's flags for vLLM).
+    pub resume: respawn_core::ResumeConfig,
 }
 
 /// How long a start or restart may take, from the stop of the old generation to the new one
@@ -132,6 +134,7 @@ impl SupervisorConfig {
             restart_strategies: None,
             log_lines_dropped: LogLinesDropped::new(),
             waiting: WaitLimits::default(),
+            resume: respawn_core::ResumeConfig::default(),
         }
     }
 }

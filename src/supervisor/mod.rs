@@ -197,6 +197,11 @@ impl Supervisor {
                 wait_bound: config.waiting.max_time.unwrap_or_else(|| {
                     config::restart_may_take(core.health.startup_timeout, config.stop_grace)
                 }),
+                resume: crate::proxy::resume::resolve(
+                    config.resume,
+                    matches!(&target, Target::Command(spec)
+                        if crate::proxy::resume::command_is_vllm(&spec.program, &spec.args)),
+                ),
             },
             state: state_rx.clone(),
             snapshot: Arc::clone(&snapshot),

@@ -1,5 +1,5 @@
 //! The settings that take one of a few words (`--log-format`, `--containment`,
-//! `--gpu-release`): each a small enum that parses its words and says which it expects.
+//! `--gpu-release`, `--resume`): each a small enum that parses its words and says which it expects.
 
 use std::str::FromStr;
 
@@ -86,6 +86,47 @@ impl FromStr for GpuRelease {
             "auto" => Ok(GpuRelease::Auto),
             "off" => Ok(GpuRelease::Off),
             _ => Err("expected `auto` or `off`".to_owned()),
+        }
+    }
+}
+
+/// How a cut stream is continued (`--resume`); `docs/RELIABILITY.md` has the rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Resume {
+    /// vLLM's flags when the command is vLLM's, a trailing assistant message otherwise.
+    #[default]
+    Auto,
+    /// A trailing assistant message (llama.cpp's server continues it by default).
+    Prefill,
+    /// A trailing assistant message with `continue_final_message` and no generation prompt.
+    Vllm,
+    /// Never resume: a cut stream ends with an error event.
+    Off,
+}
+
+impl Resume {
+    /// The library's setting.
+    pub fn mode(self) -> respawn_core::ResumeMode {
+        match self {
+            Resume::Auto => respawn_core::ResumeMode::Auto,
+            Resume::Prefill => respawn_core::ResumeMode::Prefill,
+            Resume::Vllm => respawn_core::ResumeMode::Vllm,
+            Resume::Off => respawn_core::ResumeMode::Off,
+        }
+    }
+}
+
+impl FromStr for Resume {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Resume::Auto),
+            "prefill" => Ok(Resume::Prefill),
+            "vllm" => Ok(Resume::Vllm),
+            "off" => Ok(Resume::Off),
+            _ => Err("expected `auto`, `prefill`, `vllm` or `off`".to_owned()),
         }
     }
 }

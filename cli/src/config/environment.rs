@@ -13,7 +13,7 @@ use super::value::{
     parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_names, parse_seconds,
     parse_size,
 };
-use super::{Containment, GpuRelease, LogFormat, ProgressMetric};
+use super::{Containment, GpuRelease, LogFormat, ProgressMetric, Resume};
 use respawn::auth::AdminToken;
 
 /// The original design's variable for the start-up wait, in seconds; `RESPAWN_STARTUP_TIMEOUT` wins over it.
@@ -195,6 +195,8 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         retries: env.number("retries", COUNT)?,
         poison_after: env.number("poison_after", COUNT)?,
         quarantine_ttl: env.duration("quarantine_ttl")?,
+        resume: env.read("resume", Resume::from_str)?,
+        resume_limit: env.number("resume_limit", COUNT)?,
         enable_restart: env.boolean("enable_restart")?,
         admin_token: env.token("admin_token")?,
         restart_strategies: env.read("restart_strategies", parse_names)?,

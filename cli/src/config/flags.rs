@@ -64,6 +64,8 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         retries: args.supervision.retries,
         poison_after: args.supervision.poison_after,
         quarantine_ttl: args.supervision.quarantine_ttl,
+        resume: args.supervision.resume,
+        resume_limit: args.supervision.resume_limit,
         enable_restart: None,
         admin_token: args.admin_token.clone(),
         restart_strategies: args

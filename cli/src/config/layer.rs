@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::value::serde_with;
-use super::{Containment, GpuRelease, LogFormat, ProgressMetric, ServeConfig};
+use super::{Containment, GpuRelease, LogFormat, ProgressMetric, Resume, ServeConfig};
 use respawn::auth::AdminToken;
 
 /// The keys a config file may hold, in the order of `docs/CONFIG.md`.
@@ -42,6 +42,8 @@ pub const KEYS: &[&str] = &[
     "retries",
     "poison_after",
     "quarantine_ttl",
+    "resume",
+    "resume_limit",
     "enable_restart",
     "admin_token",
     "restart_strategies",
@@ -111,6 +113,8 @@ pub(crate) struct Layer {
     pub poison_after: Option<u32>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub quarantine_ttl: Option<Duration>,
+    pub resume: Option<Resume>,
+    pub resume_limit: Option<u32>,
     pub enable_restart: Option<bool>,
     pub admin_token: Option<AdminToken>,
     #[serde(default, deserialize_with = "serde_with::names")]
@@ -160,7 +164,7 @@ impl Layer {
             unhealthy_after, request_timeout, stall_timeout, max_request_time, canary_interval,
             canary_timeout,
             progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
-            restart_window, stable_after, retries, poison_after, quarantine_ttl, enable_restart, max_body_size, header_timeout,
+            restart_window, stable_after, retries, poison_after, quarantine_ttl, resume, resume_limit, enable_restart, max_body_size, header_timeout,
             workers, log_format, gpu_release, release_timeout, containment, pass_secrets,
             replicas, start_stagger, min_ready, max_waiting, max_waiting_bytes;
             port, upstream, canary_body, admin_token, restart_strategies, restart_url, restart_token,

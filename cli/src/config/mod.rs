@@ -38,7 +38,7 @@ use respawn::registry::{SelectionError, Strategies, COMMAND, PROCESS_KILL, REST_
 
 pub use respawn::deadlock_watch::ProgressMetric;
 
-pub use choices::{Containment, GpuRelease, LogFormat};
+pub use choices::{Containment, GpuRelease, LogFormat, Resume};
 
 /// Everything `respawn serve` needs to know, after the defaults, the file, the environment and
 /// the flags have been stacked.
@@ -146,6 +146,10 @@ pub struct ServeConfig {
     /// How long a quarantine lasts. Default 10 min.
     #[serde(with = "humantime_serde")]
     pub quarantine_ttl: Duration,
+    /// How a stream cut mid-answer is continued. Default auto.
+    pub resume: Resume,
+    /// How many times one stream may be resumed. Default 2.
+    pub resume_limit: u32,
     /// Run the command through `sh -c` (off by default: the command is an argv).
     pub shell: bool,
     /// The command respawn owns, as an argv (`["vllm", "serve", "m", "--port", "{port}"]`).
@@ -279,6 +283,8 @@ impl Default for ServeConfig {
             min_ready: 1,
             poison_after: defaults::POISON_AFTER,
             quarantine_ttl: defaults::QUARANTINE_TTL,
+            resume: Resume::Auto,
+            resume_limit: 2,
             shell: false,
             command: Vec::new(),
             upstream: None,

@@ -28,6 +28,7 @@
 //! | `progress.canary_timeout` | 10 s |
 //! | `poison_threshold` | 2 hangs |
 //! | `quarantine_ttl` | 10 min |
+//! | `graceful_hang_stop` | false (a hung server gets SIGKILL at once) |
 
 use core::time::Duration;
 
@@ -59,6 +60,10 @@ pub struct CoreConfig {
     pub poison_threshold: u32,
     /// How long a quarantine lasts. Default 10 min.
     pub quarantine_ttl: Duration,
+    /// Whether a restart caused by a hang grants the server the stop grace (SIGTERM first) like
+    /// an operator's restart does. Default `false`: a hung server gets SIGKILL of its whole
+    /// generation at once, since it would not honour SIGTERM (see [`StopMode`](crate::StopMode)).
+    pub graceful_hang_stop: bool,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +76,7 @@ impl Default for CoreConfig {
             progress: ProgressConfig::default(),
             poison_threshold: PoisonTracker::DEFAULT_THRESHOLD,
             quarantine_ttl: PoisonTracker::DEFAULT_TTL,
+            graceful_hang_stop: false,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! | probes → verdict | [`HealthTracker`] |
 //! | backoff, intensity | [`RestartPolicy`] |
 //! | one restart per generation | [`RestartGate`] |
+//! | grace or SIGKILL, by the restart's cause | [`StopMode`] |
 //! | one request's retries | [`RetryPlan`] |
 //! | response deadlines | [`StreamWatch`] |
 //! | quarantine by evidence | [`PoisonTracker`], [`Admission`] |
@@ -94,6 +95,7 @@ mod restart_policy;
 mod retry_plan;
 mod route;
 mod snapshot;
+mod stop_mode;
 mod stream_watch;
 mod supervision;
 
@@ -112,5 +114,6 @@ pub use restart_policy::*;
 pub use retry_plan::*;
 pub use route::*;
 pub use snapshot::*;
+pub use stop_mode::*;
 pub use stream_watch::*;
 pub use supervision::*;

@@ -6,8 +6,9 @@
 //! | `health.timeout` | 1 s |
 //! | `health.unhealthy_after` | 3 probes |
 //! | `health.startup_timeout` | 600 s |
-//! | `health.ready_poll_initial` | 10 ms |
+//! | `health.ready_poll_initial` | 1 ms |
 //! | `health.ready_poll_factor` | 2 |
+//! | `health.ready_poll_max` | 20 ms |
 //! | `policy.backoff.base` | 500 ms |
 //! | `policy.backoff.factor` | 2 |
 //! | `policy.backoff.cap` | 30 s |
@@ -43,7 +44,7 @@ use crate::{
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct CoreConfig {
     /// Health probing: interval 1 s, timeout 1 s, 3 failures, startup 600 s, readiness polls
-    /// from 10 ms doubling up to the interval.
+    /// from 1 ms doubling up to 20 ms.
     pub health: HealthConfig,
     /// Restarts: backoff 500 ms ×2 up to 30 s (no jitter, scaled by start-up time), at most 5
     /// restarts in 10 minutes, stable after 60 s of uptime.

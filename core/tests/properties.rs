@@ -696,10 +696,19 @@ fn check_actions(
             Action::Restart {
                 hung,
                 next,
+                cause,
+                stop,
                 strategy,
-                ..
             } => {
                 prop_assert!(d.asked.is_none(), "two restarts at once");
+                // Only an operator's restart grants the grace (the default config).
+                prop_assert_eq!(
+                    stop == StopMode::Graceful,
+                    cause.is_operator(),
+                    "{:?} for {:?}",
+                    stop,
+                    cause
+                );
                 prop_assert!(strategy < strategies);
                 prop_assert_eq!(next, m.generation().next());
                 prop_assert!(hung <= m.generation());

@@ -4,7 +4,9 @@
 # Measured side by side in one run: recovery from a hard hang (respawn vs the original design's restart
 # loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, and the cost of supervising 1, 8
-# and 64 servers. About 8 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.
+# and 64 servers. About 9 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.
+# Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
+# parts and keeps the other figures of the last full run (target/bench/results.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +30,5 @@ python3 benches/driver.py \
     --respawn target/release/respawn \
     --out docs/BENCHMARKS.md \
     --command "scripts/bench.sh" \
-    --workdir "$workdir"
+    --workdir "$workdir" \
+    "$@"

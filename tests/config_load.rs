@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use respawn::auth::AdminToken;
 use respawn_cli::cli::{ServeArgs, SupervisionArgs};
-use respawn_cli::config::{ConfigError, LogFormat, ProgressMetric, ServeConfig};
+use respawn_cli::config::{ConfigError, HangStop, LogFormat, ProgressMetric, ServeConfig};
 
 /// A config file in the temp directory, removed when dropped.
 struct TempFile(PathBuf);
@@ -663,6 +663,35 @@ fn the_core_gets_the_mapped_settings() {
     assert_eq!(core.poison_threshold, 3);
     assert_eq!(core.progress.progress_timeout, Duration::from_secs(12));
     assert_eq!(core.progress.canary_timeout, Duration::from_secs(4));
+}
+
+#[test]
+fn a_hang_stop_of_grace_reaches_the_core_from_each_layer() {
+    assert!(
+        !load(&with_command(), &no_env).core().graceful_hang_stop,
+        "by default a hung server is killed at once"
+    );
+    let flag = ServeArgs {
+        supervision: SupervisionArgs {
+            hang_stop: Some(HangStop::Grace),
+            ..SupervisionArgs::default()
+        },
+        ..with_command()
+    };
+    assert!(load(&flag, &no_env).core().graceful_hang_stop);
+    let env = env_of(&[("RESPAWN_HANG_STOP", "grace")]);
+    assert!(load(&with_command(), &env).core().graceful_hang_stop);
+    let file = TempFile::new("hang-stop", "hang_stop = \"grace\"\n");
+    let from_file = ServeArgs {
+        supervision: SupervisionArgs {
+            config: Some(file.path().to_owned()),
+            ..SupervisionArgs::default()
+        },
+        ..with_command()
+    };
+    assert_eq!(load(&from_file, &no_env).hang_stop, HangStop::Grace);
+    let bad = env_of(&[("RESPAWN_HANG_STOP", "sometimes")]);
+    assert!(ServeConfig::load(&with_command(), &bad).is_err());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `respawn serve` brings a hung or dead model server back and the requests it caught succeed:
 //! a child frozen with SIGSTOP while requests are in flight, a child killed with SIGKILL, and a
-//! wedge of `respawn mock --wedge-after` in the middle of a sequential run.
+//! wedge of `respawn mock --wedge-after` in the middle of a sequential run; a frozen child gets
+//! SIGKILL at once while an operator's restart sends SIGTERM first.
 
 mod common;
 
@@ -160,4 +161,64 @@ fn a_wedge_in_a_sequential_run_costs_one_restart_and_no_request() {
     let status = serve.status();
     assert_eq!(status["restarts"], 1, "one wedge, one restart: {status}");
     assert_eq!(status["generation"], 2, "{status}");
+}
+
+/// The lines of respawn's log that contain `needle`, in order.
+fn lines_with(log: &str, needle: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_frozen_child_is_killed_at_once_and_an_operator_restart_sends_sigterm_first() {
+    // A grace far longer than the test: a hang's stop that honoured it would show as a SIGTERM
+    // exit or an "ignored SIGTERM" warning below, never as a SIGKILL without one.
+    let serve = serve_mock(&["--stop-grace", "60s"], &[]);
+    let frozen = serve.server_pid();
+    common::signal(frozen, Signal::SIGSTOP);
+    serve.wait_status(Duration::from_secs(60), "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
+    // SIGHUP to respawn: an operator's restart of the healthy generation 2.
+    serve.signal(Signal::SIGHUP);
+    let status = serve.wait_status(Duration::from_secs(60), "generation 3 ready", |s| {
+        s["generation"] == 3 && s["state"] == "ready"
+    });
+    assert_eq!(status["restarts"], 2, "{status}");
+    assert_eq!(status["last_cause"], "signal", "{status}");
+
+    let log = serve.log_text();
+    let asked = lines_with(&log, "restarting by process kill");
+    assert_eq!(asked.len(), 2, "{log}");
+    assert!(
+        asked[0].contains(r#"cause="health_probes""#) && asked[0].contains(r#"stop="kill""#),
+        "the hang's restart kills: {}",
+        asked[0]
+    );
+    assert!(
+        asked[1].contains(r#"cause="signal""#) && asked[1].contains(r#"stop="graceful""#),
+        "the operator's restart is graceful: {}",
+        asked[1]
+    );
+    let stopped = lines_with(&log, "server stopped");
+    assert!(stopped.len() >= 2, "{log}");
+    // The frozen generation's leader died of SIGKILL, with no SIGTERM before it (a SIGTERM
+    // with SIGCONT would have let the guardian exit with the server's status).
+    assert!(
+        stopped[0].contains("killed by signal 9"),
+        "the frozen generation was killed: {}",
+        stopped[0]
+    );
+    assert!(
+        !log.contains("ignored SIGTERM"),
+        "no grace was waited for: {log}"
+    );
+    // The healthy generation exited on its SIGTERM, within the grace.
+    assert!(
+        stopped[1].contains("exit code") && stopped[1].contains("escalated_to_kill: false"),
+        "the operator's restart let the server exit on SIGTERM: {}",
+        stopped[1]
+    );
 }

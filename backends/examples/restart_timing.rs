@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use respawn_backends::{ProcessKill, Restart, ServerActor, ServerExited, ServerSpec, Start, Stop};
-use respawn_core::{Generation, HangCause};
+use respawn_core::{Generation, HangCause, StopMode};
 
 struct IgnoreExits;
 
@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     hung: Generation(round),
                     next: Generation(round + 1),
                     cause: HangCause::Manual,
+                    stop: StopMode::Graceful,
                 })
                 .await??;
             stops.push(report.steps[0].1);

@@ -361,8 +361,63 @@ impl Scope {
 #[derive(Debug, Clone)]
 pub(crate) struct SharedScope(Arc<Mutex<Scope>>);
 
-/// Pause between two looks at processes that are going away.
+/// The longest pause between two looks at processes that are going away: the wait ends earlier,
+/// the moment the kernel reports their exit (see [`until_exited`]).
 const POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// Pause between two looks when nothing can be watched for its exit (processes that have exited
+/// but whose threads the cgroup still lists, or a cgroup the kernel has not released yet).
+const RELOOK_EVERY: Duration = Duration::from_millis(1);
+
+/// A pidfd for `pid` (Linux 5.3+): readable once the process has exited. `None` when the process
+/// is already gone or the kernel has no pidfds.
+fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: `pidfd_open` takes a pid and flags and returns a new file descriptor or -1; it reads
+    // and writes no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by the kernel as a new descriptor that nothing else owns.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until every process of `live` that still runs has exited, for at most `bound`: each
+/// is watched through a pidfd, so the wait ends when the kernel reports the last exit, not at
+/// the next tick of a poll. Zombies (already exited) are not waited for; when nothing can be
+/// watched the wait is a short pause.
+///
+/// # Cancel safety
+/// Cancel safe: dropping it closes the pidfds.
+async fn until_exited(live: &[ProcEntry], bound: Duration) {
+    let deadline = Instant::now() + bound;
+    let mut watched = Vec::new();
+    for process in live.iter().filter(|p| !p.zombie) {
+        let registered = pidfd(process.pid).map(|fd| {
+            // SAFETY: the `OwnedFd` is moved into the `AsyncFd` and owned by it alone, so the
+            // descriptor stays open and names the same pidfd until the `AsyncFd` is dropped.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }
+        });
+        match registered {
+            Some(Ok(fd)) => watched.push(fd),
+            // Gone already, or cannot be watched: look again soon.
+            _ => return tokio::time::sleep(RELOOK_EVERY.min(bound)).await,
+        }
+    }
+    if watched.is_empty() {
+        return tokio::time::sleep(RELOOK_EVERY.min(bound)).await;
+    }
+    for fd in &watched {
+        if tokio::time::timeout_at(deadline, fd.readable())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
 
 impl SharedScope {
     /// Shares `scope`.
@@ -376,7 +431,8 @@ impl SharedScope {
     }
 
     /// Waits until no process of the generation is left, then removes its cgroup. From
-    /// `kill_from` on, every look SIGKILLs the survivors. Returns whether anything was killed,
+    /// `kill_from` on, every look SIGKILLs the survivors. Between looks it waits on pidfds of the
+    /// live processes, so it looks again as soon as they have exited (at most every 10 ms). Returns whether anything was killed,
     /// or the pids still alive after `bound`.
     ///
     /// The kernel refuses to remove a cgroup (EBUSY) until its exited processes are fully
@@ -401,18 +457,26 @@ impl SharedScope {
                         tracing::warn!(error = %err, "could not remove the generation's empty cgroup");
                         break;
                     }
-                    Err(_) => {}
+                    Err(_) => tokio::time::sleep(RELOOK_EVERY).await,
                 }
             } else {
-                if Instant::now() >= kill_from {
+                let now = Instant::now();
+                if now >= kill_from {
                     killed = true;
                     self.with(Scope::kill);
                 }
                 if started.elapsed() >= bound {
                     return Err(live.iter().map(|p| p.pid).collect());
                 }
+                // Until the next kill (while stragglers still have grace) or the next look.
+                let next_kill = kill_from.saturating_duration_since(now);
+                let wait = if next_kill.is_zero() {
+                    POLL_EVERY
+                } else {
+                    next_kill.min(POLL_EVERY)
+                };
+                until_exited(&live, wait).await;
             }
-            tokio::time::sleep(POLL_EVERY).await;
         }
         Ok(killed)
     }
@@ -467,6 +531,27 @@ impl Drop for ScopeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_wait_for_an_exit_ends_with_the_exit_not_with_its_bound() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let entry = crate::proc_table::entry(child.id()).expect("listed in /proc");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let waiting =
+            tokio::spawn(async move { until_exited(&[entry], Duration::from_secs(600)).await });
+        tokio::task::yield_now().await;
+        kill(pid, Signal::SIGKILL).expect("kill");
+        // Only a bound against hanging forever: the wait itself would last 600 s without the
+        // pidfd's wake-up.
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("woken by the exit")
+            .expect("joined");
+        let _ = child.wait();
+    }
 
     #[test]
     fn requests_parse_from_their_names() {

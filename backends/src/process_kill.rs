@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use respawn_core::StopMode;
 use tokio::time::Instant;
 
 use crate::restart::{Restart, RestartError, RestartReport};
@@ -11,11 +12,15 @@ use crate::server::{ServerActor, Start, Stop};
 
 /// Restarts an owned server by [`Stop`] then [`Start`]. Its report has
 /// `ready_confirmed = false`: the caller's health checker confirms readiness.
+///
+/// The stop follows the restart's [`StopMode`]: the grace for [`StopMode::Graceful`], none for
+/// [`StopMode::Kill`] (SIGKILL to every process of the old generation, no SIGTERM first: a hung
+/// server would spend the whole grace ignoring it).
 #[derive(Debug, Clone)]
 pub struct ProcessKill {
     /// The actor owning the server.
     pub server: Addr<ServerActor>,
-    /// Time between SIGTERM and SIGKILL.
+    /// Time between SIGTERM and SIGKILL in a graceful stop.
     pub grace: Duration,
 }
 
@@ -38,13 +43,17 @@ impl Handler<Restart> for ProcessKill {
 
     fn handle(&mut self, msg: Restart, _ctx: &mut Self::Context) -> Self::Result {
         let server = self.server.clone();
-        let grace = self.grace;
+        let grace = match msg.stop {
+            StopMode::Graceful => self.grace,
+            StopMode::Kill => Duration::ZERO,
+        };
         Box::pin(async move {
             let begun = Instant::now();
             tracing::info!(
                 hung = msg.hung.0,
                 next = msg.next.0,
                 cause = msg.cause.as_str(),
+                stop = msg.stop.as_str(),
                 "restarting by process kill"
             );
             let gone = || RestartError::ActorGone { actor: "server" };

@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use actix::Message;
-use respawn_core::{Generation, HangCause};
+use respawn_core::{Generation, HangCause, StopMode};
 
 use crate::error::{SpawnError, StopError};
 use crate::exit::ExitInfo;
 
-/// Restart the server: generation `hung` is stuck because of `cause`; the new one is `next`.
+/// Restart the server: generation `hung` is stuck because of `cause`; the new one is `next`;
+/// the old one is stopped as `stop` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "Result<RestartReport, RestartError>")]
 pub struct Restart {
@@ -21,6 +22,9 @@ pub struct Restart {
     pub next: Generation,
     /// Why it is being restarted.
     pub cause: HangCause,
+    /// How a strategy that owns the process ends the old generation: SIGKILL at once for a hung
+    /// server, the grace for an operator's restart (the core decides, by the cause).
+    pub stop: StopMode,
 }
 
 /// What a strategy did, with the time each step took.

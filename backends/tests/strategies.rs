@@ -16,13 +16,14 @@ use respawn_backends::{
     CommandRestart, ExitInfo, GetServerStatus, ProcessKill, RestEndpoint, Restart, RestartError,
     ServerSpec,
 };
-use respawn_core::{Generation, HangCause};
+use respawn_core::{Generation, HangCause, StopMode};
 
 fn restart() -> Restart {
     Restart {
         hung: Generation(1),
         next: Generation(2),
         cause: HangCause::Manual,
+        stop: StopMode::Graceful,
     }
 }
 
@@ -50,6 +51,111 @@ async fn process_kill_replaces_the_process_with_a_new_pid() {
         rx.try_recv().is_err(),
         "the restart's stop was reported as an exit"
     );
+}
+
+/// A server that appends `started` to `journal` when it starts and `TERM` when it gets SIGTERM
+/// (then exits): the journal shows which signals each generation saw, in order.
+fn journaling_server(journal: &std::path::Path) -> ServerSpec {
+    let script = format!(
+        "trap 'echo TERM >> {j}; exit 0' TERM; echo started >> {j}; while :; do sleep 0.05; done",
+        j = journal.display()
+    );
+    ServerSpec::new("journal", "sh", ["-c", script.as_str()], 0)
+}
+
+fn journal_lines(journal: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs one restart with `stop` of a journaling server (frozen first when `freeze`); returns
+/// the journal once the new generation has written its line.
+async fn restart_journal(
+    label: &str,
+    stop: StopMode,
+    cause: HangCause,
+    freeze: bool,
+) -> Vec<String> {
+    let dir = scratch_path(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal");
+    let (server, _rx, first) = start_server(journaling_server(&journal), Generation(1)).await;
+    let _cleanup_first = KillGroupOnDrop(first.pid);
+    assert!(
+        common::eventually(Duration::from_secs(10), || journal_lines(&journal).len()
+            == 1)
+        .await,
+        "the first generation never started"
+    );
+    if freeze {
+        server
+            .send(respawn_backends::SignalServer {
+                signal: nix::sys::signal::Signal::SIGSTOP,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // A grace longer than any test: a graceful stop ends on the SIGTERM, never on this bound.
+    let strategy = ProcessKill::new(server, Duration::from_secs(60)).start();
+    let report = strategy
+        .send(Restart {
+            cause,
+            stop,
+            ..restart()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let _cleanup = KillGroupOnDrop(report.pid.expect("the new pid"));
+    assert!(!alive(first.pid));
+    assert!(
+        common::eventually(Duration::from_secs(10), || journal_lines(&journal)
+            .last()
+            .is_some_and(|l| l == "started")
+            && journal_lines(&journal).len() >= 2)
+        .await,
+        "the second generation never started: {:?}",
+        journal_lines(&journal)
+    );
+    let lines = journal_lines(&journal);
+    let _ = std::fs::remove_dir_all(&dir);
+    lines
+}
+
+#[actix::test]
+async fn a_hang_restart_kills_the_group_without_sigterm_first() {
+    let journal =
+        restart_journal("kill-stop", StopMode::Kill, HangCause::HealthProbes, false).await;
+    assert_eq!(
+        journal,
+        ["started", "started"],
+        "no SIGTERM reached the old generation"
+    );
+}
+
+#[actix::test]
+async fn a_frozen_server_is_killed_without_waiting_for_the_grace() {
+    // Frozen: a SIGTERM-first stop would need SIGCONT to let the trap run, and would journal
+    // it; the kill needs neither.
+    let journal =
+        restart_journal("kill-frozen", StopMode::Kill, HangCause::HealthProbes, true).await;
+    assert_eq!(journal, ["started", "started"]);
+}
+
+#[actix::test]
+async fn a_manual_restart_sends_sigterm_before_the_next_start() {
+    let journal = restart_journal(
+        "graceful-stop",
+        StopMode::Graceful,
+        HangCause::Manual,
+        false,
+    )
+    .await;
+    assert_eq!(journal, ["started", "TERM", "started"]);
 }
 
 #[actix::test]

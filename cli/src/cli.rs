@@ -15,7 +15,7 @@ use clap::builder::TypedValueParser;
 use crate::config::value::{parse_duration, parse_json, parse_listen, parse_size};
 use respawn::deadlock_watch::ProgressMetric;
 
-use crate::config::choices::{Containment, GpuRelease, LogFormat, Resume};
+use crate::config::choices::{Containment, GpuRelease, HangStop, LogFormat, Resume};
 use respawn::auth::AdminToken;
 
 /// Options of `respawn serve`: supervise a model server and proxy its clients.
@@ -165,6 +165,10 @@ pub struct SupervisionArgs {
     /// Time from SIGTERM to SIGKILL when stopping the child; 0 = SIGKILL at once [default: 5s] [env: RESPAWN_STOP_GRACE]
     #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Restarts")]
     pub stop_grace: Option<Duration>,
+
+    /// How a restart caused by a hang stops the hung server: `kill` = SIGKILL of its whole group at once (it would not honour SIGTERM), `grace` = SIGTERM and --stop-grace as for a manual restart [default: kill] [env: RESPAWN_HANG_STOP]
+    #[arg(long, value_name = "HOW", value_enum, help_heading = "Restarts")]
+    pub hang_stop: Option<HangStop>,
 
     /// Restarts allowed within --restart-window; past it respawn exits non-zero so systemd/Kubernetes take over [default: 5] [env: RESPAWN_MAX_RESTARTS]
     #[arg(long, value_name = "N", help_heading = "Restarts")]

@@ -6,8 +6,9 @@
 //! | `health.timeout` | 1 s |
 //! | `health.unhealthy_after` | 3 probes |
 //! | `health.startup_timeout` | 600 s |
-//! | `health.ready_poll_initial` | 10 ms |
+//! | `health.ready_poll_initial` | 1 ms |
 //! | `health.ready_poll_factor` | 2 |
+//! | `health.ready_poll_max` | 20 ms |
 //! | `policy.backoff.base` | 500 ms |
 //! | `policy.backoff.factor` | 2 |
 //! | `policy.backoff.cap` | 30 s |
@@ -28,6 +29,7 @@
 //! | `progress.canary_timeout` | 10 s |
 //! | `poison_threshold` | 2 hangs |
 //! | `quarantine_ttl` | 10 min |
+//! | `graceful_hang_stop` | false (a hung server gets SIGKILL at once) |
 
 use core::time::Duration;
 
@@ -42,7 +44,7 @@ use crate::{
 #[cfg_attr(feature = "serde", serde(default))]
 pub struct CoreConfig {
     /// Health probing: interval 1 s, timeout 1 s, 3 failures, startup 600 s, readiness polls
-    /// from 10 ms doubling up to the interval.
+    /// from 1 ms doubling up to 20 ms.
     pub health: HealthConfig,
     /// Restarts: backoff 500 ms ×2 up to 30 s (no jitter, scaled by start-up time), at most 5
     /// restarts in 10 minutes, stable after 60 s of uptime.
@@ -59,6 +61,10 @@ pub struct CoreConfig {
     pub poison_threshold: u32,
     /// How long a quarantine lasts. Default 10 min.
     pub quarantine_ttl: Duration,
+    /// Whether a restart caused by a hang grants the server the stop grace (SIGTERM first) like
+    /// an operator's restart does. Default `false`: a hung server gets SIGKILL of its whole
+    /// generation at once, since it would not honour SIGTERM (see [`StopMode`](crate::StopMode)).
+    pub graceful_hang_stop: bool,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +77,7 @@ impl Default for CoreConfig {
             progress: ProgressConfig::default(),
             poison_threshold: PoisonTracker::DEFAULT_THRESHOLD,
             quarantine_ttl: PoisonTracker::DEFAULT_TTL,
+            graceful_hang_stop: false,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Health tracking: turns health-probe outcomes into a verdict about the server.
 //!
 //! After a start the tracker is `Starting`: probes come fast (the readiness cadence starts at
-//! `ready_poll_initial`, tens of milliseconds, and grows by `ready_poll_factor` up to the steady
-//! `interval`), so a server that becomes ready is noticed within milliseconds, and failures do not
+//! `ready_poll_initial`, a millisecond, and grows by `ready_poll_factor` up to `ready_poll_max`,
+//! 20 ms, never above the steady `interval`), so a server that becomes ready is noticed within
+//! milliseconds however long its start took, and failures do not
 //! count — a loading model refuses connections — except that the whole start is bounded by
 //! `startup_timeout`. Once `Ready`, every failed probe is a strike; `unhealthy_after` strikes in a
 //! row make the server `Unresponsive`, and a single good probe clears the strikes.
@@ -32,10 +33,17 @@ pub struct HealthConfig {
     pub unhealthy_after: u32,
     /// How long a start may take before it counts as hung. Default 600 s (large models load slowly).
     pub startup_timeout: Duration,
-    /// Delay of the first readiness probe after a start. Default 10 ms.
+    /// Delay of the first readiness probe after a start. Default 1 ms: a small server is
+    /// listening a few milliseconds after its spawn, and each millisecond before it is noticed is
+    /// a millisecond of the restart.
     pub ready_poll_initial: Duration,
-    /// Growth factor of the readiness cadence, capped at `interval`. Default 2; at least 1.
+    /// Growth factor of the readiness cadence. Default 2; at least 1.
     pub ready_poll_factor: u32,
+    /// The slowest readiness cadence (never above `interval`). Default 20 ms: a server that
+    /// takes minutes to load is still noticed within 20 ms of answering. A probe of a server that
+    /// is not listening yet is a refused connection, and one of a server still loading is a quick
+    /// 503, so 50 of them a second cost next to nothing.
+    pub ready_poll_max: Duration,
 }
 
 impl Default for HealthConfig {
@@ -45,8 +53,9 @@ impl Default for HealthConfig {
             timeout: Duration::from_secs(1),
             unhealthy_after: 3,
             startup_timeout: Duration::from_secs(600),
-            ready_poll_initial: Duration::from_millis(10),
+            ready_poll_initial: Duration::from_millis(1),
             ready_poll_factor: 2,
+            ready_poll_max: Duration::from_millis(20),
         }
     }
 }
@@ -62,6 +71,7 @@ impl HealthConfig {
             ("health.timeout", self.timeout),
             ("health.startup_timeout", self.startup_timeout),
             ("health.ready_poll_initial", self.ready_poll_initial),
+            ("health.ready_poll_max", self.ready_poll_max),
         ];
         for (field, value) in durations {
             if value.is_zero() {
@@ -268,7 +278,7 @@ impl HealthTracker {
     /// How long to wait before the next probe.
     ///
     /// While `Starting`: `ready_poll_initial * ready_poll_factor^k` (k = readiness probes so far),
-    /// never above `interval`. Otherwise: `interval`.
+    /// never above `ready_poll_max` nor `interval`. Otherwise: `interval`.
     #[must_use]
     pub fn next_probe_in(&self) -> Duration {
         match self.state {
@@ -276,7 +286,7 @@ impl HealthTracker {
                 self.config.ready_poll_initial,
                 self.config.ready_poll_factor,
                 self.readiness_probes,
-                self.config.interval,
+                self.config.ready_poll_max.min(self.config.interval),
             ),
             _ => self.config.interval,
         }
@@ -484,15 +494,12 @@ mod tests {
             seen.push(t.next_probe_in());
             t.on_probe(ms(i), ProbeOutcome::Failed);
         }
-        assert_eq!(
-            seen,
-            [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000].map(ms)
-        );
+        assert_eq!(seen, [1, 2, 4, 8, 16, 20, 20, 20, 20, 20].map(ms));
         t.on_probe(ms(20), ProbeOutcome::Ok);
         assert_eq!(t.next_probe_in(), ms(1000));
         t.restarted(ms(30));
         assert_eq!(t.state(), HealthState::Starting);
-        assert_eq!(t.next_probe_in(), ms(10));
+        assert_eq!(t.next_probe_in(), ms(1));
     }
 
     #[test]

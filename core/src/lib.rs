@@ -21,6 +21,7 @@
 //! | probes → verdict | [`HealthTracker`] |
 //! | backoff, intensity | [`RestartPolicy`] |
 //! | one restart per generation | [`RestartGate`] |
+//! | grace or SIGKILL, by the restart's cause | [`StopMode`] |
 //! | one request's retries | [`RetryPlan`] |
 //! | response deadlines | [`StreamWatch`] |
 //! | quarantine by evidence | [`PoisonTracker`], [`Admission`] |
@@ -96,6 +97,7 @@ mod resume;
 mod retry_plan;
 mod route;
 mod snapshot;
+mod stop_mode;
 mod stream_watch;
 mod supervision;
 
@@ -115,5 +117,6 @@ pub use resume::*;
 pub use retry_plan::*;
 pub use route::*;
 pub use snapshot::*;
+pub use stop_mode::*;
 pub use stream_watch::*;
 pub use supervision::*;

@@ -491,18 +491,20 @@ proptest! {
         interval in any_duration(),
         ready_poll_initial in any_duration(),
         ready_poll_factor in 1u32..=u32::MAX,
+        ready_poll_max in any_duration(),
         probes in 0usize..200,
     ) {
         let interval = interval.max(Duration::from_nanos(1));
-        let config = HealthConfig { interval, ready_poll_initial, ready_poll_factor, ..HealthConfig::default() };
+        let config = HealthConfig { interval, ready_poll_initial, ready_poll_factor, ready_poll_max, ..HealthConfig::default() };
+        let cap = ready_poll_max.min(interval);
         let mut tracker = HealthTracker::new(config, Duration::ZERO);
         let mut previous = tracker.next_probe_in();
-        prop_assert_eq!(previous, ready_poll_initial.min(interval));
+        prop_assert_eq!(previous, ready_poll_initial.min(cap));
         for i in 0..probes {
             tracker.on_probe(ms(i as u64), ProbeOutcome::Failed);
             let next = tracker.next_probe_in();
             prop_assert!(next >= previous);
-            prop_assert!(next <= interval);
+            prop_assert!(next <= cap);
             previous = next;
         }
     }
@@ -694,10 +696,19 @@ fn check_actions(
             Action::Restart {
                 hung,
                 next,
+                cause,
+                stop,
                 strategy,
-                ..
             } => {
                 prop_assert!(d.asked.is_none(), "two restarts at once");
+                // Only an operator's restart grants the grace (the default config).
+                prop_assert_eq!(
+                    stop == StopMode::Graceful,
+                    cause.is_operator(),
+                    "{:?} for {:?}",
+                    stop,
+                    cause
+                );
                 prop_assert!(strategy < strategies);
                 prop_assert_eq!(next, m.generation().next());
                 prop_assert!(hung <= m.generation());

@@ -15,8 +15,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
 use respawn_core::{
-    Action, CoreConfig, FailReason, Fingerprint, HangCause, ProbeAnswer, Supervision,
-    SupervisionConfig, Triage,
+    Action, CoreConfig, FailReason, Fingerprint, ProbeAnswer, Supervision, SupervisionConfig,
+    Triage,
 };
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -201,8 +201,18 @@ impl RestartCoordinator {
                 hung,
                 next,
                 cause,
+                stop,
                 strategy,
-            } => self.ask_strategy(ctx, hung, next, cause, strategy),
+            } => self.ask_strategy(
+                ctx,
+                Restart {
+                    hung,
+                    next,
+                    cause,
+                    stop,
+                },
+                strategy,
+            ),
             Action::WakeAt(at) => {
                 let delay = at.saturating_sub(self.now());
                 ctx.run_later(delay, |act, ctx| {
@@ -337,23 +347,22 @@ impl RestartCoordinator {
         warn!(server = %self.name, fingerprint = %format_args!("{:016x}", fingerprint.0), "request quarantined: it hung the server on its own");
     }
 
-    fn ask_strategy(
-        &mut self,
-        ctx: &mut Context<Self>,
-        hung: respawn_core::Generation,
-        next: respawn_core::Generation,
-        cause: HangCause,
-        index: usize,
-    ) {
+    fn ask_strategy(&mut self, ctx: &mut Context<Self>, restart: Restart, index: usize) {
+        let Restart {
+            hung,
+            next,
+            cause,
+            stop,
+        } = restart;
         let Some(strategy) = self.parts.strategies.get(index).cloned() else {
             let now = self.now();
             self.machine.handle_restart_failed(now, index);
             return;
         };
-        info!(server = %self.name, strategy = strategy.name, hung = hung.get(), next = next.get(), cause = cause.as_str(), "restarting");
+        info!(server = %self.name, strategy = strategy.name, hung = hung.get(), next = next.get(), cause = cause.as_str(), stop = stop.as_str(), "restarting");
         strategy
             .recipient
-            .send(Restart { hung, next, cause })
+            .send(restart)
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let outcome: Result<RestartReport, String> = match result {

@@ -281,6 +281,8 @@ async fn failed_health_probes_restart_the_server() {
     settle().await;
     assert_eq!(calls.lock().len(), 1);
     assert_eq!(calls.lock()[0].0.cause, HangCause::HealthProbes);
+    // A server that stopped answering probes would not honour SIGTERM: no grace.
+    assert_eq!(calls.lock()[0].0.stop, respawn_core::StopMode::Kill);
     assert_eq!(h.state.borrow().last_cause, Some(HangCause::HealthProbes));
     assert_eq!(*h.watched.lock(), vec![Generation(1), Generation(2)]);
 }
@@ -439,6 +441,8 @@ async fn manual_restart_answers_the_replaced_generation() {
     assert_eq!(replaced, Generation(1));
     settle().await;
     assert_eq!(calls.lock()[0].0.cause, HangCause::Manual);
+    // An operator's restart of a healthy server keeps the grace.
+    assert_eq!(calls.lock()[0].0.stop, respawn_core::StopMode::Graceful);
     assert_eq!(h.generation(), Generation(2));
 }
 

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use respawn_backends::{
     Restart, RestartError, RestartReport, ServerActor, ServerExited, ServerSpec,
 };
-use respawn_core::{Generation, HangCause};
+use respawn_core::{Generation, HangCause, StopMode};
 
 use super::*;
 use crate::auth::AdminToken;
@@ -160,6 +160,7 @@ async fn a_registered_strategy_selected_by_name_is_called_with_the_supervisors_c
                 hung: Generation(1),
                 next: Generation(2),
                 cause: HangCause::Manual,
+                stop: StopMode::Graceful,
             }
         )]
     );

@@ -66,6 +66,31 @@ impl FromStr for Containment {
     }
 }
 
+/// How a restart caused by a hang stops the old generation (an operator's restart, a rolling
+/// restart, SIGHUP and respawn's own shutdown always grant `stop_grace`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HangStop {
+    /// SIGKILL to every process of the hung generation at once: a server that stopped answering
+    /// would not honour SIGTERM, and its grace would be dead time.
+    #[default]
+    Kill,
+    /// SIGTERM first and `stop_grace` to exit, as for an operator's restart.
+    Grace,
+}
+
+impl FromStr for HangStop {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "kill" => Ok(HangStop::Kill),
+            "grace" => Ok(HangStop::Grace),
+            _ => Err("expected `kill` or `grace`".to_owned()),
+        }
+    }
+}
+
 /// Whether a restart waits until `nvidia-smi` shows no process of the old generation holding
 /// GPU memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -13,7 +13,7 @@ use super::value::{
     parse_argv, parse_bool, parse_duration, parse_json, parse_listen, parse_names, parse_seconds,
     parse_size,
 };
-use super::{Containment, GpuRelease, LogFormat, ProgressMetric, Resume};
+use super::{Containment, GpuRelease, HangStop, LogFormat, ProgressMetric, Resume};
 use respawn::auth::AdminToken;
 
 /// The original design's variable for the start-up wait, in seconds; `RESPAWN_STARTUP_TIMEOUT` wins over it.
@@ -189,6 +189,7 @@ pub(crate) fn layer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, Co
         progress_timeout: env.duration("progress_timeout")?,
         startup_timeout: env.duration("startup_timeout")?,
         stop_grace: env.duration("stop_grace")?,
+        hang_stop: env.read("hang_stop", HangStop::from_str)?,
         max_restarts: env.number("max_restarts", COUNT)?,
         restart_window: env.duration("restart_window")?,
         stable_after: env.duration("stable_after")?,

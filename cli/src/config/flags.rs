@@ -58,6 +58,7 @@ pub(crate) fn layer(args: &ServeArgs) -> Result<Layer, ConfigError> {
         progress_timeout: args.supervision.progress_timeout,
         startup_timeout: args.supervision.startup_timeout,
         stop_grace: args.supervision.stop_grace,
+        hang_stop: args.supervision.hang_stop,
         max_restarts: args.supervision.max_restarts,
         restart_window: args.supervision.restart_window,
         stable_after: args.supervision.stable_after,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::value::serde_with;
-use super::{Containment, GpuRelease, LogFormat, ProgressMetric, Resume, ServeConfig};
+use super::{Containment, GpuRelease, HangStop, LogFormat, ProgressMetric, Resume, ServeConfig};
 use respawn::auth::AdminToken;
 
 /// The keys a config file may hold, in the order of `docs/CONFIG.md`.
@@ -36,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "progress_timeout",
     "startup_timeout",
     "stop_grace",
+    "hang_stop",
     "max_restarts",
     "restart_window",
     "stable_after",
@@ -104,6 +105,7 @@ pub(crate) struct Layer {
     pub startup_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub stop_grace: Option<Duration>,
+    pub hang_stop: Option<HangStop>,
     pub max_restarts: Option<u32>,
     #[serde(default, deserialize_with = "serde_with::duration")]
     pub restart_window: Option<Duration>,
@@ -163,7 +165,7 @@ impl Layer {
             name, listen, command, shell, health_path, health_interval, health_timeout,
             unhealthy_after, request_timeout, stall_timeout, max_request_time, canary_interval,
             canary_timeout,
-            progress_metric, progress_timeout, startup_timeout, stop_grace, max_restarts,
+            progress_metric, progress_timeout, startup_timeout, stop_grace, hang_stop, max_restarts,
             restart_window, stable_after, retries, poison_after, quarantine_ttl, resume, resume_limit, enable_restart, max_body_size, header_timeout,
             workers, log_format, gpu_release, release_timeout, containment, pass_secrets,
             replicas, start_stagger, min_ready, max_waiting, max_waiting_bytes;

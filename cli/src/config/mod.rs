@@ -38,7 +38,7 @@ use respawn::registry::{SelectionError, Strategies, COMMAND, PROCESS_KILL, REST_
 
 pub use respawn::deadlock_watch::ProgressMetric;
 
-pub use choices::{Containment, GpuRelease, LogFormat, Resume};
+pub use choices::{Containment, GpuRelease, HangStop, LogFormat, Resume};
 
 /// Everything `respawn serve` needs to know, after the defaults, the file, the environment and
 /// the flags have been stacked.
@@ -95,6 +95,9 @@ pub struct ServeConfig {
     /// Time between SIGTERM and SIGKILL when stopping the child; zero kills at once. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub stop_grace: Duration,
+    /// How a restart caused by a hang stops the hung server: SIGKILL at once (`kill`, the
+    /// default) or SIGTERM and `stop_grace` (`grace`). Operator restarts always get the grace.
+    pub hang_stop: HangStop,
     /// Restarts allowed within `restart_window` before respawn gives up and exits non-zero, so
     /// systemd or Kubernetes take over. Default 5.
     pub max_restarts: u32,
@@ -265,6 +268,7 @@ impl Default for ServeConfig {
             progress_timeout: defaults::PROGRESS_TIMEOUT,
             startup_timeout: defaults::STARTUP_TIMEOUT,
             stop_grace: defaults::STOP_GRACE,
+            hang_stop: HangStop::Kill,
             max_restarts: defaults::MAX_RESTARTS,
             restart_window: defaults::RESTART_WINDOW,
             stable_after: defaults::STABLE_AFTER,
@@ -572,6 +576,7 @@ impl ServeConfig {
         core.progress.canary_timeout = self.canary_timeout;
         core.poison_threshold = self.poison_after;
         core.quarantine_ttl = self.quarantine_ttl;
+        core.graceful_hang_stop = self.hang_stop == HangStop::Grace;
         core
     }
 

@@ -3,7 +3,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::{Fingerprint, Generation, GiveUpReason, Hang, HangCause, Phase, Snapshot};
+use crate::{Fingerprint, Generation, GiveUpReason, Hang, HangCause, Phase, Snapshot, StopMode};
 
 /// The part of the machine's state that the world sees: waiting requests, the status endpoint,
 /// metrics. Published with [`Action::Publish`] whenever it changes.
@@ -108,6 +108,9 @@ pub enum Action {
         next: Generation,
         /// Why.
         cause: HangCause,
+        /// How the strategy ends `hung`, when it owns the process: decided by the cause
+        /// ([`StopMode::for_cause`]).
+        stop: StopMode,
         /// Which strategy, by index in the configured order.
         strategy: usize,
     },

@@ -48,6 +48,9 @@
 //! * **Operator restarts are not incidents** ([`handle_operator_restart`](Supervision::handle_operator_restart)):
 //!   they begin at once, skip the backoff and the restart-intensity count, make no request a
 //!   suspect, and join a restart already under way.
+//! * **A hung server gets no grace.** Each [`Action::Restart`] says how the old generation is
+//!   stopped ([`StopMode::for_cause`]): SIGKILL at once after a hang (it would not honour SIGTERM),
+//!   the grace after an operator's restart.
 
 mod action;
 
@@ -59,7 +62,7 @@ use core::time::Duration;
 use crate::{
     CoreConfig, Fingerprint, GateDecision, Generation, Hang, HangCause, HealthEvent, HealthTracker,
     InvalidConfig, Liveness, LivenessStep, OperatorRestart, Phase, PoisonTracker, PolicyDecision,
-    ProbeAnswer, ProbeOutcome, ProgressReading, RestartGate, RestartPolicy, Snapshot,
+    ProbeAnswer, ProbeOutcome, ProgressReading, RestartGate, RestartPolicy, Snapshot, StopMode,
 };
 
 /// Everything the machine needs to know besides the events.
@@ -759,10 +762,12 @@ impl Supervision {
             next,
             cause,
         };
+        let stop = StopMode::for_cause(cause, self.config.core.graceful_hang_stop);
         self.actions.push_back(Action::Restart {
             hung,
             next,
             cause,
+            stop,
             strategy,
         });
     }

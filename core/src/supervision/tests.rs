@@ -38,6 +38,7 @@ fn restarts(actions: &[Action]) -> Vec<(Generation, Generation, HangCause, usize
                 next,
                 cause,
                 strategy,
+                ..
             } => Some((hung, next, cause, strategy)),
             _ => None,
         })
@@ -668,4 +669,72 @@ fn the_life_of_the_current_generation_is_published() {
         generation: Generation(2),
         at: None
     }));
+}
+
+/// The stop mode of every restart the machine asks for in `actions`, with its cause.
+fn stops(actions: &[Action]) -> Vec<(HangCause, StopMode)> {
+    actions
+        .iter()
+        .filter_map(|a| match *a {
+            Action::Restart { cause, stop, .. } => Some((cause, stop)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_hang_restart_kills_at_once_and_an_operator_restart_keeps_the_grace() {
+    let hangs = [
+        HangCause::HealthProbes,
+        HangCause::FirstByteTimeout,
+        HangCause::StreamStall,
+        HangCause::ProgressStalled,
+        HangCause::CanaryTimeout,
+    ];
+    for cause in hangs {
+        let mut m = ready_machine(config(1, 5));
+        m.handle_hang(ms(100), Hang::new(Generation(1), cause), &[]);
+        assert_eq!(stops(&drain(&mut m)), [(cause, StopMode::Kill)], "{cause}");
+    }
+    for by in [OperatorRestart::Manual, OperatorRestart::Signal] {
+        let mut m = ready_machine(config(1, 5));
+        m.handle_operator_restart(ms(100), by);
+        assert_eq!(
+            stops(&drain(&mut m)),
+            [(by.cause(), StopMode::Graceful)],
+            "{by:?}"
+        );
+    }
+}
+
+#[test]
+fn graceful_hang_stop_grants_the_grace_to_hangs_too() {
+    let mut with_grace = config(1, 5);
+    with_grace.core.graceful_hang_stop = true;
+    let mut m = ready_machine(with_grace);
+    m.handle_hang(
+        ms(100),
+        Hang::new(Generation(1), HangCause::HealthProbes),
+        &[],
+    );
+    assert_eq!(
+        stops(&drain(&mut m)),
+        [(HangCause::HealthProbes, StopMode::Graceful)]
+    );
+}
+
+#[test]
+fn a_failed_restart_tried_again_keeps_the_stop_of_its_cause() {
+    let mut m = ready_machine(config(2, 5));
+    m.handle_operator_restart(ms(100), OperatorRestart::Manual);
+    assert_eq!(
+        stops(&drain(&mut m)),
+        [(HangCause::Manual, StopMode::Graceful)]
+    );
+    // The first strategy failed: the second one is asked with the same stop.
+    m.handle_restart_failed(ms(200), 0);
+    assert_eq!(
+        stops(&drain(&mut m)),
+        [(HangCause::Manual, StopMode::Graceful)]
+    );
 }

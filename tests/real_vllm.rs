@@ -701,35 +701,57 @@ const ADMIN_TOKEN: &str = "vllm-test-admin-token";
 /// How a stream cut by a restart ended, when it ended cleanly.
 #[derive(Debug, PartialEq, Eq)]
 enum StreamEnd {
-    /// Completed (resumed on the next generation): `data: [DONE]` last, no error of any kind.
+    /// Completed (resumed on the next generation): a `finish_reason`, then `data: [DONE]` last,
+    /// no error of any kind.
     Done,
-    /// An SSE `event: error` as the last event: the client is told, it does not take a cut
-    /// stream for a whole answer.
+    /// respawn's SSE `event: error` as the last event (`respawn_stream_interrupted`): the upstream
+    /// stream broke off, and the client is told so.
     ErrorEvent,
+    /// vLLM's own error in the stream: `data: {"error": {...}}` (then `data: [DONE]`), which the
+    /// OpenAI clients raise on. vLLM writes it when its engine dies under a stream: at a restart
+    /// it does when the SIGTERM reaches the stream's generator before the HTTP server stops.
+    ServerErrorEvent,
 }
 
-/// Tells how a stream ended: one of the two clean ends, or a description of what it was.
+/// Whether an event is an OpenAI-shaped error sent as plain data (no `event:` field).
+fn is_in_band_error(event: &common::SseEvent) -> bool {
+    event.event.is_none()
+        && serde_json::from_str::<Value>(&event.data).is_ok_and(|v| v.get("error").is_some())
+}
+
+/// Tells how a stream ended: one of the clean ends, or a description of what it was (a silent
+/// cut: no `[DONE]` after a finish, no error).
 fn stream_end(events: &[common::SseEvent], end: &common::BodyEnd) -> Result<StreamEnd, String> {
+    let last = events.len().checked_sub(1);
     let error_event = events
         .iter()
         .position(|e| e.event.as_deref() == Some("error"));
-    let in_band_error = events.iter().any(|e| {
-        e.event.is_none()
-            && serde_json::from_str::<Value>(&e.data).is_ok_and(|v| v.get("error").is_some())
+    let in_band_error = events.iter().position(is_in_band_error);
+    let finished = events.iter().any(|e| {
+        serde_json::from_str::<Value>(&e.data)
+            .is_ok_and(|v| v["choices"][0]["finish_reason"].is_string())
     });
-    let last = events.last().map(|e| e.data.as_str());
-    if error_event.is_some() && error_event == events.len().checked_sub(1) {
+    let done_at = events.iter().position(|e| e.data == "[DONE]");
+    if error_event.is_some() && error_event == last {
         return Ok(StreamEnd::ErrorEvent);
     }
+    if let (None, Some(at)) = (error_event, in_band_error) {
+        // Only `[DONE]` (or nothing) after it.
+        if events[at + 1..].iter().all(|e| e.data == "[DONE]") {
+            return Ok(StreamEnd::ServerErrorEvent);
+        }
+    }
     if error_event.is_none()
-        && !in_band_error
-        && last == Some("[DONE]")
+        && in_band_error.is_none()
+        && finished
+        && done_at.is_some()
+        && done_at == last
         && *end == common::BodyEnd::Clean
     {
         return Ok(StreamEnd::Done);
     }
     Err(format!(
-        "neither `[DONE]` without an error nor an `event: error` last: body end {end:?}, error event at {error_event:?} of {}, in-band error {in_band_error}, last event {:?}",
+        "not a clean end: body end {end:?}, {} events, `event: error` at {error_event:?}, in-band error at {in_band_error:?}, finish_reason seen {finished}, `[DONE]` at {done_at:?}, last event {:?}",
         events.len(),
         events.last()
     ))

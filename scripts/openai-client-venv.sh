@@ -42,8 +42,10 @@ cache_root="${RESPAWN_CACHE:-$HOME/.cache/respawn}"
 venv="$cache_root/openai-$OPENAI_VERSION/venv"
 python="$venv/bin/python"
 
-log() { if [ "$print_env_only" -eq 0 ]; then printf '[openai-client-venv] %s\n' "$*" >&2; fi; }
-die() { printf '[openai-client-venv] error: %s\n' "$*" >&2; exit 1; }
+LOG_PREFIX="openai-client-venv"
+# log, die, apt_install.
+# shellcheck source=scripts/lib/fetch.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/fetch.sh"
 
 installed_version() {
     "$python" -c 'import openai; print(openai.__version__)' 2>/dev/null || true
@@ -52,13 +54,7 @@ installed_version() {
 started=$SECONDS
 if [ "$(installed_version)" != "$OPENAI_VERSION" ]; then
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-            log "installing python3-venv with apt-get"
-            apt-get update -qq
-            apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
-        else
-            die "python3 with the venv module is needed"
-        fi
+        apt_install python3 python3-venv python3-pip
     fi
     log "creating $venv with openai==$OPENAI_VERSION"
     rm -rf "$venv"

@@ -213,12 +213,7 @@ impl PoolUpstream {
     ) -> Result<Attempted, CallError> {
         let n = self.replicas.len();
         let mut want = vec![Generation::NONE; n];
-        let upstream = self
-            .replicas
-            .get(cut.replica)
-            .ok_or(CallError::Unavailable(WaitError::Failed {
-                reason: format!("the pool has no replica {}", cut.replica),
-            }))?;
+        let upstream = self.replica(cut.replica)?;
         let mut state = None;
         let elsewhere = self.ready_elsewhere(cut.replica, &want);
         want[cut.replica] = upstream
@@ -236,18 +231,31 @@ impl PoolUpstream {
     /// The sender of the replica a continuation would go to: the least loaded ready replica
     /// other than the one the stream was cut on (that one only once its next generation is
     /// ready, when no other is), waiting as any request does when none is ready. The
-    /// continuation is built with that replica's tokenizer.
+    /// continuation is built with that replica's tokenizer. When it is another replica, the
+    /// request's place on the one it was cut on ends now.
     pub async fn continuation_replica(
         &self,
-        from: &Attempted,
+        from: &mut Attempted,
         bytes: u64,
     ) -> Result<&Upstream, CallError> {
         let index = self.pick(&from.want, from.failed, bytes).await?;
-        self.replicas
-            .get(index)
-            .ok_or(CallError::Unavailable(WaitError::Failed {
+        if from
+            .current
+            .as_ref()
+            .is_some_and(|(held, _)| *held != index)
+        {
+            from.current = None;
+        }
+        self.replica(index)
+    }
+
+    /// The sender of replica `index` (always one: indices come from this pool).
+    fn replica(&self, index: usize) -> Result<&Upstream, CallError> {
+        self.replicas.get(index).ok_or_else(|| {
+            CallError::Unavailable(WaitError::Failed {
                 reason: format!("the pool has no replica {index}"),
-            }))
+            })
+        })
     }
 
     /// Sends a cut stream's continuation from where [`after_cut`](Self::after_cut) left it, as

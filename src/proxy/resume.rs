@@ -732,12 +732,12 @@ async fn continue_on_pool(
         replica: cut_on,
         identity,
     };
-    let from = match pool.after_cut(&mut watch.plan, cut.outcome, from).await {
+    let mut from = match pool.after_cut(&mut watch.plan, cut.outcome, from).await {
         Ok(from) => from,
         Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
     };
     let bytes = u64::try_from(resumer.out.body.len()).unwrap_or(u64::MAX);
-    let out = match pool.continuation_replica(&from, bytes).await {
+    let out = match pool.continuation_replica(&mut from, bytes).await {
         Ok(tokenizer) => continuation_out(resumer, request, delivered, tokenizer).await,
         Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
     };

@@ -453,6 +453,28 @@ impl Upstream {
             .await
     }
 
+    /// Like [`after_cut`](Self::after_cut), for a replica of a pool, whose continuation goes
+    /// to another replica at once: the hang is acknowledged (counted in the pool's quarantine)
+    /// before it answers, and when `elsewhere` a broken connection is not rechecked here, as
+    /// in [`after_failure_counted`](Self::after_failure_counted).
+    pub async fn after_cut_counted(
+        &self,
+        plan: &mut RequestPlan,
+        outcome: AttemptOutcome,
+        state: &mut Option<watch::Receiver<SupervisorState>>,
+        elsewhere: bool,
+    ) -> Result<Generation, CallError> {
+        let decision = plan.decide_cut(outcome);
+        self.carry_out(
+            plan,
+            outcome,
+            decision,
+            state,
+            Report::Acknowledged { elsewhere },
+        )
+        .await
+    }
+
     async fn carry_out(
         &self,
         plan: &mut RequestPlan,
@@ -496,9 +518,10 @@ impl Upstream {
                 generation
             }
             Next::WaitForGeneration(next) => next,
-            Next::Recheck { .. } if matches!(report, Report::Acknowledged { elsewhere: true }) => {
-                generation
-            }
+            Next::Recheck { .. }
+            | Next::Continue {
+                within: Some(_), ..
+            } if matches!(report, Report::Acknowledged { elsewhere: true }) => generation,
             Next::Recheck { next, within }
             | Next::Continue {
                 after: next,

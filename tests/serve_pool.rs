@@ -31,9 +31,10 @@ struct Answer {
 
 fn pool(extra: &[&str], mock_args: &[&str]) -> Serve {
     let mut options = ServeOptions::mock(&[], mock_args);
-    let mut args = common::fast_args(&["--replicas", "2"]);
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    options.args = args;
+    // Flag and value pairs: they replace the fast defaults they name.
+    let mut overrides = vec!["--replicas", "2"];
+    overrides.extend_from_slice(extra);
+    options.args = common::fast_args(&overrides);
     let serve = Serve::start(options);
     serve.wait_status(Duration::from_secs(60), "both replicas ready", |s| {
         s["ready_replicas"] == 2
@@ -458,4 +459,209 @@ fn the_bound_on_waiting_requests_holds_for_the_whole_pool() {
         .wait_exit(Duration::from_secs(30))
         .expect("respawn exits");
     assert_eq!(exit.code(), Some(0));
+}
+
+/// A streamed chat completion as the client saw it: the raw body and its events.
+struct Streamed {
+    /// The replica that began answering it.
+    replica: u64,
+    raw: String,
+    events: Vec<common::SseEvent>,
+    end: common::BodyEnd,
+}
+
+impl Streamed {
+    fn json(&self) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|e| e.event.is_none() && e.data != "[DONE]")
+            .filter_map(|e| serde_json::from_str(&e.data).ok())
+            .collect()
+    }
+
+    /// The pieces of text, in order.
+    fn pieces(&self) -> Vec<String> {
+        pieces(&self.events)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .json()
+            .iter()
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.dedup();
+        ids
+    }
+
+    fn count(&self, pred: impl Fn(&common::SseEvent) -> bool) -> usize {
+        self.events.iter().filter(|e| pred(e)).count()
+    }
+}
+
+fn pieces(events: &[common::SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event.is_none() && e.data != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Sends a streamed chat completion and reads it whole; once `cut_after` pieces arrived, calls
+/// `fault` once with the replica that answers it.
+fn stream_chat(
+    serve: &Serve,
+    body: &Value,
+    cut_after: Option<usize>,
+    fault: impl FnOnce(u64),
+) -> Streamed {
+    let body = body.to_string();
+    let mut response = common::open(
+        serve.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.as_bytes(),
+        CLIENT_TIMEOUT,
+    )
+    .expect("open the stream");
+    assert_eq!(response.head.status, 200);
+    let replica = response
+        .head
+        .header("x-respawn-replica")
+        .and_then(|v| v.parse().ok())
+        .expect("the replica that answers");
+    let mut raw = Vec::new();
+    let mut fault = Some(fault);
+    let end = loop {
+        match response.next_chunk() {
+            Ok(Some(chunk)) => raw.extend_from_slice(&chunk.bytes),
+            Ok(None) => break common::BodyEnd::Clean,
+            Err(end) => break end,
+        }
+        if let Some(after) = cut_after {
+            if pieces(&common::sse_events(&raw)).len() >= after {
+                if let Some(fault) = fault.take() {
+                    fault(replica);
+                }
+            }
+        }
+    };
+    Streamed {
+        replica,
+        raw: String::from_utf8_lossy(&raw).into_owned(),
+        events: common::sse_events(&raw),
+        end,
+    }
+}
+
+/// A stream cut on one replica (`signal` to its server after 10 of 40 pieces) continues on the
+/// other at once: one stream, the exact fault-free answer, the continuation from the other
+/// replica's generation 1, resumed before the cut replica's generation 2 was ready.
+fn a_stream_cut_on_one_replica_continues_on_the_other(signal: Signal) {
+    // Stalls noticed by the stream's own deadline; a token every 50 ms; a start of 3 s, so that
+    // a continuation that waited for the cut replica's restart would come after it.
+    let serve = pool(
+        &["--stall-timeout", "1s", "--unhealthy-after", "25"],
+        &["--token-latency", "50ms", "--start-delay", "3s"],
+    );
+    let body = serde_json::json!({
+        "model": "mock-llm",
+        "messages": [{ "role": "user", "content": "tell me a long story" }],
+        "max_tokens": 40,
+        "stream": true,
+    });
+    let whole = stream_chat(&serve, &body, None, |_| {});
+    assert_eq!(whole.end, common::BodyEnd::Clean, "{}", whole.raw);
+    assert_eq!(whole.pieces().len(), 40, "{}", whole.raw);
+    assert!(!whole.raw.contains(": respawn resumed"), "{}", whole.raw);
+
+    let status = serve.status();
+    let cut = stream_chat(&serve, &body, Some(10), |on| {
+        let pid = replica(&status, on as usize)["pid"]
+            .as_u64()
+            .expect("the serving replica's pid") as u32;
+        common::signal(pid, signal);
+    });
+    let other = 1 - cut.replica;
+
+    // One stream, the exact answer.
+    assert_eq!(cut.end, common::BodyEnd::Clean, "{}", cut.raw);
+    assert_eq!(
+        cut.count(|e| e.event.as_deref() == Some("error")),
+        0,
+        "no error event: {}",
+        cut.raw
+    );
+    assert_eq!(cut.pieces(), whole.pieces(), "{}", cut.raw);
+    assert_eq!(cut.ids().len(), 1, "one id: {:?}", cut.ids());
+    assert_eq!(cut.count(|e| e.data == "[DONE]"), 1, "{}", cut.raw);
+    assert_eq!(cut.events.last().map(|e| e.data.as_str()), Some("[DONE]"));
+    // Resumed once, by the other replica's first generation.
+    assert_eq!(
+        cut.raw.matches(": respawn resumed").count(),
+        1,
+        "{}",
+        cut.raw
+    );
+    assert!(
+        cut.raw.contains(&format!("generation 1, replica {other})")),
+        "continued on replica {other}: {}",
+        cut.raw
+    );
+    let marker = cut.raw.find(": respawn resumed").expect("the marker");
+    let before = pieces(&common::sse_events(&cut.raw.as_bytes()[..marker]));
+    assert!(before.len() >= 10, "{}", cut.raw);
+
+    // The cut replica restarts once, after the continuation went to the other one.
+    let status = serve.wait_status(
+        Duration::from_secs(60),
+        "the cut replica back as generation 2",
+        |s| {
+            replica(s, cut.replica as usize)["generation"] == 2
+                && replica(s, cut.replica as usize)["state"] == "ready"
+        },
+    );
+    assert_eq!(status["restarts"], 1, "exactly one restart: {status}");
+    assert_eq!(
+        replica(&status, other as usize)["generation"],
+        1,
+        "{status}"
+    );
+    let log = serve.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    let resumed = lines
+        .iter()
+        .position(|l| l.contains("a cut stream was resumed"))
+        .unwrap_or_else(|| panic!("the resumption is logged:\n{log}"));
+    assert!(
+        lines[resumed].contains(&format!("replica={other}")),
+        "{}",
+        lines[resumed]
+    );
+    let back = lines
+        .iter()
+        // Only the cut replica restarts (one restart): its generation 2 is the only one.
+        .position(|l| l.contains("the new generation is ready") && l.contains("generation=2"))
+        .unwrap_or_else(|| panic!("the cut replica's generation 2 is logged ready:\n{log}"));
+    assert!(
+        resumed < back,
+        "the continuation did not wait for the cut replica's restart:\n{log}"
+    );
+}
+
+#[test]
+fn a_stream_frozen_on_one_replica_continues_on_the_other_with_the_exact_answer() {
+    a_stream_cut_on_one_replica_continues_on_the_other(Signal::SIGSTOP);
+}
+
+#[test]
+fn a_stream_whose_replica_is_killed_continues_on_the_other_with_the_exact_answer() {
+    a_stream_cut_on_one_replica_continues_on_the_other(Signal::SIGKILL);
 }

@@ -191,11 +191,101 @@ impl PoolUpstream {
         fingerprint: Fingerprint,
         plan: &mut RequestPlan,
     ) -> Result<PoolDelivery, CallError> {
+        let from = Attempted {
+            want: vec![Generation::NONE; self.replicas.len()],
+            failed: ReplicaSet::new(),
+            current: None,
+        };
+        self.deliver_from(out, fingerprint, plan, from).await
+    }
+
+    /// Carries out the plan's decision after a stream served by `cut.replica` was cut with
+    /// `outcome` and judged resumable: the hang is acknowledged (counted in the pool's
+    /// quarantine before the continuation goes anywhere), and the replica it was cut on is left
+    /// out of the continuation's choice (it may still look ready until its coordinator acts).
+    /// Answers where the continuation stands, for [`continuation_replica`](Self::continuation_replica)
+    /// and [`deliver_continuation`](Self::deliver_continuation).
+    pub async fn after_cut(
+        &self,
+        plan: &mut RequestPlan,
+        outcome: AttemptOutcome,
+        cut: PoolCut,
+    ) -> Result<Attempted, CallError> {
         let n = self.replicas.len();
         let mut want = vec![Generation::NONE; n];
-        let mut states: Vec<Option<watch::Receiver<SupervisorState>>> = vec![None; n];
+        let upstream = self.replica(cut.replica)?;
+        let mut state = None;
+        let elsewhere = self.ready_elsewhere(cut.replica, &want);
+        want[cut.replica] = upstream
+            .after_cut_counted(plan, outcome, &mut state, elsewhere)
+            .await?;
         let mut failed = ReplicaSet::new();
-        let mut current: Option<(usize, Identity)> = None;
+        failed.insert(cut.replica);
+        Ok(Attempted {
+            want,
+            failed,
+            current: Some((cut.replica, cut.identity)),
+        })
+    }
+
+    /// The sender of the replica a continuation would go to: the least loaded ready replica
+    /// other than the one the stream was cut on (that one only once its next generation is
+    /// ready, when no other is), waiting as any request does when none is ready. The
+    /// continuation is built with that replica's tokenizer. When it is another replica, the
+    /// request's place on the one it was cut on ends now.
+    pub async fn continuation_replica(
+        &self,
+        from: &mut Attempted,
+        bytes: u64,
+    ) -> Result<&Upstream, CallError> {
+        let index = self.pick(&from.want, from.failed, bytes).await?;
+        if from
+            .current
+            .as_ref()
+            .is_some_and(|(held, _)| *held != index)
+        {
+            from.current = None;
+        }
+        self.replica(index)
+    }
+
+    /// The sender of replica `index` (always one: indices come from this pool).
+    fn replica(&self, index: usize) -> Result<&Upstream, CallError> {
+        self.replicas.get(index).ok_or_else(|| {
+            CallError::Unavailable(WaitError::Failed {
+                reason: format!("the pool has no replica {index}"),
+            })
+        })
+    }
+
+    /// Sends a cut stream's continuation from where [`after_cut`](Self::after_cut) left it, as
+    /// [`deliver`](Self::deliver) sends a request: the request's place on the replica it was cut
+    /// on ends when the continuation goes to another.
+    pub async fn deliver_continuation(
+        &self,
+        out: &Outgoing,
+        fingerprint: Fingerprint,
+        plan: &mut RequestPlan,
+        from: Attempted,
+    ) -> Result<PoolDelivery, CallError> {
+        self.deliver_from(out, fingerprint, plan, from).await
+    }
+
+    async fn deliver_from(
+        &self,
+        out: &Outgoing,
+        fingerprint: Fingerprint,
+        plan: &mut RequestPlan,
+        from: Attempted,
+    ) -> Result<PoolDelivery, CallError> {
+        let n = self.replicas.len();
+        let Attempted {
+            mut want,
+            mut failed,
+            mut current,
+        } = from;
+        want.resize(n, Generation::NONE);
+        let mut states: Vec<Option<watch::Receiver<SupervisorState>>> = vec![None; n];
         let bytes = u64::try_from(out.body.len()).unwrap_or(u64::MAX);
         loop {
             let index = self.pick(&want, failed, bytes).await?;
@@ -257,6 +347,24 @@ impl PoolUpstream {
             current = Some((index, id));
         }
     }
+}
+
+/// Where a stream served by a pool was cut: the replica, and the request's place there (in
+/// flight, maybe on trial), which lasts until the hang is counted and the continuation moves.
+pub struct PoolCut {
+    /// The replica that served the stream.
+    pub replica: usize,
+    /// The request as that replica knows it.
+    pub identity: Identity,
+}
+
+/// What a request's earlier attempts left for its next one: the generation each replica must
+/// reach, the replicas it failed on (avoided while another is ready), and its place on the
+/// replica it last went to.
+pub struct Attempted {
+    want: Vec<Generation>,
+    failed: ReplicaSet,
+    current: Option<(usize, Identity)>,
 }
 
 /// Why no replica will ever take a request, when none will: each has been given up or is

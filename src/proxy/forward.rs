@@ -17,7 +17,7 @@ use crate::pool::sender::PoolUpstream;
 use crate::proxy::admission::ForwardSlots;
 use crate::proxy::drain::{Drain, SHUTTING_DOWN};
 use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
-use crate::proxy::resume::{stream_kind, ResumableBody, Resumer};
+use crate::proxy::resume::{stream_kind, ResumableBody, ResumeVia, Resumer};
 use crate::proxy::served_body::ServedBody;
 use crate::proxy::watched_body::{BodyWatch, Completeness, WatchedBody};
 use crate::state::WaitError;
@@ -338,7 +338,14 @@ async fn forward_with(
     let body = WatchedBody::new(delivered.first, delivered.response, watch);
     if let Some(kind) = kind {
         // A streamed completion: recorded as it passes, and resumed when cut.
-        let resumer = Resumer::new(upstream.clone(), out, kind, resume);
+        let via = match (sender, replica) {
+            (Sender::Pool(pool), Some(replica)) => ResumeVia::Pool {
+                pool: pool.clone(),
+                replica,
+            },
+            _ => ResumeVia::One(upstream.clone()),
+        };
+        let resumer = Resumer::new(via, out, kind, resume);
         let body = ServedBody::new(ResumableBody::new(body, resumer), slot, drain, sse);
         return builder.streaming(body);
     }

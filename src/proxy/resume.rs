@@ -9,7 +9,10 @@
 //! the stream may be resumed ([`StreamResume`]); if so the request plan decides where and when
 //! ([`RequestPlan::decide_cut`](respawn_core::RequestPlan::decide_cut)), and the continuation is
 //! sent through the same [`Upstream::deliver`] as any retry: it waits for a ready generation,
-//! carries the original request's fingerprint and counts against the same attempt bound.
+//! carries the original request's fingerprint and counts against the same attempt bound. In a
+//! pool ([`ResumeVia::Pool`]) the continuation goes through the pool's router instead: the cut's
+//! hang is counted first, the replica it was cut on is left out, and the least loaded other
+//! ready replica takes it at once (the body's watch moves there).
 //!
 //! The continuation asks for the rest of the answer only:
 //! * chat: the original messages plus `{"role": "assistant", "content": <delivered>}` (a prefill;
@@ -47,8 +50,11 @@ use respawn_core::{
 use serde_json::{Map, Value};
 use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
+use crate::pool::sender::{PoolCut, PoolUpstream};
 use crate::proxy::watched_body::{end_cut, BodyWatch, Cut, WatchedBody};
-use crate::upstream::{Outgoing, Upstream};
+use crate::upstream::{Delivered as Answered, Identity, Outgoing, Upstream};
 
 /// The kind of stream a response is, when it may be resumed: an event stream answering `POST`
 /// to a chat or text completions path with 200.
@@ -454,10 +460,29 @@ impl Splicer {
     }
 }
 
+/// Where a continuation is sent: a lone server's sender (the continuation waits for its next
+/// generation), or a pool's router with the replica now serving the stream (the continuation
+/// goes to another ready replica at once).
+///
+/// An enum like the proxy's own sender rather than a trait: there are two senders, their
+/// continuations differ in more than the call (a pool's moves the request's watch to the replica
+/// that answers), and the stream's future stays free of boxed trait objects.
+pub enum ResumeVia {
+    /// A lone server.
+    One(Upstream),
+    /// A replica of a pool.
+    Pool {
+        /// The pool's router.
+        pool: PoolUpstream,
+        /// The replica serving the stream now.
+        replica: usize,
+    },
+}
+
 /// What a resumption needs besides the body's watch: the sender, the original request, and the
 /// stream's record.
 pub struct Resumer {
-    upstream: Upstream,
+    via: ResumeVia,
     out: Outgoing,
     kind: StreamKind,
     mode: ResumeMode,
@@ -467,9 +492,9 @@ pub struct Resumer {
 
 impl Resumer {
     /// A stream of `kind` answering `out`, resumed as `config` says.
-    pub fn new(upstream: Upstream, out: Outgoing, kind: StreamKind, config: ResumeConfig) -> Self {
+    pub fn new(via: ResumeVia, out: Outgoing, kind: StreamKind, config: ResumeConfig) -> Self {
         Self {
-            upstream,
+            via,
             out,
             kind,
             mode: config.mode,
@@ -555,44 +580,29 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
         }
         return finished(resumer, watch, &delivered);
     }
-    let upstream = resumer.upstream.clone();
-    let mut state = None;
-    let generation = match upstream
-        .after_cut(&mut watch.plan, cut.outcome, &mut state)
-        .await
+    let sent = match &resumer.via {
+        ResumeVia::One(upstream) => {
+            continue_on_one(&resumer, &request, &mut delivered, watch, &cut, upstream).await
+        }
+        ResumeVia::Pool { pool, replica } => {
+            let on = (pool, *replica);
+            continue_on_pool(&resumer, &request, &mut delivered, watch, &cut, on).await
+        }
+    };
+    let (answer, mut watch, replica) = match sent {
+        Sent::Answer(answer, watch, replica) => (answer, *watch, replica),
+        Sent::Complete(watch) => return finished(resumer, *watch, &delivered),
+        Sent::Failed(watch, why) => return resume_failed(resumer, *watch, &cut, &why),
+    };
+    if let (
+        ResumeVia::Pool {
+            replica: serving, ..
+        },
+        Some(replica),
+    ) = (&mut resumer.via, replica)
     {
-        Ok(generation) => generation,
-        Err(err) => return resume_failed(resumer, watch, &cut, &err.to_string()),
-    };
-    if !delivered.text.is_empty() {
-        if let Some(tokens) = tokenize(&upstream, &delivered.text).await {
-            debug!(
-                events = delivered.tokens,
-                tokens, "the delivered text counted by the server's tokenizer"
-            );
-            delivered.tokens = tokens;
-        }
+        *serving = replica;
     }
-    let body = match continuation(resumer.kind, resumer.mode, &request, &delivered) {
-        Continuation::Body(body) => body,
-        Continuation::Complete => return finished(resumer, watch, &delivered),
-        Continuation::Impossible => {
-            let why = "the request has no messages or text prompt to continue";
-            return resume_failed(resumer, watch, &cut, why);
-        }
-    };
-    let mut out = resumer.out.clone();
-    out.body = match serde_json::to_vec(&body) {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(err) => return resume_failed(resumer, watch, &cut, &err.to_string()),
-    };
-    let answer = upstream
-        .deliver(&out, &mut watch.identity, &mut watch.plan, generation)
-        .await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(err) => return resume_failed(resumer, watch, &cut, &err.to_string()),
-    };
     let status = answer.response.status();
     if status != StatusCode::OK {
         let why = format!("the continuation was answered {status}");
@@ -603,14 +613,18 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
     metrics.stream_resume("resumed");
     info!(
         generation = generation.get(),
+        replica,
         resumption = count,
         resume_limit = limit,
         delivered_tokens = delivered.tokens,
         "a cut stream was resumed after {}",
         cut_word(cut.outcome)
     );
+    let on_replica = replica
+        .map(|r| format!(", replica {r}"))
+        .unwrap_or_default();
     let marker = Bytes::from(format!(
-        ": respawn resumed this stream after {} ({count} of {limit}, generation {})\n\n",
+        ": respawn resumed this stream after {} ({count} of {limit}, generation {}{on_replica})\n\n",
         cut_word(cut.outcome),
         generation.get()
     ));
@@ -629,6 +643,131 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
             marker,
         },
     )
+}
+
+/// How sending a continuation ended: its answer (with the watch of the server that gave it,
+/// and its replica in a pool), nothing left to ask, or why it failed.
+enum Sent {
+    Answer(Answered, Box<BodyWatch>, Option<usize>),
+    Complete(Box<BodyWatch>),
+    Failed(Box<BodyWatch>, String),
+}
+
+/// The continuation's request, its delivered tokens counted by `tokenizer`'s server.
+async fn continuation_out(
+    resumer: &Resumer,
+    request: &Value,
+    delivered: &mut Delivered,
+    tokenizer: &Upstream,
+) -> Result<Outgoing, Option<String>> {
+    if !delivered.text.is_empty() {
+        if let Some(tokens) = tokenize(tokenizer, &delivered.text).await {
+            debug!(
+                events = delivered.tokens,
+                tokens, "the delivered text counted by the server's tokenizer"
+            );
+            delivered.tokens = tokens;
+        }
+    }
+    let body = match continuation(resumer.kind, resumer.mode, request, delivered) {
+        Continuation::Body(body) => body,
+        Continuation::Complete => return Err(None),
+        Continuation::Impossible => {
+            let why = "the request has no messages or text prompt to continue";
+            return Err(Some(why.to_owned()));
+        }
+    };
+    let mut out = resumer.out.clone();
+    out.body = Bytes::from(serde_json::to_vec(&body).map_err(|err| Some(err.to_string()))?);
+    Ok(out)
+}
+
+/// A lone server's continuation: it waits for the generation the plan names, on the same
+/// server, with the same watch.
+async fn continue_on_one(
+    resumer: &Resumer,
+    request: &Value,
+    delivered: &mut Delivered,
+    mut watch: BodyWatch,
+    cut: &Cut,
+    upstream: &Upstream,
+) -> Sent {
+    let mut state = None;
+    let generation = match upstream
+        .after_cut(&mut watch.plan, cut.outcome, &mut state)
+        .await
+    {
+        Ok(generation) => generation,
+        Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
+    };
+    let out = match continuation_out(resumer, request, delivered, upstream).await {
+        Ok(out) => out,
+        Err(None) => return Sent::Complete(Box::new(watch)),
+        Err(Some(why)) => return Sent::Failed(Box::new(watch), why),
+    };
+    match upstream
+        .deliver(&out, &mut watch.identity, &mut watch.plan, generation)
+        .await
+    {
+        Ok(answer) => Sent::Answer(answer, Box::new(watch), None),
+        Err(err) => Sent::Failed(Box::new(watch), err.to_string()),
+    }
+}
+
+/// A pool's continuation: the hang is counted, and the continuation goes to the least loaded
+/// ready replica other than `cut_on` (or waits as any request does when none is); the watch
+/// moves to the replica that answers (its clock, snapshot, coordinator, in-flight table and
+/// suspects), and the request's place on `cut_on` ends.
+async fn continue_on_pool(
+    resumer: &Resumer,
+    request: &Value,
+    delivered: &mut Delivered,
+    mut watch: BodyWatch,
+    cut: &Cut,
+    (pool, cut_on): (&PoolUpstream, usize),
+) -> Sent {
+    let fingerprint = watch.identity.fingerprint;
+    let identity = std::mem::replace(&mut watch.identity, Identity::new(fingerprint));
+    let from = PoolCut {
+        replica: cut_on,
+        identity,
+    };
+    let mut from = match pool.after_cut(&mut watch.plan, cut.outcome, from).await {
+        Ok(from) => from,
+        Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
+    };
+    let bytes = u64::try_from(resumer.out.body.len()).unwrap_or(u64::MAX);
+    let out = match pool.continuation_replica(&mut from, bytes).await {
+        Ok(tokenizer) => continuation_out(resumer, request, delivered, tokenizer).await,
+        Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(None) => return Sent::Complete(Box::new(watch)),
+        Err(Some(why)) => return Sent::Failed(Box::new(watch), why),
+    };
+    let answer = match pool
+        .deliver_continuation(&out, fingerprint, &mut watch.plan, from)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
+    };
+    let shared = answer.upstream.shared();
+    let watch = BodyWatch {
+        clock: shared.clock,
+        snapshot: Arc::clone(&shared.snapshot),
+        in_flight: Arc::clone(&shared.in_flight),
+        coordinator: shared.coordinator.clone(),
+        metrics: Arc::clone(&shared.metrics),
+        identity: answer.identity,
+        suspect: answer
+            .upstream
+            .is_suspect(fingerprint)
+            .then_some(fingerprint),
+        ..watch
+    };
+    Sent::Answer(answer.delivered, Box::new(watch), Some(answer.replica))
 }
 
 /// Ends a stream whose every token was delivered: only its end was lost.

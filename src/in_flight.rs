@@ -1,6 +1,7 @@
 //! The requests in flight through the proxy: how many, which (by fingerprint: the machine makes
-//! the ones in flight at an incident suspects), and when the last one started or finished (for
-//! the idle canary).
+//! the ones in flight at an incident suspects), when the last one started or finished (for the
+//! idle canary), when the oldest open one was sent and when the server was last heard from (for
+//! the health tracker's silence rule: how long the server has said nothing while asked).
 //!
 //! Shared by every proxy worker; the hot path takes one uncontended lock to register a request
 //! and one to remove it. The poison verdicts are not kept here: the machine owns them and
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use respawn_core::Fingerprint;
@@ -22,11 +24,15 @@ use crate::state::Clock;
 pub struct InFlight {
     clock: Clock,
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, Fingerprint>>,
+    /// Each open request's fingerprint and when it was registered (on the table's clock).
+    open: Mutex<HashMap<u64, (Fingerprint, Duration)>>,
     /// How many `open` holds, readable without its lock (a pool routes by it).
     open_count: AtomicUsize,
     last_activity_ms: AtomicU64,
     answered: AtomicU64,
+    /// When the server last sent anything on a request (a head, a chunk, the end), in
+    /// microseconds on the table's clock plus one; 0: never.
+    heard_us: AtomicU64,
     /// Woken when the last request in flight ends (a rolling restart's drain waits on it).
     emptied: Notify,
 }
@@ -46,6 +52,7 @@ impl InFlight {
             open_count: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            heard_us: AtomicU64::new(0),
             emptied: Notify::new(),
         })
     }
@@ -53,6 +60,27 @@ impl InFlight {
     /// A request got an answer (its first bytes, or its end): a sign of life of the server.
     pub fn answered(&self) {
         self.answered.fetch_add(1, Ordering::Relaxed);
+        self.heard(self.clock.now());
+    }
+
+    /// The server sent something on a request at `at` (on the table's clock): a chunk of an
+    /// answer. One relaxed store: the streaming path already read the clock for its own deadline.
+    pub fn heard(&self, at: Duration) {
+        let us = u64::try_from(at.as_micros()).unwrap_or(u64::MAX - 1);
+        self.heard_us.store(us.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// When the server last sent anything on a request, if it ever did.
+    pub fn last_heard(&self) -> Option<Duration> {
+        match self.heard_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us - 1)),
+        }
+    }
+
+    /// When the oldest request still in flight was registered, if any is.
+    pub fn oldest_open(&self) -> Option<Duration> {
+        self.open.lock().values().map(|&(_, since)| since).min()
     }
 
     /// Answers so far (only grows).
@@ -63,9 +91,10 @@ impl InFlight {
     /// Registers a request; it stays in flight until the guard is dropped.
     pub fn enter(self: &Arc<Self>, fingerprint: Fingerprint) -> InFlightGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().insert(id, fingerprint);
+        let now = self.clock.now();
+        self.open.lock().insert(id, (fingerprint, now));
         self.open_count.fetch_add(1, Ordering::Relaxed);
-        self.touch();
+        self.touch_at(now);
         InFlightGuard {
             table: Arc::clone(self),
             id,
@@ -98,12 +127,16 @@ impl InFlight {
 
     /// The fingerprints of the requests in flight now.
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
-        self.open.lock().values().copied().collect()
+        self.open
+            .lock()
+            .values()
+            .map(|&(fingerprint, _)| fingerprint)
+            .collect()
     }
 
     /// When a request last started or finished, on the table's clock.
-    pub fn last_activity(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
+    pub fn last_activity(&self) -> Duration {
+        Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
     }
 
     /// The table's clock.
@@ -112,7 +145,11 @@ impl InFlight {
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX);
+        self.touch_at(self.clock.now());
+    }
+
+    fn touch_at(&self, now: Duration) {
+        let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.store(ms, Ordering::Relaxed);
     }
 }
@@ -180,6 +217,29 @@ mod tests {
         table: &Arc<InFlight>,
     ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + '_>> {
         Box::pin(table.until_empty())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oldest_open_and_last_heard_follow_the_requests() {
+        let table = InFlight::new();
+        assert_eq!(table.oldest_open(), None);
+        assert_eq!(table.last_heard(), None);
+        let first = table.enter(Fingerprint(1));
+        let started = table.clock().now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let second = table.enter(Fingerprint(2));
+        assert_eq!(table.oldest_open(), Some(started));
+        drop(first);
+        assert_eq!(
+            table.oldest_open(),
+            Some(started + Duration::from_millis(5))
+        );
+        table.answered();
+        assert_eq!(table.last_heard(), Some(started + Duration::from_millis(5)));
+        table.heard(Duration::from_millis(7));
+        assert_eq!(table.last_heard(), Some(Duration::from_millis(7)));
+        drop(second);
+        assert_eq!(table.oldest_open(), None);
     }
 
     #[test]

@@ -8,6 +8,18 @@
 //! `startup_timeout`. Once `Ready`, every failed probe is a strike; `unhealthy_after` strikes in a
 //! row make the server `Unresponsive`, and a single good probe clears the strikes.
 //!
+//! **Silence.** Strikes alone find a freeze late: the first probe to go unanswered may be sent up
+//! to an interval after the freeze, so three strikes come three to four seconds after it at the
+//! defaults. The tracker also knows when the server last said anything — any HTTP answer to a
+//! probe, any byte of an answer to a request ([`Traffic`]) — and since when it has been asked
+//! without answering (its oldest unanswered probe, or the oldest request still open). A ready
+//! server whose probe went unanswered and that has been silent while asked for the
+//! [detection budget](HealthConfig::detection_budget) (the time `unhealthy_after` unanswered
+//! probes take at least: 3 s by default) is `Unresponsive` then, without waiting for the probe
+//! cadence to catch up; after an unanswered probe the next one is timed so that its timeout
+//! falls on that moment. A server is never found silent sooner than the budget: a pause shorter
+//! than it costs no restart, whatever its phase against the probes.
+//!
 //! ```text
 //!  Starting ──ok──► Ready ──fail──► Suspect{1} ──fail──► … ──fail──► Unresponsive
 //!     │               ▲                 │                                 │
@@ -61,6 +73,17 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
+    /// How long a ready server must have said nothing, while asked, before it counts as hung: the
+    /// time `unhealthy_after` probes take at least when each goes unanswered,
+    /// `timeout + (unhealthy_after - 1) * max(interval, timeout)` (3 s by default).
+    #[must_use]
+    pub fn detection_budget(&self) -> Duration {
+        let between = self.interval.max(self.timeout);
+        between
+            .saturating_mul(self.unhealthy_after.max(1).saturating_sub(1))
+            .saturating_add(self.timeout)
+    }
+
     /// Checks every field: durations positive, counts and factor at least 1.
     ///
     /// # Errors
@@ -138,6 +161,55 @@ impl ProbeAnswer {
     }
 }
 
+/// What the proxy saw of a server's traffic, for the silence rule (see the module docs): both on
+/// the tracker's clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Traffic {
+    /// When the server last sent anything on a request (a head, a chunk, an end).
+    pub last_heard: Option<Duration>,
+    /// When the oldest request still open was sent to it.
+    pub oldest_open: Option<Duration>,
+}
+
+/// The silence rule's memory: when the server last said anything and since when it has been
+/// asked without answering.
+#[derive(Clone, Copy, Debug, Default)]
+struct Silence {
+    heard: Option<Duration>,
+    unanswered_since: Option<Duration>,
+    /// The delay before the next probe (from the start of the last one) that makes its timeout
+    /// fall when the silence reaches the budget.
+    next_probe_in: Option<Duration>,
+}
+
+impl Silence {
+    fn heard(&mut self, at: Duration) {
+        if self.heard.map_or(true, |heard| at > heard) {
+            self.heard = Some(at);
+        }
+        if self.unanswered_since.is_some_and(|since| since <= at) {
+            self.unanswered_since = None;
+        }
+    }
+
+    fn unanswered(&mut self, sent: Duration) {
+        if self.heard.map_or(true, |heard| sent >= heard) && self.unanswered_since.is_none() {
+            self.unanswered_since = Some(sent);
+        }
+    }
+
+    /// Since when the server has said nothing while asked: the later of its last word and the
+    /// oldest ask since (an unanswered probe, or `oldest_open`).
+    fn silent_since(&self, oldest_open: Option<Duration>) -> Option<Duration> {
+        let asked = match (self.unanswered_since, oldest_open) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.heard.map_or(asked, |heard| heard.max(asked)))
+    }
+}
+
 /// What the tracker currently believes about the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -191,6 +263,7 @@ pub struct HealthTracker {
     started_at: Duration,
     readiness_probes: u32,
     startup_timeout_reported: bool,
+    silence: Silence,
 }
 
 impl HealthTracker {
@@ -206,6 +279,7 @@ impl HealthTracker {
             started_at: now,
             readiness_probes: 0,
             startup_timeout_reported: false,
+            silence: Silence::default(),
         }
     }
 
@@ -215,6 +289,62 @@ impl HealthTracker {
         self.started_at = now;
         self.readiness_probes = 0;
         self.startup_timeout_reported = false;
+        self.silence = Silence::default();
+    }
+
+    /// Feeds one probe that completed at `now` as [`on_probe`](Self::on_probe) does, with what
+    /// its answer and the server's `traffic` say about the server's silence (see the module
+    /// docs): a ready server whose probe timed out and that has said nothing while asked for the
+    /// [detection budget](HealthConfig::detection_budget) is [`HealthEvent::Unresponsive`] now,
+    /// however few strikes it has. A refused connection only strikes.
+    pub fn on_probe_answer(
+        &mut self,
+        now: Duration,
+        answer: ProbeAnswer,
+        traffic: Traffic,
+    ) -> HealthEvent {
+        self.silence.next_probe_in = None;
+        if let Some(at) = traffic.last_heard {
+            self.silence.heard(at);
+        }
+        match answer {
+            ProbeAnswer::Status(_) => self.silence.heard(now),
+            ProbeAnswer::TimedOut => self
+                .silence
+                .unanswered(now.saturating_sub(self.config.timeout)),
+            // A refused connection is a strike, not an ask the server left unanswered (a frozen
+            // server's kernel still accepts): it says nothing about how long it has been silent.
+            ProbeAnswer::NoConnection => {}
+        }
+        let event = self.on_probe(now, answer.outcome());
+        let HealthState::Suspect { failures } = self.state else {
+            return event;
+        };
+        if answer != ProbeAnswer::TimedOut {
+            return event;
+        }
+        let Some(since) = self.silence.silent_since(traffic.oldest_open) else {
+            return event;
+        };
+        let deadline = since.saturating_add(self.config.detection_budget());
+        if now >= deadline {
+            self.state = HealthState::Unresponsive;
+            return HealthEvent::Unresponsive { failures };
+        }
+        self.silence.next_probe_in = Some(deadline.saturating_sub(now));
+        event
+    }
+
+    /// The server said something at `at` (an answer the tracker is not fed as a probe).
+    pub fn heard(&mut self, at: Duration) {
+        self.silence.heard(at);
+    }
+
+    /// Since when the server has said nothing while asked, as the last probe left it (`None`
+    /// when it answered, or nothing was asked).
+    #[must_use]
+    pub fn silent_since(&self, oldest_open: Option<Duration>) -> Option<Duration> {
+        self.silence.silent_since(oldest_open)
     }
 
     /// Feeds the outcome of one probe that completed at `now`.
@@ -278,7 +408,10 @@ impl HealthTracker {
     /// How long to wait before the next probe.
     ///
     /// While `Starting`: `ready_poll_initial * ready_poll_factor^k` (k = readiness probes so far),
-    /// never above `ready_poll_max` nor `interval`. Otherwise: `interval`.
+    /// never above `ready_poll_max` nor `interval`. After an unanswered probe (fed through
+    /// [`on_probe_answer`](Self::on_probe_answer)): the time, from that probe's start, that makes
+    /// the next probe's timeout fall when the silence reaches the budget, at most `interval`.
+    /// Otherwise: `interval`.
     #[must_use]
     pub fn next_probe_in(&self) -> Duration {
         match self.state {
@@ -288,6 +421,10 @@ impl HealthTracker {
                 self.readiness_probes,
                 self.config.ready_poll_max.min(self.config.interval),
             ),
+            HealthState::Suspect { .. } => self
+                .silence
+                .next_probe_in
+                .map_or(self.config.interval, |due| due.min(self.config.interval)),
             _ => self.config.interval,
         }
     }
@@ -455,6 +592,22 @@ mod tests {
         assert_eq!(t.state(), HealthState::Unresponsive);
     }
 
+    /// A pause just short of the budget is no hang, whatever the phase of the probes.
+    #[test]
+    fn silence_shorter_than_the_budget_is_no_hang() {
+        let mut t = ready_tracker();
+        let quiet = traffic(10_000, Some(10_000));
+        assert_eq!(
+            t.on_probe_answer(ms(11_000), ProbeAnswer::TimedOut, quiet),
+            HealthEvent::Nothing
+        );
+        assert_eq!(
+            t.on_probe_answer(ms(12_999), ProbeAnswer::TimedOut, quiet),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.next_probe_in(), ms(1));
+    }
+
     #[test]
     fn a_good_probe_clears_suspicion() {
         let mut t = ready_tracker();
@@ -517,6 +670,137 @@ mod tests {
         assert_eq!(
             t.on_probe(ms(150), ProbeOutcome::Ok),
             HealthEvent::BecameReady { startup: ms(50) }
+        );
+    }
+
+    fn traffic(last_heard: u64, oldest_open: Option<u64>) -> Traffic {
+        Traffic {
+            last_heard: Some(ms(last_heard)),
+            oldest_open: oldest_open.map(ms),
+        }
+    }
+
+    #[test]
+    fn the_detection_budget_is_the_least_time_the_strikes_take() {
+        assert_eq!(HealthConfig::default().detection_budget(), ms(3000));
+        let sparse = HealthConfig {
+            interval: ms(5000),
+            ..HealthConfig::default()
+        };
+        assert_eq!(sparse.detection_budget(), ms(11_000));
+        let dense = HealthConfig {
+            interval: ms(200),
+            unhealthy_after: 2,
+            ..HealthConfig::default()
+        };
+        assert_eq!(dense.detection_budget(), ms(2000));
+    }
+
+    /// A server frozen at 10 s with a request just sent to it: the first unanswered probe left
+    /// 0.1 s later; the probes are timed so that the hang is found 3 s after the freeze, not 3 s
+    /// after that first probe.
+    #[test]
+    fn a_freeze_under_traffic_is_found_one_budget_after_the_last_word() {
+        let mut t = ready_tracker();
+        let busy = traffic(10_000, Some(10_000));
+        // Sent at 10.1 s, timed out at 11.1 s: the server has been silent since 10 s.
+        assert_eq!(
+            t.on_probe_answer(ms(11_100), ProbeAnswer::TimedOut, busy),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.silent_since(busy.oldest_open), Some(ms(10_000)));
+        assert_eq!(t.next_probe_in(), ms(1000));
+        // Sent at 11.1 s, timed out at 12.1 s; the next one goes 0.9 s after this one's start.
+        assert_eq!(
+            t.on_probe_answer(ms(12_100), ProbeAnswer::TimedOut, busy),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.next_probe_in(), ms(900));
+        // Its timeout lands 3 s after the freeze.
+        assert_eq!(
+            t.on_probe_answer(ms(13_000), ProbeAnswer::TimedOut, busy),
+            HealthEvent::Unresponsive { failures: 3 }
+        );
+        assert_eq!(t.state(), HealthState::Unresponsive);
+    }
+
+    /// The silence rule can find a hang before the strikes do: two unanswered probes, the server
+    /// silent for the whole budget since its last answer.
+    #[test]
+    fn silence_for_the_budget_is_a_hang_with_fewer_strikes() {
+        let mut t = ready_tracker();
+        let quiet = traffic(10_000, Some(10_000));
+        assert_eq!(
+            t.on_probe_answer(ms(11_900), ProbeAnswer::TimedOut, quiet),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.next_probe_in(), ms(1000));
+        assert_eq!(
+            t.on_probe_answer(ms(13_000), ProbeAnswer::TimedOut, quiet),
+            HealthEvent::Unresponsive { failures: 2 }
+        );
+    }
+
+    /// With no traffic the silence begins at the first unanswered probe: detection takes what
+    /// the strikes take, as before.
+    #[test]
+    fn an_idle_server_is_silent_from_its_first_unanswered_probe() {
+        let mut t = ready_tracker();
+        let idle = Traffic::default();
+        for (at, next) in [(2_250, 1000), (3_250, 1000)] {
+            assert_eq!(
+                t.on_probe_answer(ms(at), ProbeAnswer::TimedOut, idle),
+                HealthEvent::Nothing
+            );
+            assert_eq!(t.next_probe_in(), ms(next));
+        }
+        assert_eq!(t.silent_since(None), Some(ms(1250)));
+        assert_eq!(
+            t.on_probe_answer(ms(4_250), ProbeAnswer::TimedOut, idle),
+            HealthEvent::Unresponsive { failures: 3 }
+        );
+    }
+
+    /// Anything the server says resets the silence: an answer to a probe, or a byte of an answer
+    /// to a request after the unanswered probe was sent.
+    #[test]
+    fn a_word_from_the_server_restarts_the_silence() {
+        let mut t = ready_tracker();
+        let idle = Traffic::default();
+        assert_eq!(
+            t.on_probe_answer(ms(2_250), ProbeAnswer::TimedOut, idle),
+            HealthEvent::Nothing
+        );
+        // A chunk of a stream at 2.5 s: the unanswered probe (sent at 1.25 s) is old news.
+        let streaming = traffic(2_500, Some(2_000));
+        assert_eq!(
+            t.on_probe_answer(ms(3_250), ProbeAnswer::TimedOut, streaming),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.silent_since(streaming.oldest_open), Some(ms(2_500)));
+        assert_eq!(
+            t.on_probe_answer(ms(3_300), ProbeAnswer::Status(200), streaming),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.silent_since(None), None);
+        assert_eq!(t.next_probe_in(), ms(1000));
+    }
+
+    /// A refused connection strikes but is no evidence of silence: three of them make the hang,
+    /// however old the last word.
+    #[test]
+    fn refused_connections_only_strike() {
+        let mut t = ready_tracker();
+        let old = traffic(300, Some(300));
+        for at in [5_000, 6_000] {
+            assert_eq!(
+                t.on_probe_answer(ms(at), ProbeAnswer::NoConnection, old),
+                HealthEvent::Nothing
+            );
+        }
+        assert_eq!(
+            t.on_probe_answer(ms(7_000), ProbeAnswer::NoConnection, old),
+            HealthEvent::Unresponsive { failures: 3 }
         );
     }
 }

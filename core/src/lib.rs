@@ -40,7 +40,7 @@
 //! machine.start(Duration::ZERO);
 //! assert_eq!(machine.poll_action(), Some(Action::Spawn { generation: Generation(1) }));
 //! machine.handle_spawned(Duration::from_millis(5));
-//! machine.handle_probe(Duration::from_millis(20), Generation(1), ProbeAnswer::Status(200), &[]);
+//! machine.handle_probe(Duration::from_millis(20), Generation(1), ProbeAnswer::Status(200), &[], Traffic::default());
 //! assert_eq!(machine.phase(), Phase::Ready);
 //! // 1,000 requests time out against the same frozen server: one restart, with strategy 0.
 //! for _ in 0..1000 {

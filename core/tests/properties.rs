@@ -801,7 +801,7 @@ proptest! {
                     m.handle_hang(now, Hang::new(at(offset), HangCause::ALL[cause]), &in_flight)
                 }
                 Event::Exit(offset) => m.handle_exit(now, at(offset), &[]),
-                Event::Probe(offset, code) => m.handle_probe(now, at(offset), answer(code), &[]),
+                Event::Probe(offset, code) => m.handle_probe(now, at(offset), answer(code), &[], Traffic::default()),
                 Event::RestartDone(ready) => match d.asked.take() {
                     Some((strategy, _)) => m.handle_restart_done(now, strategy, ready),
                     None => m.handle_restart_done(now, 0, ready),
@@ -1025,9 +1025,13 @@ proptest! {
         m.start(Duration::ZERO);
         m.handle_spawned(Duration::ZERO);
         let mut now = ms(10);
-        m.handle_probe(now, Generation(1), ProbeAnswer::Status(200), &[]);
+        m.handle_probe(now, Generation(1), ProbeAnswer::Status(200), &[], Traffic::default());
         while m.poll_action().is_some() {}
-        // Model.
+        // Model: strikes, and the silence rule (a probe timed out, and nothing was heard from
+        // the server since the first probe that went unanswered for the detection budget).
+        let budget = config.core.health.detection_budget();
+        let mut heard = now;
+        let mut unanswered: Option<Duration> = None;
         let mut life: Option<Duration> = None;
         let mut strikes = 0u32;
         let mut answered = 0u64;
@@ -1040,7 +1044,7 @@ proptest! {
                 life = Some(now);
             }
             let answer = answer(code);
-            m.handle_probe(now, Generation(1), answer, &[]);
+            m.handle_probe(now, Generation(1), answer, &[], Traffic::default());
             let struck = match answer {
                 ProbeAnswer::Status(200..=299) => { strikes = 0; false }
                 ProbeAnswer::Status(_) => life.map_or(true, |at| now - at >= window),
@@ -1049,11 +1053,26 @@ proptest! {
             if struck {
                 strikes += 1;
             }
+            let silent = match answer {
+                ProbeAnswer::Status(_) => {
+                    heard = now;
+                    unanswered = None;
+                    false
+                }
+                ProbeAnswer::TimedOut => {
+                    let sent = now.saturating_sub(config.core.health.timeout);
+                    if sent >= heard && unanswered.is_none() {
+                        unanswered = Some(sent);
+                    }
+                    unanswered.is_some_and(|since| now - since >= budget)
+                }
+                ProbeAnswer::NoConnection => false,
+            };
             let incident = core::iter::from_fn(|| m.poll_action()).any(|a| matches!(
                 a,
                 Action::Detected { hang: Hang { cause: HangCause::HealthProbes, .. }, triage: Triage::Incident }
             ));
-            prop_assert_eq!(incident, strikes == unhealthy_after, "strikes {} at {:?}", strikes, now);
+            prop_assert_eq!(incident, strikes == unhealthy_after || silent, "strikes {} at {:?}", strikes, now);
             if incident {
                 break;
             }
@@ -1081,7 +1100,7 @@ proptest! {
             }
             Ok(actions)
         };
-        m.handle_probe(now, Generation(1), ProbeAnswer::Status(200), &[Fingerprint(3)]);
+        m.handle_probe(now, Generation(1), ProbeAnswer::Status(200), &[Fingerprint(3)], Traffic::default());
         restart_and_ready(&mut m, now)?;
         for i in 0..manual {
             now += ms(gap_ms);

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use respawn_backends::{Restart, RestartReport, ServerActor, ServerExited, Start, Stop};
 use respawn_core::{
     Action, CoreConfig, FailReason, Fingerprint, ProbeAnswer, Supervision, SupervisionConfig,
-    Triage,
+    Traffic, Triage,
 };
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -448,8 +448,12 @@ impl Handler<ProbeResult> for RestartCoordinator {
         }
         let now = self.now();
         let in_flight = self.in_flight();
+        let traffic = Traffic {
+            last_heard: self.parts.in_flight.last_heard(),
+            oldest_open: self.parts.in_flight.oldest_open(),
+        };
         self.machine
-            .handle_probe(now, msg.generation, msg.answer, &in_flight);
+            .handle_probe(now, msg.generation, msg.answer, &in_flight, traffic);
         self.drive(ctx);
         self.machine.next_probe_in(msg.generation)
     }

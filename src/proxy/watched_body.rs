@@ -233,7 +233,9 @@ where
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.watch.plan.on_chunk(this.watch.clock.now());
+                let now = this.watch.clock.now();
+                this.watch.plan.on_chunk(now);
+                this.watch.in_flight.heard(now);
                 this.account(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }

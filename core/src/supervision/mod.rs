@@ -63,6 +63,7 @@ use crate::{
     CoreConfig, Fingerprint, GateDecision, Generation, Hang, HangCause, HealthEvent, HealthTracker,
     InvalidConfig, Liveness, LivenessStep, OperatorRestart, Phase, PoisonTracker, PolicyDecision,
     ProbeAnswer, ProbeOutcome, ProgressReading, RestartGate, RestartPolicy, Snapshot, StopMode,
+    Traffic,
 };
 
 /// Everything the machine needs to know besides the events.
@@ -278,14 +279,16 @@ impl Supervision {
     }
 
     /// A health probe of `generation` got `answer` at `now`; `in_flight` are the requests open
-    /// now (suspects if this makes an incident). Ask [`next_probe_in`](Self::next_probe_in) when
-    /// to probe again.
+    /// now (suspects if this makes an incident), `traffic` what the proxy saw of the server's
+    /// answers (for the silence rule, see [`HealthTracker`]). Ask
+    /// [`next_probe_in`](Self::next_probe_in) when to probe again.
     pub fn handle_probe(
         &mut self,
         now: Duration,
         generation: Generation,
         answer: ProbeAnswer,
         in_flight: &[Fingerprint],
+        traffic: Traffic,
     ) {
         if self.probing == Some(generation) && self.gate.is_current(generation) {
             // A ready server that answers promptly but not 2xx, while it shows life, is busy,
@@ -295,9 +298,10 @@ impl Supervision {
                 && self.phase == Phase::Ready
                 && self.liveness.shows_life(now);
             let event = if busy {
+                self.health.heard(now);
                 HealthEvent::Nothing
             } else {
-                match self.health.on_probe(now, answer.outcome()) {
+                match self.health.on_probe_answer(now, answer, traffic) {
                     HealthEvent::Nothing => self.health.poll(now),
                     event => event,
                 }

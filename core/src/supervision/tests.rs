@@ -79,7 +79,13 @@ fn ready_machine(config: SupervisionConfig) -> Supervision {
         ]
     );
     m.handle_spawned(ms(1));
-    m.handle_probe(ms(10), Generation(1), ProbeAnswer::Status(200), &[]);
+    m.handle_probe(
+        ms(10),
+        Generation(1),
+        ProbeAnswer::Status(200),
+        &[],
+        Traffic::default(),
+    );
     let actions = drain(&mut m);
     assert_eq!(
         actions[0],
@@ -129,7 +135,13 @@ fn a_thousand_reports_of_one_freeze_make_one_restart() {
     assert_eq!(m.status().restarts, 1);
     m.handle_restart_done(ms(150), 0, false);
     assert_eq!(m.generation(), Generation(2));
-    m.handle_probe(ms(200), Generation(2), ProbeAnswer::Status(200), &[]);
+    m.handle_probe(
+        ms(200),
+        Generation(2),
+        ProbeAnswer::Status(200),
+        &[],
+        Traffic::default(),
+    );
     let actions = drain(&mut m);
     assert!(actions.contains(&Action::Ready {
         generation: Generation(2),
@@ -171,10 +183,22 @@ fn a_late_report_against_a_replaced_generation_is_stale() {
 fn failed_probes_make_an_incident_and_the_hung_generation_is_no_longer_probed() {
     let mut m = ready_machine(config(1, 5));
     for at in [1000, 2000] {
-        m.handle_probe(ms(at), Generation(1), ProbeAnswer::TimedOut, &[]);
+        m.handle_probe(
+            ms(at),
+            Generation(1),
+            ProbeAnswer::TimedOut,
+            &[],
+            Traffic::default(),
+        );
     }
     assert!(restarts(&drain(&mut m)).is_empty());
-    m.handle_probe(ms(3000), Generation(1), ProbeAnswer::NoConnection, &[]);
+    m.handle_probe(
+        ms(3000),
+        Generation(1),
+        ProbeAnswer::NoConnection,
+        &[],
+        Traffic::default(),
+    );
     let actions = drain(&mut m);
     assert_eq!(
         restarts(&actions),
@@ -444,6 +468,7 @@ fn a_new_generation_that_never_becomes_ready_is_restarted_again() {
         Generation(2),
         ProbeAnswer::NoConnection,
         &[],
+        Traffic::default(),
     );
     let actions = drain(&mut m);
     assert!(actions.contains(&Action::StartupTimedOut {
@@ -615,14 +640,26 @@ fn a_busy_server_answering_503_is_not_struck_while_it_shows_life() {
     for i in 1..=20u64 {
         let now = ms(20 + i * 1000);
         let _ = m.liveness_step(now, 1, now, i);
-        m.handle_probe(now, Generation(1), ProbeAnswer::Status(503), &[]);
+        m.handle_probe(
+            now,
+            Generation(1),
+            ProbeAnswer::Status(503),
+            &[],
+            Traffic::default(),
+        );
     }
     assert!(restarts(&drain(&mut m)).is_empty());
     // Then nothing progresses: after the progress timeout without life, 503s strike.
     let mut struck_at = None;
     for i in 21..60u64 {
         let now = ms(20 + i * 1000);
-        m.handle_probe(now, Generation(1), ProbeAnswer::Status(503), &[]);
+        m.handle_probe(
+            now,
+            Generation(1),
+            ProbeAnswer::Status(503),
+            &[],
+            Traffic::default(),
+        );
         if !restarts(&drain(&mut m)).is_empty() {
             struck_at = Some(now);
             break;
@@ -638,7 +675,13 @@ fn a_timed_out_probe_strikes_even_while_the_server_shows_life() {
     let _ = m.liveness_step(ms(500), 1, ms(500), 1);
     for at in [1000, 2000, 3000] {
         let _ = m.liveness_step(ms(at), 1, ms(at), at);
-        m.handle_probe(ms(at), Generation(1), ProbeAnswer::TimedOut, &[]);
+        m.handle_probe(
+            ms(at),
+            Generation(1),
+            ProbeAnswer::TimedOut,
+            &[],
+            Traffic::default(),
+        );
     }
     assert!(m.shows_life(ms(3000)));
     assert_eq!(restarts(&drain(&mut m)).len(), 1);

@@ -73,8 +73,16 @@ ensure_tools_venv() {
     tools_ready=1
 }
 
+# How the CPU backend is compiled. Not `-march=native`: a virtual machine may advertise CPU
+# features its hypervisor does not let a process use (AMX tiles, seen here: llama-server died with
+# SIGSEGV at its first `ldtilecfg`), and a cache restored on another machine must still run. On
+# x86-64 the build targets AVX2/FMA/F16C/BMI2 (x86-64-v3) and nothing newer (llama.cpp's
+# defaults when not native); elsewhere the compiler's defaults for the architecture. Each flavor
+# has its own build tree (cmake keeps its first answers in the cache).
+CPU_FLAGS=(-DGGML_NATIVE=OFF)
+BUILD_FLAVOR="portable-$(uname -m)"
 build_server() {
-    if [ -x "$server_bin" ] && [ -f "$bin_dir/.built-from-$LLAMA_SDIST_SHA256" ]; then
+    if [ -x "$server_bin" ] && [ -f "$bin_dir/.built-from-$LLAMA_SDIST_SHA256-$BUILD_FLAVOR" ]; then
         log "llama-server already built"
         return 0
     fi
@@ -95,7 +103,7 @@ build_server() {
     fi
     [ -f "$tree/tools/server/CMakeLists.txt" ] || die "no llama.cpp server sources found in $tree"
 
-    local build="$cache/build"
+    local build="$cache/build-$BUILD_FLAVOR"
     log "configuring llama.cpp in $build"
     "$CMAKE" -S "$tree" -B "$build" -G "Unix Makefiles" \
         -DCMAKE_BUILD_TYPE=Release \
@@ -109,6 +117,7 @@ build_server() {
         -DLLAMA_BUILD_SERVER=ON \
         -DLLAMA_BUILD_TOOLS=ON \
         -DLLAMA_BUILD_COMMON=ON \
+        "${CPU_FLAGS[@]}" \
         >"$cache/configure.log" 2>&1 || die "cmake configure failed; see $cache/configure.log"
     log "building llama-server with -j$JOBS (several minutes; log in $cache/build.log)"
     nice -n 10 "$CMAKE" --build "$build" --target llama-server -j"$JOBS" \
@@ -119,7 +128,7 @@ build_server() {
     cp "$built" "$server_bin.tmp"
     mv "$server_bin.tmp" "$server_bin"
     rm -f "$bin_dir"/.built-from-*
-    touch "$bin_dir/.built-from-$LLAMA_SDIST_SHA256"
+    touch "$bin_dir/.built-from-$LLAMA_SDIST_SHA256-$BUILD_FLAVOR"
 }
 
 fetch_model() {

@@ -5,7 +5,8 @@
 //! every start that is fast (tens of milliseconds, growing) so that a server that becomes ready is
 //! noticed at once, then the steady interval. Probes are scheduled from the start of the previous
 //! probe, so a probe that times out does not stretch the period: three failures take about three
-//! intervals.
+//! intervals. Each probe gets the timeout the coordinator gives it (the configured one, or less
+//! for the probe that must end when a silent server's detection budget does).
 
 use std::time::Duration;
 
@@ -43,26 +44,26 @@ impl HealthActor {
         }
     }
 
-    fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+    fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration, timeout: Duration) {
         let epoch = self.epoch;
         ctx.run_later(delay, move |act, ctx| {
             if act.epoch == epoch {
-                act.probe(ctx);
+                act.probe(ctx, timeout);
             }
         });
     }
 
-    fn probe(&mut self, ctx: &mut Context<Self>) {
+    fn probe(&mut self, ctx: &mut Context<Self>, timeout: Duration) {
         let epoch = self.epoch;
         let generation = self.generation;
         let started = Instant::now();
-        let timeout = self.timeout;
+        let default_timeout = self.timeout;
         let client = self
             .client
             .get_or_insert_with(|| {
                 awc::Client::builder()
                     .disable_redirects()
-                    .timeout(timeout)
+                    .timeout(default_timeout)
                     .finish()
             })
             .clone();
@@ -93,7 +94,11 @@ impl HealthActor {
                 }
                 // `None`: the coordinator takes it from here; probing resumes with the next `Watch`.
                 if let Some(next) = next {
-                    act.schedule(ctx, next.saturating_sub(started.elapsed()));
+                    act.schedule(
+                        ctx,
+                        next.after.saturating_sub(started.elapsed()),
+                        next.timeout,
+                    );
                 }
             })
             .spawn(ctx);
@@ -108,7 +113,7 @@ async fn probe_once(
     timeout: Duration,
 ) -> (ProbeAnswer, Option<String>) {
     let attempt = async {
-        match client.get(url).send().await {
+        match client.get(url).timeout(timeout).send().await {
             Ok(mut response) => {
                 let status = response.status();
                 // Drain the body so the connection can be reused.
@@ -143,7 +148,7 @@ impl Handler<Watch> for HealthActor {
         self.epoch = self.epoch.wrapping_add(1);
         self.generation = msg.generation;
         // The first probe goes out at once: a server that starts instantly is ready instantly.
-        self.schedule(ctx, Duration::ZERO);
+        self.schedule(ctx, Duration::ZERO, self.timeout);
     }
 }
 
@@ -154,6 +159,7 @@ mod tests {
 
     use actix_web::{web, App, HttpResponse, HttpServer};
     use parking_lot::Mutex;
+    use respawn_core::NextProbe;
 
     use super::*;
 
@@ -163,6 +169,7 @@ mod tests {
     struct Recorder {
         results: Results,
         stop_after: usize,
+        next_timeout: Duration,
     }
 
     impl Actor for Recorder {
@@ -170,11 +177,14 @@ mod tests {
     }
 
     impl Handler<ProbeResult> for Recorder {
-        type Result = Option<Duration>;
+        type Result = Option<NextProbe>;
         fn handle(&mut self, msg: ProbeResult, _: &mut Self::Context) -> Self::Result {
             let mut results = self.results.lock();
             results.push((msg.generation, msg.answer));
-            (results.len() < self.stop_after).then_some(Duration::from_millis(20))
+            (results.len() < self.stop_after).then_some(NextProbe {
+                after: Duration::from_millis(20),
+                timeout: self.next_timeout,
+            })
         }
     }
 
@@ -199,6 +209,13 @@ mod tests {
                     "/busy",
                     web::get().to(|| async { HttpResponse::ServiceUnavailable().body("busy") }),
                 )
+                .route(
+                    "/slow",
+                    web::get().to(|| async {
+                        actix::clock::sleep(Duration::from_millis(150)).await;
+                        HttpResponse::Ok().finish()
+                    }),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -210,13 +227,50 @@ mod tests {
     }
 
     fn start_recorder(stop_after: usize) -> (Addr<Recorder>, Results) {
+        start_recorder_with(stop_after, Duration::from_millis(200))
+    }
+
+    /// A recorder that gives every next probe `next_timeout`.
+    fn start_recorder_with(stop_after: usize, next_timeout: Duration) -> (Addr<Recorder>, Results) {
         let results = Arc::new(Mutex::new(Vec::new()));
         let addr = Recorder {
             results: Arc::clone(&results),
             stop_after,
+            next_timeout,
         }
         .start();
         (addr, results)
+    }
+
+    /// The first probe after a `Watch` gets the prober's own timeout; each later one the timeout
+    /// the coordinator gave it (the silence rule cuts the last probe of a budget short).
+    #[actix::test]
+    async fn each_probe_gets_the_timeout_it_was_given() {
+        let addr = server(Arc::new(AtomicBool::new(false)));
+        let (recorder, results) = start_recorder_with(3, Duration::from_millis(50));
+        let health = HealthActor::new(
+            format!("http://{addr}/slow"),
+            Duration::from_secs(5),
+            recorder.recipient(),
+        )
+        .start();
+        health.do_send(Watch {
+            generation: Generation(2),
+        });
+        assert!(
+            wait_for(&results, |r| r.len() == 3).await,
+            "{:?}",
+            results.lock()
+        );
+        let results = results.lock().clone();
+        assert_eq!(
+            results,
+            vec![
+                (Generation(2), ProbeAnswer::Status(200)),
+                (Generation(2), ProbeAnswer::TimedOut),
+                (Generation(2), ProbeAnswer::TimedOut),
+            ]
+        );
     }
 
     async fn wait_for(

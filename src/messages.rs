@@ -14,7 +14,8 @@ use actix_web::http::header::HeaderMap;
 use actix_web::http::Method;
 use bytes::Bytes;
 use respawn_core::{
-    Fingerprint, Generation, Hang, LivenessStep, OperatorRestart, ProbeAnswer, ProgressReading,
+    Fingerprint, Generation, Hang, LivenessStep, NextProbe, OperatorRestart, ProbeAnswer,
+    ProgressReading,
 };
 
 use crate::call_error::CallError;
@@ -35,7 +36,7 @@ pub struct Watch {
 /// A health probe of `generation` got `answer`. The coordinator answers when to probe next
 /// (`None`: stop; a new [`Watch`] will come).
 #[derive(Clone, Debug, PartialEq, Eq, Message)]
-#[rtype(result = "Option<Duration>")]
+#[rtype(result = "Option<NextProbe>")]
 pub struct ProbeResult {
     /// The generation probed.
     pub generation: Generation,

@@ -16,9 +16,11 @@
 //! server whose probe went unanswered and that has been silent while asked for the
 //! [detection budget](HealthConfig::detection_budget) (the time `unhealthy_after` unanswered
 //! probes take at least: 3 s by default) is `Unresponsive` then, without waiting for the probe
-//! cadence to catch up; after an unanswered probe the next one is timed so that its timeout
-//! falls on that moment. A server is never found silent sooner than the budget: a pause shorter
-//! than it costs no restart, whatever its phase against the probes.
+//! cadence to catch up; after an unanswered probe the next one is placed to end at that moment
+//! ([`NextProbe`]: with the whole timeout when there is time, else at once and cut short; a
+//! cut-short probe is no strike unless it ends the wait). A server is never found silent sooner
+//! than the budget: a pause shorter than it costs no restart, whatever its phase against the
+//! probes.
 //!
 //! ```text
 //!  Starting ──ok──► Ready ──fail──► Suspect{1} ──fail──► … ──fail──► Unresponsive
@@ -178,9 +180,22 @@ pub struct Traffic {
 struct Silence {
     heard: Option<Duration>,
     unanswered_since: Option<Duration>,
-    /// The delay before the next probe (from the start of the last one) that makes its timeout
-    /// fall when the silence reaches the budget.
-    next_probe_in: Option<Duration>,
+    /// The next probe as the silence rule places it: its delay from the start of the last one,
+    /// and its timeout (shorter than the configured one when it must end when the silence
+    /// reaches the budget).
+    next: Option<NextProbe>,
+    /// The timeout of the probe in flight (the configured one unless `next` shortened it).
+    in_flight_timeout: Option<Duration>,
+}
+
+/// When to send the next probe and how long to give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NextProbe {
+    /// The delay, counted from the start of the probe just answered.
+    pub after: Duration,
+    /// How long the probe may take before it counts as timed out.
+    pub timeout: Duration,
 }
 
 impl Silence {
@@ -303,35 +318,70 @@ impl HealthTracker {
         answer: ProbeAnswer,
         traffic: Traffic,
     ) -> HealthEvent {
-        self.silence.next_probe_in = None;
+        // The probe just answered had the timeout the last `next_probe` gave it.
+        let timeout = self
+            .silence
+            .in_flight_timeout
+            .take()
+            .unwrap_or(self.config.timeout);
+        let cut_short = timeout < self.config.timeout;
+        self.silence.next = None;
         if let Some(at) = traffic.last_heard {
             self.silence.heard(at);
         }
         match answer {
             ProbeAnswer::Status(_) => self.silence.heard(now),
-            ProbeAnswer::TimedOut => self
-                .silence
-                .unanswered(now.saturating_sub(self.config.timeout)),
+            ProbeAnswer::TimedOut => self.silence.unanswered(now.saturating_sub(timeout)),
             // A refused connection is a strike, not an ask the server left unanswered (a frozen
             // server's kernel still accepts): it says nothing about how long it has been silent.
             ProbeAnswer::NoConnection => {}
         }
-        let event = self.on_probe(now, answer.outcome());
+        let silent_since = (answer == ProbeAnswer::TimedOut)
+            .then(|| self.silence.silent_since(traffic.oldest_open))
+            .flatten();
+        let deadline =
+            silent_since.map(|since| since.saturating_add(self.config.detection_budget()));
+        let event = match self.state {
+            // A probe cut short to end with the budget only proves the silence: if the silence
+            // is not long enough (the server spoke since), its timeout is no strike.
+            HealthState::Suspect { failures } if cut_short && answer == ProbeAnswer::TimedOut => {
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    self.state = HealthState::Unresponsive;
+                    return HealthEvent::Unresponsive {
+                        failures: failures.saturating_add(1),
+                    };
+                }
+                HealthEvent::Nothing
+            }
+            _ => self.on_probe(now, answer.outcome()),
+        };
         let HealthState::Suspect { failures } = self.state else {
             return event;
         };
-        if answer != ProbeAnswer::TimedOut {
-            return event;
-        }
-        let Some(since) = self.silence.silent_since(traffic.oldest_open) else {
+        let Some(deadline) = deadline else {
             return event;
         };
-        let deadline = since.saturating_add(self.config.detection_budget());
         if now >= deadline {
             self.state = HealthState::Unresponsive;
             return HealthEvent::Unresponsive { failures };
         }
-        self.silence.next_probe_in = Some(deadline.saturating_sub(now));
+        // Place the next probe so that it ends when the silence reaches the budget: with the
+        // whole timeout when it can start late enough, cut short when it must start now (probes
+        // go one at a time). Delays count from this probe's start, `now - timeout`.
+        let started = now.saturating_sub(timeout);
+        let full_start = deadline.saturating_sub(self.config.timeout);
+        self.silence.next = Some(if full_start >= now {
+            NextProbe {
+                after: full_start.saturating_sub(started).min(self.config.interval),
+                timeout: self.config.timeout,
+            }
+        } else {
+            NextProbe {
+                after: now.saturating_sub(started),
+                timeout: deadline.saturating_sub(now),
+            }
+        });
+        self.silence.in_flight_timeout = self.silence.next.map(|next| next.timeout);
         event
     }
 
@@ -405,27 +455,39 @@ impl HealthTracker {
         }
     }
 
-    /// How long to wait before the next probe.
-    ///
-    /// While `Starting`: `ready_poll_initial * ready_poll_factor^k` (k = readiness probes so far),
-    /// never above `ready_poll_max` nor `interval`. After an unanswered probe (fed through
-    /// [`on_probe_answer`](Self::on_probe_answer)): the time, from that probe's start, that makes
-    /// the next probe's timeout fall when the silence reaches the budget, at most `interval`.
-    /// Otherwise: `interval`.
+    /// How long to wait before the next probe: [`next_probe`](Self::next_probe)'s delay.
     #[must_use]
     pub fn next_probe_in(&self) -> Duration {
+        self.next_probe().after
+    }
+
+    /// When to send the next probe, counted from the start of the last one, and how long to give
+    /// it; the tracker judges the next answer with the timeout given here.
+    ///
+    /// While `Starting`: `ready_poll_initial * ready_poll_factor^k` (k = readiness probes so far),
+    /// never above `ready_poll_max` nor `interval`. After a probe that timed out (fed through
+    /// [`on_probe_answer`](Self::on_probe_answer)) while the server is silent: the probe that ends
+    /// when the silence reaches the budget — with the whole timeout, at most `interval` after the
+    /// last start, when there is time for it, else at once with what is left of the budget.
+    /// Otherwise: `interval`. The timeout is `timeout` unless cut short so.
+    #[must_use]
+    pub fn next_probe(&self) -> NextProbe {
+        let steady = NextProbe {
+            after: self.config.interval,
+            timeout: self.config.timeout,
+        };
         match self.state {
-            HealthState::Starting => grow(
-                self.config.ready_poll_initial,
-                self.config.ready_poll_factor,
-                self.readiness_probes,
-                self.config.ready_poll_max.min(self.config.interval),
-            ),
-            HealthState::Suspect { .. } => self
-                .silence
-                .next_probe_in
-                .map_or(self.config.interval, |due| due.min(self.config.interval)),
-            _ => self.config.interval,
+            HealthState::Starting => NextProbe {
+                after: grow(
+                    self.config.ready_poll_initial,
+                    self.config.ready_poll_factor,
+                    self.readiness_probes,
+                    self.config.ready_poll_max.min(self.config.interval),
+                ),
+                timeout: self.config.timeout,
+            },
+            HealthState::Suspect { .. } => self.silence.next.unwrap_or(steady),
+            _ => steady,
         }
     }
 
@@ -592,22 +654,6 @@ mod tests {
         assert_eq!(t.state(), HealthState::Unresponsive);
     }
 
-    /// A pause just short of the budget is no hang, whatever the phase of the probes.
-    #[test]
-    fn silence_shorter_than_the_budget_is_no_hang() {
-        let mut t = ready_tracker();
-        let quiet = traffic(10_000, Some(10_000));
-        assert_eq!(
-            t.on_probe_answer(ms(11_000), ProbeAnswer::TimedOut, quiet),
-            HealthEvent::Nothing
-        );
-        assert_eq!(
-            t.on_probe_answer(ms(12_999), ProbeAnswer::TimedOut, quiet),
-            HealthEvent::Nothing
-        );
-        assert_eq!(t.next_probe_in(), ms(1));
-    }
-
     #[test]
     fn a_good_probe_clears_suspicion() {
         let mut t = ready_tracker();
@@ -696,8 +742,44 @@ mod tests {
         assert_eq!(dense.detection_budget(), ms(2000));
     }
 
+    /// A pause just short of the budget is no hang: the probe cut short to end with the budget
+    /// is no strike when the server spoke before it ended.
+    #[test]
+    fn silence_shorter_than_the_budget_is_no_hang() {
+        let mut t = ready_tracker();
+        let quiet = traffic(10_000, Some(10_000));
+        assert_eq!(
+            t.on_probe_answer(ms(11_000), ProbeAnswer::TimedOut, quiet),
+            HealthEvent::Nothing
+        );
+        assert_eq!(
+            t.on_probe_answer(ms(12_999), ProbeAnswer::TimedOut, quiet),
+            HealthEvent::Nothing
+        );
+        // At once (this probe started 1 s ago), for the 1 ms left of the budget.
+        assert_eq!(
+            t.next_probe(),
+            NextProbe {
+                after: ms(1000),
+                timeout: ms(1)
+            }
+        );
+        // The server spoke at 12.9995 s: the short probe's timeout is no strike.
+        let spoke = Traffic {
+            last_heard: Some(Duration::from_micros(12_999_500)),
+            oldest_open: Some(ms(10_000)),
+        };
+        assert_eq!(
+            t.on_probe_answer(ms(13_000), ProbeAnswer::TimedOut, spoke),
+            HealthEvent::Nothing
+        );
+        assert_eq!(t.state(), HealthState::Suspect { failures: 2 });
+        // Back to whole probes.
+        assert_eq!(t.next_probe().timeout, ms(1000));
+    }
+
     /// A server frozen at 10 s with a request just sent to it: the first unanswered probe left
-    /// 0.1 s later; the probes are timed so that the hang is found 3 s after the freeze, not 3 s
+    /// 0.1 s later; the probes are placed so that the hang is found 3 s after the freeze, not 3 s
     /// after that first probe.
     #[test]
     fn a_freeze_under_traffic_is_found_one_budget_after_the_last_word() {
@@ -709,13 +791,26 @@ mod tests {
             HealthEvent::Nothing
         );
         assert_eq!(t.silent_since(busy.oldest_open), Some(ms(10_000)));
-        assert_eq!(t.next_probe_in(), ms(1000));
-        // Sent at 11.1 s, timed out at 12.1 s; the next one goes 0.9 s after this one's start.
+        assert_eq!(
+            t.next_probe(),
+            NextProbe {
+                after: ms(1000),
+                timeout: ms(1000)
+            }
+        );
+        // Sent at 11.1 s, timed out at 12.1 s; the next one goes at once (probes go one at a
+        // time) and is given the 0.9 s left of the budget.
         assert_eq!(
             t.on_probe_answer(ms(12_100), ProbeAnswer::TimedOut, busy),
             HealthEvent::Nothing
         );
-        assert_eq!(t.next_probe_in(), ms(900));
+        assert_eq!(
+            t.next_probe(),
+            NextProbe {
+                after: ms(1000),
+                timeout: ms(900)
+            }
+        );
         // Its timeout lands 3 s after the freeze.
         assert_eq!(
             t.on_probe_answer(ms(13_000), ProbeAnswer::TimedOut, busy),

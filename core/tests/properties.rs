@@ -536,6 +536,142 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The silence rule never finds a hang sooner than it should: when a ready server is found
+    /// unresponsive with fewer strikes than `unhealthy_after`, its probe timed out, it has said
+    /// nothing (no probe answer, no traffic) for the whole detection budget, and something asked
+    /// it (an unanswered probe or an open request) at least that long ago.
+    #[test]
+    fn silence_is_never_shorter_than_the_detection_budget(
+        unhealthy_after in 1u32..6,
+        interval_ms in 100u64..3_000,
+        timeout_ms in 100u64..3_000,
+        steps in prop::collection::vec(
+            (0u8..4, 1u64..4_000, prop::option::of(0u64..4_000), prop::option::of(0u64..8_000)),
+            1..80,
+        ),
+    ) {
+        let config = HealthConfig {
+            unhealthy_after,
+            interval: ms(interval_ms),
+            timeout: ms(timeout_ms),
+            ..HealthConfig::default()
+        };
+        let budget = config.detection_budget();
+        let mut tracker = HealthTracker::new(config, Duration::ZERO);
+        let mut now = ms(10);
+        tracker.on_probe_answer(now, ProbeAnswer::Status(200), Traffic::default());
+        let mut last_word = now;
+        let mut last_heard: Option<Duration> = None;
+        let mut strikes = 0u32;
+        let mut unanswered: Vec<Duration> = Vec::new();
+        for (code, gap, heard_ago, open_ago) in steps {
+            now += ms(gap);
+            // Traffic: a word heard some time before now (never before the last one reported),
+            // and the oldest open request.
+            if let Some(ago) = heard_ago {
+                let at = now.saturating_sub(ms(ago)).max(last_heard.unwrap_or_default());
+                last_heard = Some(at);
+                last_word = last_word.max(at);
+            }
+            let oldest_open = open_ago.map(|ago| now.saturating_sub(ms(ago)));
+            let traffic = Traffic { last_heard, oldest_open };
+            let answer = answer(code);
+            // The probe answered had the timeout the tracker gave it.
+            let probe_timeout = tracker.next_probe().timeout;
+            prop_assert!(probe_timeout <= ms(timeout_ms));
+            let cut_short = probe_timeout < ms(timeout_ms);
+            let event = tracker.on_probe_answer(now, answer, traffic);
+            match answer {
+                ProbeAnswer::Status(200..=299) => strikes = 0,
+                // A probe cut short to end with the budget is no strike unless it ends the wait.
+                ProbeAnswer::TimedOut if cut_short && event == HealthEvent::Nothing => {}
+                _ => strikes += 1,
+            }
+            match answer {
+                ProbeAnswer::Status(_) => {
+                    last_word = now;
+                    unanswered.clear();
+                }
+                ProbeAnswer::TimedOut => unanswered.push(now.saturating_sub(probe_timeout)),
+                ProbeAnswer::NoConnection => {}
+            }
+            if let HealthEvent::Unresponsive { failures } = event {
+                prop_assert_eq!(failures, strikes);
+                if strikes < unhealthy_after {
+                    prop_assert_eq!(answer, ProbeAnswer::TimedOut);
+                    prop_assert!(now - last_word >= budget, "silent {:?} < {:?}", now - last_word, budget);
+                    // An open request asks from the moment it was sent, or from the last word if
+                    // it was sent before (it was still unanswered then).
+                    let asked = unanswered.iter().copied().filter(|&at| at >= last_word).chain(oldest_open).min();
+                    let asked = asked.map_or(now, |at| at.max(last_word));
+                    prop_assert!(now - asked >= budget, "asked {:?} ago", now - asked);
+                }
+                break;
+            }
+            prop_assert!(strikes < unhealthy_after, "{} strikes and no hang", strikes);
+        }
+    }
+
+    /// And it finds a freeze in time: a server that answered every probe and request until a
+    /// freeze, with a request sent at the freeze and probes sent when the tracker asks, is found
+    /// unresponsive one detection budget after the freeze (plus the scheduling of one probe),
+    /// whatever the phase of the freeze against the probes.
+    #[test]
+    fn a_frozen_server_under_traffic_is_found_one_budget_after_the_freeze(
+        unhealthy_after in 1u32..6,
+        interval_ms in 100u64..3_000,
+        timeout_ms in 100u64..3_000,
+        phase_ms in 0u64..3_000,
+    ) {
+        let config = HealthConfig {
+            unhealthy_after,
+            interval: ms(interval_ms),
+            timeout: ms(timeout_ms),
+            ..HealthConfig::default()
+        };
+        let budget = config.detection_budget();
+        let mut tracker = HealthTracker::new(config, Duration::ZERO);
+        // Ready at 0, answered probes every interval until the freeze.
+        tracker.on_probe_answer(Duration::ZERO, ProbeAnswer::Status(200), Traffic::default());
+        let freeze = ms(10_000 + phase_ms);
+        let mut sent = Duration::ZERO;
+        loop {
+            let next = sent + tracker.next_probe_in();
+            if next > freeze {
+                sent = next;
+                break;
+            }
+            sent = next;
+            tracker.on_probe_answer(sent, ProbeAnswer::Status(200), Traffic { last_heard: Some(sent), oldest_open: None });
+        }
+        // Frozen: every probe from `sent` on times out; the last word was at the freeze, and a
+        // request sent then is still open.
+        let traffic = Traffic { last_heard: Some(freeze), oldest_open: Some(freeze) };
+        let mut probe = tracker.next_probe();
+        let found = loop {
+            let done = sent + probe.timeout;
+            if let HealthEvent::Unresponsive { .. } = tracker.on_probe_answer(done, ProbeAnswer::TimedOut, traffic) {
+                break done;
+            }
+            // The next probe starts when the tracker says, counted from this one's start, and
+            // never before this one ended (one probe at a time).
+            probe = tracker.next_probe();
+            sent = (sent + probe.after).max(done);
+            prop_assert!(done < freeze + budget * 4, "not found by {:?}", done);
+        };
+        prop_assert!(found >= freeze + budget, "found {:?} after the freeze", found - freeze);
+        // On time: one budget after the freeze, unless the first probe after the freeze (up to an
+        // interval after it) could only end later than that (a budget shorter than an interval
+        // and a timeout: one strike makes a hang).
+        let latest = budget.max(ms(interval_ms) + ms(timeout_ms));
+        prop_assert!(found <= freeze + latest, "found {:?} after the freeze", found - freeze);
+        if unhealthy_after >= 2 {
+            prop_assert_eq!(found, freeze + budget);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Stream watch: check(now) is None strictly before deadline() and Some at or after it.
 

@@ -427,7 +427,7 @@ impl Handler<HangReport> for RestartCoordinator {
 }
 
 impl Handler<ProbeResult> for RestartCoordinator {
-    type Result = Option<std::time::Duration>;
+    type Result = Option<respawn_core::NextProbe>;
 
     fn handle(&mut self, msg: ProbeResult, ctx: &mut Self::Context) -> Self::Result {
         if msg.answer.is_success() {
@@ -455,7 +455,7 @@ impl Handler<ProbeResult> for RestartCoordinator {
         self.machine
             .handle_probe(now, msg.generation, msg.answer, &in_flight, traffic);
         self.drive(ctx);
-        self.machine.next_probe_in(msg.generation)
+        self.machine.next_probe(msg.generation)
     }
 }
 

@@ -61,9 +61,9 @@ use core::time::Duration;
 
 use crate::{
     CoreConfig, Fingerprint, GateDecision, Generation, Hang, HangCause, HealthEvent, HealthTracker,
-    InvalidConfig, Liveness, LivenessStep, OperatorRestart, Phase, PoisonTracker, PolicyDecision,
-    ProbeAnswer, ProbeOutcome, ProgressReading, RestartGate, RestartPolicy, Snapshot, StopMode,
-    Traffic,
+    InvalidConfig, Liveness, LivenessStep, NextProbe, OperatorRestart, Phase, PoisonTracker,
+    PolicyDecision, ProbeAnswer, ProbeOutcome, ProgressReading, RestartGate, RestartPolicy,
+    Snapshot, StopMode, Traffic,
 };
 
 /// Everything the machine needs to know besides the events.
@@ -336,8 +336,15 @@ impl Supervision {
     /// [`Action::Watch`] will come).
     #[must_use]
     pub fn next_probe_in(&self, generation: Generation) -> Option<Duration> {
+        self.next_probe(generation).map(|next| next.after)
+    }
+
+    /// When to probe `generation` next and how long to give that probe (see
+    /// [`HealthTracker::next_probe`]); `None` as for [`next_probe_in`](Self::next_probe_in).
+    #[must_use]
+    pub fn next_probe(&self, generation: Generation) -> Option<NextProbe> {
         (self.probing == Some(generation) && self.gate.is_current(generation))
-            .then(|| self.health.next_probe_in())
+            .then(|| self.health.next_probe())
     }
 
     /// A detector saw `hang` at `now`; `in_flight` are the requests open now. A report whose

@@ -736,9 +736,13 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
         f"timeout, and **{fmt(median(sT) / m_rs, 1)}×** as long even with a {hh['same_t']} s timeout "
         "(its fixed 5 s wait and 3 s sleep remain, and a timeout that short fails slow generations).")
     add("")
-    add("Detection is 3 failed probes at 1 s each, the first of them sent up to one interval after "
-        "the freeze (probes are 1 s apart, each given 1 s): between 3 and 4 s after the freeze. What "
-        "follows detection is respawn's stop, the new child's start and respawn noticing it ready.")
+    add("Detection is the silence rule: a probe timed out and the server has said nothing (no probe "
+        "answer, no byte of any answer) for the detection budget (1 s timeout + 2 × 1 s interval = 3 s) "
+        "while asked; with the client's requests flowing, its last word is the moment of the freeze, and "
+        "the probes after the first unanswered one are placed to end exactly when the budget does. Before "
+        "it, detection waited for 3 failed probes, the first of them sent up to one interval after the "
+        "freeze: 3 to 4 s. What follows detection is respawn's stop, the new child's start and respawn "
+        "noticing it ready.")
     add("")
     m_after = median(after_detection(hh["respawn"]))
     targets.append(("Hard hang: freeze → next success ≤ detection budget (3 probes × 1 s) + 0.3 s, none lost",
@@ -940,12 +944,10 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
 
 MISSED_NOTES = {
     "Hard hang: freeze → next success ≤ detection budget (3 probes × 1 s) + 0.3 s, none lost":
-        "detection itself takes longer than the budget: the first probe that fails is sent up to one "
-        "interval after the freeze (in this benchmark the freeze lands just after a probe, the worst "
-        "phase), then three probes time out one after another, so detection takes 3 to 4 s. What "
-        "respawn adds after detection (the stop, the start, noticing readiness) is the `detected → next "
-        "success` column, well under 0.3 s. Closing the rest needs a shorter `--health-interval` (it "
-        "scales the budget and the phase together).",
+        "detection took longer than the budget: look at the `freeze → detected` column; the silence "
+        "rule finds a freeze under traffic one budget after the server's last word, so a larger figure "
+        "means the probes could not be placed (a loaded machine delaying them) or the client was idle "
+        "at the freeze (then the silence begins at the first unanswered probe).",
     "Proxy: requests/s ≥ 0.9 × nginx":
         "respawn's per-request cost is the HTTP stack's (actix-web in front, awc behind) plus its "
         "own bookkeeping (the in-flight table, the retry plan, the generation header). On 2 shared "

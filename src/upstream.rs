@@ -17,6 +17,8 @@ use std::time::Duration;
 use actix::Addr;
 use actix_web::http::header::HeaderMap;
 use actix_web::http::Method;
+use actix_web::http::Uri;
+use actix_web::rt::net::TcpStream;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use respawn_core::{
@@ -171,12 +173,14 @@ pub struct Upstream {
 }
 
 /// Builds the awc client respawn uses towards the model server: no connection limit (256
-/// requests in flight must not queue behind a pool of 100), no redirects, no default headers, and
-/// no timeout of its own: the request plan's deadlines are the only ones.
+/// requests in flight must not queue behind a pool of 100), no redirects, no default headers,
+/// no timeout of its own (the request plan's deadlines are the only ones), and connections with
+/// Nagle's algorithm off (see [`tcp_connector`]).
 pub fn build_client() -> awc::Client {
     awc::Client::builder()
         .connector(
             awc::Connector::new()
+                .connector(tcp_connector())
                 .limit(0)
                 .timeout(Duration::from_secs(5)),
         )
@@ -184,6 +188,28 @@ pub fn build_client() -> awc::Client {
         .no_default_headers()
         .disable_timeout()
         .finish()
+}
+
+/// The TCP connector towards the model server: awc's own, with `TCP_NODELAY` set on every new
+/// connection. awc writes a request's head and its body in separate writes; with Nagle's
+/// algorithm on, the body would wait for the head's ACK, which the server may delay (delayed ACK)
+/// since it has nothing to answer before the body.
+pub fn tcp_connector() -> impl actix_service::Service<
+    actix_tls::connect::ConnectInfo<Uri>,
+    Response = actix_tls::connect::Connection<Uri, TcpStream>,
+    Error = actix_tls::connect::ConnectError,
+> + Clone {
+    use actix_service::ServiceExt;
+    actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default())
+        .service()
+        .map(
+            |connection: actix_tls::connect::Connection<Uri, TcpStream>| {
+                if let Err(err) = connection.io_ref().set_nodelay(true) {
+                    debug!(%err, "could not set TCP_NODELAY towards the model server");
+                }
+                connection
+            },
+        )
 }
 
 impl Upstream {
@@ -677,5 +703,25 @@ pub fn describe(outcome: AttemptOutcome) -> String {
         AttemptOutcome::TookTooLong => {
             "the request took longer than --max-request-time while the server was busy".to_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_service::Service;
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn connections_to_the_model_server_have_nagle_off() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let uri: Uri = format!("http://127.0.0.1:{port}/").parse().expect("uri");
+        let connector = tcp_connector();
+        let connection = connector
+            .call(actix_tls::connect::ConnectInfo::new(uri))
+            .await
+            .expect("connected");
+        assert!(connection.io_ref().nodelay().expect("getsockopt"));
     }
 }

@@ -316,12 +316,34 @@ impl Job {
     }
 }
 
-/// Generates one token: waits the per-token latency, stalls forever if generation has stopped
-/// (wedge or deadlock), and counts it.
-async fn next_token(gen: &Generator, job: &Job, index: u64) -> String {
-    if !gen.token_latency.is_zero() {
-        actix_rt::time::sleep(gen.token_latency).await;
+/// When the tokens of one completion come: one every `--token-latency` from the start, on a fixed
+/// schedule, as a real server's steady decode steps. A token that came late does not push back
+/// the ones after it (a sleep after each token would: the timer's rounding up to the next
+/// millisecond and any delay in sending would add up over a stream); a pause longer than a token
+/// (a freeze) starts the schedule again from its end rather than sending the missed tokens at once.
+struct Pace(Option<tokio::time::Interval>);
+
+impl Pace {
+    fn new(latency: Duration) -> Self {
+        if latency.is_zero() {
+            return Self(None);
+        }
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + latency, latency);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(Some(ticks))
     }
+
+    async fn next(&mut self) {
+        if let Some(ticks) = &mut self.0 {
+            ticks.tick().await;
+        }
+    }
+}
+
+/// Generates one token: waits for its turn, stalls forever if generation has stopped (wedge or
+/// deadlock), and counts it.
+async fn next_token(gen: &Generator, job: &Job, index: u64, pace: &mut Pace) -> String {
+    pace.next().await;
     if gen.faults.generation_stopped() {
         std::future::pending::<()>().await;
     }
@@ -331,8 +353,9 @@ async fn next_token(gen: &Generator, job: &Job, index: u64) -> String {
 
 async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> HttpResponse {
     let mut text = String::new();
+    let mut pace = Pace::new(gen.token_latency);
     for index in 0..job.count {
-        text.push_str(&next_token(&gen, &job, index).await);
+        text.push_str(&next_token(&gen, &job, index, &mut pace).await);
     }
     gen.metrics.completion_finished();
     running.finish();
@@ -353,9 +376,11 @@ const DROP_AFTER_CHUNKS: u64 = 2;
 
 fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: bool) -> HttpResponse {
     let drop_at = drop_stream.then(|| DROP_AFTER_CHUNKS.min(job.count / 2));
-    let state = (gen, job, running, StreamStep::Token(0));
-    let body =
-        futures_util::stream::unfold(state, move |(gen, job, mut running, step)| async move {
+    let pace = Pace::new(gen.token_latency);
+    let state = (gen, job, running, pace, StreamStep::Token(0));
+    let body = futures_util::stream::unfold(
+        state,
+        move |(gen, job, mut running, mut pace, step)| async move {
             let (item, next) = match step {
                 StreamStep::Token(index) if drop_at == Some(index) => {
                     error!(id = %job.id, "dropping the connection mid-stream (--drop-stream-rate)");
@@ -366,7 +391,7 @@ fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: boo
                     (Err(err), StreamStep::Over)
                 }
                 StreamStep::Token(index) if index < job.count => {
-                    let token = next_token(&gen, &job, index).await;
+                    let token = next_token(&gen, &job, index, &mut pace).await;
                     (
                         Ok(job.chunk(index, Some(&token))),
                         StreamStep::Token(index + 1),
@@ -389,8 +414,9 @@ fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: boo
                 ),
                 StreamStep::Over => return None,
             };
-            Some((item, (gen, job, running, next)))
-        });
+            Some((item, (gen, job, running, pace, next)))
+        },
+    );
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

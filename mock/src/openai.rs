@@ -317,10 +317,11 @@ impl Job {
 }
 
 /// When the tokens of one completion come: one every `--token-latency` from the start, on a fixed
-/// schedule, as a real server's steady decode steps. A token that came late does not push back
+/// schedule, as a real server's steady decode steps. A token up to 5 ms late does not push back
 /// the ones after it (a sleep after each token would: the timer's rounding up to the next
-/// millisecond and any delay in sending would add up over a stream); a pause longer than a token
-/// (a freeze) starts the schedule again from its end rather than sending the missed tokens at once.
+/// millisecond and any delay in sending would add up over a stream); a longer pause (a freeze)
+/// starts the schedule again from its end rather than sending the missed tokens at once (tokio's
+/// `MissedTickBehavior::Delay`).
 struct Pace(Option<tokio::time::Interval>);
 
 impl Pace {

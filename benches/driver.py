@@ -743,7 +743,7 @@ def proc_tree(pid):
     return [pid] + children(pid)
 
 
-def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, rounds=3, ramp_s=1.0):
+def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, rounds=5, ramp_s=1.0):
     """Many concurrent streams three ways (direct, nginx, respawn), rounds interleaved: the proxy's
     CPU (utime + stime from /proc, nginx's master and workers together) per stream, its peak RSS
     (sampled), and each chunk's lag."""
@@ -793,7 +793,7 @@ def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, roun
                     res["client_cpu_s"].append(client_cpu)
                     res["wall_s"].append(wall)
                     res["rss_kib"].append(max(rss) if rss else 0)
-                    res["offsets"] += [o for o in offsets if o is not None]
+                    res["offsets"].append([o for o in offsets if o is not None])
                     res["failed"] += sum(1 for o in offsets if o is None)
                     log(f"  round {r + 1} {name}: {wall:.1f} s, proxy CPU {res['cpu_s'][-1]:.2f} s, mock CPU "
                         f"{res['mock_cpu_s'][-1]:.2f} s, client CPU {res['client_cpu_s'][-1]:.2f} s, "
@@ -810,21 +810,26 @@ def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, roun
 
 def summarize_many_streams(out, **params):
     """Each chunk's lag: its time after its stream's first chunk, minus the median of that time over
-    all direct streams (so the first chunk, which carries the connection and the request, is apart);
-    a path's extra lag at a percentile is its lag's percentile minus direct's. The first chunk's
-    extra is its time after the request minus the direct median."""
-    direct = out["direct"]["offsets"]
+    all direct streams (so the first chunk, which carries the connection and the request, is apart).
+    Percentiles are taken per round and the median over the rounds is kept (a stall of the whole
+    machine during one round then does not stand for all); a path's extra lag at a percentile is
+    its figure minus direct's. The first chunk's extra is its time after the request minus the
+    direct median, likewise."""
+    direct = [o for rnd in out["direct"]["offsets"] for o in rnd]
     n = min((len(o) for o in direct), default=0)
     ref = [median([o[i] - o[0] for o in direct]) for i in range(n)]
     ref_first = median([o[0] for o in direct])
     summary = dict(params)
     for name, res in out.items():
-        lags = [((o[i] - o[0]) - ref[i]) * 1000 for o in res["offsets"] for i in range(1, n)]
-        firsts = [(o[0] - ref_first) * 1000 for o in res["offsets"]]
-        done = len(res["offsets"])
+        lag_rounds, first_rounds = [], []
+        for rnd in res["offsets"]:
+            lag_rounds.append(spread([((o[i] - o[0]) - ref[i]) * 1000 for o in rnd for i in range(1, n)]))
+            first_rounds.append(spread([(o[0] - ref_first) * 1000 for o in rnd]))
         summary[name] = {
-            "streams_done": done, "failed": res["failed"],
-            "lag_ms": spread(lags), "first_ms": spread(firsts),
+            "streams_done": sum(len(rnd) for rnd in res["offsets"]), "failed": res["failed"],
+            "lag_ms": {q: median([x[q] for x in lag_rounds]) for q in ("p50", "p99", "max")},
+            "first_ms": {q: median([x[q] for x in first_rounds]) for q in ("p50", "p99", "max")},
+            "lag_rounds_ms": lag_rounds,
             "cpu_s": res["cpu_s"], "mock_cpu_s": res["mock_cpu_s"], "client_cpu_s": res["client_cpu_s"],
             "wall_s": res["wall_s"], "rss_kib": res["rss_kib"],
             "cpu_ms_per_stream": median([c * 1000 / params["streams"] for c in res["cpu_s"]]),
@@ -998,11 +1003,11 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
     add("## 5. Streaming")
     add("")
     add(f"A streamed chat completion of {sm.get('tokens', 50)} tokens at 20 ms each; the arrival time of every SSE "
-        f"chunk measured at the client (raw socket, TCP_NODELAY), direct and through respawn, {sm['trials']} "
-        "interleaved pairs. Extra lag of chunk i = its arrival through respawn minus its arrival direct, "
-        "each from its own request. The mock sleeps 20 ms after each chunk (tokio's timer rounds up to the "
-        "next millisecond), so the two streams of a pair are two runs of the same schedule, not one stream "
-        "seen twice: their difference includes the mock's own jitter.")
+        f"chunk measured at the client (raw sockets, TCP_NODELAY), direct and through respawn, {sm['trials']} "
+        "pairs. The two requests of a pair are sent at once (which one first alternates) and read side by "
+        "side, and the mock paces each stream on a fixed schedule from its start, so chunk i of both is "
+        "generated at the same moment and both see the same moments of the machine. Extra lag of chunk i = "
+        "its arrival through respawn minus its arrival direct, each after its own request.")
     add("")
     add("| Figure | Median | Worst |")
     add("|---|---|---|")
@@ -1116,12 +1121,14 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
             "of the proxy's processes from `/proc` over the round (nginx's master and workers together), "
             "divided by the streams, median of the rounds. RSS: the largest sum of VmRSS of those processes, "
             "sampled every 0.1 s. Lag of a chunk: its time after its stream's first chunk, minus the median "
-            "of that time over all direct streams; extra = the path's figure minus direct's at the same "
-            "percentile. The first chunk (connection, request, the proxy's own connection upstream) is "
-            "shown apart.")
+            "of that time over all direct streams; its p50, p99 and max are taken per round and the median "
+            "over the rounds is shown (one round caught in a stall of the whole machine does not stand for "
+            "all); extra = the path's figure minus direct's. The first chunk (connection, request, the "
+            "proxy's own connection upstream) is shown apart. Each round's wall time is listed: a round "
+            "much longer than the streams' own (ramp + tokens × latency) was slowed by the machine.")
         add("")
-        add("| Path | CPU per stream | Peak RSS | Chunk lag p50 / p99 / max | Extra p50 / p99 / max | First chunk, extra p50 / p99 | Mock CPU per round | Client CPU per round | Failed |")
-        add("|---|---|---|---|---|---|---|---|---|")
+        add("| Path | CPU per stream | Peak RSS | Chunk lag p50 / p99 / max | Extra p50 / p99 / max | First chunk, extra p50 / p99 | Mock CPU per round | Client CPU per round | Rounds' wall time | Failed |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
         first_direct = ms["direct"]["first_ms"]
         for k in ("direct", "nginx", "respawn"):
             x = ms[k]
@@ -1135,7 +1142,8 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
                 extra = f"**{e['p50']:+.2f} / {e['p99']:+.2f} / {e['max']:+.2f} ms**"
                 first = f"{x['first_ms']['p50'] - first_direct['p50']:+.2f} / {x['first_ms']['p99'] - first_direct['p99']:+.2f} ms"
             add(f"| {k} | {cpu} | {rss} | {lag['p50']:.2f} / {lag['p99']:.2f} / {lag['max']:.2f} ms | {extra} | {first} | "
-                f"{median(x['mock_cpu_s']):.2f} s | {median(x['client_cpu_s']):.2f} s of {median(x['wall_s']):.1f} s | {x['failed']} |")
+                f"{median(x['mock_cpu_s']):.2f} s | {median(x['client_cpu_s']):.2f} s | "
+                f"{', '.join(f'{w:.1f}' for w in x['wall_s'])} s | {x['failed']} |")
         add("")
         cpu_ratio = ms["respawn"]["cpu_ms_per_stream"] / ms["nginx"]["cpu_ms_per_stream"]
         add(f"respawn / nginx CPU per stream: **{cpu_ratio:.2f}**. On 2 shared cores the client, the mock and "
@@ -1310,7 +1318,7 @@ def main():
         log("7. supervising 1, 8 and 64 servers (about 2 minutes)")
         r["scaling"] = scaling(respawn, workdir)
     if "many_streams" in only:
-        log("8. many concurrent streams: 1,000 × 100 tokens, direct, nginx, respawn (about 1 minute)")
+        log("8. many concurrent streams: 1,000 × 100 tokens, direct, nginx, respawn, 5 rounds (about 1 minute)")
         r["many_streams"] = many_streams(respawn, workdir)
     finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     if only == set(PARTS):

@@ -718,7 +718,7 @@ def stream_clients_path(respawn):
     """The load generator of this part (examples/stream_clients.rs), built beside the binary."""
     path = os.path.join(os.path.dirname(respawn), "examples", "stream_clients")
     if not os.path.exists(path):
-        raise RuntimeError(f"{path} is missing: cargo build --release -p respawn --example stream_clients")
+        raise RuntimeError(f"{path} is missing: cargo build --release --example stream_clients")
     return path
 
 

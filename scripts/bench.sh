@@ -25,7 +25,7 @@ command -v python3 >/dev/null 2>&1 || { echo "python3 is needed to drive the ben
 
 cargo build --release --locked
 # The load generator of the many-streams part.
-cargo build --release --locked -p respawn --example stream_clients
+cargo build --release --locked --example stream_clients
 workdir="target/bench/logs"
 rm -rf "$workdir"
 mkdir -p "$workdir"

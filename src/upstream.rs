@@ -192,7 +192,7 @@ pub fn build_client() -> awc::Client {
 
 /// The TCP connector towards the model server: awc's own, with `TCP_NODELAY` set on every new
 /// connection. awc writes a request that does not fit its 8 KiB write buffer (a long prompt) in
-/// several writes; with Nagle's algorithm on, each write after the first waits for the ACK of the
+/// several writes; with Nagle's algorithm on, a write after the first may wait for the ACK of the
 /// one before, which the server may delay (delayed ACK) since it has nothing to answer before
 /// the whole request has come.
 pub fn tcp_connector() -> impl actix_service::Service<

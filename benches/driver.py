@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -566,25 +567,19 @@ def stream_request(tokens):
     return head + body
 
 
-def stream_times(port, tokens):
-    return stream_pair([port], tokens)[0]
-
-
 def stream_pair(ports, tokens):
     """The same streamed completion sent at once to each port (raw sockets, TCP_NODELAY), read side
     by side: for each port, the arrival time of every SSE event after its own request was sent.
     Sent together, the streams see the same moments of the machine, and the mock paces each from
     its start, so chunk i of one is generated when chunk i of the other is."""
-    import selectors
-
     request = stream_request(tokens)
     socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for port in ports]
     sel = selectors.DefaultSelector()
     state = {}
-    for i, s in enumerate(socks):
+    for s in socks:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for i, s in enumerate(socks):
-        state[s] = {"sent": time.perf_counter(), "times": [], "buf": b"", "index": i}
+    for s in socks:
+        state[s] = {"sent": time.perf_counter(), "times": [], "buf": b""}
         s.sendall(request)
         sel.register(s, selectors.EVENT_READ)
     deadline = time.time() + 60 + tokens

@@ -594,8 +594,11 @@ impl Upstream {
         url.push_str(base);
         url.push_str(&out.path_and_query);
         let mut request = self.client.request(out.method.clone(), url);
+        // Into the client's own map (made with room for 16 names): no second map per attempt.
         let headers = request.headers_mut();
-        *headers = out.headers.clone();
+        for (name, value) in out.headers.iter() {
+            headers.append(name.clone(), value.clone());
+        }
         if let Some(host) = &self.host {
             if !headers.contains_key(HOST) {
                 headers.insert(HOST, host.clone());

@@ -183,7 +183,12 @@ async fn forward_with(
     let body = body.freeze();
     // Dropped after the body (declared before `out`, which holds it): a large body's pieces,
     // read in chunks, leave free memory behind in the allocator, which goes back to the system.
-    let _return_memory = (body.len() >= LARGE_BODY).then_some(ReturnFreeMemory);
+    // (Made only for one: dropping the marker is what returns the memory.)
+    let _return_memory = if body.len() >= LARGE_BODY {
+        Some(ReturnFreeMemory)
+    } else {
+        None
+    };
 
     let tokens = connection_tokens(req.headers());
     let mut headers = HeaderMap::with_capacity(req.headers().len());

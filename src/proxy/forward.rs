@@ -117,7 +117,7 @@ async fn forward_with(
     front: &Upstream,
     limits: web::Data<ProxyLimits>,
 ) -> HttpResponse {
-    let shared = Arc::clone(front.shared());
+    let shared = front.shared();
     let metrics = &shared.metrics;
     metrics.request_started();
     let drain = req.app_data::<Drain>().cloned().unwrap_or_default();
@@ -260,7 +260,7 @@ async fn forward_with(
     };
 
     // From here on, the server that answered.
-    let shared = Arc::clone(upstream.shared());
+    let shared = upstream.shared();
     let upstream_headers = delivered.response.headers();
     let response_tokens = connection_tokens(upstream_headers);
     let mut builder = HttpResponse::build(delivered.response.status());

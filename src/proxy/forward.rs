@@ -15,7 +15,7 @@ use crate::messages::RequestSucceeded;
 use crate::metrics::FailureClass;
 use crate::pool::sender::PoolUpstream;
 use crate::proxy::admission::ForwardSlots;
-use crate::proxy::drain::{Drain, SHUTTING_DOWN};
+use crate::proxy::drain::{Drain, WorkerDrain, SHUTTING_DOWN};
 use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
 use crate::proxy::resume::{stream_kind, ResumableBody, ResumeVia, Resumer};
 use crate::proxy::served_body::ServedBody;
@@ -120,7 +120,11 @@ async fn forward_with(
     let shared = front.shared();
     let metrics = &shared.metrics;
     metrics.request_started();
-    let drain = req.app_data::<Drain>().cloned().unwrap_or_default();
+    let drain = match req.app_data::<WorkerDrain>() {
+        Some(drain) => drain.clone(),
+        // Served without one (an embedder's own app): a grace that never ends.
+        None => WorkerDrain::new(&Drain::new()),
+    };
     if drain.has_ended() {
         metrics.request_failed(FailureClass::ShuttingDown);
         return refusal(

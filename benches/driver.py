@@ -906,13 +906,14 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
     bodies = ov.get("bodies")
     if bodies:
         idle, peak, after = (bodies[k] / 1024 for k in ("idle_kib", "peak_kib", "after_kib"))
-        add(f"Large bodies: {bodies['bodies']} concurrent `POST`s of {bodies['body_bytes'] / 1e6:.0f} MB each "
+        add(f"Large bodies: {bodies['bodies']} concurrent `POST`s of {bodies['body_bytes'] / 2**20:.0f} MiB each "
             "through respawn to the mock (which may refuse them; respawn holds each whole body first, so that "
             f"it can be sent again; answers: {', '.join(str(x) for x in bodies['statuses'])}). respawn's RSS: "
             f"**{idle:.1f} MiB** at rest before, **{peak:.1f} MiB** at the peak (sampled every 50 ms), "
             f"**{after:.1f} MiB** a second after they ended.")
         add("")
-        targets.append(("Proxy: RSS a second after 8 × 30 MB bodies back near idle (≤ idle + 2 MiB)",
+        targets.append((f"Proxy: RSS a second after {bodies['bodies']} × {bodies['body_bytes'] / 2**20:.0f} MiB bodies "
+                         "back near idle (≤ idle + 2 MiB)",
                         f"{after:.1f} MiB (idle {idle:.1f}, peak {peak:.1f})", after - idle <= 2))
     # 5
     sm = r["streaming"]

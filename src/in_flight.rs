@@ -3,11 +3,13 @@
 //! idle canary), when the oldest open one was sent and when the server was last heard from (for
 //! the health tracker's silence rule: how long the server has said nothing while asked).
 //!
-//! Shared by every proxy worker; the hot path takes one uncontended lock to register a request
-//! and one to remove it. The poison verdicts are not kept here: the machine owns them and
-//! publishes them with its snapshot ([`crate::state::SharedSnapshot`]).
+//! Shared by every proxy worker, and split in shards so that workers do not share a lock: each
+//! thread registers its requests in its own shard (a slab of slots with a free list: no hashing,
+//! and no allocation once it has grown to the thread's largest number of requests at once), whose
+//! lock only that thread takes on the hot path. The rare readers (a hang's suspects, the oldest
+//! open request once per probe) visit every shard. The poison verdicts are not kept here: the
+//! machine owns them and publishes them with its snapshot ([`crate::state::SharedSnapshot`]).
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,15 +21,69 @@ use tokio::sync::Notify;
 
 use crate::state::Clock;
 
+/// Shards of the table: threads beyond this share one (still correct, only less private).
+const SHARDS: usize = 8;
+
+/// Each thread's shard, handed out in turn the first time a thread registers a request.
+fn shard_of_this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
+/// One shard: the open requests' fingerprints and registration times, in reusable slots.
+#[derive(Debug, Default)]
+struct Slots {
+    open: Vec<Option<(Fingerprint, Duration)>>,
+    free: Vec<usize>,
+}
+
+impl Slots {
+    fn insert(&mut self, entry: (Fingerprint, Duration)) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.open[slot] = Some(entry);
+                slot
+            }
+            None => {
+                self.open.push(Some(entry));
+                self.open.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize) -> bool {
+        match self.open.get_mut(slot).and_then(Option::take) {
+            Some(_) => {
+                self.free.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &(Fingerprint, Duration)> {
+        self.open.iter().flatten()
+    }
+}
+
+/// A shard on its own cache line, so that two workers' shards do not share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(Mutex<Slots>);
+
 /// The requests in flight.
 #[derive(Debug)]
 pub struct InFlight {
     clock: Clock,
-    next_id: AtomicU64,
-    /// Each open request's fingerprint and when it was registered (on the table's clock).
-    open: Mutex<HashMap<u64, (Fingerprint, Duration)>>,
-    /// How many `open` holds, readable without its lock (a pool routes by it).
+    shards: [Shard; SHARDS],
+    /// How many the shards hold, readable without a lock (a pool routes by it).
     open_count: AtomicUsize,
+    /// How many are waiting for the table to empty: the last request's end tells them only when
+    /// some are.
+    drain_waiters: AtomicUsize,
     last_activity_ms: AtomicU64,
     answered: AtomicU64,
     /// When the server last sent anything on a request (a head, a chunk, the end), in
@@ -47,9 +103,9 @@ impl InFlight {
     pub fn with_clock(clock: Clock) -> Arc<Self> {
         Arc::new(Self {
             clock,
-            next_id: AtomicU64::new(0),
-            open: Mutex::new(HashMap::new()),
+            shards: Default::default(),
             open_count: AtomicUsize::new(0),
+            drain_waiters: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             heard_us: AtomicU64::new(0),
@@ -78,9 +134,12 @@ impl InFlight {
         }
     }
 
-    /// When the oldest request still in flight was registered, if any is.
+    /// When the oldest request still in flight was registered, if any is (visits every shard).
     pub fn oldest_open(&self) -> Option<Duration> {
-        self.open.lock().values().map(|&(_, since)| since).min()
+        self.shards
+            .iter()
+            .filter_map(|shard| shard.0.lock().entries().map(|&(_, since)| since).min())
+            .min()
     }
 
     /// Answers so far (only grows).
@@ -90,14 +149,15 @@ impl InFlight {
 
     /// Registers a request; it stays in flight until the guard is dropped.
     pub fn enter(self: &Arc<Self>, fingerprint: Fingerprint) -> InFlightGuard {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.now();
-        self.open.lock().insert(id, (fingerprint, now));
-        self.open_count.fetch_add(1, Ordering::Relaxed);
+        let shard = shard_of_this_thread();
+        let slot = self.shards[shard].0.lock().insert((fingerprint, now));
+        self.open_count.fetch_add(1, Ordering::SeqCst);
         self.touch_at(now);
         InFlightGuard {
             table: Arc::clone(self),
-            id,
+            shard,
+            slot,
         }
     }
 
@@ -110,28 +170,39 @@ impl InFlight {
     /// Waits until no request is in flight (at once when none is).
     ///
     /// # Cancel safety
-    /// Cancel safe: it holds nothing.
+    /// Cancel safe: it holds nothing but its place among the waiters, given back when dropped.
     pub async fn until_empty(&self) {
+        // Counted before the count is read (both sequentially consistent, as the last request's
+        // decrement and its look at the waiters are): either this sees the table empty, or the
+        // last request sees this waiter and wakes it.
+        self.drain_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = DrainWaiter(&self.drain_waiters);
         loop {
             // Registered before the count is read, so that the last request's end is not missed
             // in between.
             let emptied = self.emptied.notified();
             let mut emptied = std::pin::pin!(emptied);
             emptied.as_mut().enable();
-            if self.count() == 0 {
+            if self.open_count.load(Ordering::SeqCst) == 0 {
                 return;
             }
             emptied.await;
         }
     }
 
-    /// The fingerprints of the requests in flight now.
+    /// The fingerprints of the requests in flight now (visits every shard).
     pub fn fingerprints(&self) -> Vec<Fingerprint> {
-        self.open
-            .lock()
-            .values()
-            .map(|&(fingerprint, _)| fingerprint)
-            .collect()
+        let mut all = Vec::with_capacity(self.count());
+        for shard in &self.shards {
+            all.extend(
+                shard
+                    .0
+                    .lock()
+                    .entries()
+                    .map(|&(fingerprint, _)| fingerprint),
+            );
+        }
+        all
     }
 
     /// When a request last started or finished, on the table's clock.
@@ -154,21 +225,34 @@ impl InFlight {
     }
 }
 
+/// One waiter of [`InFlight::until_empty`], counted while it waits.
+struct DrainWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for DrainWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Keeps one request registered as in flight.
 #[derive(Debug)]
 pub struct InFlightGuard {
     table: Arc<InFlight>,
-    id: u64,
+    shard: usize,
+    slot: usize,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.table.open.lock().remove(&self.id).is_some()
-            && self.table.open_count.fetch_sub(1, Ordering::AcqRel) == 1
+        let table = &self.table;
+        let removed = table.shards[self.shard].0.lock().remove(self.slot);
+        if removed
+            && table.open_count.fetch_sub(1, Ordering::SeqCst) == 1
+            && table.drain_waiters.load(Ordering::SeqCst) > 0
         {
-            self.table.emptied.notify_waiters();
+            table.emptied.notify_waiters();
         }
-        self.table.touch();
+        table.touch();
     }
 }
 
@@ -240,6 +324,48 @@ mod tests {
         assert_eq!(table.last_heard(), Some(Duration::from_millis(7)));
         drop(second);
         assert_eq!(table.oldest_open(), None);
+    }
+
+    #[test]
+    fn guards_dropped_on_other_threads_free_their_own_slots() {
+        let table = InFlight::new();
+        let here = table.enter(Fingerprint(1));
+        let there = std::thread::spawn({
+            let table = Arc::clone(&table);
+            move || table.enter(Fingerprint(2))
+        })
+        .join()
+        .expect("the thread registers its request");
+        let mut fps = table.fingerprints();
+        fps.sort_by_key(|fp| fp.0);
+        assert_eq!(fps, vec![Fingerprint(1), Fingerprint(2)]);
+        drop(there);
+        assert_eq!(table.fingerprints(), vec![Fingerprint(1)]);
+        // A freed slot is reused, and the one still open keeps its place.
+        let again = table.enter(Fingerprint(3));
+        let mut fps = table.fingerprints();
+        fps.sort_by_key(|fp| fp.0);
+        assert_eq!(fps, vec![Fingerprint(1), Fingerprint(3)]);
+        drop((here, again));
+        assert_eq!(table.count(), 0);
+        assert!(table.fingerprints().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_started_after_the_table_emptied_ends_at_once() {
+        let table = InFlight::new();
+        let a = table.enter(Fingerprint(1));
+        drop(a);
+        table.until_empty().await;
+        assert_eq!(table.drain_waiters.load(Ordering::SeqCst), 0);
+        let b = table.enter(Fingerprint(2));
+        let mut waiting = waiting_for_empty(&table);
+        assert!(waiting.as_mut().now_or_never().is_none(), "one in flight");
+        assert_eq!(table.drain_waiters.load(Ordering::SeqCst), 1);
+        drop(b);
+        assert!(waiting.as_mut().now_or_never().is_some(), "none in flight");
+        drop(waiting);
+        assert_eq!(table.drain_waiters.load(Ordering::SeqCst), 0);
     }
 
     #[test]

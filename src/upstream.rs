@@ -10,12 +10,13 @@
 //! owned by each actix-web worker (awc's client is `!Send`), so the data path never funnels
 //! through one thread or one actor.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderValue, HOST};
 use actix_web::http::Method;
 use actix_web::http::Uri;
 use actix_web::rt::net::TcpStream;
@@ -170,6 +171,23 @@ pub struct Upstream {
     shared: Arc<UpstreamShared>,
     client: awc::Client,
     poison: Rc<PoisonCache>,
+    /// The `Host` every request carries (the model server's), made once rather than written by
+    /// the client for each request.
+    host: Option<HeaderValue>,
+    /// The last generation's `x-respawn-generation` value, made once per generation.
+    generation_value: Rc<RefCell<Option<(Generation, HeaderValue)>>>,
+}
+
+/// The `Host` header for requests to `base_url` (`http://host:port`): the host, with the port
+/// unless it is the scheme's default, as an HTTP client writes it.
+fn host_header(base_url: &str) -> Option<HeaderValue> {
+    let uri: actix_web::http::Uri = base_url.parse().ok()?;
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        None | Some(80) | Some(443) => host.to_owned(),
+        Some(port) => format!("{host}:{port}"),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 /// Builds the awc client respawn uses towards the model server: no connection limit (256
@@ -216,10 +234,27 @@ pub fn tcp_connector() -> impl actix_service::Service<
 impl Upstream {
     /// A sender for this worker.
     pub fn new(shared: Arc<UpstreamShared>) -> Self {
+        let host = host_header(&shared.config.base_url);
         Self {
             shared,
             client: build_client(),
             poison: Rc::new(PoisonCache::default()),
+            host,
+            generation_value: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    /// The `x-respawn-generation` value for `generation`: this worker's copy while the
+    /// generation lasts (a header value's clone shares its bytes).
+    pub fn generation_value(&self, generation: Generation) -> HeaderValue {
+        let mut cached = self.generation_value.borrow_mut();
+        match &*cached {
+            Some((g, value)) if *g == generation => value.clone(),
+            _ => {
+                let value = HeaderValue::from(generation.get());
+                *cached = Some((generation, value.clone()));
+                value
+            }
         }
     }
 
@@ -581,9 +616,21 @@ impl Upstream {
     ) -> Result<Delivered, AttemptOutcome> {
         let shared = &self.shared;
         let generation = plan.generation();
-        let url = format!("{}{}", shared.config.base_url, out.path_and_query);
+        let base = &shared.config.base_url;
+        let mut url = String::with_capacity(base.len() + out.path_and_query.len());
+        url.push_str(base);
+        url.push_str(&out.path_and_query);
         let mut request = self.client.request(out.method.clone(), url);
-        *request.headers_mut() = out.headers.clone();
+        // Into the client's own map (made with room for 16 names): no second map per attempt.
+        let headers = request.headers_mut();
+        for (name, value) in out.headers.iter() {
+            headers.append(name.clone(), value.clone());
+        }
+        if let Some(host) = &self.host {
+            if !headers.contains_key(HOST) {
+                headers.insert(HOST, host.clone());
+            }
+        }
         let sent = request.send_body(out.body.clone());
         let mut response = match self.before_deadline(plan, sent).await? {
             Err(err) => return Err(classify_send_error(&err)),

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
 
 /// The error `type` and `code` of answers cut short by a shutdown.
 pub const SHUTTING_DOWN: &str = "server_shutting_down";
@@ -23,6 +24,72 @@ pub struct Drain {
     ended: Arc<AtomicBool>,
     sender: Arc<watch::Sender<bool>>,
     receiver: watch::Receiver<bool>,
+    /// Each worker's own end (see [`WorkerDrain`]), told when the grace ends.
+    workers: Arc<Mutex<Vec<Arc<WorkerEnd>>>>,
+}
+
+/// The end of the grace as one worker sees it: a flag and a notifier that only that worker's
+/// requests touch, so that a request listening for the end takes no lock another worker takes.
+#[derive(Debug, Default)]
+struct WorkerEnd {
+    ended: AtomicBool,
+    notify: Notify,
+}
+
+impl WorkerEnd {
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+/// One worker's handle on the end of the grace: what its requests wait on and its answers check,
+/// told by [`Drain::end_streams`] like every other worker's. Cloned for each answer (one
+/// reference count that only this worker touches).
+#[derive(Clone, Debug)]
+pub struct WorkerDrain {
+    end: Arc<WorkerEnd>,
+}
+
+impl WorkerDrain {
+    /// A worker's handle on `drain` (already ended if `drain` has).
+    pub fn new(drain: &Drain) -> Self {
+        let end = Arc::new(WorkerEnd::default());
+        let mut workers = drain.workers.lock();
+        workers.push(Arc::clone(&end));
+        // Read under the lock that `end_streams` takes after raising the flag: either the flag is
+        // seen here, or this worker is in the list it goes through.
+        if drain.ended.load(Ordering::SeqCst) {
+            end.ended.store(true, Ordering::SeqCst);
+        }
+        drop(workers);
+        Self { end }
+    }
+
+    /// Whether the grace has ended (one atomic load: cheap enough for every chunk).
+    pub fn has_ended(&self) -> bool {
+        self.end.ended.load(Ordering::SeqCst)
+    }
+
+    /// Completes when the grace ends (at once if it has).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub fn ended(&self) -> impl Future<Output = ()> + 'static {
+        let end = Arc::clone(&self.end);
+        async move {
+            loop {
+                // Registered before the flag is read, so that the end is not missed in between.
+                let notified = end.notify.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if end.ended.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
 }
 
 impl Default for Drain {
@@ -39,13 +106,17 @@ impl Drain {
             ended: Arc::new(AtomicBool::new(false)),
             sender: Arc::new(sender),
             receiver,
+            workers: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
     /// Ends the grace: open streams end with an error event, waiting requests get a 503.
     pub fn end_streams(&self) {
-        self.ended.store(true, Ordering::Release);
+        self.ended.store(true, Ordering::SeqCst);
         self.sender.send_replace(true);
+        for worker in self.workers.lock().iter() {
+            worker.end();
+        }
     }
 
     /// Whether the grace has ended (one atomic load: cheap enough for every chunk).
@@ -95,6 +166,26 @@ mod tests {
             .await
             .expect("the waiter from before the end completes");
         drain.ended().await;
+    }
+
+    #[tokio::test]
+    async fn workers_are_told_the_end_whenever_they_started() {
+        let drain = Drain::new();
+        let early = WorkerDrain::new(&drain);
+        let waiting = tokio::spawn(early.ended());
+        tokio::task::yield_now().await;
+        assert!(!early.has_ended());
+        drain.end_streams();
+        assert!(early.has_ended());
+        waiting
+            .await
+            .expect("a worker's waiter from before the end completes");
+        let late = WorkerDrain::new(&drain);
+        assert!(
+            late.has_ended(),
+            "a worker that starts after the end sees it"
+        );
+        late.ended().await;
     }
 
     #[test]

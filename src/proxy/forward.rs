@@ -15,7 +15,7 @@ use crate::messages::RequestSucceeded;
 use crate::metrics::FailureClass;
 use crate::pool::sender::PoolUpstream;
 use crate::proxy::admission::ForwardSlots;
-use crate::proxy::drain::{Drain, SHUTTING_DOWN};
+use crate::proxy::drain::{Drain, WorkerDrain, SHUTTING_DOWN};
 use crate::proxy::headers::{connection_tokens, is_hop_by_hop};
 use crate::proxy::resume::{stream_kind, ResumableBody, ResumeVia, Resumer};
 use crate::proxy::served_body::ServedBody;
@@ -26,6 +26,9 @@ use crate::upstream::{response_has_body, CallError, Delivered, Identity, Outgoin
 /// The header that tells a client its request was sent more than once (after a restart or a
 /// server error), on successes and failures alike.
 pub const ATTEMPTS_HEADER: &str = "x-respawn-attempts";
+
+/// The header that tells a client which generation of the model server answered.
+pub const GENERATION_HEADER: &str = "x-respawn-generation";
 
 /// The header that tells a client which replica of a pool answered (absent for a lone server).
 pub const REPLICA_HEADER: &str = "x-respawn-replica";
@@ -114,10 +117,14 @@ async fn forward_with(
     front: &Upstream,
     limits: web::Data<ProxyLimits>,
 ) -> HttpResponse {
-    let shared = Arc::clone(front.shared());
+    let shared = front.shared();
     let metrics = &shared.metrics;
     metrics.request_started();
-    let drain = req.app_data::<Drain>().cloned().unwrap_or_default();
+    let drain = match req.app_data::<WorkerDrain>() {
+        Some(drain) => drain.clone(),
+        // Served without one (an embedder's own app): a grace that never ends.
+        None => WorkerDrain::new(&Drain::new()),
+    };
     if drain.has_ended() {
         metrics.request_failed(FailureClass::ShuttingDown);
         return refusal(
@@ -178,9 +185,17 @@ async fn forward_with(
         }
     }
     let body = body.freeze();
+    // Dropped after the body (declared before `out`, which holds it): a large body's pieces,
+    // read in chunks, leave free memory behind in the allocator, which goes back to the system.
+    // (Made only for one: dropping the marker is what returns the memory.)
+    let _return_memory = if body.len() >= LARGE_BODY {
+        Some(ReturnFreeMemory)
+    } else {
+        None
+    };
 
     let tokens = connection_tokens(req.headers());
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(req.headers().len());
     for (name, value) in req.headers() {
         if is_hop_by_hop(name, &tokens) || name == header::HOST || name == header::CONTENT_LENGTH {
             continue;
@@ -249,7 +264,7 @@ async fn forward_with(
     };
 
     // From here on, the server that answered.
-    let shared = Arc::clone(upstream.shared());
+    let shared = upstream.shared();
     let upstream_headers = delivered.response.headers();
     let response_tokens = connection_tokens(upstream_headers);
     let mut builder = HttpResponse::build(delivered.response.status());
@@ -272,14 +287,14 @@ async fn forward_with(
         builder.append_header((name.clone(), value.clone()));
     }
     builder.insert_header((
-        "x-respawn-generation",
-        delivered.generation.get().to_string(),
+        HeaderName::from_static(GENERATION_HEADER),
+        upstream.generation_value(delivered.generation),
     ));
     if let Some(replica) = replica {
-        builder.insert_header((REPLICA_HEADER, replica));
+        builder.insert_header((HeaderName::from_static(REPLICA_HEADER), replica));
     }
     if delivered.attempts > 1 {
-        builder.insert_header((ATTEMPTS_HEADER, delivered.attempts));
+        builder.insert_header((HeaderName::from_static(ATTEMPTS_HEADER), delivered.attempts));
     }
     // The head goes to the client now: from here on nothing is replayed.
     plan.reached_client();
@@ -353,6 +368,26 @@ async fn forward_with(
     match length {
         Some(length) => builder.body(SizedStream::new(length, body)),
         None => builder.streaming(body),
+    }
+}
+
+/// Bodies from this size up are followed by [`ReturnFreeMemory`] when their request ends.
+const LARGE_BODY: usize = 1 << 20;
+
+/// When dropped, gives the allocator's free memory back to the system (glibc's `malloc_trim`;
+/// nothing elsewhere). A large body arrives in many chunks that are copied into it and freed;
+/// their memory is free but stays resident until trimmed. Once per large body: a walk of the
+/// allocator's free lists, small beside reading the body.
+struct ReturnFreeMemory;
+
+impl Drop for ReturnFreeMemory {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory of the allocator (under its own locks);
+        // no memory in use is touched.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 

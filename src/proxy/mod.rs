@@ -120,7 +120,8 @@ where
             .app_data(web::Data::new(control.clone()))
             // Per worker, on the worker's thread (see `admission`).
             .app_data(admission::ForwardSlots::new(admission.forwards_per_worker))
-            .app_data(drain.clone())
+            // Per worker too: its requests listen for the end of the grace on their own worker.
+            .app_data(drain::WorkerDrain::new(&drain))
             // The body is read by the forwarder, which enforces the limit itself (413).
             .app_data(web::PayloadConfig::new(usize::MAX))
             .configure(control::configure)

@@ -15,21 +15,21 @@ use futures_util::Stream;
 use tracing::info;
 
 use crate::proxy::admission::ForwardSlot;
-use crate::proxy::drain::{shutdown_event, Drain};
+use crate::proxy::drain::{shutdown_event, WorkerDrain};
 
 /// A body served to a client; see the module docs.
 pub struct ServedBody<S> {
     /// `None` once the body was cut: dropping it closes the connection to the model server.
     inner: Option<S>,
     _slot: Option<ForwardSlot>,
-    drain: Drain,
+    drain: WorkerDrain,
     ended: Option<Pin<Box<dyn Future<Output = ()>>>>,
     sse: bool,
 }
 
 impl<S> ServedBody<S> {
     /// Serves `inner`, an event stream when `sse`, holding `slot` until it ends.
-    pub fn new(inner: S, slot: Option<ForwardSlot>, drain: Drain, sse: bool) -> Self {
+    pub fn new(inner: S, slot: Option<ForwardSlot>, drain: WorkerDrain, sse: bool) -> Self {
         Self {
             inner: Some(inner),
             _slot: slot,
@@ -91,6 +91,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::drain::Drain;
     use futures_util::StreamExt;
 
     fn pending_after(
@@ -106,7 +107,7 @@ mod tests {
         let mut body = ServedBody::new(
             pending_after(vec!["data: a\n\n"]),
             None,
-            drain.clone(),
+            WorkerDrain::new(&drain),
             true,
         );
         assert_eq!(
@@ -130,7 +131,8 @@ mod tests {
         let drain = Drain::new();
         let slots = crate::proxy::admission::ForwardSlots::new(1);
         let slot = slots.try_take();
-        let mut body = ServedBody::new(pending_after(vec![]), slot, drain.clone(), false);
+        let mut body =
+            ServedBody::new(pending_after(vec![]), slot, WorkerDrain::new(&drain), false);
         drain.end_streams();
         assert!(body.next().await.expect("an item").is_err());
         drop(body);
@@ -141,7 +143,7 @@ mod tests {
     async fn a_body_that_ends_before_the_grace_ends_untouched() {
         let drain = Drain::new();
         let chunks = futures_util::stream::iter([Ok(Bytes::from("whole"))]);
-        let mut body = ServedBody::new(chunks, None, drain.clone(), true);
+        let mut body = ServedBody::new(chunks, None, WorkerDrain::new(&drain), true);
         assert_eq!(body.next().await.expect("a chunk").expect("ok"), "whole");
         assert!(body.next().await.is_none());
         drain.end_streams();

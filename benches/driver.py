@@ -1150,7 +1150,7 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
     own = [s["own_ms"] for s in rt + hard + hard_grace if s.get("own_ms") is not None]
     add("")
     add(f"Median of respawn's own time: **{fmt(median(own))} ms** (max {fmt(max(own) if own else None)} ms). "
-        "The hard-hang rows exclude detection (3 failed probes, 3 to 4 s), which section 1 includes.")
+        "The hard-hang rows exclude detection (3 s of silence, see section 1), which section 1 includes.")
     add("")
     add("### What changed, and the profile that motivated it")
     add("")

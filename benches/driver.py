@@ -1312,7 +1312,7 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
             add(f"- {n}: {missed_note(n)}")
     add("")
     add("Reproduce: `scripts/bench.sh` (it installs wrk and nginx-light with apt-get when they are "
-        "missing, builds the release binary and rewrites this file; about 10 minutes on 2 cores; "
+        "missing, builds the release binary and rewrites this file; about 15 minutes on 2 cores; "
         "`scripts/bench.sh --only hard_hang,restart_time` reruns those parts in about 3). "
         "Raw figures of the run: `target/bench/results.json`.")
     add("")

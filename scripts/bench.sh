@@ -5,7 +5,7 @@
 # loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
 # and 64 servers, and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
-# per-chunk lag). About 10 minutes on 2 cores. Not part of CI; nothing here is a pass/fail test.
+# per-chunk lag). About 15 minutes on 2 cores (the last whole run: 15.0). Not part of CI; nothing here is a pass/fail test.
 # Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
 # parts and keeps the other figures of the last full run (target/bench/results.json).
 set -euo pipefail

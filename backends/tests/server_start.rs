@@ -79,9 +79,13 @@ async fn stdout_and_stderr_lines_are_kept() {
         .expect("exit reported")
         .unwrap();
     assert_eq!(exited.status, ExitInfo::Code(0));
-    let lines = wait_for_line(&server, "to-err").await;
+    // Each stream has its own reader: the two lines may be kept in either order, so each is
+    // waited for.
+    let lines = wait_for_line(&server, "to-out").await;
     assert!(lines.contains(&"to-out".to_owned()), "{lines:?}");
+    let lines = wait_for_line(&server, "to-err").await;
     assert!(lines.contains(&"to-err".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"to-out".to_owned()), "{lines:?}");
 }
 
 #[actix::test]

@@ -385,9 +385,13 @@ impl HealthTracker {
         event
     }
 
-    /// The server said something at `at` (an answer the tracker is not fed as a probe).
-    pub fn heard(&mut self, at: Duration) {
-        self.silence.heard(at);
+    /// A probe got, at `now`, an answer the tracker is not fed as an outcome (a prompt non-2xx
+    /// from a server that shows life: no strike, no clearing): the server spoke, and the next
+    /// probe is a whole one again.
+    pub fn on_uncounted_answer(&mut self, now: Duration) {
+        self.silence.in_flight_timeout = None;
+        self.silence.next = None;
+        self.silence.heard(now);
     }
 
     /// Since when the server has said nothing while asked, as the last probe left it (`None`

@@ -1180,10 +1180,17 @@ proptest! {
                 life = Some(now);
             }
             let answer = answer(code);
+            // A probe the machine cut short to end with the silence budget is no strike unless
+            // it ends the wait (then the silence rule makes the incident).
+            let probe_timeout = m
+                .next_probe(Generation(1))
+                .map_or(config.core.health.timeout, |next| next.timeout);
+            let cut_short = probe_timeout < config.core.health.timeout;
             m.handle_probe(now, Generation(1), answer, &[], Traffic::default());
             let struck = match answer {
                 ProbeAnswer::Status(200..=299) => { strikes = 0; false }
                 ProbeAnswer::Status(_) => life.map_or(true, |at| now - at >= window),
+                ProbeAnswer::TimedOut if cut_short => false,
                 _ => true,
             };
             if struck {
@@ -1196,7 +1203,7 @@ proptest! {
                     false
                 }
                 ProbeAnswer::TimedOut => {
-                    let sent = now.saturating_sub(config.core.health.timeout);
+                    let sent = now.saturating_sub(probe_timeout);
                     if sent >= heard && unanswered.is_none() {
                         unanswered = Some(sent);
                     }

@@ -298,7 +298,7 @@ impl Supervision {
                 && self.phase == Phase::Ready
                 && self.liveness.shows_life(now);
             let event = if busy {
-                self.health.heard(now);
+                self.health.on_uncounted_answer(now);
                 HealthEvent::Nothing
             } else {
                 match self.health.on_probe_answer(now, answer, traffic) {

@@ -633,7 +633,11 @@ impl Upstream {
         }
         let sent = request.send_body(out.body.clone());
         let mut response = match self.before_deadline(plan, sent).await? {
-            Err(err) => return Err(classify_send_error(&err)),
+            Err(err) => {
+                let outcome = classify_send_error(&err);
+                debug!(generation = generation.get(), error = %err, ?outcome, "the request was not sent");
+                return Err(outcome);
+            }
             Ok(response) => response,
         };
         if !response_has_body(&out.method, response.status()) {
@@ -731,6 +735,9 @@ fn classify_send_error(err: &awc::error::SendRequestError) -> AttemptOutcome {
     match err {
         SendRequestError::Timeout => AttemptOutcome::FirstByteTimeout,
         SendRequestError::Connect(ConnectError::Timeout) => AttemptOutcome::FirstByteTimeout,
+        // The request went out on a connection that closed before the answer's head (a server
+        // killed with the request on it, or a kept-alive connection it had closed): no refusal.
+        SendRequestError::Connect(ConnectError::Disconnected) => AttemptOutcome::ConnectionReset,
         SendRequestError::Connect(_) => AttemptOutcome::ConnectionRefused,
         _ => AttemptOutcome::ConnectionReset,
     }
@@ -771,5 +778,44 @@ mod tests {
             .await
             .expect("connected");
         assert!(connection.io_ref().nodelay().expect("getsockopt"));
+    }
+
+    /// Nothing listening is a refusal; a connection that closed before the answer's head (the
+    /// request may have reached the server) is a reset, whatever awc calls it.
+    #[actix_rt::test]
+    async fn a_connection_closed_before_the_head_is_a_reset_not_a_refusal() {
+        let closing = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closing.local_addr().expect("address");
+        let accept = std::thread::spawn(move || {
+            let (mut conn, _) = closing.accept().expect("accept");
+            let mut head = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut head);
+        });
+        let client = awc::Client::default();
+        let closed = client
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .expect_err("no answer");
+        accept.join().expect("the acceptor");
+        assert_eq!(
+            classify_send_error(&closed),
+            AttemptOutcome::ConnectionReset,
+            "{closed}"
+        );
+
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = nobody.local_addr().expect("address");
+        drop(nobody);
+        let refused = client
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .expect_err("nobody listens");
+        assert_eq!(
+            classify_send_error(&refused),
+            AttemptOutcome::ConnectionRefused,
+            "{refused}"
+        );
     }
 }

@@ -368,11 +368,19 @@ fn refused_kinds_end_with_an_error_event() {
 
 /// A server that drops every stream: the stream is resumed `--resume-limit` times, then ends
 /// with the error event; what was spliced before stays one answer (one id, pieces in order).
+/// Every part of every stream is dropped: the stream is resumed exactly `--resume-limit` times,
+/// then ends with the error event that names the limit. Each continuation is a new part of the
+/// request with the whole attempt bound: with `--retries 1` (two attempts) a stream is still
+/// resumed three times, not cut short by attempts its earlier parts used.
 #[test]
 fn a_stream_is_resumed_at_most_resume_limit_times() {
-    for (limit, flag) in [(2, None), (1, Some("1"))] {
-        let extra: Vec<&str> = flag.map(|n| vec!["--resume-limit", n]).unwrap_or_default();
-        let serve = serve(&extra, &["--drop-stream-rate", "1.0"]);
+    let cases: [(usize, &[&str]); 3] = [
+        (2, &[]),
+        (1, &["--resume-limit", "1"]),
+        (3, &["--resume-limit", "3", "--retries", "1"]),
+    ];
+    for (limit, extra) in cases {
+        let serve = serve(extra, &["--drop-stream-rate", "1.0"]);
         let body = chat_request("tell me a long story", 40, json!({}));
         let cut = stream(&serve, CHAT, &body, None, || {});
         assert_eq!(cut.resumptions(), limit, "{}", cut.raw);

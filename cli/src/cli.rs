@@ -219,7 +219,7 @@ pub struct SupervisionArgs {
           value_parser = parse_flag_bool, help_heading = "Server")]
     pub pass_secrets: Option<bool>,
 
-    /// Attempts per request after the first [default: 3] [env: RESPAWN_RETRIES]
+    /// Attempts per request after the first (and per continuation of a resumed stream) [default: 3] [env: RESPAWN_RETRIES]
     #[arg(long, value_name = "N", help_heading = "Requests")]
     pub retries: Option<u32>,
 

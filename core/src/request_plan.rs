@@ -27,9 +27,10 @@
 //! 3. Once bytes reached the client ([`RequestPlan::reached_client`]) nothing is replayed. A
 //!    stream continuation is the one exception: when the shell judged a cut stream resumable
 //!    ([`StreamResume`](crate::StreamResume)) it asks [`RequestPlan::decide_cut`], which decides as
-//!    if nothing had reached the client (the same attempt bound, the same wait for the next
-//!    generation) and answers [`Next::Continue`] instead of a retry: the continuation asks only
-//!    for the rest of the answer, so nothing the client saw is sent twice.
+//!    if nothing had reached the client (the same wait for the next generation) and answers
+//!    [`Next::Continue`] instead of a retry: the continuation asks only for the rest of the
+//!    answer, so nothing the client saw is sent twice. It begins a new part of the request, with
+//!    the whole attempt bound to reach its own first byte.
 //! 4. A refused or broken connection may be a dead server or only a stale keep-alive connection:
 //!    [`Next::Recheck`] waits briefly (`base_delay` × attempts) for a new generation and otherwise
 //!    retries the same server.
@@ -244,11 +245,19 @@ impl RequestPlan {
 
     /// Decides after the current attempt ended with `outcome`; see the module docs.
     pub fn decide(&mut self, outcome: AttemptOutcome) -> Decision {
+        let retry = self
+            .retry
+            .decide(outcome, self.generation, self.reached_client);
+        self.follow(outcome, retry)
+    }
+
+    /// The request's next step once its retry plan decided `retry` after `outcome`.
+    fn follow(&mut self, outcome: AttemptOutcome, retry: RetryDecision) -> Decision {
         let generation = self.generation;
         let report = outcome
             .hang_cause()
             .map(|cause| Hang::new(generation, cause));
-        let next = match self.retry.decide(outcome, generation, self.reached_client) {
+        let next = match retry {
             RetryDecision::Done => Next::Done,
             RetryDecision::RetryNow => Next::RetryNow,
             RetryDecision::RetryAfter(delay) => Next::RetryAfter(delay),
@@ -280,12 +289,16 @@ impl RequestPlan {
 
     /// Decides after a stream that had reached the client was cut with `outcome` and judged
     /// resumable: as [`decide`](Self::decide) would if nothing had reached the client (the same
-    /// attempt bound, the same hang report), but a retry becomes [`Next::Continue`]. The
-    /// continuation's own attempts may be retried until its first byte reaches the client again.
+    /// hang report, the same wait for the next generation), but a retry becomes
+    /// [`Next::Continue`]. The continuation begins a new part of the request
+    /// ([`RetryPlan::decide_cut`](crate::RetryPlan::decide_cut)): the cut attempt delivered and
+    /// is not counted as failed, and the continuation's own attempts may be retried, within the
+    /// attempt bound, until its first byte reaches the client again.
     pub fn decide_cut(&mut self, outcome: AttemptOutcome) -> Decision {
         let generation = self.generation;
         let was = core::mem::replace(&mut self.reached_client, false);
-        let decision = self.decide(outcome);
+        let retry = self.retry.decide_cut(outcome, generation);
+        let decision = self.follow(outcome, retry);
         let next = match decision.next {
             Next::RetryNow | Next::RetryAfter(_) => Next::Continue {
                 after: generation,
@@ -353,10 +366,16 @@ mod tests {
     }
 
     #[test]
-    fn a_resumable_cut_continues_on_the_next_generation_within_the_same_bound() {
+    fn a_resumable_cut_continues_on_the_next_generation_as_a_new_part_of_the_request() {
         let mut plan = RequestPlan::new(RequestConfig::default());
-        plan.begin(s(0), Generation(1));
-        plan.on_chunk(s(1));
+        // Two 5xx before the first byte: two of the first part's four attempts.
+        let busy = AttemptOutcome::ServerError { status: 500 };
+        for at in 0..2 {
+            plan.begin(s(at), Generation(1));
+            assert!(matches!(plan.decide(busy).next, Next::RetryAfter(_)));
+        }
+        plan.begin(s(2), Generation(1));
+        plan.on_chunk(s(3));
         plan.reached_client();
         let decision = plan.decide_cut(AttemptOutcome::Stall);
         assert_eq!(
@@ -373,26 +392,42 @@ mod tests {
             !plan.has_reached_client(),
             "the continuation may be retried until it is seen"
         );
+        assert_eq!(
+            plan.attempts(),
+            0,
+            "the cut attempt delivered: not a failed one"
+        );
         // A server that exited: a brief recheck for its successor.
-        plan.begin(s(2), Generation(2));
+        plan.begin(s(4), Generation(2));
         plan.reached_client();
         assert_eq!(
             plan.decide_cut(AttemptOutcome::ConnectionReset).next,
             Next::Continue {
                 after: Generation(3),
-                within: Some(Duration::from_millis(500))
+                within: Some(Duration::from_millis(250))
             }
         );
-        // The attempt bound (4 by default) holds for continuations too.
-        plan.begin(s(3), Generation(3));
-        plan.decide_cut(AttemptOutcome::Stall);
-        plan.begin(s(4), Generation(4));
-        plan.reached_client();
+        // The continuation's own failures before its first byte are bounded like any request's:
+        // four attempts, whatever the earlier parts met.
+        for at in 0..3 {
+            plan.begin(s(5 + at), Generation(3));
+            assert!(matches!(
+                plan.decide(AttemptOutcome::ConnectionRefused).next,
+                Next::Recheck { .. }
+            ));
+        }
+        plan.begin(s(9), Generation(3));
         assert_eq!(
-            plan.decide_cut(AttemptOutcome::Stall).next,
+            plan.decide(AttemptOutcome::ConnectionRefused).next,
             Next::GiveUp(GiveUpReason::RetriesExhausted { attempts: 4 })
         );
-        assert!(plan.has_reached_client());
+        // Nothing is ever replayed: a cut the shell did not judge resumable gives up.
+        plan.begin(s(10), Generation(3));
+        plan.reached_client();
+        assert_eq!(
+            plan.decide(AttemptOutcome::Stall).next,
+            Next::GiveUp(GiveUpReason::BytesAlreadySent)
+        );
     }
 
     #[test]

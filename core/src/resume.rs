@@ -7,8 +7,9 @@
 //! appended to the prompt (text), and `max_tokens` is lowered by what was delivered. The shell
 //! records what was delivered and asks [`StreamResume::judge`] once per cut; the answer is
 //! either "continue" (and [`RequestPlan::decide_cut`](crate::RequestPlan::decide_cut) then says
-//! where and when, within the same attempt bound as every retry) or a [`ResumeRefusal`], and the
-//! stream ends with an error event as it did before resumption existed.
+//! where and when: a new part of the request, with the attempt bound of every request) or a
+//! [`ResumeRefusal`], and the stream ends with an error event as it did before resumption
+//! existed.
 //!
 //! The rules, in the order they apply:
 //!

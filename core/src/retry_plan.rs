@@ -23,7 +23,10 @@
 //!    `base_delay * 2^(attempt-1)` capped at `max_delay` ([`RetryNow`](RetryDecision::RetryNow)
 //!    when that is zero).
 //!
-//! So every request ends, with `Done` or `GiveUp`, after at most `max_retries + 1` attempts.
+//! So every request ends, with `Done` or `GiveUp`, after at most `max_retries + 1` attempts. A
+//! stream that reached its client and is continued after a cut ([`RetryPlan::decide_cut`])
+//! begins a new part with the same bound: at most `max_retries + 1` attempts per part, and the
+//! resume limit bounds the parts.
 
 use core::time::Duration;
 
@@ -186,6 +189,28 @@ impl RetryPlan {
         bytes_sent: bool,
     ) -> RetryDecision {
         self.attempts = self.attempts.saturating_add(1);
+        self.apply(outcome, generation, bytes_sent, true)
+    }
+
+    /// Decides after a stream that had reached its client was cut with `outcome`, when the
+    /// stream is to be continued: a new part of the request begins. The attempt that was cut is
+    /// not a failed one (it delivered), so it is not counted, and the continuation is the first
+    /// attempt of the new part, with the whole bound (`max_retries + 1` attempts) to reach its own
+    /// first byte: transient failures met by earlier parts (a 5xx, a dropped connection) do not
+    /// use up the attempts of later ones. How many parts a stream may have is the resume limit's
+    /// to bound, not this plan's.
+    pub fn decide_cut(&mut self, outcome: AttemptOutcome, generation: Generation) -> RetryDecision {
+        self.attempts = 0;
+        self.apply(outcome, generation, false, false)
+    }
+
+    fn apply(
+        &self,
+        outcome: AttemptOutcome,
+        generation: Generation,
+        bytes_sent: bool,
+        counted: bool,
+    ) -> RetryDecision {
         match outcome {
             AttemptOutcome::Success => return RetryDecision::Done,
             AttemptOutcome::Cancelled => return RetryDecision::GiveUp(GiveUpReason::Cancelled),
@@ -200,7 +225,7 @@ impl RetryPlan {
         if bytes_sent {
             return RetryDecision::GiveUp(GiveUpReason::BytesAlreadySent);
         }
-        if self.attempts > self.config.max_retries {
+        if counted && self.attempts > self.config.max_retries {
             return RetryDecision::GiveUp(GiveUpReason::RetriesExhausted {
                 attempts: self.attempts,
             });

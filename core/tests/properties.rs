@@ -1334,15 +1334,20 @@ proptest! {
 // 12. Stream resumption.
 
 proptest! {
-    /// However a stream is cut, it is resumed at most `limit` times, never when a refusal applies,
-    /// and every continuation stays within the request's attempt bound.
+    /// However a stream is cut, it is resumed at most `limit` times and never when a refusal
+    /// applies; each continuation begins a new part of the request, whose own failures before
+    /// its first byte end it within the attempt bound (`max_retries + 1`), whatever the earlier
+    /// parts met.
     #[test]
-    fn a_stream_is_resumed_at_most_limit_times_and_within_the_attempt_bound(
+    fn a_stream_is_resumed_at_most_limit_times_and_each_part_within_the_attempt_bound(
         limit in 0u32..5,
         retry in retry_config(),
         request in (1u64..3, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         delivered in (any::<bool>(), any::<bool>()),
-        cuts in prop::collection::vec(attempt_outcome(), 1..12),
+        parts in prop::collection::vec(
+            (attempt_outcome(), prop::collection::vec(failed_outcome(), 0..12)),
+            1..12,
+        ),
     ) {
         let (choices, best_of, logprobs, echo, structured) = request;
         let request = ResumeRequest { choices, best_of, logprobs, echo, structured };
@@ -1351,8 +1356,14 @@ proptest! {
         let mut resume = StreamResume::new(ResumeConfig { mode: ResumeMode::Auto, limit });
         let mut plan = RequestPlan::new(RequestConfig { retry, ..RequestConfig::default() });
         let mut continued = 0u32;
-        for (n, outcome) in cuts.into_iter().enumerate() {
-            plan.begin(Duration::from_secs(n as u64), Generation(1 + n as u64));
+        let mut at = 0u64;
+        let mut tick = |plan: &mut RequestPlan, generation: u64| {
+            at += 1;
+            plan.begin(Duration::from_secs(at), Generation(generation));
+        };
+        'parts: for (n, (outcome, failures)) in parts.into_iter().enumerate() {
+            let generation = 1 + n as u64;
+            tick(&mut plan, generation);
             plan.reached_client();
             match resume.judge(outcome, &request, &delivered) {
                 Ok(count) => {
@@ -1364,6 +1375,21 @@ proptest! {
                         Next::GiveUp(_) => break,
                         other => prop_assert!(false, "{other:?} after a cut"),
                     }
+                    prop_assert!(!plan.has_reached_client());
+                    // The continuation's attempts before its first byte.
+                    let mut attempts = 1u32;
+                    for failure in failures {
+                        tick(&mut plan, generation);
+                        match plan.decide(failure).next {
+                            Next::GiveUp(_) => {
+                                prop_assert!(attempts <= retry.max_retries + 1);
+                                break 'parts;
+                            }
+                            Next::Done => prop_assert!(false, "{failure:?} is no success"),
+                            _ => attempts += 1,
+                        }
+                    }
+                    prop_assert!(attempts <= retry.max_retries + 1, "{attempts} attempts in one part");
                 }
                 Err(refusal) => {
                     let limited = matches!(refusal, ResumeRefusal::LimitReached { .. });
@@ -1373,7 +1399,6 @@ proptest! {
             }
         }
         prop_assert!(continued <= limit);
-        prop_assert!(continued <= retry.max_retries);
         prop_assert!(resume.resumed() <= limit);
     }
 }

@@ -9,7 +9,8 @@
 //! the stream may be resumed ([`StreamResume`]); if so the request plan decides where and when
 //! ([`RequestPlan::decide_cut`](respawn_core::RequestPlan::decide_cut)), and the continuation is
 //! sent through the same [`Upstream::deliver`] as any retry: it waits for a ready generation,
-//! carries the original request's fingerprint and counts against the same attempt bound. In a
+//! carries the original request's fingerprint, and its attempts before its own first byte are
+//! bounded like a request's (a new part of the request, with the whole `--retries` bound). In a
 //! pool ([`ResumeVia::Pool`]) the continuation goes through the pool's router instead: the cut's
 //! hang is counted first, the replica it was cut on is left out, and the least loaded other
 //! ready replica takes it at once (the body's watch moves there).

@@ -208,7 +208,9 @@ impl Respawn {
                 cmd.env_remove(name);
             }
         }
-        cmd.env("RESPAWN_LOG", "info");
+        // RESPAWN_TEST_LOG sets the filter of the respawn under test (a failing run's details).
+        let filter = std::env::var("RESPAWN_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+        cmd.env("RESPAWN_LOG", filter);
         for (name, value) in env {
             cmd.env(name, value);
         }

@@ -461,56 +461,18 @@ fn the_bound_on_waiting_requests_holds_for_the_whole_pool() {
     assert_eq!(exit.code(), Some(0));
 }
 
-/// A streamed chat completion as the client saw it: the raw body and its events.
+/// A streamed completion and the replica that began answering it.
 struct Streamed {
-    /// The replica that began answering it.
     replica: u64,
-    raw: String,
-    events: Vec<common::SseEvent>,
-    end: common::BodyEnd,
+    answer: common::Streamed,
 }
 
-impl Streamed {
-    fn json(&self) -> Vec<Value> {
-        self.events
-            .iter()
-            .filter(|e| e.event.is_none() && e.data != "[DONE]")
-            .filter_map(|e| serde_json::from_str(&e.data).ok())
-            .collect()
-    }
+impl std::ops::Deref for Streamed {
+    type Target = common::Streamed;
 
-    /// The pieces of text, in order.
-    fn pieces(&self) -> Vec<String> {
-        pieces(&self.events)
+    fn deref(&self) -> &common::Streamed {
+        &self.answer
     }
-
-    fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .json()
-            .iter()
-            .filter_map(|v| v["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.dedup();
-        ids
-    }
-
-    fn count(&self, pred: impl Fn(&common::SseEvent) -> bool) -> usize {
-        self.events.iter().filter(|e| pred(e)).count()
-    }
-}
-
-fn pieces(events: &[common::SseEvent]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.event.is_none() && e.data != "[DONE]")
-        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 /// Sends a streamed chat completion and reads it whole; once `cut_after` pieces arrived, calls
@@ -521,43 +483,22 @@ fn stream_chat(
     cut_after: Option<usize>,
     fault: impl FnOnce(u64),
 ) -> Streamed {
-    let body = body.to_string();
-    let mut response = common::open(
-        serve.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.as_bytes(),
-        CLIENT_TIMEOUT,
-    )
-    .expect("open the stream");
-    assert_eq!(response.head.status, 200);
-    let replica = response
-        .head
-        .header("x-respawn-replica")
-        .and_then(|v| v.parse().ok())
-        .expect("the replica that answers");
-    let mut raw = Vec::new();
-    let mut fault = Some(fault);
-    let end = loop {
-        match response.next_chunk() {
-            Ok(Some(chunk)) => raw.extend_from_slice(&chunk.bytes),
-            Ok(None) => break common::BodyEnd::Clean,
-            Err(end) => break end,
-        }
-        if let Some(after) = cut_after {
-            if pieces(&common::sse_events(&raw)).len() >= after {
-                if let Some(fault) = fault.take() {
-                    fault(replica);
-                }
-            }
-        }
+    let replica_of = |head: &common::Head| -> u64 {
+        head.header("x-respawn-replica")
+            .and_then(|v| v.parse().ok())
+            .expect("the replica that answers")
     };
+    let answer = common::stream(
+        serve.addr,
+        "/v1/chat/completions",
+        body,
+        CLIENT_TIMEOUT,
+        cut_after,
+        |head| fault(replica_of(head)),
+    );
     Streamed {
-        replica,
-        raw: String::from_utf8_lossy(&raw).into_owned(),
-        events: common::sse_events(&raw),
-        end,
+        replica: replica_of(&answer.head),
+        answer,
     }
 }
 
@@ -593,15 +534,10 @@ fn a_stream_cut_on_one_replica_continues_on_the_other(signal: Signal) {
 
     // One stream, the exact answer.
     assert_eq!(cut.end, common::BodyEnd::Clean, "{}", cut.raw);
-    assert_eq!(
-        cut.count(|e| e.event.as_deref() == Some("error")),
-        0,
-        "no error event: {}",
-        cut.raw
-    );
+    assert_eq!(cut.errors().len(), 0, "no error event: {}", cut.raw);
     assert_eq!(cut.pieces(), whole.pieces(), "{}", cut.raw);
     assert_eq!(cut.ids().len(), 1, "one id: {:?}", cut.ids());
-    assert_eq!(cut.count(|e| e.data == "[DONE]"), 1, "{}", cut.raw);
+    assert_eq!(cut.dones(), 1, "{}", cut.raw);
     assert_eq!(cut.events.last().map(|e| e.data.as_str()), Some("[DONE]"));
     // Resumed once, by the other replica's first generation.
     assert_eq!(
@@ -616,7 +552,7 @@ fn a_stream_cut_on_one_replica_continues_on_the_other(signal: Signal) {
         cut.raw
     );
     let marker = cut.raw.find(": respawn resumed").expect("the marker");
-    let before = pieces(&common::sse_events(&cut.raw.as_bytes()[..marker]));
+    let before = common::pieces(&common::sse_events(&cut.raw.as_bytes()[..marker]));
     assert!(before.len() >= 10, "{}", cut.raw);
 
     // The cut replica restarts once, after the continuation went to the other one.

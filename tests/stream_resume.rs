@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{open, sse_events, BodyEnd, Serve, SseEvent};
+use common::{open, sse_events, BodyEnd, Serve, Streamed as Stream};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -53,74 +53,6 @@ fn merge(body: &mut Value, extra: Value) {
     }
 }
 
-/// A whole streamed answer as the client saw it.
-struct Stream {
-    raw: String,
-    events: Vec<SseEvent>,
-    end: BodyEnd,
-}
-
-impl Stream {
-    fn json(&self) -> Vec<Value> {
-        self.events
-            .iter()
-            .filter(|e| e.event.is_none() && e.data != "[DONE]")
-            .filter_map(|e| serde_json::from_str(&e.data).ok())
-            .collect()
-    }
-
-    /// The pieces of text, in order.
-    fn pieces(&self) -> Vec<String> {
-        self.json()
-            .iter()
-            .filter_map(|v| {
-                let choice = &v["choices"][0];
-                choice["delta"]["content"]
-                    .as_str()
-                    .or_else(|| choice["text"].as_str())
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-            })
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        self.pieces().concat()
-    }
-
-    fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .json()
-            .iter()
-            .filter_map(|v| v["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.dedup();
-        ids
-    }
-
-    fn dones(&self) -> usize {
-        self.events.iter().filter(|e| e.data == "[DONE]").count()
-    }
-
-    fn errors(&self) -> Vec<&SseEvent> {
-        self.events
-            .iter()
-            .filter(|e| e.event.as_deref() == Some("error"))
-            .collect()
-    }
-
-    fn resumptions(&self) -> usize {
-        self.raw.matches(": respawn resumed").count()
-    }
-
-    fn usage(&self) -> Option<Value> {
-        self.json()
-            .into_iter()
-            .rev()
-            .find_map(|v| v.get("usage").filter(|u| u.is_object()).cloned())
-    }
-}
-
 /// Sends `body` to `path` and reads the whole stream; after `cut_after` pieces of text arrived,
 /// calls `fault` once.
 fn stream(
@@ -130,44 +62,14 @@ fn stream(
     cut_after: Option<usize>,
     fault: impl FnOnce(),
 ) -> Stream {
-    let body = body.to_string();
-    let mut response = open(
+    common::stream(
         serve.addr,
-        "POST",
         path,
-        &[],
-        body.as_bytes(),
+        body,
         Duration::from_secs(60),
+        cut_after,
+        |_| fault(),
     )
-    .expect("open the stream");
-    assert_eq!(response.head.status, 200);
-    let mut raw = Vec::new();
-    let mut fault = Some(fault);
-    let end = loop {
-        match response.next_chunk() {
-            Ok(Some(chunk)) => raw.extend_from_slice(&chunk.bytes),
-            Ok(None) => break BodyEnd::Clean,
-            Err(end) => break end,
-        }
-        if let Some(after) = cut_after {
-            let seen = Stream {
-                raw: String::new(),
-                events: sse_events(&raw),
-                end: BodyEnd::Clean,
-            };
-            if seen.pieces().len() >= after {
-                if let Some(fault) = fault.take() {
-                    fault();
-                }
-            }
-        }
-    };
-    let events = sse_events(&raw);
-    Stream {
-        raw: String::from_utf8_lossy(&raw).into_owned(),
-        events,
-        end,
-    }
 }
 
 fn fault_free(serve: &Serve, path: &str, body: &Value) -> Stream {
@@ -223,12 +125,8 @@ fn cut_chat(signal: Signal, extra: Value) {
     assert_resumed(&cut, &whole);
     // The client saw the stream of generation 1 go on: 10 pieces before the cut, 30 after it.
     let marker = cut.raw.find(": respawn resumed").expect("the marker");
-    let before = Stream {
-        raw: String::new(),
-        events: sse_events(&cut.raw.as_bytes()[..marker]),
-        end: BodyEnd::Clean,
-    };
-    assert!(before.pieces().len() >= 10, "{}", cut.raw);
+    let before = common::pieces(&sse_events(&cut.raw.as_bytes()[..marker]));
+    assert!(before.len() >= 10, "{}", cut.raw);
     one_restart(&serve);
     if signal == Signal::SIGSTOP {
         assert_eq!(serve.status()["last_cause"], "stream_stall");

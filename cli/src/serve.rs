@@ -183,13 +183,7 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         None => free_port().map_err(ServeError::NoFreePort)?,
     };
     let target = target(&config, port)?;
-    let notifier = match respawn::systemd::Notifier::from_env() {
-        Ok(notifier) => notifier,
-        Err(err) => {
-            warn!(error = %err, "ignoring an invalid systemd notify environment");
-            None
-        }
-    };
+    let notifier = systemd_notifier();
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         // Before the child is spawned and before the proxy can answer: a stop that comes at any
@@ -201,14 +195,11 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
             target,
         )?;
         let control = Control::of(&supervisor, config.admin_token.clone());
-        let admission = match open_files.now {
-            0 => Admission::unbounded(),
-            limit => Admission::for_open_files(limit, config.workers),
-        };
+        let settings = proxy_settings(&config, open_files.now);
         info!(
             open_files = open_files.now,
-            connections_per_worker = admission.connections_per_worker,
-            forwards_per_worker = admission.forwards_per_worker,
+            connections_per_worker = settings.admission.connections_per_worker,
+            forwards_per_worker = settings.admission.forwards_per_worker,
             "connection budget"
         );
         let waiting = supervisor.metrics().waiting().limits();
@@ -218,22 +209,8 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
             max_wait_time_s = supervisor.upstream_shared().config.wait_bound.as_secs(),
             "bounds of the requests waiting for a ready server"
         );
-        let drain = Drain::new();
-        let settings = ProxySettings {
-            listen: config.listen,
-            workers: config.workers,
-            max_body_size: config.max_body_size,
-            header_timeout: config.header_timeout,
-            shutdown_grace: config.stop_grace,
-            admission,
-            drain: drain.clone(),
-        };
-        let server = proxy::serve(listener, &settings, &supervisor, control).map_err(|err| {
-            ServeError::Listen {
-                addr: config.listen,
-                source: std::io::Error::other(err.to_string()),
-            }
-        })?;
+        let server = proxy::serve(listener, &settings, &supervisor, control)
+            .map_err(|err| listen_error(config.listen, &err))?;
         let handle = server.handle();
         let server_task = actix_web::rt::spawn(server);
         let containment = supervisor
@@ -247,20 +224,65 @@ pub fn run(config: ServeConfig) -> Result<ServeExit, ServeError> {
         if let Some(notifier) = &notifier {
             notifier.stopping();
         }
-        // Stop accepting; in-flight requests get the grace to finish (graceful stop). What is
-        // still open when it ends is ended with an error (streams with an SSE `error` event)
-        // before actix closes the connections, a second later.
-        let grace = config.stop_grace;
-        let ending = actix_web::rt::spawn(async move {
-            tokio::time::sleep(grace).await;
-            drain.end_streams();
-        });
-        handle.stop(exit == ServeExit::Stopped).await;
-        ending.abort();
+        let graceful = exit == ServeExit::Stopped;
+        stop_serving(&handle, &settings.drain, config.stop_grace, graceful).await;
         supervisor.stop(config.stop_grace).await;
         let _ = server_task.await;
         Ok(exit)
     })
+}
+
+/// The systemd notifier when respawn runs as a `Type=notify` service (an invalid environment is
+/// warned about and ignored).
+fn systemd_notifier() -> Option<respawn::systemd::Notifier> {
+    match respawn::systemd::Notifier::from_env() {
+        Ok(notifier) => notifier,
+        Err(err) => {
+            warn!(error = %err, "ignoring an invalid systemd notify environment");
+            None
+        }
+    }
+}
+
+/// The proxy's settings: its connection budget follows the open-file limit (`0`: unbounded).
+fn proxy_settings(config: &ServeConfig, open_files: u64) -> ProxySettings {
+    let admission = match open_files {
+        0 => Admission::unbounded(),
+        limit => Admission::for_open_files(limit, config.workers),
+    };
+    ProxySettings {
+        listen: config.listen,
+        workers: config.workers,
+        max_body_size: config.max_body_size,
+        header_timeout: config.header_timeout,
+        shutdown_grace: config.stop_grace,
+        admission,
+        drain: Drain::new(),
+    }
+}
+
+fn listen_error(addr: SocketAddr, err: &impl std::fmt::Display) -> ServeError {
+    ServeError::Listen {
+        addr,
+        source: std::io::Error::other(err.to_string()),
+    }
+}
+
+/// Stops accepting; in-flight requests get the `grace` to finish (when `graceful`). What is still open when it ends is ended with an error (streams with an SSE `error`
+/// event) before actix closes the connections, a second later.
+async fn stop_serving(
+    handle: &actix_web::dev::ServerHandle,
+    drain: &Drain,
+    grace: std::time::Duration,
+    graceful: bool,
+) {
+    let drain = drain.clone();
+    let ending = actix_web::rt::spawn(async move {
+        tokio::time::sleep(grace).await;
+        drain.end_streams();
+    });
+    handle.stop(graceful).await;
+    ending.abort();
 }
 
 /// The ports of a pool's replicas: `--port BASE` gives BASE+i, otherwise each is picked free.
@@ -292,13 +314,7 @@ fn run_pool(
             target: replica_target(&config, replica, *port)?,
         });
     }
-    let notifier = match respawn::systemd::Notifier::from_env() {
-        Ok(notifier) => notifier,
-        Err(err) => {
-            warn!(error = %err, "ignoring an invalid systemd notify environment");
-            None
-        }
-    };
+    let notifier = systemd_notifier();
     let pool_config = PoolConfig {
         min_ready: config.min_ready,
         start_stagger: config.start_stagger,
@@ -319,26 +335,9 @@ fn run_pool(
             std::sync::Arc::new(PoolControl::new(pool.clone())),
             config.admin_token.clone(),
         );
-        let admission = match open_files {
-            0 => Admission::unbounded(),
-            limit => Admission::for_open_files(limit, config.workers),
-        };
-        let drain = Drain::new();
-        let settings = ProxySettings {
-            listen: config.listen,
-            workers: config.workers,
-            max_body_size: config.max_body_size,
-            header_timeout: config.header_timeout,
-            shutdown_grace: config.stop_grace,
-            admission,
-            drain: drain.clone(),
-        };
-        let server = proxy::serve_pool(listener, &settings, &pool, control).map_err(|err| {
-            ServeError::Listen {
-                addr: config.listen,
-                source: std::io::Error::other(err.to_string()),
-            }
-        })?;
+        let settings = proxy_settings(&config, open_files);
+        let server = proxy::serve_pool(listener, &settings, &pool, control)
+            .map_err(|err| listen_error(config.listen, &err))?;
         let handle = server.handle();
         let server_task = actix_web::rt::spawn(server);
         for (replica, port) in ports.iter().enumerate() {
@@ -352,13 +351,8 @@ fn run_pool(
         if let Some(notifier) = &notifier {
             notifier.stopping();
         }
-        let grace = config.stop_grace;
-        let ending = actix_web::rt::spawn(async move {
-            tokio::time::sleep(grace).await;
-            drain.end_streams();
-        });
-        handle.stop(exit == ServeExit::Stopped).await;
-        ending.abort();
+        let graceful = exit == ServeExit::Stopped;
+        stop_serving(&handle, &settings.drain, config.stop_grace, graceful).await;
         pool.stop(config.stop_grace).await;
         let _ = server_task.await;
         Ok(exit)

@@ -122,6 +122,127 @@ pub use http_client::{
     StreamingResponse,
 };
 
+/// A whole streamed completion as the client saw it: its head, its bytes, its events and how
+/// its body ended.
+pub struct Streamed {
+    pub head: Head,
+    pub raw: String,
+    pub events: Vec<SseEvent>,
+    pub end: BodyEnd,
+}
+
+impl Streamed {
+    /// The JSON chunks, in order (not `[DONE]`, not named events such as `error`).
+    pub fn json(&self) -> Vec<Value> {
+        chunks(&self.events)
+    }
+
+    /// The pieces of text (chat deltas or text completions), in order.
+    pub fn pieces(&self) -> Vec<String> {
+        pieces(&self.events)
+    }
+
+    pub fn text(&self) -> String {
+        self.pieces().concat()
+    }
+
+    /// The distinct `id`s, in order of appearance.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .json()
+            .iter()
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.dedup();
+        ids
+    }
+
+    pub fn dones(&self) -> usize {
+        self.events.iter().filter(|e| e.data == "[DONE]").count()
+    }
+
+    pub fn errors(&self) -> Vec<&SseEvent> {
+        self.events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("error"))
+            .collect()
+    }
+
+    /// How many times respawn marked a resumption in the stream.
+    pub fn resumptions(&self) -> usize {
+        self.raw.matches(": respawn resumed").count()
+    }
+
+    /// The last usage object, if the stream reported one.
+    pub fn usage(&self) -> Option<Value> {
+        self.json()
+            .into_iter()
+            .rev()
+            .find_map(|v| v.get("usage").filter(|u| u.is_object()).cloned())
+    }
+}
+
+fn chunks(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.event.is_none() && e.data != "[DONE]")
+        .filter_map(|e| serde_json::from_str(&e.data).ok())
+        .collect()
+}
+
+/// The pieces of text in `events` (chat deltas or text completions), in order.
+pub fn pieces(events: &[SseEvent]) -> Vec<String> {
+    chunks(events)
+        .iter()
+        .filter_map(|v| {
+            let choice = &v["choices"][0];
+            choice["delta"]["content"]
+                .as_str()
+                .or_else(|| choice["text"].as_str())
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Sends `body` to `path` as a stream and reads it whole (the answer must be a 200); once
+/// `cut_after` pieces of text arrived, calls `fault` once with the answer's head.
+pub fn stream(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
+    timeout: Duration,
+    cut_after: Option<usize>,
+    fault: impl FnOnce(&Head),
+) -> Streamed {
+    let body = body.to_string();
+    let mut response =
+        open(addr, "POST", path, &[], body.as_bytes(), timeout).expect("open the stream");
+    assert_eq!(response.head.status, 200);
+    let mut raw = Vec::new();
+    let mut fault = Some(fault);
+    let end = loop {
+        match response.next_chunk() {
+            Ok(Some(chunk)) => raw.extend_from_slice(&chunk.bytes),
+            Ok(None) => break BodyEnd::Clean,
+            Err(end) => break end,
+        }
+        if let Some(after) = cut_after {
+            if fault.is_some() && pieces(&sse_events(&raw)).len() >= after {
+                if let Some(fault) = fault.take() {
+                    fault(&response.head);
+                }
+            }
+        }
+    };
+    Streamed {
+        head: response.head.clone(),
+        raw: String::from_utf8_lossy(&raw).into_owned(),
+        events: sse_events(&raw),
+        end,
+    }
+}
+
 /// `GET path`: the whole answer, or an error when none came complete within `timeout`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Reply> {
     request(addr, "GET", path, &[], b"", timeout)

@@ -3,11 +3,14 @@
 //! idle canary), when the oldest open one was sent and when the server was last heard from (for
 //! the health tracker's silence rule: how long the server has said nothing while asked).
 //!
-//! Shared by every proxy worker, and split in shards so that workers do not share a lock: each
-//! thread registers its requests in its own shard (a slab of slots with a free list: no hashing,
-//! and no allocation once it has grown to the thread's largest number of requests at once), whose
-//! lock only that thread takes on the hot path. The rare readers (a hang's suspects, the oldest
-//! open request once per probe) visit every shard. The poison verdicts are not kept here: the
+//! Shared by every proxy worker, and split in shards so that workers share neither a lock nor a
+//! cache line: each thread registers its requests in its own shard (a slab of slots with a free
+//! list: no hashing, and no allocation once it has grown to the thread's largest number of
+//! requests at once), whose lock only that thread takes on the hot path, and keeps its counts and
+//! times there too (how many are open, the answers, when a request last started or ended, when the
+//! server was last heard from). The readers (a hang's suspects, the oldest open request and the
+//! silence once per probe, the count for a pool's router) visit every shard and add up or take
+//! the latest. The poison verdicts are not kept here: the
 //! machine owns them and publishes them with its snapshot ([`crate::state::SharedSnapshot`]).
 
 use std::hash::{Hash, Hasher};
@@ -22,10 +25,11 @@ use tokio::sync::Notify;
 use crate::state::Clock;
 
 /// Shards of the table: threads beyond this share one (still correct, only less private).
-const SHARDS: usize = 8;
+pub(crate) const SHARDS: usize = 8;
 
-/// Each thread's shard, handed out in turn the first time a thread registers a request.
-fn shard_of_this_thread() -> usize {
+/// Each thread's shard, handed out in turn the first time a thread asks (the in-flight table and
+/// the per-thread counters of [`crate::metrics`] use the same index).
+pub(crate) fn shard_of_this_thread() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
@@ -69,26 +73,37 @@ impl Slots {
     }
 }
 
-/// A shard on its own cache line, so that two workers' shards do not share one.
+/// A shard on its own cache lines, so that two workers' shards do not share one: its slots, and
+/// the counts and times of the requests it registered or the thread that owns it served.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-struct Shard(Mutex<Slots>);
+struct Shard {
+    slots: Mutex<Slots>,
+    /// How many of its slots are taken (readable without the lock).
+    open: AtomicUsize,
+    /// When one of its requests last started or finished, in ms on the table's clock.
+    last_activity_ms: AtomicU64,
+    /// Answers counted by its thread.
+    answered: AtomicU64,
+    /// When the server last sent anything on a request served by its thread, in microseconds on
+    /// the table's clock plus one; 0: never.
+    heard_us: AtomicU64,
+}
+
+impl Shard {
+    fn mine(table: &InFlight) -> &Shard {
+        &table.shards[shard_of_this_thread()]
+    }
+}
 
 /// The requests in flight.
 #[derive(Debug)]
 pub struct InFlight {
     clock: Clock,
     shards: [Shard; SHARDS],
-    /// How many the shards hold, readable without a lock (a pool routes by it).
-    open_count: AtomicUsize,
-    /// How many are waiting for the table to empty: the last request's end tells them only when
-    /// some are.
+    /// How many are waiting for the table to empty: a request's end looks for an empty table
+    /// only when some are.
     drain_waiters: AtomicUsize,
-    last_activity_ms: AtomicU64,
-    answered: AtomicU64,
-    /// When the server last sent anything on a request (a head, a chunk, the end), in
-    /// microseconds on the table's clock plus one; 0: never.
-    heard_us: AtomicU64,
     /// Woken when the last request in flight ends (a rolling restart's drain waits on it).
     emptied: Notify,
 }
@@ -104,56 +119,69 @@ impl InFlight {
         Arc::new(Self {
             clock,
             shards: Default::default(),
-            open_count: AtomicUsize::new(0),
             drain_waiters: AtomicUsize::new(0),
-            last_activity_ms: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            heard_us: AtomicU64::new(0),
             emptied: Notify::new(),
         })
     }
 
     /// A request got an answer (its first bytes, or its end): a sign of life of the server.
     pub fn answered(&self) {
-        self.answered.fetch_add(1, Ordering::Relaxed);
-        self.heard(self.clock.now());
+        let now = self.clock.now();
+        let shard = Shard::mine(self);
+        shard.answered.fetch_add(1, Ordering::Relaxed);
+        shard.heard_us.store(heard_value(now), Ordering::Relaxed);
     }
 
     /// The server sent something on a request at `at` (on the table's clock): a chunk of an
     /// answer. One relaxed store: the streaming path already read the clock for its own deadline.
     pub fn heard(&self, at: Duration) {
-        let us = u64::try_from(at.as_micros()).unwrap_or(u64::MAX - 1);
-        self.heard_us.store(us.saturating_add(1), Ordering::Relaxed);
+        Shard::mine(self)
+            .heard_us
+            .store(heard_value(at), Ordering::Relaxed);
     }
 
-    /// When the server last sent anything on a request, if it ever did.
+    /// When the server last sent anything on a request, if it ever did (the latest of the
+    /// shards').
     pub fn last_heard(&self) -> Option<Duration> {
-        match self.heard_us.load(Ordering::Relaxed) {
+        match self.latest(|shard| &shard.heard_us) {
             0 => None,
             us => Some(Duration::from_micros(us - 1)),
         }
+    }
+
+    /// The largest value of one of the shards' times.
+    fn latest(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| field(shard).load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// When the oldest request still in flight was registered, if any is (visits every shard).
     pub fn oldest_open(&self) -> Option<Duration> {
         self.shards
             .iter()
-            .filter_map(|shard| shard.0.lock().entries().map(|&(_, since)| since).min())
+            .filter_map(|shard| shard.slots.lock().entries().map(|&(_, since)| since).min())
             .min()
     }
 
     /// Answers so far (only grows).
     pub fn answers(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.answered.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Registers a request; it stays in flight until the guard is dropped.
     pub fn enter(self: &Arc<Self>, fingerprint: Fingerprint) -> InFlightGuard {
         let now = self.clock.now();
         let shard = shard_of_this_thread();
-        let slot = self.shards[shard].0.lock().insert((fingerprint, now));
-        self.open_count.fetch_add(1, Ordering::SeqCst);
-        self.touch_at(now);
+        let mine = &self.shards[shard];
+        let slot = mine.slots.lock().insert((fingerprint, now));
+        mine.open.fetch_add(1, Ordering::SeqCst);
+        touch(mine, now);
         InFlightGuard {
             table: Arc::clone(self),
             shard,
@@ -161,10 +189,13 @@ impl InFlight {
         }
     }
 
-    /// How many requests are in flight: one atomic load, no lock (a pool's router reads it for
-    /// every request).
+    /// How many requests are in flight: an atomic load per shard, no lock (a pool's router reads
+    /// it for every request).
     pub fn count(&self) -> usize {
-        self.open_count.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.open.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Waits until no request is in flight (at once when none is).
@@ -183,7 +214,7 @@ impl InFlight {
             let emptied = self.emptied.notified();
             let mut emptied = std::pin::pin!(emptied);
             emptied.as_mut().enable();
-            if self.open_count.load(Ordering::SeqCst) == 0 {
+            if self.count() == 0 {
                 return;
             }
             emptied.await;
@@ -196,7 +227,7 @@ impl InFlight {
         for shard in &self.shards {
             all.extend(
                 shard
-                    .0
+                    .slots
                     .lock()
                     .entries()
                     .map(|&(fingerprint, _)| fingerprint),
@@ -207,22 +238,26 @@ impl InFlight {
 
     /// When a request last started or finished, on the table's clock.
     pub fn last_activity(&self) -> Duration {
-        Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed))
+        Duration::from_millis(self.latest(|shard| &shard.last_activity_ms))
     }
 
     /// The table's clock.
     pub fn clock(&self) -> Clock {
         self.clock
     }
+}
 
-    fn touch(&self) {
-        self.touch_at(self.clock.now());
-    }
+/// A request of `shard` started or finished at `now`.
+fn touch(shard: &Shard, now: Duration) {
+    let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+    shard.last_activity_ms.store(ms, Ordering::Relaxed);
+}
 
-    fn touch_at(&self, now: Duration) {
-        let ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
-        self.last_activity_ms.store(ms, Ordering::Relaxed);
-    }
+/// `at` as a shard's `heard_us`.
+fn heard_value(at: Duration) -> u64 {
+    u64::try_from(at.as_micros())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
 }
 
 /// One waiter of [`InFlight::until_empty`], counted while it waits.
@@ -245,14 +280,18 @@ pub struct InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let table = &self.table;
-        let removed = table.shards[self.shard].0.lock().remove(self.slot);
-        if removed
-            && table.open_count.fetch_sub(1, Ordering::SeqCst) == 1
-            && table.drain_waiters.load(Ordering::SeqCst) > 0
-        {
-            table.emptied.notify_waiters();
+        let shard = &table.shards[self.shard];
+        let removed = shard.slots.lock().remove(self.slot);
+        if removed {
+            shard.open.fetch_sub(1, Ordering::SeqCst);
+            // Every count is sequentially consistent: of the last requests to end at once, at
+            // least one sees the table empty, and a waiter counted before that sees it too or is
+            // woken.
+            if table.drain_waiters.load(Ordering::SeqCst) > 0 && table.count() == 0 {
+                table.emptied.notify_waiters();
+            }
         }
-        table.touch();
+        touch(shard, table.clock.now());
     }
 }
 
@@ -349,6 +388,40 @@ mod tests {
         drop((here, again));
         assert_eq!(table.count(), 0);
         assert!(table.fingerprints().is_empty());
+    }
+
+    #[test]
+    fn the_counts_and_times_of_every_thread_are_added_up() {
+        let table = InFlight::new();
+        let here = table.enter(Fingerprint(1));
+        table.answered();
+        table.heard(Duration::from_millis(3));
+        let there = std::thread::spawn({
+            let table = Arc::clone(&table);
+            move || {
+                let guard = table.enter(Fingerprint(2));
+                table.answered();
+                table.heard(Duration::from_millis(9));
+                guard
+            }
+        })
+        .join()
+        .expect("the thread registers its request");
+        assert_eq!(table.count(), 2);
+        assert_eq!(table.answers(), 2);
+        // The latest word of the server, whichever thread heard it.
+        assert_eq!(table.last_heard(), Some(Duration::from_millis(9)));
+        table.heard(Duration::from_millis(5));
+        assert_eq!(table.last_heard(), Some(Duration::from_millis(9)));
+        // A drain waits for the requests of every thread: the other thread's request ends
+        // first (its shard is empty, the table is not), then this one.
+        let mut waiting = waiting_for_empty(&table);
+        assert!(waiting.as_mut().now_or_never().is_none(), "two in flight");
+        drop(there);
+        assert_eq!(table.count(), 1);
+        assert!(waiting.as_mut().now_or_never().is_none(), "one in flight");
+        drop(here);
+        assert!(waiting.as_mut().now_or_never().is_some(), "none in flight");
     }
 
     #[tokio::test]

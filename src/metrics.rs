@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use respawn_core::{HangCause, Phase};
 
+use crate::in_flight::{shard_of_this_thread, SHARDS};
 use crate::state::SupervisorState;
 use crate::waiting::{WaitBound, Waiting};
 
@@ -128,10 +129,17 @@ impl LogLinesDropped {
     }
 }
 
+/// A counter on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PerThread(AtomicU64);
+
 /// Counters shared by the proxy workers, the detectors and the coordinator.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: AtomicU64,
+    /// Counted per thread (each worker on its own cache line), added up when read: every request
+    /// counts itself, and the workers would otherwise pass one line back and forth.
+    requests: [PerThread; SHARDS],
     retried: AtomicU64,
     failed: [AtomicU64; FailureClass::ALL.len()],
     hangs: [AtomicU64; CAUSES],
@@ -172,12 +180,17 @@ impl Metrics {
 
     /// A request arrived.
     pub fn request_started(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests[shard_of_this_thread()]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests received so far.
     pub fn requests_total(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests
+            .iter()
+            .map(|count| count.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A request is being sent again.
@@ -292,7 +305,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "respawn_requests_total{{server=\"{server}\"}} {}",
-            load(&self.requests)
+            self.requests_total()
         );
         let _ = writeln!(
             out,

@@ -189,7 +189,7 @@ impl RetryPlan {
         bytes_sent: bool,
     ) -> RetryDecision {
         self.attempts = self.attempts.saturating_add(1);
-        self.apply(outcome, generation, bytes_sent, true)
+        self.apply(outcome, generation, Ending::Failed { bytes_sent })
     }
 
     /// Decides after a stream that had reached its client was cut with `outcome`, when the
@@ -201,15 +201,14 @@ impl RetryPlan {
     /// to bound, not this plan's.
     pub fn decide_cut(&mut self, outcome: AttemptOutcome, generation: Generation) -> RetryDecision {
         self.attempts = 0;
-        self.apply(outcome, generation, false, false)
+        self.apply(outcome, generation, Ending::Cut)
     }
 
     fn apply(
         &self,
         outcome: AttemptOutcome,
         generation: Generation,
-        bytes_sent: bool,
-        counted: bool,
+        ending: Ending,
     ) -> RetryDecision {
         match outcome {
             AttemptOutcome::Success => return RetryDecision::Done,
@@ -222,13 +221,16 @@ impl RetryPlan {
             }
             _ => {}
         }
-        if bytes_sent {
-            return RetryDecision::GiveUp(GiveUpReason::BytesAlreadySent);
-        }
-        if counted && self.attempts > self.config.max_retries {
-            return RetryDecision::GiveUp(GiveUpReason::RetriesExhausted {
-                attempts: self.attempts,
-            });
+        match ending {
+            Ending::Failed { bytes_sent: true } => {
+                return RetryDecision::GiveUp(GiveUpReason::BytesAlreadySent)
+            }
+            Ending::Failed { bytes_sent: false } if self.attempts > self.config.max_retries => {
+                return RetryDecision::GiveUp(GiveUpReason::RetriesExhausted {
+                    attempts: self.attempts,
+                })
+            }
+            Ending::Failed { .. } | Ending::Cut => {}
         }
         if outcome == AttemptOutcome::TookTooLong {
             return RetryDecision::RetryNow;
@@ -248,6 +250,17 @@ impl RetryPlan {
             RetryDecision::RetryAfter(delay)
         }
     }
+}
+
+/// How the attempt a decision follows ended.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// It failed, and counts against the bound; `bytes_sent`: some of its answer had already
+    /// reached the client (so nothing may be sent again).
+    Failed { bytes_sent: bool },
+    /// A stream that had reached its client was cut and is to be continued: a new part of the
+    /// request begins, and the cut attempt is not counted.
+    Cut,
 }
 
 #[cfg(test)]

@@ -596,12 +596,8 @@ async fn a_stalled_stream_reports_a_hang_and_ends_with_an_error_event() {
     .chain(futures_util::stream::pending());
     let watch = crate::proxy::watched_body::BodyWatch {
         plan: streaming_plan(&h),
-        clock: h.clock,
-        snapshot: Arc::clone(&h.snapshot),
-        in_flight: Arc::clone(&h.in_flight),
+        shared: Arc::clone(watch_shared(&h).shared()),
         sse: true,
-        coordinator: h.coordinator.clone(),
-        metrics: Arc::new(Metrics::default()),
         identity: crate::upstream::Identity::entered(
             Fingerprint(9),
             h.in_flight.enter(Fingerprint(9)),
@@ -678,6 +674,11 @@ async fn the_rest_strategy_fails_fast_on_a_hung_server_and_the_command_strategy_
     );
 }
 
+/// A sender's shared parts for a body watched in these tests (the server's address unused).
+fn watch_shared(h: &Harness) -> crate::upstream::Upstream {
+    upstream_for(h, "http://127.0.0.1:9".to_owned(), 0)
+}
+
 async fn drain_body(
     h: &Harness,
     chunks: Vec<&'static [u8]>,
@@ -693,12 +694,8 @@ async fn drain_body(
     );
     let watch = crate::proxy::watched_body::BodyWatch {
         plan: streaming_plan(h),
-        clock: h.clock,
-        snapshot: Arc::clone(&h.snapshot),
-        in_flight: Arc::clone(&h.in_flight),
+        shared: Arc::clone(watch_shared(h).shared()),
         sse,
-        coordinator: h.coordinator.clone(),
-        metrics: Arc::new(Metrics::default()),
         identity: crate::upstream::Identity::entered(
             Fingerprint(3),
             h.in_flight.enter(Fingerprint(3)),

@@ -337,12 +337,8 @@ async fn forward_with(
     };
     let watch = BodyWatch {
         plan,
-        clock: shared.clock,
-        snapshot: Arc::clone(&shared.snapshot),
-        in_flight: Arc::clone(&shared.in_flight),
+        shared: Arc::clone(shared),
         sse,
-        coordinator: shared.coordinator.clone(),
-        metrics: Arc::clone(&shared.metrics),
         identity: id,
         suspect,
         completeness,

@@ -2,8 +2,10 @@
 //! except `/respawn/*`, which is respawn's own control surface.
 //!
 //! Each actix-web worker gets its own [`Upstream`](crate::upstream::Upstream) (its own awc
-//! client), so the data path never funnels through one thread; the only shared things are
-//! atomics, a watch channel and one uncontended lock per request for the in-flight table.
+//! client), so the data path never funnels through one thread; what the workers share is read
+//! on the hot path, not written: a request writes only its own worker's shard of the in-flight
+//! table and of the request counter (see [`crate::in_flight`]), and the body it streams holds one
+//! reference to what its server's senders share rather than one to each part of it.
 
 pub mod admission;
 pub mod control;

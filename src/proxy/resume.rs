@@ -556,7 +556,7 @@ fn cut_word(outcome: AttemptOutcome) -> &'static str {
 }
 
 async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resumer, Resumed) {
-    let metrics = std::sync::Arc::clone(&watch.metrics);
+    let metrics = std::sync::Arc::clone(&watch.shared.metrics);
     let delivered = parse_delivered(resumer.kind, &resumer.recorded);
     let request: Value = serde_json::from_slice(&resumer.out.body).unwrap_or(Value::Null);
     let traits = request_traits(&request);
@@ -577,7 +577,10 @@ async fn resume(mut resumer: Resumer, mut watch: BodyWatch, cut: Cut) -> (Resume
         // Only the end was lost: no need to wait for a generation, but a hang is still one.
         let decision = watch.plan.decide(cut.outcome);
         if let Some(hang) = decision.report {
-            watch.coordinator.do_send(crate::messages::HangReport(hang));
+            watch
+                .shared
+                .coordinator
+                .do_send(crate::messages::HangReport(hang));
         }
         return finished(resumer, watch, &delivered);
     }
@@ -754,13 +757,8 @@ async fn continue_on_pool(
         Ok(answer) => answer,
         Err(err) => return Sent::Failed(Box::new(watch), err.to_string()),
     };
-    let shared = answer.upstream.shared();
     let watch = BodyWatch {
-        clock: shared.clock,
-        snapshot: Arc::clone(&shared.snapshot),
-        in_flight: Arc::clone(&shared.in_flight),
-        coordinator: shared.coordinator.clone(),
-        metrics: Arc::clone(&shared.metrics),
+        shared: Arc::clone(answer.upstream.shared()),
         identity: answer.identity,
         suspect: answer
             .upstream
@@ -773,8 +771,8 @@ async fn continue_on_pool(
 
 /// Ends a stream whose every token was delivered: only its end was lost.
 fn finished(resumer: Resumer, watch: BodyWatch, delivered: &Delivered) -> (Resumer, Resumed) {
-    watch.metrics.stream_resume("completed");
-    watch.in_flight.answered();
+    watch.shared.metrics.stream_resume("completed");
+    watch.shared.in_flight.answered();
     info!(
         generation = watch.plan.generation().get(),
         delivered_tokens = delivered.tokens,
@@ -814,8 +812,9 @@ async fn tokenize(upstream: &Upstream, text: &str) -> Option<u64> {
 }
 
 fn resume_failed(resumer: Resumer, watch: BodyWatch, cut: &Cut, why: &str) -> (Resumer, Resumed) {
-    watch.metrics.stream_resume("failed");
+    watch.shared.metrics.stream_resume("failed");
     watch
+        .shared
         .metrics
         .request_failed(crate::metrics::FailureClass::Truncated);
     let message = format!("{}; resuming it failed: {why}", cut.message);

@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use actix::Addr;
 use actix_web::error::ErrorBadGateway;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -24,29 +23,22 @@ use respawn_core::{AttemptOutcome, Fingerprint, RequestPlan};
 use tokio::time::Sleep;
 use tracing::warn;
 
-use crate::coordinator::RestartCoordinator;
-use crate::in_flight::InFlight;
 use crate::messages::{HangReport, RequestSucceeded};
-use crate::metrics::{FailureClass, Metrics};
-use crate::state::{Clock, SharedSnapshot};
-use crate::upstream::Identity;
+use crate::metrics::FailureClass;
+use crate::upstream::{Identity, UpstreamShared};
 
 /// What the body needs to report and account for.
 pub struct BodyWatch {
     /// The request's plan: its deadlines and what a stall means.
     pub plan: RequestPlan,
-    /// The supervisor's clock.
-    pub clock: Clock,
-    /// The supervisor's snapshot: the life of the generation that answers.
-    pub snapshot: Arc<SharedSnapshot>,
-    /// Counts answers (a completed body is a sign of life).
-    pub in_flight: Arc<InFlight>,
+    /// What the server that answers shares with its senders: the supervisor's clock and
+    /// snapshot (the life of the generation that answers), the in-flight table (a completed body
+    /// is a sign of life), the coordinator (where a stall is reported) and the counters. One
+    /// reference for all of them: each is shared by every worker, and taking a reference to each
+    /// for every request would pass their counts between the workers' cores.
+    pub shared: Arc<UpstreamShared>,
     /// Whether the response is an event stream (`text/event-stream`).
     pub sse: bool,
-    /// Where a stall is reported.
-    pub coordinator: Addr<RestartCoordinator>,
-    /// Shared counters.
-    pub metrics: Arc<Metrics>,
     /// Keeps the request counted as in flight (and its trial slot, if it holds it) until the
     /// body ends.
     pub identity: Identity,
@@ -182,7 +174,10 @@ impl<S> WatchedBody<S> {
             });
             return Poll::Ready(None);
         }
-        self.watch.metrics.request_failed(FailureClass::Truncated);
+        self.watch
+            .shared
+            .metrics
+            .request_failed(FailureClass::Truncated);
         warn!(generation = self.watch.plan.generation().get(), "{message}");
         if self.watch.sse {
             Poll::Ready(Some(Ok(sse_error_event(message))))
@@ -198,9 +193,9 @@ impl<S> WatchedBody<S> {
 pub fn end_cut(watch: &mut BodyWatch, outcome: AttemptOutcome, message: &str) -> Bytes {
     let decision = watch.plan.decide(outcome);
     if let Some(hang) = decision.report {
-        watch.coordinator.do_send(HangReport(hang));
+        watch.shared.coordinator.do_send(HangReport(hang));
     }
-    watch.metrics.request_failed(FailureClass::Truncated);
+    watch.shared.metrics.request_failed(FailureClass::Truncated);
     warn!(generation = watch.plan.generation().get(), "{message}");
     sse_error_event(message)
 }
@@ -233,9 +228,9 @@ where
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let now = this.watch.clock.now();
+                let now = this.watch.shared.clock.now();
                 this.watch.plan.on_chunk(now);
-                this.watch.in_flight.heard(now);
+                this.watch.shared.in_flight.heard(now);
                 this.account(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -247,9 +242,10 @@ where
                     return this.failure(&message);
                 }
                 this.done = true;
-                this.watch.in_flight.answered();
+                this.watch.shared.in_flight.answered();
                 if let Some(fingerprint) = this.watch.suspect.take() {
                     this.watch
+                        .shared
                         .coordinator
                         .do_send(RequestSucceeded { fingerprint });
                 }
@@ -262,7 +258,7 @@ where
                 this.failure(&message)
             }
             Poll::Pending => loop {
-                let clock = this.watch.clock;
+                let clock = this.watch.shared.clock;
                 let deadline = clock.instant(this.watch.plan.deadline().unwrap_or_default());
                 let stall = this
                     .stall
@@ -270,7 +266,11 @@ where
                 if stall.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let life = this.watch.snapshot.life_of(this.watch.plan.generation());
+                let life = this
+                    .watch
+                    .shared
+                    .snapshot
+                    .life_of(this.watch.plan.generation());
                 let Some(outcome) = this.watch.plan.check(clock.now(), life) else {
                     // Chunks came since the timer was set, or the server shows life elsewhere:
                     // follow the deadline the plan gives now.
@@ -293,7 +293,7 @@ where
                 }
                 let decision = this.watch.plan.decide(outcome);
                 if let Some(hang) = decision.report {
-                    this.watch.coordinator.do_send(HangReport(hang));
+                    this.watch.shared.coordinator.do_send(HangReport(hang));
                 }
                 return this.failure(&message);
             },

@@ -517,6 +517,74 @@ def wrk(port, conns, seconds, path="/health", script=None):
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
+class Sampler:
+    """Calls `measure` every `every` seconds in a thread while its `with` block runs; the values in
+    `values` (appended to the list given, if one is)."""
+
+    def __init__(self, measure, every, values=None):
+        self.measure = measure
+        self.every = every
+        self.values = [] if values is None else values
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.values.append(self.measure())
+            time.sleep(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class Nginx:
+    """nginx as a keep-alive reverse proxy to the model server on `up`, with the configuration
+    `conf(d=its directory, up=up, port=its port)`, in a directory of its own under `workdir`;
+    stopped (SIGQUIT, then SIGKILL) when its `with` block ends."""
+
+    def __init__(self, workdir, up, conf=NGINX_CONF.format, prefix="nginx-"):
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir=workdir)
+        self.port = free_port()
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write(conf(d=self.dir, up=up, port=self.port))
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf"),
+                                      "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        if not wait_until(lambda: health_ok(self.port), 10):
+            self.stop()
+            raise RuntimeError(f"nginx did not start; see {self.dir}/error.log")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def pids(self):
+        """Its master and workers."""
+        return proc_tree(self.proc.pid)
+
+    def version(self):
+        out = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+        return out.replace("nginx version: ", "")
+
+
 def big_post(port, size, timeout=120.0):
     """One POST of `size` bytes to /v1/chat/completions, sent in 1 MiB writes; its status (0: cut)."""
     chunk = b"x" * (1 << 20)
@@ -542,30 +610,19 @@ def big_bodies_rss(pid, port, n=8, size=30 << 20):
     it, and a second after they ended."""
     time.sleep(2)
     idle = rss_kib(pid)
-    peak = [idle]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak.append(rss_kib(pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     statuses = [None] * n
 
     def one(i):
         statuses[i] = big_post(port, size)
 
     senders = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in senders:
-        t.start()
-    for t in senders:
-        t.join()
-    stop.set()
-    sampler.join()
+    with Sampler(lambda: rss_kib(pid), 0.05, [idle]) as peak:
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
     time.sleep(1)
-    return {"idle_kib": idle, "peak_kib": max(peak), "after_kib": rss_kib(pid), "bodies": n,
+    return {"idle_kib": idle, "peak_kib": max(peak.values), "after_kib": rss_kib(pid), "bodies": n,
             "body_bytes": size, "statuses": sorted(set(statuses))}
 
 
@@ -574,63 +631,40 @@ OVERHEAD_LOADS = {"get": "GET /health", "post": "POST /v1/chat/completions (1 to
 
 def proxy_overhead(respawn, workdir, rounds=5, seconds=10, latency_seconds=5):
     child_port = free_port()
-    ndir = tempfile.mkdtemp(prefix="nginx-", dir=workdir)
-    nport = free_port()
-    with open(os.path.join(ndir, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF.format(d=ndir, up=child_port, port=nport))
-    chat_lua = os.path.join(ndir, "chat.lua")
-    with open(chat_lua, "w") as f:
-        f.write(CHAT_LUA)
-    loads = {"get": ("/health", None), "post": ("/v1/chat/completions", chat_lua)}
     with Serve(respawn, workdir, mock_args=["--tokens", "1", "--token-latency", "0ms"],
-               child_port=child_port) as serve:
-        nginx = subprocess.Popen(["nginx", "-p", ndir, "-c", os.path.join(ndir, "nginx.conf"), "-g", "daemon off;"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            if not wait_until(lambda: health_ok(nport), 10):
-                raise RuntimeError(f"nginx did not start; see {ndir}/error.log")
-            targets = {"direct": child_port, "nginx": nport, "respawn": serve.port}
-            for port in targets.values():  # warm up connections and caches
-                for path, script in loads.values():
-                    wrk(port, 64, 2, path, script)
-            res = {load: {k: {"rps": [], "p50_ms": [], "non2xx": 0} for k in targets} for load in loads}
-            rss = []
-            for r in range(rounds):
-                for load, (path, script) in loads.items():
-                    for name, port in targets.items():
-                        sampler_stop = threading.Event()
-
-                        def sample():
-                            while not sampler_stop.is_set():
-                                rss.append(rss_kib(serve.proc.pid))
-                                time.sleep(0.5)
-
-                        sampler = threading.Thread(target=sample, daemon=True)
-                        if name == "respawn":
-                            sampler.start()
+               child_port=child_port) as serve, Nginx(workdir, child_port) as nginx:
+        chat_lua = os.path.join(nginx.dir, "chat.lua")
+        with open(chat_lua, "w") as f:
+            f.write(CHAT_LUA)
+        loads = {"get": ("/health", None), "post": ("/v1/chat/completions", chat_lua)}
+        targets = {"direct": child_port, "nginx": nginx.port, "respawn": serve.port}
+        for port in targets.values():  # warm up connections and caches
+            for path, script in loads.values():
+                wrk(port, 64, 2, path, script)
+        res = {load: {k: {"rps": [], "p50_ms": [], "non2xx": 0} for k in targets} for load in loads}
+        rss = []
+        for r in range(rounds):
+            for load, (path, script) in loads.items():
+                for name, port in targets.items():
+                    if name == "respawn":
+                        with Sampler(lambda: rss_kib(serve.proc.pid), 0.5, rss):
+                            out = wrk(port, 64, seconds, path, script)
+                    else:
                         out = wrk(port, 64, seconds, path, script)
-                        sampler_stop.set()
-                        res[load][name]["rps"].append(out["rps"])
-                        res[load][name]["non2xx"] += out["non2xx"]
-                        log(f"  round {r + 1} {load} {name}: {out['rps']:.0f} req/s at 64 connections")
-                    for name, port in targets.items():
-                        out = wrk(port, 1, latency_seconds, path, script)
-                        res[load][name]["p50_ms"].append(out["p50_ms"])
-                        res[load][name]["non2xx"] += out["non2xx"]
-                        log(f"  round {r + 1} {load} {name}: median {out['p50_ms']:.3f} ms at 1 connection")
-            bodies = big_bodies_rss(serve.proc.pid, serve.port)
-            log(f"  RSS idle {bodies['idle_kib']} KiB, peak {bodies['peak_kib']} KiB with {bodies['bodies']} "
-                f"bodies of {bodies['body_bytes']} bytes, {bodies['after_kib']} KiB a second after")
-            nginx_version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
-            return {"results": res, "rss_max_kib": max(rss) if rss else None, "bodies": bodies,
-                    "nginx": nginx_version.replace("nginx version: ", ""),
-                    "rounds": rounds, "seconds": seconds, "latency_seconds": latency_seconds}
-        finally:
-            nginx.send_signal(signal.SIGQUIT)
-            try:
-                nginx.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(nginx.pid, signal.SIGKILL)
+                    res[load][name]["rps"].append(out["rps"])
+                    res[load][name]["non2xx"] += out["non2xx"]
+                    log(f"  round {r + 1} {load} {name}: {out['rps']:.0f} req/s at 64 connections")
+                for name, port in targets.items():
+                    out = wrk(port, 1, latency_seconds, path, script)
+                    res[load][name]["p50_ms"].append(out["p50_ms"])
+                    res[load][name]["non2xx"] += out["non2xx"]
+                    log(f"  round {r + 1} {load} {name}: median {out['p50_ms']:.3f} ms at 1 connection")
+        bodies = big_bodies_rss(serve.proc.pid, serve.port)
+        log(f"  RSS idle {bodies['idle_kib']} KiB, peak {bodies['peak_kib']} KiB with {bodies['bodies']} "
+            f"bodies of {bodies['body_bytes']} bytes, {bodies['after_kib']} KiB a second after")
+        return {"results": res, "rss_max_kib": max(rss) if rss else None, "bodies": bodies,
+                "nginx": nginx.version(), "rounds": rounds, "seconds": seconds,
+                "latency_seconds": latency_seconds}
 
 
 # 5. Streaming -----------------------------------------------------------------------------------
@@ -819,61 +853,36 @@ def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, roun
     (sampled), and each chunk's lag."""
     client = stream_clients_path(respawn)
     child_port = free_port()
-    ndir = tempfile.mkdtemp(prefix="nginx-sse-", dir=workdir)
-    nport = free_port()
-    with open(os.path.join(ndir, "nginx.conf"), "w") as f:
-        f.write(nginx_sse_conf(d=ndir, up=child_port, port=nport))
     with Serve(respawn, workdir, mock_args=["--token-latency", f"{latency_ms}ms"], log_level="warn",
-               child_port=child_port) as serve:
-        nginx = subprocess.Popen(["nginx", "-p", ndir, "-c", os.path.join(ndir, "nginx.conf"), "-g", "daemon off;"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            if not wait_until(lambda: health_ok(nport), 10):
-                raise RuntimeError(f"nginx did not start; see {ndir}/error.log")
-            mock_pid = serve.server_pid()
-            targets = {"direct": (child_port, lambda: []),
-                       "nginx": (nport, lambda: proc_tree(nginx.pid)),
-                       "respawn": (serve.port, lambda: [serve.proc.pid])}
-            for port, _ in targets.values():  # warm up: connections, workers, allocators
-                many_streams_round(client, port, min(streams, 100), 5, 0.1)
-            out = {k: {"offsets": [], "failed": 0, "cpu_s": [], "rss_kib": [], "mock_cpu_s": [],
-                       "client_cpu_s": [], "wall_s": []} for k in targets}
-            for r in range(rounds):
-                for name, (port, pids) in targets.items():
-                    rss = []
-                    stop = threading.Event()
-
-                    def sample():
-                        while not stop.is_set():
-                            rss.append(sum(rss_kib(p) for p in pids()))
-                            time.sleep(0.1)
-
-                    sampler = threading.Thread(target=sample, daemon=True)
-                    c0 = sum(cpu_ticks(p) for p in pids())
-                    m0 = cpu_ticks(mock_pid)
-                    t0 = time.time()
-                    sampler.start()
+               child_port=child_port) as serve, \
+            Nginx(workdir, child_port, conf=nginx_sse_conf, prefix="nginx-sse-") as nginx:
+        mock_pid = serve.server_pid()
+        targets = {"direct": (child_port, lambda: []),
+                   "nginx": (nginx.port, nginx.pids),
+                   "respawn": (serve.port, lambda: [serve.proc.pid])}
+        for port, _ in targets.values():  # warm up: connections, workers, allocators
+            many_streams_round(client, port, min(streams, 100), 5, 0.1)
+        out = {k: {"offsets": [], "failed": 0, "cpu_s": [], "rss_kib": [], "mock_cpu_s": [],
+                   "client_cpu_s": [], "wall_s": []} for k in targets}
+        for r in range(rounds):
+            for name, (port, pids) in targets.items():
+                c0 = sum(cpu_ticks(p) for p in pids())
+                m0 = cpu_ticks(mock_pid)
+                t0 = time.time()
+                with Sampler(lambda: sum(rss_kib(p) for p in pids()), 0.1) as rss:
                     offsets, client_cpu = many_streams_round(client, port, streams, tokens, ramp_s)
-                    stop.set()
-                    sampler.join()
-                    wall = time.time() - t0
-                    res = out[name]
-                    res["cpu_s"].append((sum(cpu_ticks(p) for p in pids()) - c0) / CLK_TCK)
-                    res["mock_cpu_s"].append((cpu_ticks(mock_pid) - m0) / CLK_TCK)
-                    res["client_cpu_s"].append(client_cpu)
-                    res["wall_s"].append(wall)
-                    res["rss_kib"].append(max(rss) if rss else 0)
-                    res["offsets"].append([o for o in offsets if o is not None])
-                    res["failed"] += sum(1 for o in offsets if o is None)
-                    log(f"  round {r + 1} {name}: {wall:.1f} s, proxy CPU {res['cpu_s'][-1]:.2f} s, mock CPU "
-                        f"{res['mock_cpu_s'][-1]:.2f} s, client CPU {res['client_cpu_s'][-1]:.2f} s, "
-                        f"{sum(1 for o in offsets if o is None)} failed")
-        finally:
-            nginx.send_signal(signal.SIGQUIT)
-            try:
-                nginx.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(nginx.pid, signal.SIGKILL)
+                wall = time.time() - t0
+                res = out[name]
+                res["cpu_s"].append((sum(cpu_ticks(p) for p in pids()) - c0) / CLK_TCK)
+                res["mock_cpu_s"].append((cpu_ticks(mock_pid) - m0) / CLK_TCK)
+                res["client_cpu_s"].append(client_cpu)
+                res["wall_s"].append(wall)
+                res["rss_kib"].append(max(rss.values) if rss.values else 0)
+                res["offsets"].append([o for o in offsets if o is not None])
+                res["failed"] += sum(1 for o in offsets if o is None)
+                log(f"  round {r + 1} {name}: {wall:.1f} s, proxy CPU {res['cpu_s'][-1]:.2f} s, mock CPU "
+                    f"{res['mock_cpu_s'][-1]:.2f} s, client CPU {res['client_cpu_s'][-1]:.2f} s, "
+                    f"{sum(1 for o in offsets if o is None)} failed")
     return summarize_many_streams(out, streams=streams, tokens=tokens, latency_ms=latency_ms, rounds=rounds,
                                   ramp_s=ramp_s)
 

@@ -10,8 +10,8 @@
 //! times there too (how many are open, the answers, when a request last started or ended, when the
 //! server was last heard from). The readers (a hang's suspects, the oldest open request and the
 //! silence once per probe, the count for a pool's router) visit every shard and add up or take
-//! the latest. The poison verdicts are not kept here: the
-//! machine owns them and publishes them with its snapshot ([`crate::state::SharedSnapshot`]).
+//! the latest. The poison verdicts are not kept here: the machine owns them and publishes them
+//! with its snapshot ([`crate::state::SharedSnapshot`]).
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

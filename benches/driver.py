@@ -1370,7 +1370,7 @@ PROXY_COST_NOTE = (
     "of requests, ~17 KB allocated; a shared configuration per pool in awc would remove both). Next: "
     "send through awc's connector and connection directly (its `Connector::finish` service and "
     "`Connection::send_request`, both public), which skips the client's request builder, its URL "
-    "parse and its boxed layers (about 5,000 of the instructions per request in callgrind), and the "
+    "parse and its boxed layers (3,000 to 5,000 of the instructions per request in callgrind), and the "
     "body's fingerprint hashed only when an incident needs it (~600 instructions per small POST)."
 )
 

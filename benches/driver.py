@@ -129,6 +129,17 @@ def cpu_ticks(pid):
         return 0
 
 
+def machine_ticks():
+    """The whole machine's CPU ticks from /proc/stat: (busy, all). Busy counts user, system, the
+    interrupts and softirqs (where the kernel carries loopback TCP: charged to whichever process
+    they interrupt, or to none where the kernel accounts interrupt time apart) and time stolen by
+    the hypervisor; idle and iowait are not busy."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def children(pid):
     out = []
     try:
@@ -863,16 +874,19 @@ def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, roun
         for port, _ in targets.values():  # warm up: connections, workers, allocators
             many_streams_round(client, port, min(streams, 100), 5, 0.1)
         out = {k: {"offsets": [], "failed": 0, "cpu_s": [], "rss_kib": [], "mock_cpu_s": [],
-                   "client_cpu_s": [], "wall_s": []} for k in targets}
+                   "client_cpu_s": [], "wall_s": [], "machine_busy": []} for k in targets}
         for r in range(rounds):
             for name, (port, pids) in targets.items():
                 c0 = sum(cpu_ticks(p) for p in pids())
                 m0 = cpu_ticks(mock_pid)
+                b0, a0 = machine_ticks()
                 t0 = time.time()
                 with Sampler(lambda: sum(rss_kib(p) for p in pids()), 0.1) as rss:
                     offsets, client_cpu = many_streams_round(client, port, streams, tokens, ramp_s)
                 wall = time.time() - t0
+                b1, a1 = machine_ticks()
                 res = out[name]
+                res["machine_busy"].append((b1 - b0) / max(1, a1 - a0))
                 res["cpu_s"].append((sum(cpu_ticks(p) for p in pids()) - c0) / CLK_TCK)
                 res["mock_cpu_s"].append((cpu_ticks(mock_pid) - m0) / CLK_TCK)
                 res["client_cpu_s"].append(client_cpu)
@@ -881,8 +895,8 @@ def many_streams(respawn, workdir, streams=1000, tokens=100, latency_ms=20, roun
                 res["offsets"].append([o for o in offsets if o is not None])
                 res["failed"] += sum(1 for o in offsets if o is None)
                 log(f"  round {r + 1} {name}: {wall:.1f} s, proxy CPU {res['cpu_s'][-1]:.2f} s, mock CPU "
-                    f"{res['mock_cpu_s'][-1]:.2f} s, client CPU {res['client_cpu_s'][-1]:.2f} s, "
-                    f"{sum(1 for o in offsets if o is None)} failed")
+                    f"{res['mock_cpu_s'][-1]:.2f} s, client CPU {res['client_cpu_s'][-1]:.2f} s, machine "
+                    f"{res['machine_busy'][-1]:.0%} busy, {sum(1 for o in offsets if o is None)} failed")
     return summarize_many_streams(out, streams=streams, tokens=tokens, latency_ms=latency_ms, rounds=rounds,
                                   ramp_s=ramp_s)
 
@@ -910,7 +924,7 @@ def summarize_many_streams(out, **params):
             "first_ms": {q: median([x[q] for x in first_rounds]) for q in ("p50", "p99", "max")},
             "lag_rounds_ms": lag_rounds,
             "cpu_s": res["cpu_s"], "mock_cpu_s": res["mock_cpu_s"], "client_cpu_s": res["client_cpu_s"],
-            "wall_s": res["wall_s"], "rss_kib": res["rss_kib"],
+            "wall_s": res["wall_s"], "rss_kib": res["rss_kib"], "machine_busy": res.get("machine_busy", []),
             "cpu_ms_per_stream": median([c * 1000 / params["streams"] for c in res["cpu_s"]]),
         }
     for name in ("nginx", "respawn"):
@@ -920,6 +934,11 @@ def summarize_many_streams(out, **params):
 
 
 # The document -----------------------------------------------------------------------------------
+
+def busy_cell(x):
+    busy = x.get("machine_busy") or []
+    return f"{median(busy):.0%}" if busy else "—"
+
 
 def verdict(ok):
     return "met" if ok else "**missed**"
@@ -1232,10 +1251,13 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
             "over the rounds is shown (one round caught in a stall of the whole machine does not stand for "
             "all); extra = the path's figure minus direct's. The first chunk (connection, request, the "
             "proxy's own connection upstream) is shown apart. Each round's wall time is listed: a round "
-            "much longer than the streams' own (ramp + tokens × latency) was slowed by the machine.")
+            "much longer than the streams' own (ramp + tokens × latency) was slowed by the machine. Machine "
+            "busy: the share of both CPUs not idle over the round, from `/proc/stat` (every process and the "
+            "kernel's softirqs, where it carries loopback TCP, whichever process they are charged to), "
+            "median of the rounds.")
         add("")
-        add("| Path | CPU per stream | Peak RSS | Chunk lag p50 / p99 / max | Extra p50 / p99 / max | First chunk, extra p50 / p99 | Mock CPU per round | Client CPU per round | Rounds' wall time | Failed |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+        add("| Path | CPU per stream | Peak RSS | Chunk lag p50 / p99 / max | Extra p50 / p99 / max | First chunk, extra p50 / p99 | Mock CPU per round | Client CPU per round | Machine busy | Rounds' wall time | Failed |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|")
         first_direct = ms["direct"]["first_ms"]
         for k in ("direct", "nginx", "respawn"):
             x = ms[k]
@@ -1250,12 +1272,19 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
                 first = f"{x['first_ms']['p50'] - first_direct['p50']:+.2f} / {x['first_ms']['p99'] - first_direct['p99']:+.2f} ms"
             add(f"| {k} | {cpu} | {rss} | {lag['p50']:.2f} / {lag['p99']:.2f} / {lag['max']:.2f} ms | {extra} | {first} | "
                 f"{median(x['mock_cpu_s']):.2f} s | {median(x['client_cpu_s']):.2f} s | "
-                f"{', '.join(f'{w:.1f}' for w in x['wall_s'])} s | {x['failed']} |")
+                f"{busy_cell(x)} | {', '.join(f'{w:.1f}' for w in x['wall_s'])} s | {x['failed']} |")
         add("")
         cpu_ratio = ms["respawn"]["cpu_ms_per_stream"] / ms["nginx"]["cpu_ms_per_stream"]
         add(f"respawn / nginx CPU per stream: **{cpu_ratio:.2f}**. On 2 shared cores the client, the mock and "
             "the proxy compete for the CPUs: a proxy's CPU also slows the mock and the client, which shows "
             "in the lag of its rounds.")
+        busiest = max((median(ms[k].get("machine_busy") or [0]) for k in ("nginx", "respawn")), default=0)
+        if busiest >= 0.9:
+            add("")
+            add(f"The proxied rounds kept the machine {busiest:.0%} busy: with the CPUs that full, a chunk waits "
+                "for a CPU as much as for the proxy, and the lag of those rounds is mostly the machine's "
+                "queueing (compare the rounds' spread in `target/bench/results.json`); the CPU per stream is "
+                "the figure that compares the proxies.")
         add("")
         targets.append(("Many streams: respawn's CPU per stream ≤ 1.5 × nginx's", f"{cpu_ratio:.2f} ×", cpu_ratio <= 1.5))
     # This round's changes, before and after
@@ -1295,10 +1324,10 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
         "300 of warm-up, `valgrind --tool=callgrind`, release builds side by side, 2026-12-02) | GET 56,002; "
         "POST 70,700 | GET 55,658; POST 69,693 | the shared counters were written by both workers for every "
         "request (about ten writes to lines the other core held, and five reference counts); the cost that "
-        "matters is the lines moving between cores, which callgrind does not count, and which the "
-        "requests/s of 5 rounds cannot separate from this machine's noise (respawn's CPU per request from "
-        "`/proc` over 4 s wrk runs, 4 rounds each: GET median 29.5 → 27.7 µs, POST 28.3 → 29.3 µs, the "
-        "rounds spread over 26–43 µs) |")
+        "matters is the lines moving between cores, which callgrind does not count and this machine's "
+        "noise hides (respawn's CPU per request from `/proc` over 4 s wrk runs at 64 connections, the "
+        "two builds side by side, 4 interleaved rounds each: GET median 29.5 → 27.7 µs, POST 28.3 → "
+        "29.3 µs, the rounds spread over 26–43 µs) |")
     bodies = ov.get("bodies") if isinstance(ov, dict) else None
     if bodies:
         add(f"| Free memory returned to the system after a body of 1 MiB or more (glibc `malloc_trim`) | RSS a "

@@ -141,6 +141,12 @@ impl<'a> MakeWriter<'a> for NonBlockingStderr {
     }
 }
 
+/// The writer [`install`] started, if it has: what is still queued can be flushed without
+/// starting one.
+pub fn installed() -> Option<NonBlockingStderr> {
+    INSTALLED.get().cloned()
+}
+
 /// The process's writer to stderr, started on first use (once per process).
 ///
 /// # Errors

@@ -71,7 +71,7 @@ fn init_logging_default(format: LogFormat, default: &str) {
 
 /// Lets the queued log lines out before the process's last words on stderr.
 fn flush_logs() {
-    if let Ok(writer) = respawn_cli::log_writer::install() {
+    if let Some(writer) = respawn_cli::log_writer::installed() {
         writer.flush(std::time::Duration::from_secs(2));
     }
 }
@@ -133,6 +133,15 @@ fn exit(code: i32) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    let code = run();
+    // Lines still queued for the log writer are written before the process ends (a command's
+    // last lines, such as a mock's "cleanup hook ran" before its restart exit, come right
+    // before it).
+    flush_logs();
+    code
+}
+
+fn run() -> ExitCode {
     let mut args = std::env::args_os();
     let _program = args.next();
     let rest: Vec<OsString> = args.collect();
@@ -234,7 +243,7 @@ fn main() -> ExitCode {
             match respawn_cli::demo::run(args) {
                 Ok(code) => exit(code),
                 Err(err) => {
-                    eprintln!("respawn demo: {err}");
+                    report_end(LogFormat::Text, "demo", &err);
                     exit(err.exit_code())
                 }
             }
@@ -245,7 +254,7 @@ fn main() -> ExitCode {
             match respawn_cli::batch::run(*args) {
                 Ok(code) => exit(code),
                 Err(err) => {
-                    eprintln!("respawn batch: {err}");
+                    report_end(LogFormat::Text, "batch", &err);
                     exit(err.exit_code())
                 }
             }
@@ -255,7 +264,7 @@ fn main() -> ExitCode {
             match respawn_mock::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    eprintln!("respawn mock: {err}");
+                    report_end(LogFormat::Text, "mock", &err);
                     exit(err.exit_code())
                 }
             }

@@ -140,6 +140,19 @@ def machine_ticks():
     return sum(fields) - idle, sum(fields)
 
 
+def stop_group(proc, sig, timeout):
+    """Stops `proc` (started in a session of its own) with `sig`; when it has not exited within
+    `timeout` seconds, SIGKILLs its whole process group. Nothing when it already exited."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def children(pid):
     out = []
     try:
@@ -187,13 +200,7 @@ class Serve:
         self.stop()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, signal.SIGTERM, 15)
         self.log_file.close()
 
     def status(self):
@@ -578,14 +585,8 @@ class Nginx:
         self.stop()
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc, signal.SIGQUIT, 10)
 
     def pids(self):
         """Its master and workers."""

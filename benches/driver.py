@@ -6,7 +6,8 @@ Measures, side by side in one run, against `respawn mock` (a real process):
      get, `--hang-stop grace`), and with the original design's ServerManager loop;
   2. health-green engine deadlocks, busy (progress metric) and idle (canary);
   3. a restart storm (256 requests in flight at a freeze);
-  4. proxy overhead: direct vs nginx vs respawn, with wrk;
+  4. proxy overhead: direct vs nginx vs respawn, with wrk; and (4b) the release build's resident
+     size under that load with and without its function order (cli/function-order.txt);
   5. streaming: chunk arrival times through the proxy vs direct;
   6. respawn's own time in a restart, by step;
   7. the cost of supervising 1, 8 and 64 servers at rest;
@@ -14,8 +15,8 @@ Measures, side by side in one run, against `respawn mock` (a real process):
      the proxy's CPU per stream, its peak RSS and each chunk's extra lag;
 and writes docs/BENCHMARKS.md with the figures. Nothing here is a pass/fail test.
 
-`--only PART,...` reruns some parts (hard_hang, deadlock, storm, overhead, streaming, restart_time,
-scaling, many_streams) and takes the others from the last run's target/bench/results.json.
+`--only PART,...` reruns some parts (hard_hang, deadlock, storm, overhead, code_layout, streaming,
+restart_time, scaling, many_streams) and takes the others from the last run's target/bench/results.json.
 """
 
 import argparse
@@ -679,6 +680,62 @@ def proxy_overhead(respawn, workdir, rounds=5, seconds=10, latency_seconds=5):
                 "latency_seconds": latency_seconds}
 
 
+# 4b. Code layout --------------------------------------------------------------------------------
+
+FUNCTION_ORDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli", "function-order.txt")
+
+
+def code_rss_kib(pid, binary):
+    """The resident part of `binary`'s executable mapping in process `pid`: its code in memory."""
+    real = os.path.realpath(binary)
+    total, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = len(parts) >= 6 and parts[1].startswith("r-x") and os.path.realpath(parts[5]) == real
+            elif inside and line.startswith("Rss:"):
+                total += int(parts[1])
+    return total
+
+
+def function_order_coverage(respawn):
+    """How many of the functions cli/function-order.txt lists the binary defines (a list gone stale
+    after a change of toolchain or dependencies names functions the binary no longer has)."""
+    with open(FUNCTION_ORDER) as f:
+        listed = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    out = subprocess.run(["nm", "--defined-only", respawn], capture_output=True, text=True, check=True).stdout
+    names = {line.split()[-1] for line in out.splitlines() if line.split()}
+    return {"listed": len(listed), "found": sum(1 for name in listed if name in names)}
+
+
+def code_layout(builds, workdir, rounds=3, seconds=5):
+    """The same load through builds that differ only in where their functions sit: per round and
+    build, a fresh `respawn serve`, 64 connections of GET then of the small POST; its largest RSS
+    (sampled every 0.25 s), its code's resident size at the end, and the requests/s."""
+    chat_lua = os.path.join(workdir, "chat-layout.lua")
+    with open(chat_lua, "w") as f:
+        f.write(CHAT_LUA)
+    res = {name: {"rss_max_kib": [], "code_kib": [], "rps_get": [], "rps_post": []} for name in builds}
+    names = list(builds)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            binary = builds[name]
+            with Serve(binary, workdir, mock_args=["--tokens", "1", "--token-latency", "0ms"]) as serve:
+                rss = []
+                with Sampler(lambda: rss_kib(serve.proc.pid), 0.25, rss):
+                    get = wrk(serve.port, 64, seconds, "/health")
+                    post = wrk(serve.port, 64, seconds, "/v1/chat/completions", chat_lua)
+                m = res[name]
+                m["rss_max_kib"].append(max(rss))
+                m["code_kib"].append(code_rss_kib(serve.proc.pid, binary))
+                m["rps_get"].append(get["rps"])
+                m["rps_post"].append(post["rps"])
+            log(f"  round {r + 1} {name}: largest RSS {m['rss_max_kib'][-1]} KiB, code {m['code_kib'][-1]} KiB, "
+                f"{get['rps']:.0f} / {post['rps']:.0f} req/s")
+    return res
+
+
 # 5. Streaming -----------------------------------------------------------------------------------
 
 def stream_request(tokens):
@@ -1125,6 +1182,30 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
         targets.append((f"Proxy: RSS a second after {bodies['bodies']} × {bodies['body_bytes'] / 2**20:.0f} MiB bodies "
                          "back near idle (≤ idle + 2 MiB)",
                         f"{after:.1f} MiB (idle {idle:.1f}, peak {peak:.1f})", after - idle <= 2))
+    cl = r.get("code_layout")
+    if cl:
+        b, cov = cl["builds"], cl["coverage"]
+        add("### Where the code sits, and the resident size")
+        add("")
+        add("Release builds hand the linker `cli/function-order.txt` (see `cli/build.rs`): the functions that "
+            "ran while `respawn serve` started, proxied GETs, small and streamed chat completions from 64 "
+            "connections at once, answered its control routes, restarted its child and shut down (a callgrind "
+            "run made by `scripts/function-order.sh`), hottest first. The linker places them together at the "
+            "start of the code, so a serving process touches one compact block of pages instead of pages "
+            "spread over the whole binary, each of which the kernel maps with its neighbours. In this run "
+            f"the build has {cov['found']:,} of the {cov['listed']:,} functions the list names. Below, the same "
+            "release build linked with the list and without it (`RESPAWN_FUNCTION_ORDER=off`): per round "
+            "and build a fresh `respawn serve`, 5 s of GET and 5 s of the small POST at 64 connections (wrk), "
+            "builds alternating; medians of 3 rounds.")
+        add("")
+        add("| Build | Largest RSS under load | Each round | Its code resident (r-x mapping) | Requests/s GET | Requests/s POST |")
+        add("|---|---|---|---|---|---|")
+        for name, label in (("unordered", "functions where the compiler put them"), ("ordered", "with the function order (the default)")):
+            m = b[name]
+            add(f"| {label} | **{median(m['rss_max_kib']) / 1024:.1f} MiB** | "
+                f"{', '.join(f'{x / 1024:.1f}' for x in m['rss_max_kib'])} MiB | {median(m['code_kib']) / 1024:.1f} MiB | "
+                f"{median(m['rps_get']):.0f} | {median(m['rps_post']):.0f} |")
+        add("")
     # 5
     sm = r["streaming"]
     add("## 5. Streaming")
@@ -1329,6 +1410,19 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
         "noise hides (respawn's CPU per request from `/proc` over 4 s wrk runs at 64 connections, the "
         "two builds side by side, 4 interleaved rounds each: GET median 29.5 → 27.7 µs, POST 28.3 → "
         "29.3 µs, the rounds spread over 26–43 µs) |")
+    if cl:
+        b = cl["builds"]
+        add(f"| Release builds place the functions that run while respawn serves next to each other "
+            f"(`cli/function-order.txt`, from a callgrind run of `respawn serve` by `scripts/function-order.sh`; "
+            f"lld's `--symbol-ordering-file`, given by `cli/build.rs`) | largest RSS of `respawn serve` at 64 "
+            f"connections (median of 3 rounds); its code resident | "
+            f"{median(b['unordered']['rss_max_kib']) / 1024:.1f} MiB; code {median(b['unordered']['code_kib']) / 1024:.1f} MiB "
+            f"(this run, the same build with `RESPAWN_FUNCTION_ORDER=off`) | "
+            f"{median(b['ordered']['rss_max_kib']) / 1024:.1f} MiB; code {median(b['ordered']['code_kib']) / 1024:.1f} MiB | "
+            "`/proc/PID/smaps` of the proxy under load: about 4.5 MiB of its 11.5 were its own code, nearly all "
+            "of the binary's 5.1 MB of machine code, though the functions that ran are 1.4 MB of it: each "
+            "touched page is mapped with its neighbours (the kernel's fault-around, 64 KiB), and the "
+            "functions that run were spread over the whole binary |")
     bodies = ov.get("bodies") if isinstance(ov, dict) else None
     if bodies:
         add(f"| Free memory returned to the system after a body of 1 MiB or more (glibc `malloc_trim`) | RSS a "
@@ -1357,7 +1451,8 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
         "sampling puts at 0.6 % of the proxy's time. A release build at `opt-level = \"s\"` shrinks the code "
         "from 6.24 to 4.16 MB and the RSS under 64 connections from 11.4 to 9.9 MiB, at 10 % more "
         "instructions per request (callgrind: GET 55,658 → 61,498, POST 69,693 → 76,757); per-crate levels "
-        "do not survive fat LTO (6.01 MB). Not adopted: it would trade the requests/s target for the RSS one.")
+        "do not survive fat LTO (6.01 MB). Not adopted: it would trade the requests/s target for the RSS one; "
+        "the function order (section 4) takes the RSS down without it, at the same instructions.")
     add("")
     # Summary
     add("## Targets")
@@ -1417,12 +1512,12 @@ MISSED_NOTES = {
         "cores (see each round above); what respawn adds per request is the request-path cost of the "
         "note above, and the same work closes both.",
     "Proxy: RSS under load ≤ 10 MiB":
-        "at rest about 7 of respawn's 8 MiB are file-backed pages (4.5 MiB of its own code, 1 MiB of "
-        "libc); under load the heap adds ~4 MiB, mostly awc's 16 KiB request buffers and actix-web's "
-        "per-connection codec (dhat at 64 connections: 3.9 MB peak), whose sizes neither exposes; "
-        "`MALLOC_ARENA_MAX=1` or `2` changed nothing. A smaller binary would close it: at `opt-level = "
-        "\"s\"` the RSS under this load is 9.9 MiB, at 10 % more instructions per request (see \"Left "
-        "as it is\" above).",
+        "compare the two builds of \"Where the code sits\" (section 4): a build whose function list "
+        "has gone stale (few of its names found) maps nearly all of its code again; rerun "
+        "`scripts/function-order.sh`. Under load the heap adds ~3.3 MiB in the two workers' malloc "
+        "arenas, mostly awc's 16 KiB request buffers and actix-web's per-connection codec (dhat at 64 "
+        "connections: 3.9 MB peak), whose sizes neither exposes; `MALLOC_ARENA_MAX=1` or `2` changed "
+        "nothing.",
     "respawn's own time in a restart < 50 ms":
         "see the steps of section 6: the readiness cadence (from 1 ms, at most 20 ms apart) bounds the "
         "listening → noticed part; a loaded machine can delay the spawn or a probe by more.",
@@ -1479,7 +1574,8 @@ def machine_info():
             "python": platform.python_version()}
 
 
-PARTS = ("hard_hang", "deadlock", "storm", "overhead", "streaming", "restart_time", "scaling", "many_streams")
+PARTS = ("hard_hang", "deadlock", "storm", "overhead", "code_layout", "streaming", "restart_time", "scaling",
+         "many_streams")
 
 
 def main():
@@ -1488,6 +1584,9 @@ def main():
     ap.add_argument("--out", required=True, help="the Markdown file to write")
     ap.add_argument("--command", default="scripts/bench.sh", help="the command shown in the document")
     ap.add_argument("--workdir", default=None, help="where logs go (default: a temporary directory)")
+    ap.add_argument("--respawn-unordered", default=None,
+                    help="the same release build linked without cli/function-order.txt "
+                         "(RESPAWN_FUNCTION_ORDER=off), for the code-layout part")
     ap.add_argument("--only", default=None,
                     help=f"comma-separated parts to run ({','.join(PARTS)}); the others come from "
                          "the last run's target/bench/results.json")
@@ -1545,6 +1644,15 @@ def main():
     if "overhead" in only:
         log("4. proxy overhead (about 8 minutes)")
         r["overhead"] = proxy_overhead(respawn, workdir)
+    if "code_layout" in only:
+        if not args.respawn_unordered:
+            ap.error("the code_layout part needs --respawn-unordered (scripts/bench.sh builds it)")
+        log("4b. code layout: the release build with and without its function order, 3 rounds (about 1 minute)")
+        r["code_layout"] = {
+            "builds": code_layout({"ordered": respawn, "unordered": os.path.abspath(args.respawn_unordered)},
+                                  workdir),
+            "coverage": function_order_coverage(respawn),
+        }
     if "streaming" in only:
         log("5. streaming")
         r["streaming"] = streaming(respawn, workdir)

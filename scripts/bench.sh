@@ -4,7 +4,8 @@
 # Measured side by side in one run: recovery from a hard hang (respawn vs the original design's restart
 # loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
-# and 64 servers, and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
+# and 64 servers, the resident size of the release build with and without its function order
+# (cli/function-order.txt), and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
 # per-chunk lag). About 15 minutes on 2 cores (the last whole run: 15.0). Not part of CI; nothing here is a pass/fail test.
 # Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
 # parts and keeps the other figures of the last full run (target/bench/results.json).
@@ -23,6 +24,11 @@ if ((${#need_apt[@]})); then
 fi
 command -v python3 >/dev/null 2>&1 || { echo "python3 is needed to drive the benchmarks" >&2; exit 1; }
 
+# The same release build linked without its function order (cli/function-order.txt), for the
+# code-layout part, then the build everyone gets.
+mkdir -p target/bench
+RESPAWN_FUNCTION_ORDER=off cargo build --release --locked -p respawn-cli
+cp target/release/respawn target/bench/respawn-unordered
 cargo build --release --locked
 # The load generator of the many-streams part.
 cargo build --release --locked --example stream_clients
@@ -31,6 +37,7 @@ rm -rf "$workdir"
 mkdir -p "$workdir"
 python3 benches/driver.py \
     --respawn target/release/respawn \
+    --respawn-unordered target/bench/respawn-unordered \
     --out docs/BENCHMARKS.md \
     --command "scripts/bench.sh" \
     --workdir "$workdir" \

@@ -109,6 +109,11 @@ impl QuarantineBoard {
         self.changed.notify_waiters();
     }
 
+    /// The fingerprint on trial now, on whichever replica, if any.
+    pub fn trial(&self) -> Option<Fingerprint> {
+        self.trial.lock().map(|(fingerprint, _)| fingerprint)
+    }
+
     /// The fingerprint on trial on `replica` now, if any.
     pub fn trial_on(&self, replica: usize) -> Option<Fingerprint> {
         match *self.trial.lock() {

@@ -56,6 +56,10 @@ pub struct StatusDocument {
     /// The request fingerprints under quarantine now (never the prompt text).
     #[serde(default)]
     pub quarantined: Vec<QuarantinedFingerprint>,
+    /// The fingerprint of the suspect request being tried alone now (its trial: a hang before it
+    /// ends convicts it); absent when no trial runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_trial: Option<String>,
     /// A pool's replicas, ordered by index (absent for a lone server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaStatus>>,
@@ -116,6 +120,7 @@ impl StatusDocument {
             in_flight: u64::try_from(in_flight).unwrap_or(u64::MAX),
             requests_total,
             quarantined: Vec::new(),
+            on_trial: None,
             replicas: None,
             ready_replicas: None,
         }

@@ -16,8 +16,9 @@
 //! - exactly one restart per incident. An *incident* is one event that leaves the model server
 //!   unable to answer: a wedge point or a crash point of the mock that fired (read from its state
 //!   file), or one SIGSTOP or SIGKILL sent by this test. Injections happen one at a time, only
-//!   once every planned mock fault has fired and the server is ready and settled, so incidents
-//!   never overlap. 500s, dropped streams and slow starts are faults too, but not incidents: they
+//!   once every planned mock fault has fired and the server is ready and settled with no suspect
+//!   request on trial (`on_trial` in the status: a fault from outside then would frame it), so
+//!   incidents never overlap. 500s, dropped streams and slow starts are faults too, but not incidents: they
 //!   must cost no restart at all;
 //! - respawn's resident memory at the end is within 20 MiB of what it was after the first phase.
 //!
@@ -202,14 +203,22 @@ fn fired(state_file: &str) -> (usize, usize) {
 
 /// The current generation when the server is ready, else `None`.
 fn ready_generation(run: &Respawn) -> Option<(u64, u32)> {
+    ready_status(run).map(|(generation, pid, _)| (generation, pid))
+}
+
+/// The current generation, the model server's PID and whether a suspect request is on trial,
+/// when the server is ready; else `None`.
+fn ready_status(run: &Respawn) -> Option<(u64, u32, bool)> {
     let status = get(run.addr(), "/respawn/status").ok()?.try_json()?;
     run.remember(&status);
     if status["state"] != "ready" {
         return None;
     }
+    let on_trial = status.get("on_trial").is_some_and(|trial| !trial.is_null());
     Some((
         status["generation"].as_u64()?,
         status["pid"].as_u64()? as u32,
+        on_trial,
     ))
 }
 
@@ -391,12 +400,14 @@ fn chaos_soak_loses_nothing_answers_once_and_restarts_once_per_incident() {
         if enough {
             break;
         }
-        // Settled: ready on the same generation for a while. The status names the model
-        // server itself (`pid`), the process to freeze or kill.
+        // Settled: ready on the same generation for a while, with no suspect on trial (an
+        // incident from outside during a trial would frame the request tried alone: the trial
+        // exists to convict what hangs the server while it runs alone). The status names the
+        // model server itself (`pid`), the process to freeze or kill.
         let (generation, server) = wait_for(Duration::from_secs(120), || {
-            let first = ready_generation(&run)?;
+            let first = ready_status(&run).filter(|(_, _, on_trial)| !on_trial)?;
             std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
-            (ready_generation(&run)? == first).then_some(first)
+            (ready_status(&run)? == first).then_some((first.0, first.1))
         })
         .unwrap_or_else(|| panic!("the server did not settle:\n{}", run.log_text()));
         let sig = if (stops + kills) % 2 == 0 {

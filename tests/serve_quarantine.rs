@@ -207,11 +207,33 @@ fn a_poison_prompt_among_busy_clients_is_quarantined_alone_and_tried_again_after
     });
     clients.wait_successes(16);
 
+    // Every fingerprint the status names as tried alone (`on_trial`) while the poison is sent.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (watching, addr) = (Arc::clone(&watching), serve.addr);
+        thread::spawn(move || {
+            let mut seen: Vec<String> = Vec::new();
+            while watching.load(Ordering::Acquire) {
+                let status = common::get(addr, "/respawn/status", Duration::from_secs(5))
+                    .ok()
+                    .and_then(|reply| serde_json::from_slice::<Value>(&reply.body).ok());
+                if let Some(trial) = status.as_ref().and_then(|s| s["on_trial"].as_str()) {
+                    if !seen.iter().any(|s| s == trial) {
+                        seen.push(trial.to_owned());
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
     let sent = std::time::Instant::now();
     let poison = serve
         .chat("a POISON prompt", 8, CLIENT_TIMEOUT)
         .expect("the poison request");
     let took = sent.elapsed();
+    watching.store(false, Ordering::Release);
+    let on_trial = watcher.join().expect("the status watcher");
     assert_eq!(poison.status, 422, "{}", poison.text());
     assert!(
         poison.text().contains("request_quarantined") && poison.text().contains("quarantined for"),
@@ -227,7 +249,18 @@ fn a_poison_prompt_among_busy_clients_is_quarantined_alone_and_tried_again_after
     );
     let quarantined = status["quarantined"].as_array().expect("a list").clone();
     assert_eq!(quarantined.len(), 1, "{status}");
-    assert!(quarantined[0]["fingerprint"].is_string(), "{status}");
+    let convicted = quarantined[0]["fingerprint"]
+        .as_str()
+        .expect("its fingerprint");
+    // Convicted at its trial, which the status showed while it ran.
+    assert!(
+        on_trial.iter().any(|fingerprint| fingerprint == convicted),
+        "the status named {convicted} on trial before its conviction; it named {on_trial:?}"
+    );
+    assert!(
+        status.get("on_trial").is_none(),
+        "no trial runs now: {status}"
+    );
     assert!(
         quarantined[0]["expires"].as_u64() > quarantined[0]["since"].as_u64(),
         "{status}"

@@ -173,6 +173,11 @@ impl Control {
         );
         document.containment = self.containment.map(str::to_owned);
         document.quarantined = quarantined(self);
+        document.on_trial = self
+            .snapshot
+            .board()
+            .trial()
+            .map(|fingerprint| format!("{:016x}", fingerprint.0));
         if let Some(replicas) = &self.replicas {
             replicas.fill_status(&mut document);
         }

@@ -155,6 +155,7 @@ mod tests {
             in_flight: 0,
             requests_total: 9,
             quarantined: Vec::new(),
+            on_trial: None,
             replicas: None,
             ready_replicas: None,
         }

@@ -1492,11 +1492,18 @@ PROXY_COST_NOTE = (
     "56,000 instructions per GET and 70,000 per small POST. The largest part that remains and is not "
     "respawn's: awc builds a new HTTP/1 codec with a default configuration for every request, whose "
     "date service arms a timer and spawns a task (a wake of tokio's driver through its eventfd for 0.17 "
-    "of requests, ~17 KB allocated; a shared configuration per pool in awc would remove both). Next: "
-    "send through awc's connector and connection directly (its `Connector::finish` service and "
-    "`Connection::send_request`, both public), which skips the client's request builder, its URL "
-    "parse and its boxed layers (3,000 to 5,000 of the instructions per request in callgrind), and the "
-    "body's fingerprint hashed only when an incident needs it (~600 instructions per small POST)."
+    "of requests, and once per request at one connection; ~17 KB allocated). That codec cannot be "
+    "avoided from outside awc: every send path of awc goes through its HTTP/1 sender, which builds it; "
+    "a connection taken from awc's pool can only be given back by awc itself (`H1Connection::on_release` "
+    "is private to the crate), and a client middleware that answered in awc's place could not build "
+    "its `ClientResponse` (`ClientResponse::new` is private too). Sending through `Connector::finish` "
+    "and `Connection::send_request`, the step this file named before, still goes through that sender. "
+    "The process that uses more CPU per request is also the one preempted more on 2 shared cores: "
+    "respawn is switched out involuntarily 0.48–0.58 times per request against nginx's 0.37–0.46 "
+    "(`/proc/PID/task/*/status` over 4 s wrk runs, 2026-12-02), and perf puts 16 % of its samples in the "
+    "switch back after a `send` whose receiver took the CPU. Next: a codec configuration shared per "
+    "connection pool in awc itself (it would remove the task, the timer, the eventfd write and the "
+    "allocation per request), measured with callgrind and strace before and after."
 )
 
 MISSED_NOTES = {

@@ -844,7 +844,7 @@ def scaling(respawn, workdir, sizes=(1, 8, 64), window=30):
                 s.__enter__()
             time.sleep(5)
             pids = [s.proc.pid for s in serves]
-            guardians = [s.status().get("pid") for s in serves]
+            guardians = [s.status().get("guardian_pid") for s in serves]
             mocks = [s.server_pid() for s in serves]
             t0 = time.time()
             c0 = sum(cpu_ticks(p) for p in pids)
@@ -1006,7 +1006,7 @@ def fmt(x, digits=1):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def write_doc(path, r, command, machine, started, finished, rerun=None):
+def write_doc(path, r, command, machine, started, finished, reruns=()):
     L = []
     add = L.append
     add("# Benchmarks")
@@ -1019,7 +1019,7 @@ def write_doc(path, r, command, machine, started, finished, rerun=None):
     add(f"- Machine: {machine['nproc']} cores, {machine['cpu']}, Linux {machine['kernel']}, {machine['mem']}")
     add(f"- Tools: {machine['rustc']}; {r['overhead']['nginx']}; {machine['wrk']}; Python {machine['python']}")
     add(f"- Date: {started} to {finished} (UTC)")
-    if rerun:
+    for rerun in reruns:
         add(f"- Rerun of {', '.join(rerun['parts'])} on {rerun['started']} to {rerun['finished']} (UTC) "
             f"with `--only`; the other figures are from the run above")
     add("- The model server is `respawn mock` (a real process; see `docs/MOCK.md`) with its defaults "
@@ -1607,6 +1607,7 @@ def main():
     if unknown:
         ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     r = {}
+    reruns = []
     first_started = started
     if only != set(PARTS):
         try:
@@ -1615,6 +1616,7 @@ def main():
             r = earlier["results"]
             first_started = earlier.get("started", "an earlier run")
             first_finished = earlier.get("finished", "")
+            reruns = earlier.get("reruns", [])
         except (OSError, ValueError, KeyError):
             ap.error("--only needs the figures of an earlier full run in target/bench/results.json")
     if "hard_hang" in only:
@@ -1675,10 +1677,15 @@ def main():
     finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     if only == set(PARTS):
         first_finished = finished
+    else:
+        # Each part's figures come from its latest run: a rerun supersedes earlier reruns of the
+        # same parts.
+        reruns = [x for x in reruns if not set(x["parts"]) <= only]
+        reruns.append({"parts": sorted(only), "started": started, "finished": finished})
     os.makedirs("target/bench", exist_ok=True)
     with open("target/bench/results.json", "w") as f:
         json.dump({"machine": machine_info(), "results": r, "started": first_started,
-                   "finished": first_finished}, f, indent=2)
+                   "finished": first_finished, "reruns": reruns}, f, indent=2)
     # Figures measured by other commands (the batch run, the real llama-server) live after this
     # marker; a rerun keeps them.
     marker = "<!-- figures measured by other commands: kept across reruns -->"
@@ -1688,10 +1695,7 @@ def main():
             old = f.read()
         if marker in old:
             kept = old[old.index(marker):]
-    rerun = None
-    if only != set(PARTS):
-        rerun = {"parts": sorted(only), "started": started, "finished": finished}
-    write_doc(args.out, r, args.command, machine_info(), first_started, first_finished, rerun)
+    write_doc(args.out, r, args.command, machine_info(), first_started, first_finished, reruns)
     if kept:
         with open(args.out, "a") as f:
             f.write("\n" + kept)

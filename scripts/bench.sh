@@ -5,7 +5,8 @@
 # loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
 # and 64 servers, the resident size of the release build with and without its function order
-# (cli/function-order.txt), and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
+# (cli/function-order.txt), the release build with and without its compiler profile
+# (cli/pgo/respawn.profdata), and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
 # per-chunk lag). About 15 minutes on 2 cores (the last whole run: 15.0). Not part of CI; nothing here is a pass/fail test.
 # Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
 # parts and keeps the other figures of the last full run (target/bench/results.json).
@@ -24,20 +25,25 @@ if ((${#need_apt[@]})); then
 fi
 command -v python3 >/dev/null 2>&1 || { echo "python3 is needed to drive the benchmarks" >&2; exit 1; }
 
-# The same release build linked without its function order (cli/function-order.txt), for the
-# code-layout part, then the build everyone gets.
+# Twins of the release build for the parts that compare builds: the same code without its profile
+# (cli/pgo/respawn.profdata; in a target directory of its own, since the profile changes every
+# crate's compilation) and linked without its function order (cli/function-order.txt); then the
+# build everyone gets (scripts/release-build.sh).
 mkdir -p target/bench
-RESPAWN_FUNCTION_ORDER=off cargo build --release --locked -p respawn-cli
+RESPAWN_PGO=off scripts/release-build.sh -p respawn-cli --target-dir target/bench/build-no-pgo
+cp target/bench/build-no-pgo/release/respawn target/bench/respawn-no-pgo
+RESPAWN_FUNCTION_ORDER=off scripts/release-build.sh -p respawn-cli
 cp target/release/respawn target/bench/respawn-unordered
-cargo build --release --locked
+scripts/release-build.sh
 # The load generator of the many-streams part.
-cargo build --release --locked --example stream_clients
+scripts/release-build.sh --example stream_clients
 workdir="target/bench/logs"
 rm -rf "$workdir"
 mkdir -p "$workdir"
 python3 benches/driver.py \
     --respawn target/release/respawn \
     --respawn-unordered target/bench/respawn-unordered \
+    --respawn-no-pgo target/bench/respawn-no-pgo \
     --out docs/BENCHMARKS.md \
     --command "scripts/bench.sh" \
     --workdir "$workdir" \

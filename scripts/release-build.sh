@@ -12,12 +12,13 @@ cd "$(dirname "$0")/.."
 . scripts/lib/llvm.sh
 
 profile="$PWD/cli/pgo/respawn.profdata"
+llvm="$(rustc_llvm_major)"
 if [ "${RESPAWN_PGO:-}" = off ]; then
     echo "release build without the profile (RESPAWN_PGO=off)" >&2
 elif [ ! -f "$profile" ] || [ ! -f cli/pgo/llvm-major ]; then
     echo "release build without the profile: cli/pgo/respawn.profdata is missing (scripts/pgo-profile.sh makes it)" >&2
-elif [ "$(rustc_llvm_major)" -lt "$(cat cli/pgo/llvm-major)" ]; then
-    echo "release build without the profile: it was written by LLVM $(cat cli/pgo/llvm-major), the compiler's is $(rustc_llvm_major)" >&2
+elif ! [[ "$llvm" =~ ^[0-9]+$ ]] || [ "$llvm" -lt "$(cat cli/pgo/llvm-major)" ]; then
+    echo "release build without the profile: it was written by LLVM $(cat cli/pgo/llvm-major), the compiler's is ${llvm:-unknown}" >&2
 else
     export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$profile"
 fi

@@ -384,6 +384,11 @@ fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: boo
         move |(gen, job, mut running, mut pace, step)| async move {
             let (item, next) = match step {
                 StreamStep::Token(index) if drop_at == Some(index) => {
+                    // The chunks before the cut reach the client first: a server slowed down
+                    // (a busy machine) can make the last token and the cut in one poll, and
+                    // actix drops what it has not yet written when a body fails. Yielding once
+                    // lets it write them.
+                    tokio::task::yield_now().await;
                     error!(id = %job.id, "dropping the connection mid-stream (--drop-stream-rate)");
                     let err = std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,

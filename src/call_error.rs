@@ -32,6 +32,14 @@ pub enum CallError {
         /// Until the quarantine ends.
         remaining: Duration,
     },
+    /// The path is not one an HTTP request can carry: nothing was sent.
+    #[error("`{path}` is not a path and query for the model server: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl CallError {
@@ -41,6 +49,7 @@ impl CallError {
             CallError::Unavailable(_) => 503,
             CallError::GaveUp { status, .. } => *status,
             CallError::Quarantined { .. } => 422,
+            CallError::InvalidPath { .. } => 400,
         }
     }
 
@@ -60,6 +69,7 @@ impl CallError {
             CallError::Unavailable(_) => FailureClass::Unavailable,
             CallError::GaveUp { .. } => FailureClass::RetriesExhausted,
             CallError::Quarantined { .. } => FailureClass::Quarantined,
+            CallError::InvalidPath { .. } => FailureClass::BadRequest,
         }
     }
 }

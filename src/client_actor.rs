@@ -9,6 +9,7 @@
 //! was collected.
 
 use actix::prelude::*;
+use actix_web::http::uri::PathAndQuery;
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
 use respawn_core::{AttemptOutcome, Generation};
@@ -62,13 +63,28 @@ impl Handler<Call> for ClientActor {
 pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallError> {
     let shared = upstream.shared();
     let clock = shared.clock;
+    let path_and_query = match PathAndQuery::try_from(msg.path.as_str()) {
+        Ok(parsed) if parsed.as_str().starts_with('/') => parsed,
+        Ok(_) => {
+            return Err(CallError::InvalidPath {
+                path: msg.path,
+                reason: "it does not start with `/`".to_owned(),
+            })
+        }
+        Err(err) => {
+            return Err(CallError::InvalidPath {
+                path: msg.path,
+                reason: err.to_string(),
+            })
+        }
+    };
     let out = Outgoing {
         method: msg.method,
-        path_and_query: msg.path,
+        path_and_query,
         headers: msg.headers,
         body: msg.body,
     };
-    let fp = fingerprint(out.method.as_str(), &out.path_and_query, &out.body);
+    let fp = fingerprint(out.method.as_str(), out.path_and_query.as_str(), &out.body);
     let mut id = Identity::new(fp);
     let mut plan = upstream.plan();
     let mut want = Generation::NONE;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::header::{HeaderMap, HeaderValue, HOST};
+use actix_web::http::uri::{Authority, PathAndQuery, Scheme};
 use actix_web::http::Method;
 use actix_web::http::Uri;
 use actix_web::rt::net::TcpStream;
@@ -132,8 +133,9 @@ impl Drop for TrialGuard {
 pub struct Outgoing {
     /// The HTTP method.
     pub method: Method,
-    /// Path and query, starting with `/`.
-    pub path_and_query: String,
+    /// Path and query, starting with `/` (parsed once: the proxy takes the client's, already
+    /// parsed by actix-web, and each attempt's URI is put together from it without a copy).
+    pub path_and_query: PathAndQuery,
     /// End-to-end headers to forward.
     pub headers: HeaderMap,
     /// The request body.
@@ -176,6 +178,21 @@ pub struct Upstream {
     host: Option<HeaderValue>,
     /// The last generation's `x-respawn-generation` value, made once per generation.
     generation_value: Rc<RefCell<Option<(Generation, HeaderValue)>>>,
+    /// The model server's scheme and authority, parsed once (see [`origin`]).
+    origin: Option<Rc<(Scheme, Authority)>>,
+}
+
+/// The scheme and authority of `base_url` (`http://host:port`), parsed once per worker: each
+/// attempt's URI is then put together from these parts and the request's parsed path, where
+/// a URL written out as text would be allocated and parsed again for every attempt. `None` when
+/// the base URL has a path of its own: the request's path is then appended to it as text.
+fn origin(base_url: &str) -> Option<Rc<(Scheme, Authority)>> {
+    let uri: Uri = base_url.parse().ok()?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return None;
+    }
+    let parts = uri.into_parts();
+    Some(Rc::new((parts.scheme?, parts.authority?)))
 }
 
 /// The `Host` header for requests to `base_url` (`http://host:port`): the host, with the port
@@ -235,13 +252,34 @@ impl Upstream {
     /// A sender for this worker.
     pub fn new(shared: Arc<UpstreamShared>) -> Self {
         let host = host_header(&shared.config.base_url);
+        let origin = origin(&shared.config.base_url);
         Self {
             shared,
             client: build_client(),
             poison: Rc::new(PoisonCache::default()),
             host,
             generation_value: Rc::new(RefCell::new(None)),
+            origin,
         }
+    }
+
+    /// A request to `path_and_query` on the model server, its URI put together from parts when
+    /// the base URL has no path of its own, written out as text otherwise.
+    fn request(&self, method: Method, path_and_query: &PathAndQuery) -> awc::ClientRequest {
+        if let Some(origin) = &self.origin {
+            let mut parts = actix_web::http::uri::Parts::default();
+            parts.scheme = Some(origin.0.clone());
+            parts.authority = Some(origin.1.clone());
+            parts.path_and_query = Some(path_and_query.clone());
+            if let Ok(uri) = Uri::from_parts(parts) {
+                return self.client.request(method, uri);
+            }
+        }
+        let base = &self.shared.config.base_url;
+        let mut url = String::with_capacity(base.len() + path_and_query.as_str().len());
+        url.push_str(base);
+        url.push_str(path_and_query.as_str());
+        self.client.request(method, url)
     }
 
     /// The `x-respawn-generation` value for `generation`: this worker's copy while the
@@ -616,11 +654,7 @@ impl Upstream {
     ) -> Result<Delivered, AttemptOutcome> {
         let shared = &self.shared;
         let generation = plan.generation();
-        let base = &shared.config.base_url;
-        let mut url = String::with_capacity(base.len() + out.path_and_query.len());
-        url.push_str(base);
-        url.push_str(&out.path_and_query);
-        let mut request = self.client.request(out.method.clone(), url);
+        let mut request = self.request(out.method.clone(), &out.path_and_query);
         // Into the client's own map (made with room for 16 names): no second map per attempt.
         let headers = request.headers_mut();
         for (name, value) in out.headers.iter() {

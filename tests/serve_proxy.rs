@@ -1,6 +1,7 @@
 //! The proxy behaves as a proxy must: a body over the limit is refused with 413, hop-by-hop
-//! headers do not cross it in either direction, and a client that leaves mid-stream cancels
-//! the child's work.
+//! headers do not cross it in either direction, the request line reaches the server as the
+//! client wrote it (under the upstream URL's own path, if it has one), and a client that leaves
+//! mid-stream cancels the child's work.
 
 mod common;
 
@@ -96,6 +97,57 @@ impl EchoServer {
             }
         });
         EchoServer { addr, heads }
+    }
+}
+
+/// `respawn serve` in front of `echo`, reached at `upstream` (its URL with or without a path).
+fn serve_in_front_of(upstream: &str) -> Serve {
+    Serve::start(ServeOptions {
+        args: common::fast_args(&["--upstream", upstream]),
+        command: Vec::new(),
+        env: vec![("ENABLE_SERVER_RESTART".into(), "false".into())],
+        no_wait: false,
+        hold_stderr: false,
+    })
+}
+
+#[test]
+fn the_request_line_reaches_the_server_as_the_client_wrote_it() {
+    let echo = EchoServer::start();
+    let paths = [
+        "/v1/echo",
+        "/v1/echo?stream=true&x=%2F%20y",
+        "/v1/echo/a%2Fb?",
+        "/v1/echo/{id}|\"q\"^",
+        "/v1/%C3%A9cho?q=1?2",
+    ];
+    for (upstream, prefix) in [
+        (format!("http://{}", echo.addr), ""),
+        (format!("http://{}/", echo.addr), ""),
+        (format!("http://{}/models/a", echo.addr), "/models/a"),
+    ] {
+        let serve = serve_in_front_of(&upstream);
+        for path in paths {
+            let raw = format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+                serve.addr
+            );
+            let answer =
+                raw_exchange(serve.addr, raw.as_bytes(), Duration::from_secs(10)).expect("request");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with("HTTP/1.1 200 "),
+                "{upstream} {path}: {answer}"
+            );
+            let line = format!("POST {prefix}{path} HTTP/1.1\r\n");
+            let heads = echo.heads.lock().clone();
+            assert!(
+                heads.last().is_some_and(|h| h.starts_with(&line)),
+                "through {upstream}, {line:?} expected, the server saw {:?}",
+                heads.last()
+            );
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //!    generation and PID, request again, clean up;
 //! 2. fallback: a server respawn does not own, restarted through its REST `/restart` endpoint and
 //!    brought back by its supervising parent (here another `respawn serve`, standing in for systemd);
-//! 3. manual restart through a registry handle.
+//! 3. manual restart through a registry handle;
+//!
+//! and, with the same supervised server, what the original design's client did not check: a
+//! path that no HTTP request can carry is refused before anything is sent.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,8 +14,10 @@ use std::time::Duration;
 use actix::Actor;
 use respawn::auth::AdminToken;
 use respawn::client_actor::{Call, ClientActor};
+use respawn::metrics::FailureClass;
 use respawn::registry::Registry;
 use respawn::supervisor::{RestRestart, Supervisor, SupervisorConfig, Target};
+use respawn::upstream::CallError;
 use respawn_core::{Generation, Phase};
 
 fn respawn_bin() -> &'static str {
@@ -251,4 +256,50 @@ async fn manual_restart_through_a_registry_handle() {
     for (_, supervisor) in registry.iter() {
         supervisor.stop(Duration::from_secs(2)).await;
     }
+}
+
+#[actix_rt::test]
+async fn a_path_no_request_can_carry_is_refused_before_anything_is_sent() {
+    let supervisor =
+        Supervisor::start(fast_config("paths"), mock_target("paths", &[])).expect("start");
+    supervisor
+        .wait_ready(Duration::from_secs(20))
+        .await
+        .expect("ready");
+    let client = ClientActor::new(supervisor.upstream_shared().clone()).start();
+    for (path, why) in [
+        ("v1/chat/completions", "does not start with `/`"),
+        ("/v1/chat completions", "invalid uri character"),
+    ] {
+        let mut call = ask("hello");
+        call.path = path.to_owned();
+        let err = client
+            .send(call)
+            .await
+            .expect("actor")
+            .expect_err("refused");
+        assert!(
+            matches!(&err, CallError::InvalidPath { path: given, .. } if given == path),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.class(), FailureClass::BadRequest);
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // Nothing reached the server: it finished no completion, and the next request is its first.
+    let mut metrics = ask("");
+    metrics.method = actix_web::http::Method::GET;
+    metrics.path = "/metrics".to_owned();
+    metrics.body = bytes::Bytes::new();
+    let answer = client.send(metrics).await.expect("actor").expect("metrics");
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(text.contains("mock:completions_total 0"), "{text}");
+    let answer = client
+        .send(ask("hello"))
+        .await
+        .expect("actor")
+        .expect("answer");
+    assert!(answer.status.is_success());
+    assert_eq!(answer.generation, Generation(1));
+    supervisor.stop(Duration::from_secs(2)).await;
 }

@@ -535,7 +535,7 @@ async fn a_request_without_a_first_byte_reports_a_hang_and_waits_for_the_next_ge
     let upstream = upstream_for(&h, format!("http://{addr}"), 1);
     let out = crate::upstream::Outgoing {
         method: actix_web::http::Method::POST,
-        path_and_query: "/v1/completions".to_owned(),
+        path_and_query: actix_web::http::uri::PathAndQuery::from_static("/v1/completions"),
         headers: actix_web::http::header::HeaderMap::new(),
         body: bytes::Bytes::from_static(b"{}"),
     };
@@ -803,7 +803,7 @@ async fn an_answer_that_begins_after_its_generation_is_being_restarted_goes_to_t
     let upstream = upstream_with(&h, format!("http://{addr}"), 3, Duration::from_secs(60));
     let out = crate::upstream::Outgoing {
         method: actix_web::http::Method::POST,
-        path_and_query: "/v1/chat/completions".to_owned(),
+        path_and_query: actix_web::http::uri::PathAndQuery::from_static("/v1/chat/completions"),
         headers: actix_web::http::header::HeaderMap::new(),
         body: bytes::Bytes::from_static(b"{}"),
     };

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::uri::PathAndQuery;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -202,12 +203,13 @@ async fn forward_with(
         }
         headers.append(name.clone(), value.clone());
     }
+    // Parsed by actix-web already: a clone shares its bytes.
     let path_and_query = req
         .uri()
         .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let fp = fingerprint(req.method().as_str(), &path_and_query, &body);
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let fp = fingerprint(req.method().as_str(), path_and_query.as_str(), &body);
     let out = Outgoing {
         method: req.method().clone(),
         path_and_query,
@@ -242,6 +244,7 @@ async fn forward_with(
                 CallError::Unavailable(_) => "server_unavailable",
                 CallError::GaveUp { .. } => "upstream_failed",
                 CallError::Quarantined { .. } => "request_quarantined",
+                CallError::InvalidPath { .. } => "bad_request",
             };
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = error_response(status, kind, &err.to_string());
@@ -333,7 +336,7 @@ async fn forward_with(
     }
     let completeness = Completeness {
         length,
-        ends_with_done: sse && out.path_and_query.contains("/completions"),
+        ends_with_done: sse && out.path_and_query.as_str().contains("/completions"),
     };
     let watch = BodyWatch {
         plan,
@@ -344,7 +347,7 @@ async fn forward_with(
         completeness,
     };
     let resume = shared.config.resume;
-    let kind = stream_kind(&out.method, &out.path_and_query, sse, status)
+    let kind = stream_kind(&out.method, out.path_and_query.as_str(), sse, status)
         .filter(|_| length.is_none() && resume.mode != ResumeMode::Off);
     let body = WatchedBody::new(delivered.first, delivered.response, watch);
     if let Some(kind) = kind {

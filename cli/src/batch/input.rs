@@ -152,6 +152,8 @@ fn parse_line(line: usize, text: &str) -> Result<BatchRequest, InputError> {
     if !url.starts_with('/')
         || url.starts_with("//")
         || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        // What an HTTP request line cannot carry (the client would refuse it at send time).
+        || actix_web::http::uri::PathAndQuery::try_from(url.as_str()).is_err()
     {
         return Err(InputError::NotAPath { line, url });
     }
@@ -282,6 +284,8 @@ mod tests {
             "v1/chat/completions",
             "//host/x",
             "/v1/a b",
+            "/v1/x<y>",
+            "/v1/x`y",
         ] {
             let text = format!(r#"{{"custom_id":"x","method":"POST","url":"{url}","body":{{}}}}"#);
             assert!(

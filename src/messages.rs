@@ -154,7 +154,9 @@ pub struct CallResponse {
 pub struct Call {
     /// The HTTP method.
     pub method: Method,
-    /// Path and query, e.g. `/v1/chat/completions`.
+    /// Path and query, e.g. `/v1/chat/completions`. One that no HTTP request can carry (no
+    /// leading `/`, a space, `<`) is refused before anything is sent:
+    /// [`CallError::InvalidPath`].
     pub path: String,
     /// Headers to send.
     pub headers: HeaderMap,

@@ -59,25 +59,25 @@ impl Handler<Call> for ClientActor {
     }
 }
 
+/// `path` as the path and query of a request to the model server, or why no HTTP request can
+/// carry it (no leading `/`, a space, `<`): [`CallError::InvalidPath`].
+pub fn path_and_query(path: &str) -> Result<PathAndQuery, CallError> {
+    let invalid = |reason: String| CallError::InvalidPath {
+        path: path.to_owned(),
+        reason,
+    };
+    match PathAndQuery::try_from(path) {
+        Ok(parsed) if parsed.as_str().starts_with('/') => Ok(parsed),
+        Ok(_) => Err(invalid("it does not start with `/`".to_owned())),
+        Err(err) => Err(invalid(err.to_string())),
+    }
+}
+
 /// Sends one whole request; see the module docs.
 pub async fn call(upstream: &Upstream, msg: Call) -> Result<CallResponse, CallError> {
     let shared = upstream.shared();
     let clock = shared.clock;
-    let path_and_query = match PathAndQuery::try_from(msg.path.as_str()) {
-        Ok(parsed) if parsed.as_str().starts_with('/') => parsed,
-        Ok(_) => {
-            return Err(CallError::InvalidPath {
-                path: msg.path,
-                reason: "it does not start with `/`".to_owned(),
-            })
-        }
-        Err(err) => {
-            return Err(CallError::InvalidPath {
-                path: msg.path,
-                reason: err.to_string(),
-            })
-        }
-    };
+    let path_and_query = path_and_query(&msg.path)?;
     let out = Outgoing {
         method: msg.method,
         path_and_query,

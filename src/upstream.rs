@@ -182,25 +182,22 @@ pub struct Upstream {
     origin: Option<Rc<(Scheme, Authority)>>,
 }
 
-/// The scheme and authority of `base_url` (`http://host:port`), parsed once per worker: each
+/// The scheme and authority of the base URL (`http://host:port`), kept once per worker: each
 /// attempt's URI is then put together from these parts and the request's parsed path, where
 /// a URL written out as text would be allocated and parsed again for every attempt. `None` when
 /// the base URL has a path of its own: the request's path is then appended to it as text.
-fn origin(base_url: &str) -> Option<Rc<(Scheme, Authority)>> {
-    let uri: Uri = base_url.parse().ok()?;
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+fn origin(base: &Uri) -> Option<Rc<(Scheme, Authority)>> {
+    if !matches!(base.path(), "" | "/") || base.query().is_some() {
         return None;
     }
-    let parts = uri.into_parts();
-    Some(Rc::new((parts.scheme?, parts.authority?)))
+    Some(Rc::new((base.scheme()?.clone(), base.authority()?.clone())))
 }
 
-/// The `Host` header for requests to `base_url` (`http://host:port`): the host, with the port
+/// The `Host` header for requests to the base URL (`http://host:port`): the host, with the port
 /// unless it is the scheme's default, as an HTTP client writes it.
-fn host_header(base_url: &str) -> Option<HeaderValue> {
-    let uri: actix_web::http::Uri = base_url.parse().ok()?;
-    let host = uri.host()?;
-    let value = match uri.port_u16() {
+fn host_header(base: &Uri) -> Option<HeaderValue> {
+    let host = base.host()?;
+    let value = match base.port_u16() {
         None | Some(80) | Some(443) => host.to_owned(),
         Some(port) => format!("{host}:{port}"),
     };
@@ -251,8 +248,9 @@ pub fn tcp_connector() -> impl actix_service::Service<
 impl Upstream {
     /// A sender for this worker.
     pub fn new(shared: Arc<UpstreamShared>) -> Self {
-        let host = host_header(&shared.config.base_url);
-        let origin = origin(&shared.config.base_url);
+        let base: Option<Uri> = shared.config.base_url.parse().ok();
+        let host = base.as_ref().and_then(host_header);
+        let origin = base.as_ref().and_then(origin);
         Self {
             shared,
             client: build_client(),

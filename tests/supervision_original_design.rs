@@ -83,6 +83,17 @@ fn ask(prompt: &str) -> Call {
     )
 }
 
+/// Asks `prompt` through `client` and checks that `generation` answered it successfully.
+async fn answered_by(client: &actix::Addr<ClientActor>, prompt: &str, generation: Generation) {
+    let answer = client
+        .send(ask(prompt))
+        .await
+        .expect("actor")
+        .expect("answer");
+    assert!(answer.status.is_success());
+    assert_eq!(answer.generation, generation);
+}
+
 fn group_alive(pgid: u32) -> bool {
     !respawn_backends::group_members(pgid).is_empty()
 }
@@ -99,13 +110,7 @@ async fn full_restart_through_the_process_strategy() {
     let old_pid = supervisor.state().borrow().pid.expect("pid");
     let client = ClientActor::new(supervisor.upstream_shared().clone()).start();
 
-    let answer = client
-        .send(ask("hello"))
-        .await
-        .expect("actor")
-        .expect("answer");
-    assert!(answer.status.is_success());
-    assert_eq!(answer.generation, Generation(1));
+    answered_by(&client, "hello", Generation(1)).await;
 
     supervisor.restart().await.expect("restart accepted");
     let mut state = supervisor.state();
@@ -120,13 +125,7 @@ async fn full_restart_through_the_process_strategy() {
         "nothing of the old process group remains"
     );
 
-    let answer = client
-        .send(ask("hello again"))
-        .await
-        .expect("actor")
-        .expect("answer");
-    assert!(answer.status.is_success());
-    assert_eq!(answer.generation, Generation(2));
+    answered_by(&client, "hello again", Generation(2)).await;
 
     supervisor.stop(Duration::from_secs(2)).await;
     assert_eq!(supervisor.state().borrow().phase, Phase::Stopped);
@@ -294,12 +293,6 @@ async fn a_path_no_request_can_carry_is_refused_before_anything_is_sent() {
     let answer = client.send(metrics).await.expect("actor").expect("metrics");
     let text = String::from_utf8_lossy(&answer.body).into_owned();
     assert!(text.contains("mock:completions_total 0"), "{text}");
-    let answer = client
-        .send(ask("hello"))
-        .await
-        .expect("actor")
-        .expect("answer");
-    assert!(answer.status.is_success());
-    assert_eq!(answer.generation, Generation(1));
+    answered_by(&client, "hello", Generation(1)).await;
     supervisor.stop(Duration::from_secs(2)).await;
 }

@@ -152,8 +152,8 @@ fn parse_line(line: usize, text: &str) -> Result<BatchRequest, InputError> {
     if !url.starts_with('/')
         || url.starts_with("//")
         || url.chars().any(|c| c.is_whitespace() || c.is_control())
-        // What an HTTP request line cannot carry (the client would refuse it at send time).
-        || actix_web::http::uri::PathAndQuery::try_from(url.as_str()).is_err()
+        // What an HTTP request line cannot carry (the client refuses it before sending).
+        || respawn::client_actor::path_and_query(&url).is_err()
     {
         return Err(InputError::NotAPath { line, url });
     }

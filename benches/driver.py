@@ -6,7 +6,8 @@ Measures, side by side in one run, against `respawn mock` (a real process):
      get, `--hang-stop grace`), and with the original design's ServerManager loop;
   2. health-green engine deadlocks, busy (progress metric) and idle (canary);
   3. a restart storm (256 requests in flight at a freeze);
-  4. proxy overhead: direct vs nginx vs respawn, with wrk; (4b) the release build's resident
+  4. proxy overhead: direct vs nginx vs respawn, with wrk; (4a) the same with respawn and nginx
+     each started in a session of its own, as runs before 2026-12-03 did; (4b) the release build's resident
      size under that load with and without its function order (cli/function-order.txt); and (4c)
      the release build with and without its compiler profile (cli/pgo/respawn.profdata);
   5. streaming: chunk arrival times through the proxy vs direct;
@@ -16,7 +17,7 @@ Measures, side by side in one run, against `respawn mock` (a real process):
      the proxy's CPU per stream, its peak RSS and each chunk's extra lag;
 and writes docs/BENCHMARKS.md with the figures. Nothing here is a pass/fail test.
 
-`--only PART,...` reruns some parts (hard_hang, deadlock, storm, overhead, code_layout, pgo, streaming,
+`--only PART,...` reruns some parts (hard_hang, deadlock, storm, overhead, launch, code_layout, pgo, streaming,
 restart_time, scaling, many_streams) and takes the others from the last run's target/bench/results.json.
 """
 
@@ -143,9 +144,31 @@ def machine_ticks():
     return sum(fields) - idle, sum(fields)
 
 
+# How the processes under test (respawn, nginx) are started. Where the kernel groups scheduling
+# by session (autogroup: /proc/sys/kernel/sched_autogroup_enabled = 1), the CPU is shared fairly
+# between sessions first, then between the threads of each session: a proxy started in a session
+# of its own with `respawn mock` in another gets two shares against wrk's one, while respawn shares
+# its session (and so one share) with the model server it supervises. Each is started instead as
+# the leader of a process group of its own in the driver's session (stop_group still reaches the
+# whole group), so that wrk, the proxy and the model server all compete as plain threads. SESSIONS
+# is the launch of runs before 2026-12-03, measured beside it by the `launch` part.
+GROUP = {"process_group": 0}
+SESSIONS = {"start_new_session": True}
+
+
+def autogroup():
+    """Whether the kernel schedules by session (autogroup): "on", "off" or "unknown"."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return "on" if f.read().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
+
+
 def stop_group(proc, sig, timeout):
-    """Stops `proc` (started in a session of its own) with `sig`; when it has not exited within
-    `timeout` seconds, SIGKILLs its whole process group. Nothing when it already exited."""
+    """Stops `proc` (started as the leader of a process group, GROUP or SESSIONS) with `sig`; when
+    it has not exited within `timeout` seconds, SIGKILLs its whole process group. Nothing when it
+    already exited."""
     if proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -182,7 +205,7 @@ class Serve:
     """`respawn serve` supervising `respawn mock`, with its log in a file; stopped on exit."""
 
     def __init__(self, respawn, workdir, mock_args=(), serve_args=(), log_level="info", child_port=None,
-                 mock=None):
+                 mock=None, launch=GROUP):
         self.port = free_port()
         self.child_port = child_port
         self.log_path = os.path.join(workdir, f"serve-{self.port}.log")
@@ -194,7 +217,7 @@ class Serve:
         env = dict(os.environ, RESPAWN_LOG=log_level, RESPAWN_ADMIN_TOKEN=TOKEN)
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, **launch)
 
     def __enter__(self):
         if not wait_until(lambda: self.state() == "ready", 60):
@@ -570,7 +593,8 @@ class Nginx:
     `conf(d=its directory, up=up, port=its port)`, in a directory of its own under `workdir`;
     stopped (SIGQUIT, then SIGKILL) when its `with` block ends."""
 
-    def __init__(self, workdir, up, conf=NGINX_CONF.format, prefix="nginx-"):
+    def __init__(self, workdir, up, conf=NGINX_CONF.format, prefix="nginx-", launch=GROUP):
+        self.launch = launch
         self.dir = tempfile.mkdtemp(prefix=prefix, dir=workdir)
         self.port = free_port()
         with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
@@ -580,7 +604,7 @@ class Nginx:
     def __enter__(self):
         self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf"),
                                       "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self.launch)
         if not wait_until(lambda: health_ok(self.port), 10):
             self.stop()
             raise RuntimeError(f"nginx did not start; see {self.dir}/error.log")
@@ -682,6 +706,39 @@ def proxy_overhead(respawn, workdir, rounds=5, seconds=10, latency_seconds=5):
         return {"results": res, "rss_max_kib": max(rss) if rss else None, "bodies": bodies,
                 "nginx": nginx.version(), "rounds": rounds, "seconds": seconds,
                 "latency_seconds": latency_seconds}
+
+
+def launch_fairness(respawn, workdir, rounds=3, seconds=5):
+    """Part 4's load through nginx and respawn started two ways (GROUP, as every part starts them
+    now, and SESSIONS, as runs before 2026-12-03 did): per round, in alternating order, a fresh
+    `respawn serve` and nginx in front of its model server, launched the same way; each load for
+    `seconds` at 64 connections through nginx, then through respawn. The ratio respawn / nginx of
+    each launch tells how much of part 4's ratio came from the scheduler rather than the proxy."""
+    chat_lua = os.path.join(workdir, "chat-launch.lua")
+    with open(chat_lua, "w") as f:
+        f.write(CHAT_LUA)
+    loads = {"get": ("/health", None), "post": ("/v1/chat/completions", chat_lua)}
+    launches = {"group": GROUP, "sessions": SESSIONS}
+    res = {name: {load: {"nginx": [], "respawn": []} for load in loads} for name in launches}
+    names = list(launches)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            launch = launches[name]
+            child_port = free_port()
+            with Serve(respawn, workdir, mock_args=["--tokens", "1", "--token-latency", "0ms"],
+                       child_port=child_port, launch=launch) as serve, \
+                    Nginx(workdir, child_port, prefix="nginx-launch-", launch=launch) as nginx:
+                for port in (nginx.port, serve.port):  # warm up connections and caches
+                    for path, script in loads.values():
+                        wrk(port, 64, 1, path, script)
+                for load, (path, script) in loads.items():
+                    for target, port in (("nginx", nginx.port), ("respawn", serve.port)):
+                        out = wrk(port, 64, seconds, path, script)
+                        res[name][load][target].append(out["rps"])
+                    got = res[name][load]
+                    log(f"  round {r + 1} {name} {load}: nginx {got['nginx'][-1]:.0f}, respawn "
+                        f"{got['respawn'][-1]:.0f} req/s ({got['respawn'][-1] / got['nginx'][-1]:.2f} ×)")
+    return {"results": res, "rounds": rounds, "seconds": seconds, "autogroup": autogroup()}
 
 
 # 4b. Code layout --------------------------------------------------------------------------------
@@ -1074,7 +1131,8 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     add("")
     add(f"- Command: `{command}` (release build by `scripts/release-build.sh`: fat LTO, `codegen-units = 1`, "
         f"`panic = \"abort\"`, compiled with the profile `cli/pgo/respawn.profdata`)")
-    add(f"- Machine: {machine['nproc']} cores, {machine['cpu']}, Linux {machine['kernel']}, {machine['mem']}")
+    add(f"- Machine: {machine['nproc']} cores, {machine['cpu']}, Linux {machine['kernel']} (scheduling by session, "
+        f"autogroup: {machine.get('autogroup', 'unknown')}), {machine['mem']}")
     add(f"- Tools: {machine['rustc']}; {r['overhead']['nginx']}; {machine['wrk']}; Python {machine['python']}")
     add(f"- Date: {started} to {finished} (UTC)")
     for rerun in reruns:
@@ -1193,7 +1251,9 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         f"at once). Runs interleaved (per round and load: direct, nginx, respawn) × {ov['rounds']}; the "
         f"median of the rounds is shown with their spread (min–max). Requests/s: {ov['seconds']} s at 64 "
         f"connections; latency: wrk's median over {ov['latency_seconds']} s at 1 connection. The ratio's "
-        "spread is that of the per-round ratios (each round's respawn over the same round's nginx).")
+        "spread is that of the per-round ratios (each round's respawn over the same round's nginx). respawn "
+        "and nginx are started in the benchmark's own session, as wrk is (see \"How the proxies are started, "
+        "and the scheduler\" below).")
     add("")
     for load, figures in by_load.items():
         rps = {k: median(v["rps"]) for k, v in figures.items()}
@@ -1246,6 +1306,30 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         targets.append((f"Proxy: RSS a second after {bodies['bodies']} × {bodies['body_bytes'] / 2**20:.0f} MiB bodies "
                          "back near idle (≤ idle + 2 MiB)",
                         f"{after:.1f} MiB (idle {idle:.1f}, peak {peak:.1f})", after - idle <= 2))
+    la = r.get("launch")
+    if la:
+        add("### How the proxies are started, and the scheduler")
+        add("")
+        add(f"This kernel schedules by session (autogroup: `/proc/sys/kernel/sched_autogroup_enabled` is "
+            f"{la['autogroup']}): the CPU is shared fairly between sessions first, then between the threads of "
+            "each. respawn and the model server it supervises are one session, as they are in use. Runs "
+            "before 2026-12-03 started respawn and nginx each in a session of its own: nginx's path then had "
+            "three shares (wrk's session, nginx's, and the model server's in respawn's session), respawn's path "
+            "two, with respawn and the model server splitting one. Both proxies are now started in the "
+            "driver's session (each leading a process group of its own, so that it can still be stopped as a "
+            "whole), where wrk, the proxy and the model server compete as plain threads. The two launches, "
+            f"side by side in this run: per round (× {la['rounds']}, order alternating) a fresh respawn and "
+            f"nginx in front of its model server, {la['seconds']} s at 64 connections through each.")
+        add("")
+        add("| Launch | Load | nginx req/s (median) | respawn req/s (median) | respawn / nginx, each round | Median of the rounds' ratios |")
+        add("|---|---|---|---|---|---|")
+        labels = {"group": "one session (every part now)", "sessions": "a session each (before)"}
+        for name in ("group", "sessions"):
+            for load, got in la["results"][name].items():
+                ratios = [a / b for a, b in zip(got["respawn"], got["nginx"]) if b]
+                add(f"| {labels[name]} | {OVERHEAD_LOADS.get(load, load).split(' (')[0]} | {median(got['nginx']):.0f} | "
+                    f"{median(got['respawn']):.0f} | {', '.join(f'{x:.2f}' for x in ratios)} | **{median(ratios):.2f}** |")
+        add("")
     cl = r.get("code_layout")
     if cl:
         b, cov = cl["builds"], cl["coverage"]
@@ -1553,6 +1637,19 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         "(36,985) | without the profile: GET 53,762 (38,277), POST 66,330 (44,669); with it: GET 46,145 "
         "(30,662), POST 57,415 (35,756) | callgrind of the proxy: `http::Uri::from_shared` ~800 "
         "instructions a request, and two strings allocated for the path |")
+    if la:
+        def launch_ratio(name, load):
+            got = la["results"][name][load]
+            return median([a / b for a, b in zip(got["respawn"], got["nginx"]) if b])
+        add(f"| The benchmark starts respawn and nginx in its own session (each leading a process group), not "
+            f"each in a session of its own (section 4, \"How the proxies are started\") | respawn / nginx "
+            f"requests/s at 64 connections, GET / POST (median of the rounds' ratios) | "
+            f"{launch_ratio('sessions', 'get'):.2f} / {launch_ratio('sessions', 'post'):.2f} (this run, a "
+            f"session each) | {launch_ratio('group', 'get'):.2f} / {launch_ratio('group', 'post'):.2f} | perf of "
+            "`respawn serve` supervising the mock and of `respawn serve --upstream` in front of the same mock "
+            "started apart: the same functions in the same shares, yet the supervising one served 12–18 % fewer "
+            "requests a second, and ran at nginx's pace when started in the load generator's session; the "
+            "kernel's autogroup gave nginx's path a CPU share more |")
     bodies = ov.get("bodies") if isinstance(ov, dict) else None
     if bodies:
         add(f"| Free memory returned to the system after a body of 1 MiB or more (glibc `malloc_trim`) | RSS a "
@@ -1716,10 +1813,10 @@ def machine_info():
     wrk_version = run(["wrk", "--version"]).splitlines()
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "mem": mem,
             "rustc": run(["rustc", "--version"]), "wrk": wrk_version[0].split(" [")[0] if wrk_version else "wrk",
-            "python": platform.python_version()}
+            "python": platform.python_version(), "autogroup": autogroup()}
 
 
-PARTS = ("hard_hang", "deadlock", "storm", "overhead", "code_layout", "pgo", "streaming", "restart_time", "scaling",
+PARTS = ("hard_hang", "deadlock", "storm", "overhead", "launch", "code_layout", "pgo", "streaming", "restart_time", "scaling",
          "many_streams")
 
 
@@ -1794,6 +1891,9 @@ def main():
     if "overhead" in only:
         log("4. proxy overhead (about 8 minutes)")
         r["overhead"] = proxy_overhead(respawn, workdir)
+    if "launch" in only:
+        log("4a. launch: respawn and nginx each in a session of its own vs in the driver's, 3 rounds (about 2 minutes)")
+        r["launch"] = launch_fairness(respawn, workdir)
     if "code_layout" in only:
         if not args.respawn_unordered:
             ap.error("the code_layout part needs --respawn-unordered (scripts/bench.sh builds it)")

@@ -1701,7 +1701,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             add(f"- {n}: {missed_note(n)}")
     add("")
     add("Reproduce: `scripts/bench.sh` (it installs wrk and nginx-light with apt-get when they are "
-        "missing, builds the release binaries and rewrites this file; about 25 minutes on 2 cores, three release builds included; "
+        "missing, builds the release binaries and rewrites this file; about 30 minutes on 2 cores, three release builds included; "
         "`scripts/bench.sh --only hard_hang,restart_time` reruns those parts in about 3). "
         "Raw figures of the run: `target/bench/results.json`.")
     add("")

@@ -7,7 +7,7 @@
 # and 64 servers, the resident size of the release build with and without its function order
 # (cli/function-order.txt), the release build with and without its compiler profile
 # (cli/pgo/respawn.profdata), and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
-# per-chunk lag). About 30 minutes on 2 cores, three release builds included (the last whole run: 20 minutes of measuring after 8 of building). Not part of CI; nothing here is a pass/fail test.
+# per-chunk lag). About 30 minutes on 2 cores, three release builds included (the last whole run measured for 20 minutes, with its builds already made; from a clean target directory the three release builds and the stream client take about 8 more). Not part of CI; nothing here is a pass/fail test.
 # Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
 # parts and keeps the other figures of the last full run (target/bench/results.json).
 set -euo pipefail

@@ -61,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             shutdown_grace: Duration::from_secs(5),
             admission: Admission::unbounded(),
             drain: Drain::new(),
+            return_free_memory: respawn::proxy::trim_system_allocator,
         };
         let server = proxy::serve_pool(listener, &settings, &pool, control)?;
         let handle = server.handle();

@@ -6,8 +6,10 @@
 # with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
 # and 64 servers, the resident size of the release build with and without its function order
 # (cli/function-order.txt), the release build with and without its compiler profile
-# (cli/pgo/respawn.profdata), and 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS,
-# per-chunk lag). About 30 minutes on 2 cores, three release builds included (the last whole run measured for 20 minutes, with its builds already made; from a clean target directory the three release builds and the stream client take about 8 more). Not part of CI; nothing here is a pass/fail test.
+# (cli/pgo/respawn.profdata), the release build on the C library's allocator and on mimalloc, and
+# 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS, per-chunk lag). About 35
+# minutes on 2 cores, four release builds included (about 25 minutes of measuring; from a clean
+# target directory the four release builds and the stream client take about 10 more). Not part of CI; nothing here is a pass/fail test.
 # Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
 # parts and keeps the other figures of the last full run (target/bench/results.json).
 set -euo pipefail
@@ -27,11 +29,14 @@ command -v python3 >/dev/null 2>&1 || { echo "python3 is needed to drive the ben
 
 # Twins of the release build for the parts that compare builds: the same code without its profile
 # (cli/pgo/respawn.profdata; in a target directory of its own, since the profile changes every
-# crate's compilation) and linked without its function order (cli/function-order.txt); then the
+# crate's compilation), on mimalloc (its own directory too: other features) and
+# linked without its function order (cli/function-order.txt); then the
 # build everyone gets (scripts/release-build.sh).
 mkdir -p target/bench
 RESPAWN_PGO=off scripts/release-build.sh -p respawn-cli --target-dir target/bench/build-no-pgo
 cp target/bench/build-no-pgo/release/respawn target/bench/respawn-no-pgo
+scripts/release-build.sh -p respawn-cli --features mimalloc --target-dir target/bench/build-mimalloc
+cp target/bench/build-mimalloc/release/respawn target/bench/respawn-mimalloc
 RESPAWN_FUNCTION_ORDER=off scripts/release-build.sh -p respawn-cli
 cp target/release/respawn target/bench/respawn-unordered
 scripts/release-build.sh
@@ -44,6 +49,7 @@ python3 benches/driver.py \
     --respawn target/release/respawn \
     --respawn-unordered target/bench/respawn-unordered \
     --respawn-no-pgo target/bench/respawn-no-pgo \
+    --respawn-mimalloc target/bench/respawn-mimalloc \
     --out docs/BENCHMARKS.md \
     --command "scripts/bench.sh" \
     --workdir "$workdir" \

@@ -30,3 +30,5 @@ if [ "${RESPAWN_REQUIRE_REAL_SERVERS:-0}" = "1" ]; then
 fi
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast "${args[@]+"${args[@]}"}"
+# The allocator of the program built on mimalloc (an opt-in feature): its way of giving memory back.
+cargo test -p respawn-cli --lib --locked --features mimalloc allocator

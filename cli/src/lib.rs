@@ -5,6 +5,7 @@
 //! the process's own limits ([`resources`]). The embeddable supervisor is the `respawn` crate; the
 //! simulated model server is `respawn-mock`.
 
+pub mod allocator;
 pub mod batch;
 pub mod cli;
 pub mod config;

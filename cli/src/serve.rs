@@ -258,6 +258,7 @@ fn proxy_settings(config: &ServeConfig, open_files: u64) -> ProxySettings {
         shutdown_grace: config.stop_grace,
         admission,
         drain: Drain::new(),
+        return_free_memory: crate::allocator::return_free_memory,
     }
 }
 

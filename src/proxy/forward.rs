@@ -80,6 +80,9 @@ pub const WAITING_FULL: &str = "too_many_waiting";
 pub struct ProxyLimits {
     /// Largest request body accepted; past it the answer is 413.
     pub max_body_size: u64,
+    /// Gives the allocator's free memory back to the system (see
+    /// [`ProxySettings::return_free_memory`](super::ProxySettings::return_free_memory)).
+    pub return_free_memory: fn(),
 }
 
 /// Forwards one request; see the module docs.
@@ -190,7 +193,7 @@ async fn forward_with(
     // read in chunks, leave free memory behind in the allocator, which goes back to the system.
     // (Made only for one: dropping the marker is what returns the memory.)
     let _return_memory = if body.len() >= LARGE_BODY {
-        Some(ReturnFreeMemory)
+        Some(ReturnFreeMemory(limits.return_free_memory))
     } else {
         None
     };
@@ -373,20 +376,15 @@ async fn forward_with(
 /// Bodies from this size up are followed by [`ReturnFreeMemory`] when their request ends.
 const LARGE_BODY: usize = 1 << 20;
 
-/// When dropped, gives the allocator's free memory back to the system (glibc's `malloc_trim`;
-/// nothing elsewhere). A large body arrives in many chunks that are copied into it and freed;
-/// their memory is free but stays resident until trimmed. Once per large body: a walk of the
-/// allocator's free lists, small beside reading the body.
-struct ReturnFreeMemory;
+/// When dropped, gives the allocator's free memory back to the system (through the function it
+/// holds, [`ProxyLimits::return_free_memory`]). A large body arrives in many chunks that are
+/// copied into it and freed; their memory is free but stays resident until given back. Once per
+/// large body: a walk of the allocator's free memory, small beside reading the body.
+struct ReturnFreeMemory(fn());
 
 impl Drop for ReturnFreeMemory {
     fn drop(&mut self) {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free memory of the allocator (under its own locks);
-        // no memory in use is touched.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        (self.0)();
     }
 }
 

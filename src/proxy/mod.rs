@@ -47,6 +47,22 @@ pub struct ProxySettings {
     pub admission: Admission,
     /// Ends the answers still open when the shutdown grace ends.
     pub drain: Drain,
+    /// Gives the global allocator's free memory back to the system; called when a request with a
+    /// large body ends (its chunks, copied and freed, would otherwise stay resident).
+    /// [`trim_system_allocator`] for the system allocator; the `respawn` program built on
+    /// mimalloc passes its own.
+    pub return_free_memory: fn(),
+}
+
+/// Gives the system allocator's free memory back to the system (glibc's `malloc_trim`; nothing
+/// on other C libraries). The default of [`ProxySettings::return_free_memory`].
+pub fn trim_system_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator (under its own locks); no
+    // memory in use is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Why the proxy could not start.
@@ -110,6 +126,7 @@ where
 {
     let limits = ProxyLimits {
         max_body_size: settings.max_body_size,
+        return_free_memory: settings.return_free_memory,
     };
     let admission = settings.admission;
     let drain = settings.drain.clone();

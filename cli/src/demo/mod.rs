@@ -256,6 +256,7 @@ pub fn run(args: DemoArgs) -> Result<i32, DemoError> {
                 shutdown_grace: Duration::from_secs(1),
                 admission: proxy::Admission::unbounded(),
                 drain: proxy::Drain::new(),
+                return_free_memory: crate::allocator::return_free_memory,
             };
             let server = match proxy::serve(listener, &settings, &supervisor, control) {
                 Ok(server) => server,

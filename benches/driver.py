@@ -1142,6 +1142,14 @@ def build_ab_table(add, res, rss, builds):
                 f"+{median(m['p50_ms']) - median(d['p50_ms']):.3f} ms | {rss[name] / 1024:.1f} MiB |")
 
 
+def build_ab_rounds(a, b):
+    """Build b against build a, round by round (one load of `build_ab`'s results): requests/s b/a,
+    CPU per request b/a, and the latency at 1 connection b saved (ms)."""
+    return ([y / x for x, y in zip(a["rps"], b["rps"]) if x],
+            [y / x for x, y in zip(a["cpu_us"], b["cpu_us"]) if x],
+            [x - y for x, y in zip(a["p50_ms"], b["p50_ms"])])
+
+
 def write_doc(path, r, command, machine, started, finished, reruns=()):
     L = []
     add = L.append
@@ -1400,9 +1408,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         build_ab_table(add, res, rss, (("no_pgo", "without the profile"), ("pgo", "with the profile (the release build)")))
         add("")
         for load in ("get", "post"):
-            a, b = res[load]["no_pgo"], res[load]["pgo"]
-            paired = [x - y for x, y in zip(a["p50_ms"], b["p50_ms"])]
-            ratios = [y / x for x, y in zip(a["rps"], b["rps"]) if x]
+            ratios, _, paired = build_ab_rounds(res[load]["no_pgo"], res[load]["pgo"])
             add(f"- {OVERHEAD_LOADS[load]}: requests/s with the profile over without, per round: "
                 f"{', '.join(f'{x:.2f}' for x in ratios)} (median {median(ratios):.2f}); latency at 1 connection "
                 f"saved per round: {', '.join(f'{x * 1000:+.0f}' for x in paired)} µs (median {median(paired) * 1000:+.0f} µs).")
@@ -1434,10 +1440,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
                                        ("mimalloc", "mimalloc (`--features mimalloc`)")))
         add("")
         for load in ("get", "post"):
-            a, b = res[load]["system"], res[load]["mimalloc"]
-            ratios = [y / x for x, y in zip(a["rps"], b["rps"]) if x]
-            cpu = [y / x for x, y in zip(a["cpu_us"], b["cpu_us"]) if x]
-            paired = [x - y for x, y in zip(a["p50_ms"], b["p50_ms"])]
+            ratios, cpu, paired = build_ab_rounds(res[load]["system"], res[load]["mimalloc"])
             add(f"- {OVERHEAD_LOADS[load]}: requests/s on mimalloc over the C library's, per round: "
                 f"{', '.join(f'{x:.2f}' for x in ratios)} (median {median(ratios):.2f}); CPU per request, the same "
                 f"ratio: {', '.join(f'{x:.2f}' for x in cpu)} (median {median(cpu):.2f}); latency at 1 connection "
@@ -1719,9 +1722,13 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             "against nginx's 3.3 % in all of libc; a request allocates awc's 8 KiB read and write buffers and "
             "a codec, which glibc serves from its arenas rather than its per-thread cache. Side by side "
             "before the change (builds without the profile or the function order, 6 paired rounds, "
-            "2026-12-04): 9 % less CPU per GET, 7 % more GETs a second; mimalloc's transparent huge pages "
-            "took the idle RSS from 11 to 23 MiB, hence the build without them; without them, still ~1.7 MiB "
-            "more under load (the benchmark's measure, 3 rounds), hence not the default |")
+            "2026-12-04; each round a fresh `respawn serve --listen 127.0.0.1:18080 --port 18081 -- respawn "
+            "mock --port {port} --tokens 1 --token-latency 0ms` per build, `wrk -t2 -c64 -d5s` on "
+            "`GET /health`, CPU from fields 14 and 15 of `/proc/PID/stat`): 9 % less CPU per GET, 7 % more "
+            "GETs a second; mimalloc's transparent huge pages took the idle RSS (`VmRSS` after a 2 s warm-up "
+            "under the same wrk) from 11 to 23 MiB, hence the build without them; without them, still ~1.7 "
+            "MiB more under load (this file's code-layout measure, `code_layout` in benches/driver.py, 3 "
+            "rounds), hence not the default |")
     bodies = ov.get("bodies") if isinstance(ov, dict) else None
     if bodies:
         add(f"| Free memory returned to the system after a body of 1 MiB or more (glibc's `malloc_trim`; on "

@@ -55,7 +55,8 @@ pub struct ProxySettings {
 }
 
 /// Gives the system allocator's free memory back to the system (glibc's `malloc_trim`; nothing
-/// on other C libraries). The default of [`ProxySettings::return_free_memory`].
+/// on other C libraries): the [`ProxySettings::return_free_memory`] of a program on the C
+/// library's allocator.
 pub fn trim_system_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator (under its own locks); no

@@ -11,7 +11,8 @@ Measures, side by side in one run, against `respawn mock` (a real process):
      size under that load with and without its function order (cli/function-order.txt); and (4c)
      the release build with and without its compiler profile (cli/pgo/respawn.profdata); (4d) the
      release build (on the C library's allocator) and the same built on mimalloc;
-  5. streaming: chunk arrival times through the proxy vs direct;
+  5. streaming: chunk arrival times through respawn, through nginx and a second direct stream,
+     each against direct;
   6. respawn's own time in a restart, by step;
   7. the cost of supervising 1, 8 and 64 servers at rest;
   8. many concurrent streams (1,000 streams of 100 tokens at 20 ms): direct vs nginx vs respawn,
@@ -671,7 +672,7 @@ def big_bodies_rss(pid, port, n=8, size=30 << 20):
 OVERHEAD_LOADS = {"get": "GET /health", "post": "POST /v1/chat/completions (1 token)"}
 
 
-def proxy_overhead(respawn, workdir, rounds=5, seconds=10, latency_seconds=5):
+def proxy_overhead(respawn, workdir, rounds=9, seconds=6, latency_seconds=4):
     child_port = free_port()
     with Serve(respawn, workdir, mock_args=["--tokens", "1", "--token-latency", "0ms"],
                child_port=child_port) as serve, Nginx(workdir, child_port) as nginx:
@@ -861,6 +862,18 @@ def build_ab(builds, mock, workdir, rounds=5, seconds=5, latency_seconds=3, bodi
 
 # 5. Streaming -----------------------------------------------------------------------------------
 
+# nginx as an SSE proxy: the keep-alive upstream of section 4, with response buffering off so that
+# each event is passed on as it comes.
+NGINX_SSE_LINE = 'proxy_set_header Connection "";'
+
+
+def nginx_sse_conf(**kw):
+    conf = NGINX_CONF.format(**kw)
+    if NGINX_SSE_LINE not in conf:
+        raise RuntimeError("the nginx configuration changed: place `proxy_buffering off;` by hand")
+    return conf.replace(NGINX_SSE_LINE, NGINX_SSE_LINE + "\n      proxy_buffering off;")
+
+
 def stream_request(tokens):
     body = json.dumps(chat("stream timing", max_tokens=tokens, stream=True)).encode()
     head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -915,26 +928,53 @@ def spread(xs):
     return {"p50": percentile(xs, 0.5), "p99": percentile(xs, 0.99), "max": max(xs) if xs else float("nan")}
 
 
-def streaming(respawn, workdir, trials=10, tokens=50):
+def stream_lags(first, second):
+    """Per chunk, how much later `second` had it than `first` (ms); with the pair's largest gaps."""
+    n = min(len(first), len(second))
+    return [(second[i] - first[i]) * 1000 for i in range(n)]
+
+
+def streaming(respawn, workdir, trials=20, tokens=50, shared_steps=True):
+    """Per trial three pairs, each sent at once and read side by side: direct and respawn (the
+    figure), direct and nginx (a well-known proxy on the same machine), and direct and direct again
+    (the method's floor: what it reads with nothing in between). Which stream of a pair is sent
+    first alternates; so does the order of the three pairs. With `shared_steps` the mock gives every
+    stream its tokens on one step clock (`--shared-steps`); without, each stream has a timer of its
+    own."""
     child_port = free_port()
-    with Serve(respawn, workdir, mock_args=["--token-latency", "20ms"], child_port=child_port) as serve:
-        stream_pair([child_port, serve.port], 5)
-        worst, first, gaps_direct, gaps_proxy, extra = [], [], [], [], []
+    mock_args = ["--token-latency", "20ms"] + (["--shared-steps"] if shared_steps else [])
+    with Serve(respawn, workdir, mock_args=mock_args, child_port=child_port) as serve, \
+            Nginx(workdir, child_port, conf=nginx_sse_conf, prefix="nginx-stream-") as nginx:
+        others = {"respawn": serve.port, "nginx": nginx.port, "control": child_port}
+        for port in others.values():
+            stream_pair([child_port, port], 5)
+        worst = {k: [] for k in others}
+        first = {k: [] for k in others}
+        extra = {k: [] for k in others}
+        gaps_direct, gaps_proxy = [], []
         for t in range(trials):
-            # Sent at once; which one is sent first alternates.
-            if t % 2:
-                p, d = stream_pair([serve.port, child_port], tokens)
-            else:
-                d, p = stream_pair([child_port, serve.port], tokens)
-            n = min(len(d), len(p))
-            lags = [(p[i] - d[i]) * 1000 for i in range(n)]
-            extra += lags
-            worst.append(max(lags))
-            first.append(lags[0])
-            gaps_direct.append(max(b - a for a, b in zip(d, d[1:])) * 1000)
-            gaps_proxy.append(max(b - a for a, b in zip(p, p[1:])) * 1000)
-        return {"trials": trials, "tokens": tokens, "chunks": n, "first_extra_ms": first, "worst_extra_ms": worst,
-                "extra_ms": spread(extra), "max_gap_direct_ms": gaps_direct, "max_gap_proxy_ms": gaps_proxy}
+            names = list(others) if t % 2 == 0 else list(reversed(others))
+            for name in names:
+                if t % 2:
+                    o, d = stream_pair([others[name], child_port], tokens)
+                else:
+                    d, o = stream_pair([child_port, others[name]], tokens)
+                lags = stream_lags(d, o)
+                extra[name] += lags
+                worst[name].append(max(lags))
+                first[name].append(lags[0])
+                if name == "respawn":
+                    n = len(lags)
+                    gaps_direct.append(max(b - a for a, b in zip(d, d[1:])) * 1000)
+                    gaps_proxy.append(max(b - a for a, b in zip(o, o[1:])) * 1000)
+            log(f"  trial {t + 1}: worst chunk later than direct: respawn {worst['respawn'][-1]:.2f} ms, "
+                f"nginx {worst['nginx'][-1]:.2f} ms, a second direct stream {worst['control'][-1]:.2f} ms")
+        peers = {k: {"worst_extra_ms": worst[k], "first_extra_ms": first[k], "extra_ms": spread(extra[k])}
+                 for k in ("nginx", "control")}
+        return {"trials": trials, "tokens": tokens, "chunks": n, "first_extra_ms": first["respawn"],
+                "worst_extra_ms": worst["respawn"], "extra_ms": spread(extra["respawn"]),
+                "max_gap_direct_ms": gaps_direct, "max_gap_proxy_ms": gaps_proxy, "nginx": nginx.version(),
+                "peers": peers, "shared_steps": shared_steps}
 
 
 # 6. respawn's own time in a restart -------------------------------------------------------------
@@ -997,18 +1037,6 @@ def scaling(respawn, workdir, sizes=(1, 8, 64), window=30):
 
 
 # 8. Many concurrent streams ---------------------------------------------------------------------
-
-# nginx as an SSE proxy: the keep-alive upstream of section 4, with response buffering off so that
-# each event is passed on as it comes.
-NGINX_SSE_LINE = 'proxy_set_header Connection "";'
-
-
-def nginx_sse_conf(**kw):
-    conf = NGINX_CONF.format(**kw)
-    if NGINX_SSE_LINE not in conf:
-        raise RuntimeError("the nginx configuration changed: place `proxy_buffering off;` by hand")
-    return conf.replace(NGINX_SSE_LINE, NGINX_SSE_LINE + "\n      proxy_buffering off;")
-
 
 def stream_clients_path(respawn):
     """The load generator of this part (examples/stream_clients.rs), built beside the binary."""
@@ -1455,17 +1483,39 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     sm = r["streaming"]
     add("## 5. Streaming")
     add("")
-    add(f"A streamed chat completion of {sm.get('tokens', 50)} tokens at 20 ms each; the arrival time of every SSE "
-        f"chunk measured at the client (raw sockets, TCP_NODELAY), direct and through respawn, {sm['trials']} "
-        "pairs. The two requests of a pair are sent at once (which one first alternates) and read side by "
-        "side, and the mock paces each stream on a fixed schedule from its start, so chunk i of both is "
-        "generated at the same moment and both see the same moments of the machine. Extra lag of chunk i = "
-        "its arrival through respawn minus its arrival direct, each after its own request.")
+    peers = sm.get("peers", {})
+    if peers:
+        add(f"A streamed chat completion of {sm.get('tokens', 50)} tokens at 20 ms each; the arrival time of every "
+            f"SSE chunk measured at the client (raw sockets, TCP_NODELAY). {sm['trials']} trials, each of three "
+            "pairs: direct and through respawn, direct and through nginx "
+            f"({sm.get('nginx', 'nginx')}, `proxy_buffering off`), and direct and direct again. The two "
+            "requests of a pair are sent at once (which one first alternates, as does the order of the "
+            "pairs) and read side by side. "
+            + ("The mock runs with `--shared-steps`: one step clock gives every stream its next token at "
+               "the same moment, as a batching engine's decode step does, so chunk i of both streams of a "
+               "pair is written on the same event. "
+               if sm.get("shared_steps") else
+               "The mock paces each stream with a timer of its own from its start. ")
+            + "Extra lag of chunk i = its arrival through the proxy minus its arrival direct, each "
+            "after its own request. The direct–direct pair has nothing in between: what it reads is the "
+            "method's floor on this machine (the mock's two streams, the client's one thread, wake-ups on "
+            "2 shared cores).")
+    else:
+        add(f"A streamed chat completion of {sm.get('tokens', 50)} tokens at 20 ms each; the arrival time of every SSE "
+            f"chunk measured at the client (raw sockets, TCP_NODELAY), direct and through respawn, {sm['trials']} "
+            "pairs. The two requests of a pair are sent at once (which one first alternates) and read side by "
+            "side, and the mock paces each stream on a fixed schedule from its start, so chunk i of both is "
+            "generated at the same moment and both see the same moments of the machine. Extra lag of chunk i = "
+            "its arrival through respawn minus its arrival direct, each after its own request.")
     add("")
     add("| Figure | Median | Worst |")
     add("|---|---|---|")
     add(f"| first chunk, extra | {median(sm['first_extra_ms']):.2f} ms | {max(sm['first_extra_ms']):.2f} ms |")
     add(f"| worst chunk of a stream, extra | **{median(sm['worst_extra_ms']):.2f} ms** | {max(sm['worst_extra_ms']):.2f} ms |")
+    for key, label in (("nginx", "through nginx"), ("control", "a second direct stream (the floor)")):
+        if key in peers:
+            w = peers[key]["worst_extra_ms"]
+            add(f"| worst chunk of a stream, extra, {label} | {median(w):.2f} ms | {max(w):.2f} ms |")
     add(f"| largest gap between chunks, direct | {median(sm['max_gap_direct_ms']):.1f} ms | {max(sm['max_gap_direct_ms']):.1f} ms |")
     add(f"| largest gap between chunks, through respawn | {median(sm['max_gap_proxy_ms']):.1f} ms | {max(sm['max_gap_proxy_ms']):.1f} ms |")
     add("")
@@ -1473,10 +1523,30 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     if ex:
         add(f"Extra lag over all {sm['trials']} × {sm['chunks']} chunks: p50 **{ex['p50']:.2f} ms**, "
             f"p99 **{ex['p99']:.2f} ms**, max {ex['max']:.2f} ms.")
+        for key, label in (("nginx", "Through nginx"), ("control", "A second direct stream")):
+            if key in peers:
+                e = peers[key]["extra_ms"]
+                add(f"{label}: p50 {e['p50']:.2f} ms, p99 {e['p99']:.2f} ms, max {e['max']:.2f} ms.")
+        add("")
+    own = r.get("streaming_own_timers")
+    if own and own.get("peers"):
+        add("The same measure with a timer per stream in the mock (`--shared-steps` off), as runs before "
+            "2026-12-04 measured it: each stream's timer is rounded up to the next millisecond on its own, "
+            "so chunk i of the two streams of a pair can be written a millisecond apart, and the floor "
+            "shows it.")
+        add("")
+        add("| Worst chunk of a stream, extra, timer per stream | Median | Worst |")
+        add("|---|---|---|")
+        for label, w in (("through respawn", own["worst_extra_ms"]),
+                         ("through nginx", own["peers"]["nginx"]["worst_extra_ms"]),
+                         ("a second direct stream (the floor)", own["peers"]["control"]["worst_extra_ms"])):
+            add(f"| {label} | {median(w):.2f} ms | {max(w):.2f} ms |")
         add("")
     worst_median = median(sm["worst_extra_ms"])
+    beside = ", ".join(f"{label} {median(peers[key]['worst_extra_ms']):.2f} ms"
+                       for key, label in (("nginx", "nginx"), ("control", "floor")) if key in peers)
     targets.append(("Streaming: worst chunk of a stream ≤ 1 ms later than direct (median over the runs)",
-                    f"{worst_median:.2f} ms", worst_median <= 1.0))
+                    f"{worst_median:.2f} ms" + (f" ({beside})" if beside else ""), worst_median <= 1.0))
     # 6
     rt = r["restart_time"]
     hard = [s for t in hh["respawn"] for s in t["steps"]]
@@ -1636,6 +1706,18 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             "chunk one `recvfrom` from the server and one `sendto` to the client ~55 µs apart, no "
             "coalescing; the rest of the old figure was two mock runs drifting apart (20 ms sleeps rounded "
             "up to the next millisecond) |")
+    own = r.get("streaming_own_timers")
+    if r.get("streaming", {}).get("shared_steps") and own and own.get("peers"):
+        add(f"| The streaming benchmark's mock gives both streams of a pair their tokens on one step clock "
+            f"(`--shared-steps`), and each trial also measures a direct–direct pair (the method's floor) and "
+            f"nginx | worst chunk of a stream later than direct (median), and the floor | "
+            f"{median(own['worst_extra_ms']):.2f} ms, floor {median(own['peers']['control']['worst_extra_ms']):.2f} ms "
+            f"(same run, a timer per stream) | {median(r['streaming']['worst_extra_ms']):.2f} ms, floor "
+            f"{median(r['streaming']['peers']['control']['worst_extra_ms']):.2f} ms | with a timer per stream "
+            f"the direct–direct pair, with nothing in between, read "
+            f"{median(own['peers']['control']['worst_extra_ms']):.2f} ms against respawn's "
+            f"{median(own['worst_extra_ms']):.2f} ms (medians of the worst chunk, {own['trials']} trials), "
+            "its worst chunks about 1 ms late: the two streams' timers firing on different milliseconds |")
     add("| The in-flight table in per-thread shards of reusable slots (no shared lock, no hashing, no "
         "allocation per request); `Host` and `x-respawn-generation` values made once per worker; headers "
         "appended into the client's own map; the senders' state borrowed, not cloned; each worker's own "
@@ -1970,7 +2052,7 @@ def main():
         r["storm"] = storm(respawn, workdir)
         log(f"  {r['storm']}")
     if "overhead" in only:
-        log("4. proxy overhead (about 8 minutes)")
+        log("4. proxy overhead, 9 rounds (about 10 minutes)")
         r["overhead"] = proxy_overhead(respawn, workdir)
     if "launch" in only:
         log("4a. launch: respawn and nginx each in a session of its own vs in the driver's, 3 rounds (about 2 minutes)")
@@ -1999,8 +2081,10 @@ def main():
         r["allocator"] = build_ab(builds, respawn, workdir, bodies=True)
         r["allocator"]["coverage"] = {name: function_order_coverage(binary) for name, binary in builds.items()}
     if "streaming" in only:
-        log("5. streaming")
+        log("5. streaming: 20 trials of three pairs, on the mock's shared step clock (about 1 minute)")
         r["streaming"] = streaming(respawn, workdir)
+        log("5. streaming: the same with a timer per stream, as runs before 2026-12-04 (about 1 minute)")
+        r["streaming_own_timers"] = streaming(respawn, workdir, shared_steps=False)
     if "restart_time" in only:
         log("6. restart steps")
         r["restart_time"] = restart_time(respawn, workdir)

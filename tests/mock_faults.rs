@@ -101,6 +101,48 @@ fn streams_openai_chunks_ending_with_done() {
 }
 
 #[test]
+fn shared_steps_give_concurrent_streams_every_token() {
+    let mock = Mock::start(&["--shared-steps", "--token-latency", "5ms"]);
+    let texts: Vec<String> = std::thread::scope(|scope| {
+        let streams: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let answer = mock
+                        .post(CHAT, &chat_body("tell me a story", 5, true))
+                        .expect("an answer");
+                    assert_eq!(answer.status, 200);
+                    let data = sse_data(&answer);
+                    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+                    let mut text = String::new();
+                    for d in &data[..data.len() - 1] {
+                        let chunk: Value = serde_json::from_str(d).expect("each chunk is JSON");
+                        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+                            text.push_str(t);
+                        }
+                    }
+                    text
+                })
+            })
+            .collect();
+        streams
+            .into_iter()
+            .map(|s| s.join().expect("a stream"))
+            .collect()
+    });
+    // The step clock changes when tokens come, not which: the same prompt, the same answer.
+    let whole = mock
+        .post(CHAT, &chat_body("tell me a story", 5, false))
+        .expect("an answer");
+    for text in &texts {
+        assert_eq!(text.split_whitespace().count(), 5, "{text:?}");
+        assert_eq!(
+            whole.json()["choices"][0]["message"]["content"],
+            text.as_str()
+        );
+    }
+}
+
+#[test]
 fn answers_completions_with_usage_models_and_errors() {
     let mock = Mock::start(&["--model", "tiny", "--tokens", "7"]);
     let chat = mock

@@ -28,6 +28,13 @@ pub struct MockArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2ms")]
     pub token_latency: Duration,
 
+    /// Advance every running generation on one shared decode step, as a batching engine does
+    /// (vLLM, TGI, llama.cpp's server with parallel slots): each step, every stream gets its next
+    /// token at the same moment. Without it each completion keeps its own schedule from its
+    /// start.
+    #[arg(long)]
+    pub shared_steps: bool,
+
     /// After N completions, every request and /health hang forever (comma-separated list: each
     /// point fires once per job when --state-file is given).
     #[arg(long, value_delimiter = ',', value_name = "N[,N...]")]

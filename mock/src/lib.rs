@@ -22,6 +22,7 @@ mod metrics;
 mod openai;
 mod server;
 mod state_file;
+mod steps;
 mod tokens;
 
 pub use args::MockArgs;

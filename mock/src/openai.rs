@@ -13,6 +13,7 @@ use tracing::{debug, error};
 use super::continuation;
 use super::faults::{Admission, Faults};
 use super::metrics::{MockMetrics, RunningGuard};
+use super::steps::{Step, Steps};
 use super::tokens::{count_prompt_tokens, TokenSource};
 
 /// Everything a completion handler needs, shared by every worker.
@@ -25,6 +26,8 @@ pub(crate) struct Generator {
     pub(crate) metrics: Arc<MockMetrics>,
     /// `--busy-health`: /health answers 503 while a completion runs.
     pub(crate) busy_health: bool,
+    /// `--shared-steps` (with a token latency): the step clock every completion follows.
+    pub(crate) steps: Option<Steps>,
 }
 
 /// Which endpoint is answering: they differ only in the shape of their JSON.
@@ -316,27 +319,41 @@ impl Job {
     }
 }
 
-/// When the tokens of one completion come: one every `--token-latency` from the start, on a fixed
-/// schedule, as a real server's steady decode steps. A token up to 5 ms late does not push back
+/// When the tokens of one completion come. On its own schedule: one every `--token-latency` from
+/// the start, as a real server's steady decode steps. A token up to 5 ms late does not push back
 /// the ones after it (a sleep after each token would: the timer's rounding up to the next
 /// millisecond and any delay in sending would add up over a stream); a longer pause (a freeze)
 /// starts the schedule again from its end rather than sending the missed tokens at once (tokio's
-/// `MissedTickBehavior::Delay`).
-struct Pace(Option<tokio::time::Interval>);
+/// `MissedTickBehavior::Delay`). With `--shared-steps`, on the step clock every completion
+/// follows ([`Steps`]).
+enum Pace {
+    /// `--token-latency 0`: every token at once.
+    Free,
+    Own(tokio::time::Interval),
+    Shared(Step),
+}
 
 impl Pace {
-    fn new(latency: Duration) -> Self {
+    fn new(gen: &Generator) -> Self {
+        let latency = gen.token_latency;
         if latency.is_zero() {
-            return Self(None);
+            return Self::Free;
+        }
+        if let Some(steps) = &gen.steps {
+            return Self::Shared(steps.follow());
         }
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + latency, latency);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self(Some(ticks))
+        Self::Own(ticks)
     }
 
     async fn next(&mut self) {
-        if let Some(ticks) = &mut self.0 {
-            ticks.tick().await;
+        match self {
+            Self::Free => {}
+            Self::Own(ticks) => {
+                ticks.tick().await;
+            }
+            Self::Shared(step) => step.next().await,
         }
     }
 }
@@ -354,7 +371,7 @@ async fn next_token(gen: &Generator, job: &Job, index: u64, pace: &mut Pace) -> 
 
 async fn collect(gen: Arc<Generator>, job: Job, mut running: RunningGuard) -> HttpResponse {
     let mut text = String::new();
-    let mut pace = Pace::new(gen.token_latency);
+    let mut pace = Pace::new(&gen);
     for index in 0..job.count {
         text.push_str(&next_token(&gen, &job, index, &mut pace).await);
     }
@@ -377,7 +394,7 @@ const DROP_AFTER_CHUNKS: u64 = 2;
 
 fn stream(gen: Arc<Generator>, job: Job, running: RunningGuard, drop_stream: bool) -> HttpResponse {
     let drop_at = drop_stream.then(|| DROP_AFTER_CHUNKS.min(job.count / 2));
-    let pace = Pace::new(gen.token_latency);
+    let pace = Pace::new(&gen);
     let state = (gen, job, running, pace, StreamStep::Token(0));
     let body = futures_util::stream::unfold(
         state,

@@ -14,6 +14,7 @@ use super::faults::Faults;
 use super::metrics::MockMetrics;
 use super::openai::{self, openai_error, Generator};
 use super::state_file;
+use super::steps::Steps;
 use super::MockError;
 use respawn::systemd::Notifier;
 use respawn::web::{run_until_restart_with, Exit, RestartControl, StopSignals};
@@ -68,6 +69,11 @@ async fn serve(
         faults: Arc::clone(&faults),
         metrics: counters,
         busy_health: args.busy_health,
+        steps: if args.shared_steps && !args.token_latency.is_zero() {
+            Some(Steps::start(args.token_latency)?)
+        } else {
+            None
+        },
     });
     let alive = Arc::clone(&faults);
     let control = RestartControl::new(args.token.clone())

@@ -35,6 +35,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -163,6 +164,15 @@ def autogroup():
     try:
         with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
             return "on" if f.read().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
+
+
+def cpuidle():
+    """The kernel's CPU idle driver (haltpoll on a KVM guest, intel_idle, acpi_idle...), or "unknown"."""
+    try:
+        with open("/sys/devices/system/cpu/cpuidle/current_driver") as f:
+            return f.read().strip() or "none"
     except OSError:
         return "unknown"
 
@@ -549,6 +559,25 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+@contextlib.contextmanager
+def idle_polling():
+    """While the block runs, holds the CPUs' idle state to polling (a PM QoS request of 0 µs on
+    /dev/cpu_dma_latency, which needs root; released when the file closes). At 1 connection each
+    request wakes a sleeping CPU several times; on a VM a CPU woken from a halt exits to the host
+    first, which takes more time than the proxies' own work and varies from run to run. Polling
+    takes that out of every path alike, leaving what the proxies add. Yields whether it holds."""
+    try:
+        f = open("/dev/cpu_dma_latency", "wb", buffering=0)
+    except OSError:
+        yield False
+        return
+    try:
+        f.write(struct.pack("i", 0))
+        yield True
+    finally:
+        f.close()
+
+
 def wrk(port, conns, seconds, path="/health", script=None):
     threads = min(conns, 2)
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency"]
@@ -686,6 +715,7 @@ def proxy_overhead(respawn, workdir, rounds=9, seconds=6, latency_seconds=4):
                 wrk(port, 64, 2, path, script)
         res = {load: {k: {"rps": [], "p50_ms": [], "non2xx": 0} for k in targets} for load in loads}
         rss = []
+        polled = False
         for r in range(rounds):
             for load, (path, script) in loads.items():
                 for name, port in targets.items():
@@ -697,17 +727,18 @@ def proxy_overhead(respawn, workdir, rounds=9, seconds=6, latency_seconds=4):
                     res[load][name]["rps"].append(out["rps"])
                     res[load][name]["non2xx"] += out["non2xx"]
                     log(f"  round {r + 1} {load} {name}: {out['rps']:.0f} req/s at 64 connections")
-                for name, port in targets.items():
-                    out = wrk(port, 1, latency_seconds, path, script)
-                    res[load][name]["p50_ms"].append(out["p50_ms"])
-                    res[load][name]["non2xx"] += out["non2xx"]
-                    log(f"  round {r + 1} {load} {name}: median {out['p50_ms']:.3f} ms at 1 connection")
+                with idle_polling() as polled:
+                    for name, port in targets.items():
+                        out = wrk(port, 1, latency_seconds, path, script)
+                        res[load][name]["p50_ms"].append(out["p50_ms"])
+                        res[load][name]["non2xx"] += out["non2xx"]
+                        log(f"  round {r + 1} {load} {name}: median {out['p50_ms']:.3f} ms at 1 connection")
         bodies = big_bodies_rss(serve.proc.pid, serve.port)
         log(f"  RSS idle {bodies['idle_kib']} KiB, peak {bodies['peak_kib']} KiB with {bodies['bodies']} "
             f"bodies of {bodies['body_bytes']} bytes, {bodies['after_kib']} KiB a second after")
         return {"results": res, "rss_max_kib": max(rss) if rss else None, "bodies": bodies,
                 "nginx": nginx.version(), "rounds": rounds, "seconds": seconds,
-                "latency_seconds": latency_seconds}
+                "latency_seconds": latency_seconds, "idle_polling": polled}
 
 
 def launch_fairness(respawn, workdir, rounds=3, seconds=5):
@@ -831,6 +862,7 @@ def build_ab(builds, mock, workdir, rounds=5, seconds=5, latency_seconds=3, bodi
         res = {load: {name: {"rps": [], "cpu_us": [], "p50_ms": []} for name in [*names, "direct"]}
                for load in loads}
         rss = {name: [] for name in names}
+        polled = False
         for r in range(rounds):
             order = names if r % 2 == 0 else names[::-1]
             for load, (path, script) in loads.items():
@@ -844,13 +876,15 @@ def build_ab(builds, mock, workdir, rounds=5, seconds=5, latency_seconds=3, bodi
                     m["rps"].append(out["rps"])
                     m["cpu_us"].append(used / max(1.0, out["rps"] * seconds) * 1e6)
                     log(f"  round {r + 1} {load} {name}: {out['rps']:.0f} req/s, {m['cpu_us'][-1]:.1f} µs of CPU a request")
-                for name in ["direct", *order]:
-                    port = direct if name == "direct" else serves[name].port
-                    out = wrk(port, 1, latency_seconds, path, script)
-                    res[load][name]["p50_ms"].append(out["p50_ms"])
-                    log(f"  round {r + 1} {load} {name}: median {out['p50_ms']:.3f} ms at 1 connection")
+                with idle_polling() as polled:
+                    for name in ["direct", *order]:
+                        port = direct if name == "direct" else serves[name].port
+                        out = wrk(port, 1, latency_seconds, path, script)
+                        res[load][name]["p50_ms"].append(out["p50_ms"])
+                        log(f"  round {r + 1} {load} {name}: median {out['p50_ms']:.3f} ms at 1 connection")
         got = {"results": res, "rss_max_kib": {name: max(v) for name, v in rss.items() if v},
-               "rounds": rounds, "seconds": seconds, "latency_seconds": latency_seconds}
+               "rounds": rounds, "seconds": seconds, "latency_seconds": latency_seconds,
+               "idle_polling": polled}
         if bodies:
             got["bodies"] = {}
             for name in names:
@@ -1190,7 +1224,8 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     add(f"- Command: `{command}` (release build by `scripts/release-build.sh`: fat LTO, `codegen-units = 1`, "
         f"`panic = \"abort\"`, compiled with the profile `cli/pgo/respawn.profdata`)")
     add(f"- Machine: {machine['nproc']} cores, {machine['cpu']}, Linux {machine['kernel']} (scheduling by session, "
-        f"autogroup: {machine.get('autogroup', 'unknown')}), {machine['mem']}")
+        f"autogroup: {machine.get('autogroup', 'unknown')}; CPU idle driver: {machine.get('cpuidle', 'unknown')}), "
+        f"{machine['mem']}")
     add(f"- Tools: {machine['rustc']}; {r['overhead']['nginx']}; {machine['wrk']}; Python {machine['python']}")
     add(f"- Date: {started} to {finished} (UTC)")
     for rerun in reruns:
@@ -1308,7 +1343,12 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         "`GET /health` and a small `POST /v1/chat/completions` (a wrk script; the mock answers 1 token "
         f"at once). Runs interleaved (per round and load: direct, nginx, respawn) × {ov['rounds']}; the "
         f"median of the rounds is shown with their spread (min–max). Requests/s: {ov['seconds']} s at 64 "
-        f"connections; latency: wrk's median over {ov['latency_seconds']} s at 1 connection. The ratio's "
+        f"connections; latency: wrk's median over {ov['latency_seconds']} s at 1 connection"
+        + (", with the CPUs' idle state held to polling (`/dev/cpu_dma_latency` = 0) during those runs: on "
+           "this VM a CPU woken from a halt takes longer than the proxies' own work, and by a different "
+           "amount each run, so without it the added latencies were mostly the wake-ups'"
+           if ov.get("idle_polling") else "")
+        + ". The ratio's "
         "spread is that of the per-round ratios (each round's respawn over the same round's nginx). respawn "
         "and nginx are started in the benchmark's own session, as wrk is (see \"How the proxies are started, "
         "and the scheduler\" below).")
@@ -1424,7 +1464,9 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             "Below, that build and the same code built without the profile (`RESPAWN_PGO=off`, the function "
             "order kept), serving side by side, each supervising the same model server binary: per round and "
             f"load, each build for {ab['seconds']} s at 64 connections (wrk), then the model server directly and each "
-            f"build for {ab['latency_seconds']} s at 1 connection, the builds' order alternating by round; medians of "
+            f"build for {ab['latency_seconds']} s at 1 connection"
+            + (" (the CPUs' idle state held to polling, as in section 4)" if ab.get("idle_polling") else "")
+            + f", the builds' order alternating by round; medians of "
             f"{ab['rounds']} rounds, with the spread. CPU per request: utime + stime of `respawn serve` from `/proc` over "
             "the 64-connection run, divided by the requests it answered. The function order is made from the "
             "build with the profile, whose functions differ from the other's by what was inlined, so the twin "
@@ -1912,9 +1954,11 @@ MISSED_NOTES = {
     "Proxy: requests/s ≥ 0.9 × nginx":
         PROXY_COST_NOTE,
     "Proxy: added median latency at 1 connection ≤ nginx's":
-        "wrk's median at one connection moves by tens of microseconds from round to round on 2 shared "
-        "cores (see each round above); what respawn adds per request is the request-path cost of the "
-        "note above, and the same work closes both.",
+        "with the CPUs' idle state held to polling (section 4) the medians at one connection move by a "
+        "few microseconds from round to round, so the gap is respawn's own: the request-path cost of the "
+        "note above, on the way of every request, and the same work closes both. Without polling (a run "
+        "by a user who cannot write /dev/cpu_dma_latency) the wake-ups of halted CPUs dominate and the "
+        "comparison says little.",
     "Proxy: RSS under load ≤ 10 MiB":
         "compare the two builds of \"Where the code sits\" (section 4): a build whose function list "
         "has gone stale (few of its names found) maps nearly all of its code again; rerun "
@@ -1974,7 +2018,7 @@ def machine_info():
     wrk_version = run(["wrk", "--version"]).splitlines()
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "mem": mem,
             "rustc": run(["rustc", "--version"]), "wrk": wrk_version[0].split(" [")[0] if wrk_version else "wrk",
-            "python": platform.python_version(), "autogroup": autogroup()}
+            "python": platform.python_version(), "autogroup": autogroup(), "cpuidle": cpuidle()}
 
 
 PARTS = ("hard_hang", "deadlock", "storm", "overhead", "launch", "code_layout", "pgo", "allocator", "streaming", "restart_time", "scaling",

@@ -963,7 +963,7 @@ def spread(xs):
 
 
 def stream_lags(first, second):
-    """Per chunk, how much later `second` had it than `first` (ms); with the pair's largest gaps."""
+    """Per chunk, how much later `second` had it than `first` (ms), over the chunks both had."""
     n = min(len(first), len(second))
     return [(second[i] - first[i]) * 1000 for i in range(n)]
 

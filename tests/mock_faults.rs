@@ -27,6 +27,24 @@ fn sse_data(answer: &Answer) -> Vec<String> {
     answer.events().into_iter().map(|e| e.data).collect()
 }
 
+/// The JSON chunks of a streamed completion, checked to end with `[DONE]`.
+fn streamed_chunks(answer: &Answer) -> Vec<Value> {
+    let data = sse_data(answer);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("each chunk is JSON"))
+        .collect()
+}
+
+/// The text that streamed chat chunks carry, joined.
+fn streamed_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
 /// How long a hung request is given before the test calls it hung.
 const HANG: Duration = Duration::from_secs(1);
 
@@ -72,20 +90,12 @@ fn streams_openai_chunks_ending_with_done() {
         "{:?}",
         answer.headers
     );
-    let data = sse_data(&answer);
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).expect("each chunk is JSON"))
-        .collect();
+    let chunks = streamed_chunks(&answer);
     assert_eq!(chunks.len(), 6, "five tokens and a final chunk: {chunks:?}");
-    let mut text = String::new();
     for chunk in &chunks {
         assert_eq!(chunk["object"], "chat.completion.chunk");
-        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
-            text.push_str(t);
-        }
     }
+    let text = streamed_text(&chunks);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
     assert_eq!(text.split_whitespace().count(), 5);
@@ -111,16 +121,7 @@ fn shared_steps_give_concurrent_streams_every_token() {
                         .post(CHAT, &chat_body("tell me a story", 5, true))
                         .expect("an answer");
                     assert_eq!(answer.status, 200);
-                    let data = sse_data(&answer);
-                    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
-                    let mut text = String::new();
-                    for d in &data[..data.len() - 1] {
-                        let chunk: Value = serde_json::from_str(d).expect("each chunk is JSON");
-                        if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
-                            text.push_str(t);
-                        }
-                    }
-                    text
+                    streamed_text(&streamed_chunks(&answer))
                 })
             })
             .collect();

@@ -14,6 +14,7 @@
 //! line, its configuration file and the simulated model server are separate crates
 //! (`respawn-cli`, `respawn-mock`) that this library does not depend on.
 
+mod aside;
 pub mod auth;
 pub mod call_error;
 pub mod client_actor;

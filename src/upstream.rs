@@ -663,7 +663,8 @@ impl Upstream {
                 headers.insert(HOST, host.clone());
             }
         }
-        let sent = request.send_body(out.body.clone());
+        // What awc spawns inside the send (a date service per request) is set aside: see `aside`.
+        let sent = crate::aside::SpawnAside(request.send_body(out.body.clone()));
         let mut response = match self.before_deadline(plan, sent).await? {
             Err(err) => {
                 let outcome = classify_send_error(&err);

@@ -1353,6 +1353,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         "and nginx are started in the benchmark's own session, as wrk is (see \"How the proxies are started, "
         "and the scheduler\" below).")
     add("")
+    added_1c = {}  # load → respawn's added median latency at 1 connection, for the table of changes
     for load, figures in by_load.items():
         rps = {k: median(v["rps"]) for k, v in figures.items()}
         p50 = {k: median(v["p50_ms"]) for k, v in figures.items()}
@@ -1369,7 +1370,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         add("")
         ratio = rps["respawn"] / rps["nginx"]
         ratios = [a / b for a, b in zip(figures["respawn"]["rps"], figures["nginx"]["rps"]) if b]
-        added = p50["respawn"] - p50["direct"]
+        added = added_1c[load] = p50["respawn"] - p50["direct"]
         nginx_added = p50["nginx"] - p50["direct"]
         # Two readings of the same rounds: the ratio of the medians, and the median of each round's
         # ratio (the pair measured back to back). The target counts as met only when both reach it.
@@ -1853,16 +1854,13 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             "under the same wrk) from 11 to 23 MiB, hence the build without them; without them, still ~1.7 "
             "MiB more under load (this file's code-layout measure, `code_layout` in benches/driver.py, 3 "
             "rounds), hence not the default |")
-    if "post" in by_load:
-        def added_1c(load):
-            got = by_load[load]
-            return median(got["respawn"]["p50_ms"]) - median(got["direct"]["p50_ms"])
+    if "post" in added_1c:
         add(f"| awc's sends run with a task set of respawn's own entered (`src/aside.rs`): the date service that "
             f"awc's HTTP/1 codec starts for every request is run 10 ms later, in a batch with the others, by "
             f"which time a short request's has been aborted and is only dropped; the compiler profile and the "
             f"function order remade after it | added median latency at 1 connection, GET / POST | +0.035 / "
             f"+0.034 ms (the run of 2026-12-04 06:19–06:51 UTC; nginx +0.016 / +0.016) | "
-            f"{added_1c('get'):+.3f} / {added_1c('post'):+.3f} ms | perf with call graphs of the proxy at one "
+            f"{added_1c['get']:+.3f} / {added_1c['post']:+.3f} ms | perf with call graphs of the proxy at one "
             "connection: 99.8 % of its `write`s were tokio's eventfd, woken by that date service's first timer "
             "(due at the next millisecond, earlier than anything the driver slept for), about one per request; "
             "strace: 1 eventfd `write` per request beside the same 6 socket and epoll calls as nginx. Side by "

@@ -307,8 +307,8 @@ mod tests {
     /// and keeps the connection open; sends a connection's index (0 for the first accepted) when
     /// its client closes it.
     fn keep_alive_server() -> (u16, mpsc::Receiver<usize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
         let (closed, closes) = mpsc::channel();
         std::thread::spawn(move || {
             for (index, stream) in listener.incoming().enumerate() {
@@ -371,7 +371,8 @@ mod tests {
             closes.try_recv().is_err(),
             "the pooled connection closed early"
         );
-        // The second send finds it stale: awc spawns its graceful close inside the send.
+        // The second send finds it stale and awc's pool lets it go inside the send (dropped at once
+        // on plain HTTP; a graceful close task would be spawned there for TLS).
         let second = SpawnAside(client.get(&url).send()).await;
         assert!(answered(second).await, "the second request failed");
         // With nothing else sent, the stale connection still closes.

@@ -194,13 +194,7 @@ impl<F: Future + Unpin> Future for SpawnAside<F> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        cell::Cell,
-        io::{Read, Write},
-        net::TcpListener,
-        sync::mpsc,
-        time::Duration,
-    };
+    use std::{cell::Cell, time::Duration};
 
     use super::*;
 
@@ -303,42 +297,6 @@ mod tests {
         assert!(matches!(value, Ok(Ok(7))));
     }
 
-    /// An HTTP/1.1 server on a thread: answers every request on a connection with an empty 200
-    /// and keeps the connection open; sends a connection's index (0 for the first accepted) when
-    /// its client closes it.
-    fn keep_alive_server() -> (u16, mpsc::Receiver<usize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let (closed, closes) = mpsc::channel();
-        std::thread::spawn(move || {
-            for (index, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { return };
-                let closed = closed.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    let mut seen = Vec::new();
-                    loop {
-                        match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => {
-                                let _ = closed.send(index);
-                                return;
-                            }
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            seen.drain(..end + 4);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                            if stream.write_all(answer).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        (port, closes)
-    }
-
     /// Whether a response is a 200 whose body was read to its end (which gives its connection back
     /// to the pool).
     async fn answered<S>(
@@ -358,7 +316,8 @@ mod tests {
     /// with nothing sent after it.
     #[actix_rt::test]
     async fn a_stale_pooled_connection_met_in_a_send_is_closed_without_further_traffic() {
-        let (port, closes) = keep_alive_server();
+        let (port, closes) =
+            crate::test_servers::keep_alive_server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
         let client = awc::Client::builder()
             .connector(awc::Connector::new().conn_keep_alive(Duration::from_millis(50)))
             .finish();

@@ -34,6 +34,8 @@ pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod systemd;
+#[cfg(test)]
+mod test_servers;
 pub mod upstream;
 pub mod waiting;
 pub mod web;

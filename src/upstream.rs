@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use actix_web::http::header::{HeaderMap, HeaderValue, HOST};
+use actix_web::http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST};
 use actix_web::http::uri::{Authority, PathAndQuery, Scheme};
 use actix_web::http::Method;
 use actix_web::http::Uri;
@@ -153,6 +153,10 @@ pub struct Delivered {
     pub generation: Generation,
     /// Attempts it took.
     pub attempts: u32,
+    /// `first` is the whole body: the head declared its length, and the end that follows was read
+    /// at once (which gave the connection back to the client's pool). `response` then has no body
+    /// left, and the answer can go to the client whole.
+    pub complete: bool,
 }
 
 pub use crate::call_error::CallError;
@@ -681,6 +685,7 @@ impl Upstream {
                 first: None,
                 generation,
                 attempts: 0,
+                complete: false,
             });
         }
         // A small answer is usually complete with its head: take it without arming a timer.
@@ -688,7 +693,7 @@ impl Upstream {
             Some(item) => item,
             None => self.before_deadline(plan, response.next()).await?,
         };
-        let first = match next {
+        let mut first = match next {
             None => None,
             Some(Ok(chunk)) => {
                 plan.on_chunk(shared.clock.now());
@@ -698,6 +703,15 @@ impl Upstream {
                 warn!(generation = generation.get(), error = %err, "the response broke before its first byte");
                 return Err(AttemptOutcome::ConnectionReset);
             }
+        };
+        let complete = match first.as_mut() {
+            Some(chunk) if declared_length(&response) == Some(chunk.len() as u64) => {
+                whole(&mut response, chunk).map_err(|err| {
+                    warn!(generation = generation.get(), error = %err, "the response broke after its first chunk");
+                    AttemptOutcome::ConnectionReset
+                })?
+            }
+            _ => false,
         };
         // A hung server is resumed (SIGCONT) only so that its SIGTERM gets through, and in that
         // moment it may start answering the requests that waited on it: an answer that begins
@@ -714,7 +728,45 @@ impl Upstream {
             first,
             generation,
             attempts: 0,
+            complete,
         })
+    }
+}
+
+/// The length the response's head declares, if any.
+fn declared_length(response: &awc::ClientResponse) -> Option<u64> {
+    response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// After `first`, which holds as many bytes as the head declared: reads the end of the body if it
+/// is there already (it is, for a declared length: the decoder needs no more bytes to tell it),
+/// which gives the connection back to the pool; then takes the body from `response`, which has
+/// nothing left to give, and answers `true`. `false` when the end is not there yet (`response`
+/// untouched, or with what came after `first` appended to it).
+fn whole(
+    response: &mut awc::ClientResponse,
+    first: &mut Bytes,
+) -> Result<bool, awc::error::PayloadError> {
+    match response.next().now_or_never() {
+        Some(None) => {
+            // The stream ended: nothing may poll its connection again.
+            drop(actix_web::HttpMessage::take_payload(response));
+            Ok(true)
+        }
+        None => Ok(false),
+        Some(Some(Err(err))) => Err(err),
+        // More than the head declared: not a whole answer; the rest follows `first`.
+        Some(Some(Ok(more))) => {
+            let mut joined = bytes::BytesMut::with_capacity(first.len() + more.len());
+            joined.extend_from_slice(first);
+            joined.extend_from_slice(&more);
+            *first = joined.freeze();
+            Ok(false)
+        }
     }
 }
 
@@ -849,6 +901,41 @@ mod tests {
             classify_send_error(&refused),
             AttemptOutcome::ConnectionRefused,
             "{refused}"
+        );
+    }
+
+    /// An answer whose first chunk holds the length its head declares is whole: its end is read at
+    /// once, which gives the connection back to the pool (the response is dropped at once, and
+    /// three requests take one connection), and the response has nothing left to read.
+    #[actix_rt::test]
+    async fn a_whole_first_chunk_ends_the_answer_and_frees_its_connection() {
+        let (port, closes) = crate::test_servers::keep_alive_server(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        );
+        let client = build_client();
+        for request in 0..3 {
+            let mut response = client
+                .get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("an answer");
+            let mut first = response.next().await.expect("a chunk").expect("not broken");
+            assert_eq!(first, "hello");
+            assert_eq!(declared_length(&response), Some(5));
+            assert!(whole(&mut response, &mut first).expect("not broken"));
+            assert_eq!(first, "hello", "the chunk is left as it was");
+            if request == 2 {
+                assert!(response.next().await.is_none(), "nothing after the end");
+            }
+        }
+        drop(client);
+        let first = closes
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the connection closed with its client");
+        assert_eq!(first, 0);
+        assert!(
+            closes.recv_timeout(Duration::from_millis(300)).is_err(),
+            "one connection served the three requests"
         );
     }
 }

@@ -337,6 +337,17 @@ async fn forward_with(
             _ => builder.body(actix_web::body::None::new()),
         };
     }
+    if delivered.complete {
+        // The whole body came with the head, and the connection is back in the pool: answered as
+        // it is, with nothing left to watch. Told as a body's end is: its success, then its place
+        // in flight (and a trial slot) ends.
+        shared.in_flight.answered();
+        if let Some(fingerprint) = suspect {
+            shared.coordinator.do_send(RequestSucceeded { fingerprint });
+        }
+        drop(id);
+        return builder.body(delivered.first.unwrap_or_default());
+    }
     let completeness = Completeness {
         length,
         ends_with_done: sse && out.path_and_query.as_str().contains("/completions"),

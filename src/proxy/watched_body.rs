@@ -94,6 +94,12 @@ const TAIL: usize = 32;
 impl<S> WatchedBody<S> {
     /// Wraps `inner`, which follows `first` (the chunk already read to confirm the response).
     pub fn new(first: Option<Bytes>, inner: S, watch: BodyWatch) -> Self {
+        // Kept only for a stream that must end with `[DONE]`.
+        let tail = if watch.completeness.ends_with_done {
+            Vec::with_capacity(TAIL * 2)
+        } else {
+            Vec::new()
+        };
         let mut body = Self {
             first: None,
             inner,
@@ -101,7 +107,7 @@ impl<S> WatchedBody<S> {
             watch,
             done: false,
             received: 0,
-            tail: Vec::with_capacity(TAIL * 2),
+            tail,
             resumable: false,
             cut: None,
         };

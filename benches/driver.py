@@ -217,16 +217,18 @@ class Serve:
     """`respawn serve` supervising `respawn mock`, with its log in a file; stopped on exit."""
 
     def __init__(self, respawn, workdir, mock_args=(), serve_args=(), log_level="info", child_port=None,
-                 mock=None, launch=GROUP):
+                 mock=None, launch=GROUP, env=None):
         self.port = free_port()
         self.child_port = child_port
         self.log_path = os.path.join(workdir, f"serve-{self.port}.log")
         argv = [respawn, "serve", "--listen", f"127.0.0.1:{self.port}", *serve_args]
         if child_port:
             argv += ["--port", str(child_port)]
-        # The model server: `respawn mock` of this build, or of the build `mock` names.
-        argv += ["--", mock or respawn, "mock", "--port", "{port}", *mock_args]
-        env = dict(os.environ, RESPAWN_LOG=log_level, RESPAWN_ADMIN_TOKEN=TOKEN)
+        # The model server: `respawn mock` of this build, or of the build `mock` names. `env` is for
+        # respawn alone: the model server runs without it (`env -u`), as it runs for every build.
+        unset = [f"--unset={name}" for name in env or {}]
+        argv += ["--", *(["env", *unset] if unset else []), mock or respawn, "mock", "--port", "{port}", *mock_args]
+        env = dict(os.environ, RESPAWN_LOG=log_level, RESPAWN_ADMIN_TOKEN=TOKEN, **(env or {}))
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL, **launch)
@@ -553,6 +555,11 @@ http {{
 """
 
 
+# The allocator part's second build: the release build with glibc's per-thread cache holding up to 64
+# free blocks of each size (7 by default), set for respawn's process alone.
+TCACHE_TUNABLES = "glibc.malloc.tcache_count=64"
+
+
 CHAT_LUA = """wrk.method = "POST"
 wrk.body = '{"model":"mock-llm","messages":[{"role":"user","content":"bench"}],"max_tokens":1}'
 wrk.headers["Content-Type"] = "application/json"
@@ -839,13 +846,14 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def build_ab(builds, mock, workdir, rounds=5, seconds=5, latency_seconds=3, bodies=False):
+def build_ab(builds, mock, workdir, rounds=5, seconds=5, latency_seconds=3, bodies=False, envs=None):
     """The same proxy work through builds of the same code (`builds`: name → binary), all serving at
     once, each supervising the same model server binary (`mock`, so that only the proxy differs):
     per round and load (GET, small POST), each build in turn (the order alternating by round) for
     `seconds` at 64 connections (requests/s, and the proxy's CPU per request from /proc), then the
     model server directly and each build for `latency_seconds` at 1 connection (median latency).
-    `bodies`: then, for each build in turn, its RSS around 8 concurrent 30 MiB bodies."""
+    `bodies`: then, for each build in turn, its RSS around 8 concurrent 30 MiB bodies. `envs`: name →
+    environment variables of that build's respawn (not of its model server)."""
     chat_lua = os.path.join(workdir, "chat-ab.lua")
     with open(chat_lua, "w") as f:
         f.write(CHAT_LUA)
@@ -853,7 +861,8 @@ def build_ab(builds, mock, workdir, rounds=5, seconds=5, latency_seconds=3, bodi
     names = list(builds)
     with contextlib.ExitStack() as stack:
         serves = {name: stack.enter_context(Serve(binary, workdir, mock=mock, child_port=free_port(),
-                                                  mock_args=["--tokens", "1", "--token-latency", "0ms"]))
+                                                  mock_args=["--tokens", "1", "--token-latency", "0ms"],
+                                                  env=(envs or {}).get(name)))
                   for name, binary in builds.items()}
         direct = serves[names[0]].child_port
         for serve in serves.values():  # warm up connections and caches
@@ -1489,10 +1498,15 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         res, rss = al["results"], al["rss_max_kib"]
         add("### The allocator")
         add("")
+        tcache = "tcache" in res["get"]
         add("The release build allocates with the C library's allocator (glibc here); `--features mimalloc` "
             "builds the same program on mimalloc (`cli/src/allocator.rs`; built without transparent huge pages, "
             "and after a large body it collects its free memory at once and again 100 ms later). Below, the "
-            "release build and the same code and profile built with `--features mimalloc`, serving side by "
+            "release build"
+            + (f", the release build again with glibc's per-thread cache holding up to 64 free blocks of each "
+               f"size instead of 7 (`GLIBC_TUNABLES={al.get('tunables', 'glibc.malloc.tcache_count=64')}` in "
+               "respawn's environment; its model server runs without it)," if tcache else "")
+            + " and the same code and profile built with `--features mimalloc`, serving side by "
             "side as in the part above, each supervising the same model server binary (the release build's "
             f"`respawn mock`, so only the proxy's allocator differs); medians of {al['rounds']} rounds, with the "
             "spread. After the rounds, each build in turn passes 8 concurrent 30 MiB bodies; its RSS at rest "
@@ -1507,16 +1521,38 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
                "within the proxy's memory budget (≤ 10 MiB under load) in this run; the release build stays on "
                "the C library's allocator, whose margin to that budget is the larger."))
         add("")
-        build_ab_table(add, res, rss, (("system", "the C library's allocator (the release build)"),
-                                       ("mimalloc", "mimalloc (`--features mimalloc`)")))
+        if tcache:
+            add("Why the allocator matters here: in a profile of the release build under the same 64 connections "
+                "(`perf record -e cycles:u -p PID`, its samples added up by symbol), about a fifth of respawn's "
+                "user-space time was glibc's `malloc` and `free` outside their per-thread cache (`_int_malloc`, "
+                "`_int_free`, `malloc_consolidate`, `unlink_chunk`). A proxied request allocates about twenty "
+                "blocks; six are larger than the 1032 bytes that cache takes (awc's two 8 KiB buffers, its boxed "
+                "send, the response head it decodes, actix-web's boxed handler), and with dozens of requests in "
+                "flight per worker the small ones overflow its 7 places per size. A larger per-thread cache keeps "
+                "more of them out of the arenas; what it costs is resident memory, since a thread keeps what it "
+                "freed "
+                f"({rss['tcache'] / 1024:.1f} MiB under load against {rss['system'] / 1024:.1f} MiB here). glibc "
+                "reads the setting only when a process starts, from its environment: respawn leaves it to the "
+                "deployment, which sets it for respawn's own process (the model server inherits respawn's "
+                "environment, so a unit that sets it for respawn alone runs the server through `env -u "
+                "GLIBC_TUNABLES`).")
+            add("")
+        rows = [("system", "the C library's allocator (the release build)")]
+        if tcache:
+            rows.append(("tcache", "the same, `GLIBC_TUNABLES=glibc.malloc.tcache_count=64`"))
+        rows.append(("mimalloc", "mimalloc (`--features mimalloc`)"))
+        build_ab_table(add, res, rss, rows)
         add("")
+        others = ([("tcache", "with the larger per-thread cache")] if tcache else []) + [("mimalloc", "on mimalloc")]
         for load in ("get", "post"):
-            ratios, cpu, paired = build_ab_rounds(res[load]["system"], res[load]["mimalloc"])
-            add(f"- {OVERHEAD_LOADS[load]}: requests/s on mimalloc over the C library's, per round: "
-                f"{', '.join(f'{x:.2f}' for x in ratios)} (median {median(ratios):.2f}); CPU per request, the same "
-                f"ratio: {', '.join(f'{x:.2f}' for x in cpu)} (median {median(cpu):.2f}); latency at 1 connection "
-                f"saved per round: {', '.join(f'{x * 1000:+.0f}' for x in paired)} µs (median {median(paired) * 1000:+.0f} µs).")
-        for name, label in (("system", "the C library's allocator"), ("mimalloc", "mimalloc")):
+            for name, label in others:
+                ratios, cpu, paired = build_ab_rounds(res[load]["system"], res[load][name])
+                add(f"- {OVERHEAD_LOADS[load]}: requests/s {label} over the release build's, per round: "
+                    f"{', '.join(f'{x:.2f}' for x in ratios)} (median {median(ratios):.2f}); CPU per request, the same "
+                    f"ratio: {', '.join(f'{x:.2f}' for x in cpu)} (median {median(cpu):.2f}); latency at 1 connection "
+                    f"saved per round: {', '.join(f'{x * 1000:+.0f}' for x in paired)} µs (median {median(paired) * 1000:+.0f} µs).")
+        for name, label in (("system", "the C library's allocator"), ("tcache", "with the larger per-thread cache"),
+                            ("mimalloc", "mimalloc")):
             b = al.get("bodies", {}).get(name)
             if b:
                 add(f"- 8 × 30 MiB bodies, {label}: RSS {b['idle_kib'] / 1024:.1f} MiB at rest, {b['peak_kib'] / 1024:.1f} "
@@ -2135,9 +2171,12 @@ def main():
     if "allocator" in only:
         if not args.respawn_mimalloc:
             ap.error("the allocator part needs --respawn-mimalloc (scripts/bench.sh builds it)")
-        log("4d. allocator: the release build and the same on mimalloc, 5 rounds (about 5 minutes)")
-        builds = {"system": respawn, "mimalloc": os.path.abspath(args.respawn_mimalloc)}
-        r["allocator"] = build_ab(builds, respawn, workdir, bodies=True)
+        log("4d. allocator: the release build, the same with a larger glibc per-thread cache, and the same on "
+            "mimalloc, 5 rounds (about 8 minutes)")
+        builds = {"system": respawn, "tcache": respawn, "mimalloc": os.path.abspath(args.respawn_mimalloc)}
+        r["allocator"] = build_ab(builds, respawn, workdir, bodies=True,
+                                  envs={"tcache": {"GLIBC_TUNABLES": TCACHE_TUNABLES}})
+        r["allocator"]["tunables"] = TCACHE_TUNABLES
         r["allocator"]["coverage"] = {name: function_order_coverage(binary) for name, binary in builds.items()}
     if "streaming" in only:
         log("5. streaming: 20 trials of three pairs, on the mock's shared step clock (about 1 minute)")

@@ -1965,8 +1965,12 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     else:
         add("Missed in this run: " + "; ".join(f"{n} ({v})" for n, v, _ in missed) + ".")
         add("")
-        for n, v, _ in missed:
-            add(f"- {n}: {missed_note(n)}")
+        # Targets that differ only by their load share a note: it is said once, after their names.
+        by_note = {}
+        for n, _, _ in missed:
+            by_note.setdefault(missed_note(n), []).append(n)
+        for note, names in by_note.items():
+            add(f"- {'; '.join(names)}: {note}")
     add("")
     add("Reproduce: `scripts/bench.sh` (it installs wrk and nginx-light with apt-get when they are "
         "missing, builds the release binaries and rewrites this file; about 35 minutes on 2 cores, four release builds included; "

@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use crate::coordinator::RestartCoordinator;
 use crate::in_flight::{InFlight, InFlightGuard};
-use crate::messages::{HangReport, TrialEnded, TrialStarted};
+use crate::messages::{HangReport, RequestSucceeded, TrialEnded, TrialStarted};
 use crate::metrics::Metrics;
 use crate::state::{wait_ready, Clock, PoisonCache, SharedSnapshot, SupervisorState, WaitError};
 use crate::waiting::WaitBound;
@@ -70,6 +70,17 @@ pub struct UpstreamShared {
     pub in_flight: Arc<InFlight>,
     /// This server's index in its pool (0 for a lone server): where a trial request went.
     pub replica: usize,
+}
+
+impl UpstreamShared {
+    /// A request's answer reached its end whole: a sign of life of the server that gave it, and,
+    /// for a poison suspect, its success told to the coordinator.
+    pub fn answered(&self, suspect: Option<Fingerprint>) {
+        self.in_flight.answered();
+        if let Some(fingerprint) = suspect {
+            self.coordinator.do_send(RequestSucceeded { fingerprint });
+        }
+    }
 }
 
 /// Who a request is, for the quarantine: its fingerprint, its place in the in-flight table once
@@ -153,6 +164,8 @@ pub struct Delivered {
     pub generation: Generation,
     /// Attempts it took.
     pub attempts: u32,
+    /// The length the response's head declares, if any.
+    pub length: Option<u64>,
     /// `first` is the whole body: the head declared its length, and the end that follows was read
     /// at once (which gave the connection back to the client's pool). `response` then has no body
     /// left, and the answer can go to the client whole.
@@ -677,6 +690,7 @@ impl Upstream {
             }
             Ok(response) => response,
         };
+        let length = declared_length(&response);
         if !response_has_body(&out.method, response.status()) {
             // Nothing follows the head (HEAD, 204, 304): waiting for a first chunk would wait for
             // bytes that never come, even when the head declares a length.
@@ -685,6 +699,7 @@ impl Upstream {
                 first: None,
                 generation,
                 attempts: 0,
+                length,
                 complete: false,
             });
         }
@@ -705,7 +720,7 @@ impl Upstream {
             }
         };
         let complete = match first.as_mut() {
-            Some(chunk) if declared_length(&response) == Some(chunk.len() as u64) => {
+            Some(chunk) if length == Some(chunk.len() as u64) => {
                 whole(&mut response, chunk).map_err(|err| {
                     warn!(generation = generation.get(), error = %err, "the response broke after its first chunk");
                     AttemptOutcome::ConnectionReset
@@ -728,16 +743,19 @@ impl Upstream {
             first,
             generation,
             attempts: 0,
+            length,
             complete,
         })
     }
 }
 
-/// The length the response's head declares, if any.
+/// The length the response's head declares, if any (its last `Content-Length`, as the proxy
+/// passes it on).
 fn declared_length(response: &awc::ClientResponse) -> Option<u64> {
     response
         .headers()
-        .get(CONTENT_LENGTH)
+        .get_all(CONTENT_LENGTH)
+        .last()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }

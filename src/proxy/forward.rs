@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use respawn_core::{Generation, ResumeMode};
 
 use crate::in_flight::fingerprint;
-use crate::messages::RequestSucceeded;
 use crate::metrics::FailureClass;
 use crate::pool::sender::PoolUpstream;
 use crate::proxy::admission::ForwardSlots;
@@ -274,14 +273,11 @@ async fn forward_with(
     let upstream_headers = delivered.response.headers();
     let response_tokens = connection_tokens(upstream_headers);
     let mut builder = HttpResponse::build(delivered.response.status());
-    let mut length = None;
+    let length = delivered.length;
     let mut sse = false;
     for (name, value) in upstream_headers {
-        if name == header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-            continue;
-        }
-        if is_hop_by_hop(name, &response_tokens) {
+        // The length goes on as the body's own (`length`, read with the head).
+        if name == header::CONTENT_LENGTH || is_hop_by_hop(name, &response_tokens) {
             continue;
         }
         if name == header::CONTENT_TYPE {
@@ -309,10 +305,7 @@ async fn forward_with(
     if !response_has_body(&out.method, status) {
         // The head is the whole answer: pass its length on (a HEAD answer and a 304 keep the
         // length of the representation) without waiting for a body that never comes.
-        shared.in_flight.answered();
-        if let Some(fingerprint) = suspect {
-            shared.coordinator.do_send(RequestSucceeded { fingerprint });
-        }
+        shared.answered(suspect);
         // Its success is told first; then its place in flight (and a trial slot) ends.
         drop(id);
         return match length {
@@ -341,10 +334,7 @@ async fn forward_with(
         // The whole body came with the head, and the connection is back in the pool: answered as
         // it is, with nothing left to watch. Told as a body's end is: its success, then its place
         // in flight (and a trial slot) ends.
-        shared.in_flight.answered();
-        if let Some(fingerprint) = suspect {
-            shared.coordinator.do_send(RequestSucceeded { fingerprint });
-        }
+        shared.answered(suspect);
         drop(id);
         return builder.body(delivered.first.unwrap_or_default());
     }

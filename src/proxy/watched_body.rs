@@ -23,7 +23,7 @@ use respawn_core::{AttemptOutcome, Fingerprint, RequestPlan};
 use tokio::time::Sleep;
 use tracing::warn;
 
-use crate::messages::{HangReport, RequestSucceeded};
+use crate::messages::HangReport;
 use crate::metrics::FailureClass;
 use crate::upstream::{Identity, UpstreamShared};
 
@@ -248,13 +248,7 @@ where
                     return this.failure(&message);
                 }
                 this.done = true;
-                this.watch.shared.in_flight.answered();
-                if let Some(fingerprint) = this.watch.suspect.take() {
-                    this.watch
-                        .shared
-                        .coordinator
-                        .do_send(RequestSucceeded { fingerprint });
-                }
+                this.watch.shared.answered(this.watch.suspect.take());
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(err))) => {

@@ -1499,12 +1499,15 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         add("### The allocator")
         add("")
         tcache = "tcache" in res["get"]
+        # The setting the run used (recorded with its figures), and the number of blocks it sets.
+        tunables = al.get("tunables", TCACHE_TUNABLES)
+        tcache_count = tunables.rsplit("=", 1)[-1]
         add("The release build allocates with the C library's allocator (glibc here); `--features mimalloc` "
             "builds the same program on mimalloc (`cli/src/allocator.rs`; built without transparent huge pages, "
             "and after a large body it collects its free memory at once and again 100 ms later). Below, the "
             "release build"
-            + (f", the release build again with glibc's per-thread cache holding up to 64 free blocks of each "
-               f"size instead of 7 (`GLIBC_TUNABLES={al.get('tunables', 'glibc.malloc.tcache_count=64')}` in "
+            + (f", the release build again with glibc's per-thread cache holding up to {tcache_count} free blocks "
+               f"of each size instead of 7 (`GLIBC_TUNABLES={tunables}` in "
                "respawn's environment; its model server runs without it)," if tcache else "")
             + " and the same code and profile built with `--features mimalloc`, serving side by "
             "side as in the part above, each supervising the same model server binary (the release build's "
@@ -1539,7 +1542,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             add("")
         rows = [("system", "the C library's allocator (the release build)")]
         if tcache:
-            rows.append(("tcache", "the same, `GLIBC_TUNABLES=glibc.malloc.tcache_count=64`"))
+            rows.append(("tcache", f"the same, `GLIBC_TUNABLES={tunables}`"))
         rows.append(("mimalloc", "mimalloc (`--features mimalloc`)"))
         build_ab_table(add, res, rss, rows)
         add("")

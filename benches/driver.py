@@ -2003,7 +2003,7 @@ PROXY_COST_NOTE = (
     "keep-alive requests (release builds without the profile, 2026-12-04): about 53,000 instructions "
     "per GET and 65,600 per small POST (of which 15,500 and 21,700 are the single-byte steps of `rep "
     "stosb` in `memset`, which callgrind counts one by one: actix's decoder clears its header arrays "
-    "at every parse); the release build, with its compiler profile, 45,200 and 56,500 (section 4). The largest part "
+    "at every parse); the release build, with its compiler profile, 44,900 and 56,000 (section 4). The largest part "
     "that remains and is not respawn's: awc builds a new HTTP/1 codec with a default configuration for "
     "every request, whose date service is a task spawned and allocated per request (~17 KB with the "
     "configuration). Since 2026-12-04 respawn runs that task aside and drops it unrun (\"What changed\" "

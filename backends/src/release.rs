@@ -37,6 +37,9 @@ pub(crate) fn mentioned_pids(output: &str, pids: &BTreeSet<u32>) -> Vec<u32> {
 
 /// Runs `argv` until its output mentions none of `pids`, for at most `timeout`.
 ///
+/// A run cut short by the end of the bound, after earlier runs listed old pids, ends the wait with
+/// those pids (the check works; the pids were still held), as [`wait_gpu_released`] does.
+///
 /// # Cancel safety
 /// Cancel safe: a check still running is killed when the future is dropped.
 pub(crate) async fn wait_released(
@@ -49,6 +52,7 @@ pub(crate) async fn wait_released(
     };
     let shown = || program.to_string_lossy().into_owned();
     let deadline = Instant::now() + timeout;
+    let mut last_held: Vec<u32> = Vec::new();
     loop {
         let run = tokio::process::Command::new(program)
             .args(args)
@@ -57,6 +61,9 @@ pub(crate) async fn wait_released(
             .kill_on_drop(true)
             .output();
         let (still_held, failure) = match tokio::time::timeout_at(deadline, run).await {
+            Err(_) if !last_held.is_empty() => {
+                return Err(StopError::ReleaseCheckTimedOut { pids: last_held });
+            }
             Err(_) => (
                 Vec::new(),
                 Some("the check did not finish in time".to_owned()),
@@ -92,6 +99,7 @@ pub(crate) async fn wait_released(
                 None => StopError::ReleaseCheckTimedOut { pids: still_held },
             });
         }
+        last_held = still_held;
         tokio::time::sleep(RECHECK_EVERY).await;
     }
 }
@@ -284,6 +292,46 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(err, StopError::ReleaseCheckTimedOut { ref pids } if pids == &[4_000_000]),
+            "{err:?}"
+        );
+    }
+
+    /// A check that listed the pid and then hangs until the bound: the pid was still held, and the
+    /// error says so, not that the check is broken.
+    #[tokio::test]
+    async fn a_run_cut_by_the_bound_after_a_listing_names_the_pids() {
+        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
+        let seen = std::env::temp_dir().join(format!("respawn-check-seen-{}", std::process::id()));
+        let _ = std::fs::remove_file(&seen);
+        let script = format!(
+            "if [ -e '{seen}' ]; then sleep 5; else touch '{seen}'; echo 4000000; fi",
+            seen = seen.display()
+        );
+        let argv = vec![
+            OsString::from("sh"),
+            OsString::from("-c"),
+            OsString::from(script),
+        ];
+        let err = wait_released(&argv, &pids, Duration::from_millis(400))
+            .await
+            .unwrap_err();
+        let _ = std::fs::remove_file(&seen);
+        assert!(
+            matches!(err, StopError::ReleaseCheckTimedOut { ref pids } if pids == &[4_000_000]),
+            "{err:?}"
+        );
+    }
+
+    /// A check that never finishes a run cannot tell: that is its failure.
+    #[tokio::test]
+    async fn a_check_that_never_finishes_fails() {
+        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
+        let argv = vec![OsString::from("sleep"), OsString::from("5")];
+        let err = wait_released(&argv, &pids, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StopError::ReleaseCheckFailed { ref reason, .. } if reason.contains("did not finish in time")),
             "{err:?}"
         );
     }

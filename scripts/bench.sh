@@ -2,7 +2,7 @@
 # Runs respawn's benchmarks on this machine and rewrites docs/BENCHMARKS.md with the figures.
 #
 # Measured side by side in one run: recovery from a hard hang (respawn vs the original design's restart
-# loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs respawn,
+# loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs a bare actix-web + awc proxy vs respawn,
 # with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
 # and 64 servers, the resident size of the release build with and without its function order
 # (cli/function-order.txt), the release build with and without its compiler profile
@@ -41,7 +41,7 @@ RESPAWN_FUNCTION_ORDER=off scripts/release-build.sh -p respawn-cli
 cp target/release/respawn target/bench/respawn-unordered
 scripts/release-build.sh
 # The load generator of the many-streams part.
-scripts/release-build.sh --example stream_clients
+scripts/release-build.sh --example stream_clients --example bare_proxy
 workdir="target/bench/logs"
 rm -rf "$workdir"
 mkdir -p "$workdir"

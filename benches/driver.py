@@ -1377,7 +1377,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     add("## 4. Proxy overhead")
     add("")
     add(f"The same child (`respawn mock --tokens 1 --token-latency 0ms`), the same load generator (wrk), "
-        f"three ways: direct, through {ov['nginx']} as a keep-alive reverse proxy "
+        f"{'four' if 'bare' in by_load['get'] else 'three'} ways: direct, through {ov['nginx']} as a keep-alive reverse proxy "
         "(`upstream { keepalive 64; }`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, "
         "`worker_processes auto`), through `examples/bare_proxy.rs` (\"bare\": a reverse proxy on actix-web and "
         "awc with respawn's client and header settings and nothing of its supervision: no held body, no "
@@ -1428,7 +1428,10 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             add(f"The stack's floor: bare / nginx requests/s **{paired_ratio('bare', 'nginx'):.2f}** and respawn / "
                 f"bare **{paired_ratio('respawn', 'bare'):.2f}** (medians of the rounds' ratios); added median "
                 f"latency at 1 connection: bare {p50['bare'] - p50['direct']:+.3f} ms. The first is what actix-web "
-                "and awc cost against nginx on this machine, the second what respawn's supervision costs on top.")
+                "and awc cost against nginx on this machine when used plainly; the second is respawn against that "
+                "plain use: its supervision's cost net of what its ways of using the stack save (the date "
+                "service run aside, whole answers at once; \"What changed\" above). Above 1, respawn with its "
+                "supervision is leaner than the stack used plainly.")
             add("")
         name = OVERHEAD_LOADS.get(load, load).split(" (")[0]
         targets.append((f"Proxy, {name}: requests/s ≥ 0.9 × nginx (goal ≥ 1.1 ×), as the ratio of the medians "
@@ -2030,9 +2033,9 @@ PROXY_COST_NOTE = (
     "respawn's per-request cost is the HTTP stack's (actix-web in front, awc behind) plus its own "
     "bookkeeping, on 2 cores shared with the load generator and the model server, where every "
     "cycle of proxy CPU is taken from them. Section 4 measures the two apart in the same rounds: "
-    "\"bare\" (`examples/bare_proxy.rs`) is the stack alone, with respawn's client and header settings "
-    "and none of its supervision, so bare / nginx is the most that respawn's way of using actix-web "
-    "and awc could reach, and respawn / bare is what its supervision costs on top. The gap to nginx is in user space: CPU per request at 64 "
+    "\"bare\" (`examples/bare_proxy.rs`) is the stack used plainly, with respawn's client and header "
+    "settings and none of its supervision: bare / nginx is what actix-web and awc cost as they come, "
+    "and respawn / bare is respawn's supervision net of what its ways of using the stack save. The gap to nginx is in user space: CPU per request at 64 "
     "connections from fields 14 and 15 of `/proc/PID/stat` (4 s `wrk -t2 -c64` runs on `GET /health`, "
     "2026-12-03) was 5.4 µs user + 7.8 µs system for respawn against 2.5 + 7.7 for nginx: the same "
     "kernel work (the same four socket calls per request), 2.9 µs more in user space, of which 0.9× "

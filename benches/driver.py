@@ -2021,7 +2021,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             add(f"- {'; '.join(names)}: {note}")
     add("")
     add("Reproduce: `scripts/bench.sh` (it installs wrk and nginx-light with apt-get when they are "
-        "missing, builds the release binaries and rewrites this file; about 35 minutes on 2 cores, four release builds included; "
+        "missing, builds the release binaries and rewrites this file; about 40 minutes on 2 cores, four release builds included; "
         "`scripts/bench.sh --only hard_hang,restart_time` reruns those parts in about 3). "
         "Raw figures of the run: `target/bench/results.json`.")
     add("")

@@ -7,9 +7,9 @@
 # and 64 servers, the resident size of the release build with and without its function order
 # (cli/function-order.txt), the release build with and without its compiler profile
 # (cli/pgo/respawn.profdata), the release build on the C library's allocator and on mimalloc, and
-# 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS, per-chunk lag). About 35
-# minutes on 2 cores, four release builds included (about 25 minutes of measuring; from a clean
-# target directory the four release builds and the stream client take about 10 more). Not part of CI; nothing here is a pass/fail test.
+# 1,000 concurrent streams (direct vs nginx vs respawn: CPU per stream, RSS, per-chunk lag). About 40
+# minutes on 2 cores, four release builds included (about 33 minutes of measuring; from a clean
+# target directory the four release builds and the two example programs take about 10 more). Not part of CI; nothing here is a pass/fail test.
 # Arguments go to benches/driver.py: `scripts/bench.sh --only hard_hang,restart_time` reruns those
 # parts and keeps the other figures of the last full run (target/bench/results.json).
 set -euo pipefail

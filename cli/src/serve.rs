@@ -269,20 +269,30 @@ fn listen_error(addr: SocketAddr, err: &impl std::fmt::Display) -> ServeError {
     }
 }
 
-/// Stops accepting; in-flight requests get the `grace` to finish (when `graceful`). What is still open when it ends is ended with an error (streams with an SSE `error`
-/// event) before actix closes the connections, a second later.
+/// Stops accepting, then waits for the workers to end. When `graceful`, in-flight requests get
+/// the `grace` to finish; otherwise (respawn gave up, no model server will answer them) none.
+/// What is still open then is ended with an error (a request still waiting with a 503, a stream
+/// with an SSE `error` event) before actix closes the connections, when its shutdown timeout (the
+/// grace and a second) ends at the latest.
+/// The workers are waited for in both cases: a stop that did not wait left them writing their
+/// own lines after the one that says why respawn ended, which is the last.
 async fn stop_serving(
     handle: &actix_web::dev::ServerHandle,
     drain: &Drain,
     grace: std::time::Duration,
     graceful: bool,
 ) {
+    let grace = if graceful {
+        grace
+    } else {
+        std::time::Duration::ZERO
+    };
     let drain = drain.clone();
     let ending = actix_web::rt::spawn(async move {
         tokio::time::sleep(grace).await;
         drain.end_streams();
     });
-    handle.stop(graceful).await;
+    handle.stop(true).await;
     ending.abort();
 }
 

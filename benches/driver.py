@@ -209,6 +209,11 @@ def parse_ts(line):
     return datetime.datetime.fromisoformat(m.group(1)[:26]).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
+def round_ratios(xs, ys):
+    """Each round's x over the same round's y (rounds where y is 0 left out)."""
+    return [x / y for x, y in zip(xs, ys) if y]
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -1247,8 +1252,8 @@ def build_ab_table(add, res, rss, builds):
 def build_ab_rounds(a, b):
     """Build b against build a, round by round (one load of `build_ab`'s results): requests/s b/a,
     CPU per request b/a, and the latency at 1 connection b saved (ms)."""
-    return ([y / x for x, y in zip(a["rps"], b["rps"]) if x],
-            [y / x for x, y in zip(a["cpu_us"], b["cpu_us"]) if x],
+    return (round_ratios(b["rps"], a["rps"]),
+            round_ratios(b["cpu_us"], a["cpu_us"]),
             [x - y for x, y in zip(a["p50_ms"], b["p50_ms"])])
 
 
@@ -1412,7 +1417,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
                 f"({min(f['p50_ms']):.3f}–{max(f['p50_ms']):.3f}) | {added} | {f['non2xx']} |")
         add("")
         ratio = rps["respawn"] / rps["nginx"]
-        ratios = [a / b for a, b in zip(figures["respawn"]["rps"], figures["nginx"]["rps"]) if b]
+        ratios = round_ratios(figures["respawn"]["rps"], figures["nginx"]["rps"])
         added = added_1c[load] = p50["respawn"] - p50["direct"]
         nginx_added = p50["nginx"] - p50["direct"]
         # Two readings of the same rounds: the ratio of the medians, and the median of each round's
@@ -1424,7 +1429,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         add("")
         if "bare" in figures:
             def paired_ratio(a, b):
-                return median([x / y for x, y in zip(figures[a]["rps"], figures[b]["rps"]) if y])
+                return median(round_ratios(figures[a]["rps"], figures[b]["rps"]))
             add(f"The stack's floor: bare / nginx requests/s **{paired_ratio('bare', 'nginx'):.2f}** and respawn / "
                 f"bare **{paired_ratio('respawn', 'bare'):.2f}** (medians of the rounds' ratios); added median "
                 f"latency at 1 connection: bare {p50['bare'] - p50['direct']:+.3f} ms. The first is what actix-web "
@@ -1479,7 +1484,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         labels = {"group": "one session (every part now)", "sessions": "a session each (before)"}
         for name in ("group", "sessions"):
             for load, got in la["results"][name].items():
-                ratios = [a / b for a, b in zip(got["respawn"], got["nginx"]) if b]
+                ratios = round_ratios(got["respawn"], got["nginx"])
                 add(f"| {labels[name]} | {OVERHEAD_LOADS.get(load, load).split(' (')[0]} | {median(got['nginx']):.0f} | "
                     f"{median(got['respawn']):.0f} | {', '.join(f'{x:.2f}' for x in ratios)} | **{median(ratios):.2f}** |")
         add("")
@@ -1907,7 +1912,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     if la:
         def launch_ratio(name, load):
             got = la["results"][name][load]
-            return median([a / b for a, b in zip(got["respawn"], got["nginx"]) if b])
+            return median(round_ratios(got["respawn"], got["nginx"]))
         add(f"| The benchmark starts respawn and nginx in its own session (each leading a process group), not "
             f"each in a session of its own (section 4, \"How the proxies are started\") | respawn / nginx "
             f"requests/s at 64 connections, GET / POST (median of the rounds' ratios) | "

@@ -34,17 +34,12 @@ struct Worker {
     origin: Origin,
 }
 
-fn copy_headers(
-    from: &HeaderMap,
-    skip_length: bool,
-    mut put: impl FnMut(&header::HeaderName, &header::HeaderValue),
-) {
+/// The headers of `from` that a proxy passes on: not hop-by-hop, not `Host`, not the length
+/// (which goes on as the body's own).
+fn copy_headers(from: &HeaderMap, mut put: impl FnMut(&header::HeaderName, &header::HeaderValue)) {
     let tokens = connection_tokens(from);
     for (name, value) in from {
-        if is_hop_by_hop(name, &tokens)
-            || name == header::HOST
-            || (skip_length && name == header::CONTENT_LENGTH)
-        {
+        if is_hop_by_hop(name, &tokens) || name == header::HOST || name == header::CONTENT_LENGTH {
             continue;
         }
         put(name, value);
@@ -66,7 +61,7 @@ async fn forward(req: HttpRequest, body: web::Bytes, worker: web::Data<Worker>) 
         Err(err) => return HttpResponse::BadRequest().body(format!("bad path: {err}")),
     };
     let mut out = worker.client.request(req.method().clone(), uri);
-    copy_headers(req.headers(), true, |name, value| {
+    copy_headers(req.headers(), |name, value| {
         out.headers_mut().append(name.clone(), value.clone());
     });
     let answer = match out.send_body(body).await {
@@ -79,7 +74,7 @@ async fn forward(req: HttpRequest, body: web::Bytes, worker: web::Data<Worker>) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut response = HttpResponse::build(answer.status());
-    copy_headers(answer.headers(), true, |name, value| {
+    copy_headers(answer.headers(), |name, value| {
         response.append_header((name.clone(), value.clone()));
     });
     match length {

@@ -274,20 +274,23 @@ mod tests {
         assert_eq!(mentioned_pids("12\n345\n", &pids), vec![12, 345]);
     }
 
+    /// The release check `argv` run for the old pid 4000000, bounded by `timeout`.
+    async fn check_old_pid(argv: &[&str], timeout: Duration) -> Result<(), StopError> {
+        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        wait_released(&argv, &pids, timeout).await
+    }
+
     #[tokio::test]
     async fn passes_when_no_pid_is_listed() {
-        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
-        let argv = vec![OsString::from("echo"), OsString::from("1 2 3")];
-        wait_released(&argv, &pids, Duration::from_secs(5))
+        check_old_pid(&["echo", "1 2 3"], Duration::from_secs(5))
             .await
             .expect("released");
     }
 
     #[tokio::test]
     async fn times_out_naming_the_pids_still_listed() {
-        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
-        let argv = vec![OsString::from("echo"), OsString::from("4000000")];
-        let err = wait_released(&argv, &pids, Duration::from_millis(300))
+        let err = check_old_pid(&["echo", "4000000"], Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(
@@ -300,19 +303,13 @@ mod tests {
     /// error says so, not that the check is broken.
     #[tokio::test]
     async fn a_run_cut_by_the_bound_after_a_listing_names_the_pids() {
-        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
         let seen = std::env::temp_dir().join(format!("respawn-check-seen-{}", std::process::id()));
         let _ = std::fs::remove_file(&seen);
         let script = format!(
             "if [ -e '{seen}' ]; then sleep 5; else touch '{seen}'; echo 4000000; fi",
             seen = seen.display()
         );
-        let argv = vec![
-            OsString::from("sh"),
-            OsString::from("-c"),
-            OsString::from(script),
-        ];
-        let err = wait_released(&argv, &pids, Duration::from_millis(400))
+        let err = check_old_pid(&["sh", "-c", &script], Duration::from_millis(400))
             .await
             .unwrap_err();
         let _ = std::fs::remove_file(&seen);
@@ -325,9 +322,7 @@ mod tests {
     /// A check that never finishes a run cannot tell: that is its failure.
     #[tokio::test]
     async fn a_check_that_never_finishes_fails() {
-        let pids: BTreeSet<u32> = [4_000_000].into_iter().collect();
-        let argv = vec![OsString::from("sleep"), OsString::from("5")];
-        let err = wait_released(&argv, &pids, Duration::from_millis(300))
+        let err = check_old_pid(&["sleep", "5"], Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(

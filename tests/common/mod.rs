@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -51,14 +51,15 @@ pub fn free_port() -> u16 {
     panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
-/// Polls `check` every 50 ms until it answers `Some`, or `None` after `bound`.
+/// Polls `check` every 50 ms until it answers `Some`, or `None` after `bound` of running time
+/// (a pause of the machine does not count: see [`pause`]).
 pub fn wait_for<T>(bound: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + bound;
+    let bound = pause::Bound::new(bound);
     loop {
         if let Some(value) = check() {
             return Some(value);
         }
-        if Instant::now() >= deadline {
+        if bound.passed() {
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -118,7 +119,7 @@ mod http_client;
 
 #[allow(unused_imports)] // each test file uses a different part
 pub use http_client::{
-    open, raw_exchange, request, sse_events, BodyEnd, Chunk, Head, Reply, SseEvent,
+    open, pause, raw_exchange, request, sse_events, BodyEnd, Chunk, Head, Reply, SseEvent,
     StreamingResponse,
 };
 
@@ -836,10 +837,10 @@ impl Drop for Serve {
 /// Waits until the thread reading a process's stderr has reached the end of the pipe, which it
 /// does on its own schedule after the process exits: a loaded machine may keep it from reading
 /// the last lines for a long while. Bounded, for a descendant that keeps the pipe open.
-fn wait_log_end(reader: &mut Option<std::thread::JoinHandle<()>>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn wait_log_end(reader: &mut Option<std::thread::JoinHandle<()>>) {
+    let bound = pause::Bound::new(Duration::from_secs(30));
     if let Some(handle) = reader.take() {
-        while !handle.is_finished() && Instant::now() < deadline {
+        while !handle.is_finished() && !bound.passed() {
             std::thread::sleep(Duration::from_millis(10));
         }
         if handle.is_finished() {

@@ -41,6 +41,8 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
+pub mod pause;
+
 /// Bound on connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -360,9 +362,11 @@ pub fn open(
         .send(job)
         .map_err(|_| io::Error::other("the HTTP client thread stopped"))?;
     // The exchange always answers within its own bounds; this one only guards against a bug.
-    let head = head_rx
-        .recv_timeout(CONNECT_TIMEOUT + timeout + Duration::from_secs(30))
-        .map_err(|_| io::Error::other("the HTTP client thread did not answer"))??;
+    let head = pause::recv_timeout(
+        &head_rx,
+        CONNECT_TIMEOUT + timeout + Duration::from_secs(30),
+    )
+    .map_err(|_| io::Error::other("the HTTP client thread did not answer"))??;
     Ok(StreamingResponse {
         head,
         pieces,
@@ -458,7 +462,8 @@ async fn exchange(
                 .connector(watched_connector(Rc::clone(&closed)))
                 .timeout(CONNECT_TIMEOUT),
         )
-        .timeout(outgoing.timeout)
+        // The wait for the head is bounded below, by running time (see `pause`).
+        .disable_timeout()
         .disable_redirects()
         .finish();
     let mut request = client
@@ -472,7 +477,8 @@ async fn exchange(
     if !typed && !outgoing.body.is_empty() {
         request = request.insert_header((CONTENT_TYPE, "application/json"));
     }
-    let mut response = match request.send_body(outgoing.body).await {
+    let sent = pause::timeout(outgoing.timeout, request.send_body(outgoing.body)).await;
+    let mut response = match sent.unwrap_or(Err(SendRequestError::Timeout)) {
         Ok(response) => response,
         Err(err) => {
             let _ = head_tx.send(Err(send_error(err)));
@@ -513,11 +519,11 @@ async fn exchange(
         let next = tokio::select! {
             // The reader dropped the response: close the connection, as a client that leaves.
             () = pieces.closed() => return,
-            next = tokio::time::timeout(outgoing.timeout, response.next()) => next,
+            next = pause::timeout(outgoing.timeout, response.next()) => next,
         };
         let end = match next {
-            Err(_) => BodyEnd::TimedOut,
-            Ok(Some(Ok(bytes))) => {
+            None => BodyEnd::TimedOut,
+            Some(Some(Ok(bytes))) => {
                 received += bytes.len() as u64;
                 let chunk = Chunk {
                     at: Instant::now(),
@@ -528,8 +534,8 @@ async fn exchange(
                 }
                 continue;
             }
-            Ok(Some(Err(err))) => BodyEnd::Broken(err.to_string()),
-            Ok(None) => match framing {
+            Some(Some(Err(err))) => BodyEnd::Broken(err.to_string()),
+            Some(None) => match framing {
                 Framing::Length(length) if received < length => BodyEnd::Broken(format!(
                     "closed with {} of {length} bytes missing",
                     length - received

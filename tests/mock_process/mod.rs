@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -67,8 +67,7 @@ impl Mock {
             log,
             reader: Some(reader),
         };
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
+        let addr = http_client::pause::recv_timeout(&rx, Duration::from_secs(30))
             .expect("the mock logs its address");
         mock.addr = addr.parse().expect("a socket address");
         mock
@@ -130,8 +129,8 @@ impl Mock {
     /// Waits for the process to exit; `None` if it is still running after `wait`. After an exit
     /// the whole log has been read (see [`Mock::read_log_to_end`]).
     pub fn wait_exit(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
+        let bound = http_client::pause::Bound::new(wait);
+        while !bound.passed() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.read_log_to_end();
                 return Some(status);
@@ -170,14 +169,14 @@ impl Mock {
     /// Waits (≤ `bound`) until at least `count` logged lines contain `needle`; returns how many
     /// do, or panics with the log.
     pub fn wait_logged_count(&self, needle: &str, count: usize, bound: Duration) -> usize {
-        let deadline = Instant::now() + bound;
+        let within = http_client::pause::Bound::new(bound);
         loop {
             let seen = self.logged_count(needle);
             if seen >= count {
                 return seen;
             }
             assert!(
-                Instant::now() < deadline,
+                !within.passed(),
                 "{count} lines with {needle:?} not logged within {bound:?}: {:?}",
                 self.log.lock()
             );

@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -26,7 +26,7 @@ mod common;
 #[allow(unused_imports)] // each test file uses a different part
 pub use common::{
     all_processes as processes, chat_body, cmdline, free_port, group_members as group,
-    proc_stat as stat, wait_for, ProcStat as Stat,
+    proc_stat as stat, wait_for, wait_log_end, ProcStat as Stat,
 };
 
 /// The `respawn` binary under test.
@@ -465,21 +465,6 @@ impl Drop for Respawn {
         }
         if std::thread::panicking() {
             eprintln!("--- respawn log ---\n{}", self.log_text());
-        }
-    }
-}
-
-/// Waits until the thread reading a process's stderr has reached the end of the pipe, which it
-/// does on its own schedule after the process exits: a loaded machine may keep it from reading
-/// the last lines for a long while. Bounded, for a descendant that keeps the pipe open.
-fn wait_log_end(reader: &mut Option<std::thread::JoinHandle<()>>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    if let Some(handle) = reader.take() {
-        while !handle.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if handle.is_finished() {
-            let _ = handle.join();
         }
     }
 }

@@ -140,9 +140,11 @@ impl DeadlockWatch {
     fn client(&mut self) -> awc::Client {
         self.client
             .get_or_insert_with(|| {
+                // Every exchange is bounded by running time (`clock::timeout`): awc's own timer
+                // would fire on a resume from a pause, and a fetch cut by it reads as silence.
                 awc::Client::builder()
                     .disable_redirects()
-                    .timeout(Duration::from_secs(5))
+                    .disable_timeout()
                     .finish()
             })
             .clone()
@@ -254,11 +256,8 @@ impl DeadlockWatch {
                 "/v1/completions"
             };
             let started = tokio::time::Instant::now();
-            let sent = client
-                .post(format!("{base}{path}"))
-                .timeout(timeout)
-                .send_json(&body);
-            let outcome = tokio::time::timeout(timeout, async {
+            let sent = client.post(format!("{base}{path}")).send_json(&body);
+            let outcome = crate::clock::timeout(timeout, async {
                 match sent.await {
                     Ok(mut response) => {
                         let _ = response.body().limit(1 << 20).await;
@@ -304,14 +303,18 @@ impl DeadlockWatch {
 
 /// The body of the default canary: one token from the first model the server lists.
 async fn default_canary(client: &awc::Client, base: &str) -> serde_json::Value {
-    let mut model = String::from("default");
-    if let Ok(mut response) = client.get(format!("{base}/v1/models")).send().await {
-        if let Ok(list) = response.json::<serde_json::Value>().limit(1 << 20).await {
-            if let Some(id) = list["data"][0]["id"].as_str() {
-                model = id.to_owned();
-            }
-        }
-    }
+    let listed = crate::clock::timeout(FETCH_TIMEOUT, async {
+        let mut response = client.get(format!("{base}/v1/models")).send().await.ok()?;
+        let list = response
+            .json::<serde_json::Value>()
+            .limit(1 << 20)
+            .await
+            .ok()?;
+        list["data"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await
+    .flatten();
+    let model = listed.unwrap_or_else(|| String::from("default"));
     serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": "ping"}],
@@ -330,7 +333,16 @@ enum Fetched {
     NoAnswer,
 }
 
+/// Bound on a `/metrics` fetch and on the model list read for the default canary.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn fetch_text(client: &awc::Client, url: &str) -> Fetched {
+    crate::clock::timeout(FETCH_TIMEOUT, fetch_text_now(client, url))
+        .await
+        .unwrap_or(Fetched::NoAnswer)
+}
+
+async fn fetch_text_now(client: &awc::Client, url: &str) -> Fetched {
     let Ok(mut response) = client.get(url).send().await else {
         return Fetched::NoAnswer;
     };

@@ -57,13 +57,14 @@ impl HealthActor {
         let epoch = self.epoch;
         let generation = self.generation;
         let started = Instant::now();
-        let default_timeout = self.timeout;
         let client = self
             .client
             .get_or_insert_with(|| {
+                // Each probe's timeout is the running time below (`clock::timeout`): awc's
+                // own would fire on a resume from a pause.
                 awc::Client::builder()
                     .disable_redirects()
-                    .timeout(default_timeout)
+                    .disable_timeout()
                     .finish()
             })
             .clone();
@@ -113,7 +114,7 @@ async fn probe_once(
     timeout: Duration,
 ) -> (ProbeAnswer, Option<String>) {
     let attempt = async {
-        match client.get(url).timeout(timeout).send().await {
+        match client.get(url).send().await {
             Ok(mut response) => {
                 let status = response.status();
                 // Drain the body so the connection can be reused.
@@ -131,10 +132,9 @@ async fn probe_once(
             Err(_) => (ProbeAnswer::NoConnection, None),
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(outcome) => outcome,
-        Err(_) => (ProbeAnswer::TimedOut, None),
-    }
+    crate::clock::timeout(timeout, attempt)
+        .await
+        .unwrap_or((ProbeAnswer::TimedOut, None))
 }
 
 impl Actor for HealthActor {

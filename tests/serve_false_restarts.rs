@@ -343,3 +343,49 @@ fn a_client_that_leaves_a_non_streamed_request_cancels_it_upstream_without_retry
         "{metrics}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. A pause of the machine is not a hang.
+
+#[test]
+fn a_pause_of_the_whole_machine_mid_stream_costs_no_restart() {
+    // No progress metric: at a stall deadline, nothing but the deadline decides. The stall
+    // timeout is 1 s; respawn and its server are both stopped for 3 s, as a suspended machine
+    // stops them, in the middle of a stream.
+    let serve = serve_mock(
+        &["--progress-metric", "none", "--stall-timeout", "1s"],
+        &["--token-latency", "100ms"],
+    );
+    let guardian = serve.guardian_pid();
+    let body = serde_json::from_str(&chat_body("through a pause", 30, true)).expect("json");
+    let streamed = common::stream(
+        serve.addr,
+        "/v1/chat/completions",
+        &body,
+        CLIENT_TIMEOUT,
+        Some(5),
+        |_| {
+            common::signal(serve.pid(), Signal::SIGSTOP);
+            common::signal_group(guardian, Signal::SIGSTOP);
+            thread::sleep(Duration::from_secs(3));
+            // respawn runs again first, and the server a moment later (less than the stall
+            // timeout): by the monotonic clock, the stream has been silent for over 3 s.
+            common::signal(serve.pid(), Signal::SIGCONT);
+            thread::sleep(Duration::from_millis(300));
+            common::signal_group(guardian, Signal::SIGCONT);
+        },
+    );
+    assert_eq!(streamed.end, common::BodyEnd::Clean, "{}", streamed.raw);
+    assert_eq!(
+        common::pieces(&streamed.events).len(),
+        30,
+        "every token, once: {}",
+        streamed.raw
+    );
+    assert_eq!(streamed.head.header("x-respawn-generation"), Some("1"));
+    let status = serve.status();
+    assert_eq!(status["restarts"], 0, "{status}");
+    assert!(!serve.logged("hang detected"), "{}", serve.log_text());
+    // Because respawn saw the pause, and said so.
+    serve.wait_logged("respawn did not run for a while", Duration::from_secs(10));
+}

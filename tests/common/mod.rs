@@ -443,6 +443,12 @@ pub fn signal(pid: u32, signal: Signal) {
         .unwrap_or_else(|err| panic!("kill({pid}, {signal}): {err}"));
 }
 
+/// Sends `signal` to every process of the group `pgid`.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    killpg(Pid::from_raw(pgid as i32), signal)
+        .unwrap_or_else(|err| panic!("killpg({pgid}, {signal}): {err}"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // respawn serve
 // ---------------------------------------------------------------------------------------------

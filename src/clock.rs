@@ -181,7 +181,8 @@ impl Watch {
         loop {
             let before = self.sequence.load(Ordering::Acquire);
             if before % 2 == 1 {
-                std::hint::spin_loop();
+                // The thread was preempted mid-write (three stores): let it finish.
+                std::thread::yield_now();
                 continue;
             }
             let last = self.last.load(Ordering::Relaxed);

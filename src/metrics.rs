@@ -471,6 +471,16 @@ impl Metrics {
             "respawn_log_lines_dropped_total{{server=\"{server}\"}} {}",
             self.log_lines_dropped()
         );
+        let _ = writeln!(
+            out,
+            "# HELP respawn_paused_seconds_total Time respawn did not run (the machine or the process was paused), left out of every deadline."
+        );
+        let _ = writeln!(out, "# TYPE respawn_paused_seconds_total counter");
+        let _ = writeln!(
+            out,
+            "respawn_paused_seconds_total{{server=\"{server}\"}} {:.3}",
+            crate::clock::paused().as_secs_f64()
+        );
         out
     }
 }

@@ -388,4 +388,10 @@ fn a_pause_of_the_whole_machine_mid_stream_costs_no_restart() {
     assert!(!serve.logged("hang detected"), "{}", serve.log_text());
     // Because respawn saw the pause, and said so.
     serve.wait_logged("respawn did not run for a while", Duration::from_secs(10));
+    let metrics = serve.get("/respawn/metrics").expect("metrics").text();
+    let paused = prometheus_value(&metrics, "respawn_paused_seconds_total{server=\"server\"}");
+    assert!(
+        paused.is_some_and(|s| (2.0..3.5).contains(&s)),
+        "the 3 s stop counted as paused, less what a busy machine could take for lateness: {metrics}"
+    );
 }

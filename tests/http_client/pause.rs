@@ -6,86 +6,41 @@
 //! second of work, a wait for a restart given 90 s gives up while the restart is under way. The
 //! test then fails for something the code under test never did.
 //!
-//! A thread of this module wakes every [`BEAT`]. A wake more than [`SLACK`] late means that the
-//! process did not run meanwhile; that lateness is counted as paused time ([`paused`]), and
-//! [`Bound`] and [`timeout`] add it to what they allow. Lateness below [`SLACK`] (a busy machine)
-//! counts as time that passed. A pause not yet seen by the thread (it has not run since the
-//! resume) is counted from its last wake, so that a bound checked right after a resume already
-//! knows of it.
+//! respawn's own clock ([`respawn::clock`]) leaves such pauses out, for the same reason: its
+//! watching thread counts a wake that comes late as time the process did not run. The tests'
+//! bounds are measured on that clock, in the test process: [`Bound`] and [`timeout`] allow
+//! their time in running time, and [`recv_timeout`] does the same for a blocking receive.
 
 use std::future::Future;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use respawn::clock::Clock;
 
-/// How often the watching thread wakes.
-const BEAT: Duration = Duration::from_millis(20);
-
-/// A wake later than this after its time means the process was not running.
-const SLACK: Duration = Duration::from_millis(500);
-
-/// The watching thread's record: its last wake, and the paused time counted up to it.
-struct Beats {
-    last: Instant,
-    paused: Duration,
-}
-
-fn beats() -> &'static Mutex<Beats> {
-    static BEATS: OnceLock<Mutex<Beats>> = OnceLock::new();
-    BEATS.get_or_init(|| {
-        std::thread::Builder::new()
-            .name("pause-watch".into())
-            .spawn(|| loop {
-                std::thread::sleep(BEAT);
-                let mut beats = beats().lock();
-                let gap = beats.last.elapsed();
-                beats.paused += lateness(gap);
-                beats.last = Instant::now();
-            })
-            .expect("start the thread that watches for pauses");
-        Mutex::new(Beats {
-            last: Instant::now(),
-            paused: Duration::ZERO,
-        })
-    })
-}
-
-/// The part of a gap between two wakes that counts as paused.
-fn lateness(gap: Duration) -> Duration {
-    gap.saturating_sub(BEAT + SLACK)
-}
-
-/// The paused time counted since this module was first used, including a pause going on now
-/// that the watching thread has not yet seen.
+/// The paused time counted in this process so far, including a pause going on now.
 pub fn paused() -> Duration {
-    let beats = beats().lock();
-    beats.paused + lateness(beats.last.elapsed())
+    respawn::clock::paused()
 }
 
 /// A time bound that does not count pauses: it passes once `bound` of running time has gone by
 /// since it was made.
 #[derive(Clone, Copy, Debug)]
 pub struct Bound {
-    start: Instant,
+    clock: Clock,
     bound: Duration,
-    paused_before: Duration,
 }
 
 impl Bound {
     /// A bound of `bound` from now.
     pub fn new(bound: Duration) -> Self {
         Self {
-            paused_before: paused(),
-            start: Instant::now(),
+            clock: Clock::new(),
             bound,
         }
     }
 
     /// The running time gone by since the bound was made.
     pub fn spent(&self) -> Duration {
-        let paused = paused().saturating_sub(self.paused_before);
-        self.start.elapsed().saturating_sub(paused)
+        self.clock.now()
     }
 
     /// Whether the bound has passed.
@@ -100,20 +55,12 @@ impl Bound {
 }
 
 /// Runs `future` for at most `bound` of running time: `None` when it did not finish within it.
-/// A timer that fires on a resume is set again for the time the pause did not use.
 pub async fn timeout<F: Future>(bound: Duration, future: F) -> Option<F::Output> {
-    let bound = Bound::new(bound);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match tokio::time::timeout(bound.left(), future.as_mut()).await {
-            Ok(output) => return Some(output),
-            Err(_) if bound.passed() => return None,
-            Err(_) => continue,
-        }
-    }
+    respawn::clock::timeout(bound, future).await
 }
 
-/// Blocks on `receiver` for at most `bound` of running time.
+/// Blocks on `receiver` for at most `bound` of running time: a wait cut short by a resume is
+/// made again for what the pause did not use.
 pub fn recv_timeout<T>(
     receiver: &std::sync::mpsc::Receiver<T>,
     bound: Duration,

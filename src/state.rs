@@ -370,9 +370,10 @@ pub async fn wait_ready(
             }
         }
     };
-    match tokio::time::timeout(bound, wait).await {
-        Ok(result) => result,
-        Err(_) => Err(WaitError::TimedOut { waited: bound }),
+    // Running time: a pause of the machine is not time waited (crate::clock).
+    match crate::clock::timeout(bound, wait).await {
+        Some(result) => result,
+        None => Err(WaitError::TimedOut { waited: bound }),
     }
 }
 

@@ -330,7 +330,8 @@ impl Upstream {
         // The common case, nothing ever suspected: one atomic load, no clock, no lock.
         if shared.snapshot.board().epoch() != 0 {
             let bound = shared.config.wait_bound;
-            let began = tokio::time::Instant::now();
+            // Running time: a pause of the machine is not time waited (crate::clock).
+            let began = Clock::new();
             while !self.look(id)? {
                 // Registered before looking again, so that no verdict is missed in between.
                 let changed = shared.snapshot.changed().notified();
@@ -339,7 +340,7 @@ impl Upstream {
                 if self.look(id)? {
                     break;
                 }
-                let waited = began.elapsed();
+                let waited = began.now();
                 if waited >= bound {
                     return Err(WaitError::TimedOut { waited }.into());
                 }
@@ -448,9 +449,9 @@ impl Upstream {
         })?;
         let state = state.get_or_insert_with(|| self.shared.state.clone());
         let left = self.shared.config.wait_bound.saturating_sub(*waited);
-        let began = tokio::time::Instant::now();
+        let began = Clock::new();
         let ready = wait_ready(state, want, left).await;
-        *waited += began.elapsed();
+        *waited += began.now();
         match ready {
             Err(WaitError::TimedOut { .. }) => {
                 waiting.refuse(WaitBound::Time);

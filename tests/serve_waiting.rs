@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 use support::{bin, chat_body, metric, request, wait_for, Reply, Respawn};
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -226,4 +228,34 @@ fn a_request_that_waited_as_long_as_allowed_is_refused_while_the_server_still_lo
     finish_loading(mock);
     run.wait_status(BOUND, "the server is ready", |s| s["state"] == "ready");
     assert_served(&post(run.addr(), &chat_body("once loaded", 2, false)));
+}
+
+#[test]
+fn a_pause_of_respawn_while_a_request_waits_is_not_time_waited() {
+    // A request may wait 2 s for the loading server; respawn is stopped for 3 s while it waits,
+    // as a suspended machine stops it, and the server is ready 0.3 s after the resume. By the
+    // monotonic clock the request waited over 3 s; respawn ran for well under 2 s of it.
+    let (run, mock) = serve_loading(&["--max-wait-time", "2s"]);
+    let body = chat_body("waits through a pause", 2, false);
+    let len = body.len();
+    let waiter = send(run.addr(), body);
+    wait_waiting(&run, 1, len);
+    run.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    run.signal(Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    finish_loading(mock);
+
+    assert_served(&waiter.join().expect("the waiting request's thread"));
+    assert_eq!(refused(&run, "time"), 0.0, "{}", run.metrics());
+    // Because respawn saw the pause and left it out.
+    let paused = metric(
+        &run.metrics(),
+        "respawn_paused_seconds_total{server=\"server\"}",
+    )
+    .unwrap_or(-1.0);
+    assert!(
+        (2.0..3.5).contains(&paused),
+        "the 3 s stop counted as paused: {paused}"
+    );
 }

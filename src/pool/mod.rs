@@ -267,7 +267,8 @@ impl Pool {
 
     /// Waits until at least `min_ready` replicas are ready, within `bound`.
     pub async fn wait_ready(&self, bound: Duration) -> Result<(), WaitError> {
-        let began = tokio::time::Instant::now();
+        // Running time: a pause of the machine is not time waited (crate::clock).
+        let began = crate::clock::Clock::new();
         let mut states: Vec<_> = self.replicas.iter().map(Supervisor::state).collect();
         loop {
             for state in &mut states {
@@ -281,7 +282,7 @@ impl Pool {
                     reason: "every replica was given up".to_owned(),
                 });
             }
-            let waited = began.elapsed();
+            let waited = began.now();
             if waited >= bound {
                 return Err(WaitError::TimedOut { waited });
             }
@@ -363,9 +364,9 @@ impl Pool {
     /// drain grace ends.
     async fn drain(&self, supervisor: &Supervisor) {
         let emptied = supervisor.in_flight().until_empty();
-        if tokio::time::timeout(self.config.drain_grace, emptied)
+        if crate::clock::timeout(self.config.drain_grace, emptied)
             .await
-            .is_err()
+            .is_none()
         {
             warn!(
                 in_flight = supervisor.in_flight().count(),

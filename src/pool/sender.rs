@@ -150,7 +150,8 @@ impl PoolUpstream {
             None => None,
         };
         let bound = self.shared.wait_bound;
-        let began = tokio::time::Instant::now();
+        // Running time: a pause of the machine is not time waited (crate::clock).
+        let began = crate::clock::Clock::new();
         let mut states = self.shared.states.clone();
         loop {
             for state in &mut states {
@@ -162,7 +163,7 @@ impl PoolUpstream {
             if let Some(err) = none_left(&states) {
                 return Err(err.into());
             }
-            let waited = began.elapsed();
+            let waited = began.now();
             if waited >= bound {
                 if let Some(waiting) = &waiting {
                     waiting.refuse(WaitBound::Time);

@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use respawn::clock::Clock;
 
 use serde_json::Value;
 
@@ -171,19 +173,20 @@ impl Running {
 
     /// Waits for the exit (generously bounded) and returns the code and the whole log.
     fn finish(mut self, bound: Duration) -> (i32, String) {
-        let deadline = Instant::now() + bound;
+        // Running time: a pause of the machine does not count (respawn::clock).
+        let clock = Clock::new();
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 break status;
             }
             assert!(
-                Instant::now() < deadline,
+                clock.now() < bound,
                 "respawn batch did not finish within {bound:?}:\n{}",
                 self.drain()
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let log = self.drain_to_end(deadline);
+        let log = self.drain_to_end(bound.saturating_sub(clock.now()));
         (status.code().unwrap_or(-1), log)
     }
 
@@ -197,12 +200,9 @@ impl Running {
 
     /// The whole log of a run that has exited: every line up to the end of the pipe, which the
     /// reader thread reaches on its own schedule (a loaded machine may hold it back for long).
-    fn drain_to_end(&mut self, deadline: Instant) -> String {
+    fn drain_to_end(&mut self, left: Duration) -> String {
+        let left = left.max(Duration::from_secs(10));
         loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_default()
-                .max(Duration::from_secs(10));
             match self.log.recv_timeout(left) {
                 Ok(line) => self.lines.push(line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -319,7 +319,7 @@ fn a_sigkilled_run_is_resumed_and_every_request_is_recorded_exactly_once() {
     let output = job.path("out.jsonl");
     let mock = ["--wedge-after", "20,150", "--token-latency", "10ms"];
     let mut first = Running::start(job.batch(&input, &output, &["--concurrency", "4"], &mock));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let clock = Clock::new();
     loop {
         let written = std::fs::read(&output)
             .map(|t| t.iter().filter(|&&b| b == b'\n').count())
@@ -332,7 +332,11 @@ fn a_sigkilled_run_is_resumed_and_every_request_is_recorded_exactly_once() {
             "the first run ended early:\n{}",
             first.drain()
         );
-        assert!(Instant::now() < deadline, "no progress:\n{}", first.drain());
+        assert!(
+            clock.now() < Duration::from_secs(120),
+            "no progress:\n{}",
+            first.drain()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     first.child.kill().expect("SIGKILL respawn batch");
@@ -348,10 +352,10 @@ fn a_sigkilled_run_is_resumed_and_every_request_is_recorded_exactly_once() {
     );
 
     // Killing respawn takes its server's whole process group with it.
-    let gone_by = Instant::now() + Duration::from_secs(15);
+    let clock = Clock::new();
     while !job.processes().is_empty() {
         assert!(
-            Instant::now() < gone_by,
+            clock.now() < Duration::from_secs(15),
             "the server outlived the SIGKILLed respawn: {:?}",
             job.processes()
         );
@@ -539,7 +543,7 @@ fn url_mode_drives_a_running_server() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut server = Running::start(mock);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let clock = Clock::new();
     let addr = loop {
         let line = server
             .log
@@ -548,7 +552,10 @@ fn url_mode_drives_a_running_server() {
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.trim().to_owned();
         }
-        assert!(Instant::now() < deadline, "the mock did not start");
+        assert!(
+            clock.now() < Duration::from_secs(30),
+            "the mock did not start"
+        );
     };
     let input = job.input("in.jsonl", 10, None);
     let output = job.path("out.jsonl");

@@ -2,7 +2,9 @@
 //! fault flag.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use respawn::clock::Clock;
 
 use serde_json::Value;
 
@@ -280,13 +282,13 @@ fn start_delay_answers_503_loading_then_200() {
             .status,
         200
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let clock = Clock::new();
     loop {
         let now = mock.get("/health").expect("an answer");
         if now.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "never became ready");
+        assert!(clock.now() < Duration::from_secs(30), "never became ready");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
@@ -406,9 +408,9 @@ fn state_file_counts_across_processes_and_each_point_fires_once() {
 #[test]
 fn a_short_start_delay_ends_by_itself() {
     let mock = Mock::start(&["--start-delay", "200ms"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let clock = Clock::new();
     while mock.get("/health").expect("an answer").status != 200 {
-        assert!(Instant::now() < deadline, "never became ready");
+        assert!(clock.now() < Duration::from_secs(30), "never became ready");
         std::thread::sleep(Duration::from_millis(50));
     }
     mock.wait_logged_count("model loaded; ready", 1, Duration::from_secs(30));

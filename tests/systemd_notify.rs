@@ -6,7 +6,9 @@ use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use respawn::clock::Clock;
 
 mod mock_process;
 
@@ -66,9 +68,11 @@ impl NotifySocket {
 /// Every message up to and including the first equal to `last`; panics with what came if `last`
 /// does not arrive within [`BOUND`].
 fn until(messages: &mpsc::Receiver<String>, last: &str) -> Vec<String> {
-    let deadline = Instant::now() + BOUND;
     let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+    // Running time: a pause of the machine does not count (respawn::clock); a wait cut short
+    // by a resume is made again for the time left.
+    let clock = Clock::new();
+    while let Some(left) = BOUND.checked_sub(clock.now()) {
         match messages.recv_timeout(left) {
             Ok(line) if line.is_empty() => {}
             Ok(line) => {
@@ -78,7 +82,8 @@ fn until(messages: &mpsc::Receiver<String>, last: &str) -> Vec<String> {
                     return seen;
                 }
             }
-            Err(_) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     panic!("{last:?} did not arrive within {BOUND:?}; got {seen:?}")

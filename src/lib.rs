@@ -18,7 +18,9 @@ mod aside;
 pub mod auth;
 pub mod call_error;
 pub mod client_actor;
-pub mod clock;
+/// The supervisor's clock, which counts only the time respawn ran (kept with the backends, whose
+/// stops and waits measure by it too).
+pub use respawn_backends::clock;
 pub mod coordinator;
 pub mod deadlock_watch;
 pub mod health_actor;

@@ -395,3 +395,62 @@ fn a_pause_of_the_whole_machine_mid_stream_costs_no_restart() {
         "the 3 s stop counted as paused, less what a busy machine could take for lateness: {metrics}"
     );
 }
+
+#[test]
+fn a_pause_of_the_whole_machine_during_a_graceful_stop_does_not_use_up_its_grace() {
+    // A server that takes a while to exit on SIGTERM: a shell that leads the mock and, on
+    // SIGTERM, sleeps 2 s before it exits. A manual restart gives it a 4 s grace; the machine
+    // is paused for 5 s in the middle of that sleep.
+    let script = format!(
+        "{} mock --port \"$PORT\" & m=$!; trap 'sleep 2; exit 0' TERM; wait $m; wait $m",
+        common::respawn_bin()
+    );
+    let mut options = ServeOptions::command(&[], &["sh", "-c", &script]);
+    options.args = fast_args(&["--stop-grace", "4s"]);
+    let serve = Serve::start(options.env("RESPAWN_ADMIN_TOKEN", TOKEN));
+    let guardian = serve.guardian_pid();
+    let accepted = post_restart(&serve);
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    // The shell got its SIGTERM: its trap's sleep runs.
+    let sleeping = wait_for(Duration::from_secs(10), || {
+        common::group_members(guardian)
+            .into_iter()
+            .find(|&pid| common::cmdline(pid).starts_with("sleep"))
+    });
+    assert!(sleeping.is_some(), "the shell's trap did not run");
+    // respawn sends SIGCONT right after the SIGTERM (for a frozen server): let it be sent
+    // before the pause, or the group would be continued by it at the resume.
+    thread::sleep(Duration::from_millis(300));
+    common::signal(serve.pid(), Signal::SIGSTOP);
+    common::signal_group(guardian, Signal::SIGSTOP);
+    thread::sleep(Duration::from_secs(5));
+    // respawn runs again first, and the server a moment later: by the monotonic clock, the
+    // grace has been over for a second.
+    common::signal(serve.pid(), Signal::SIGCONT);
+    thread::sleep(Duration::from_millis(300));
+    common::signal_group(guardian, Signal::SIGCONT);
+
+    serve.wait_status(Duration::from_secs(30), "generation 2 ready", |s| {
+        s["generation"] == 2 && s["state"] == "ready"
+    });
+    let log = serve.log_text();
+    assert!(
+        !log.contains("ignored SIGTERM"),
+        "the pause used up no grace: {log}"
+    );
+    let stopped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("server stopped"))
+        .collect();
+    assert!(
+        stopped
+            .first()
+            .is_some_and(|l| l.contains("escalated_to_kill: false") && l.contains("exit code 0")),
+        "the shell exited on its own, after its sleep: {stopped:?}"
+    );
+    // Because respawn saw the pause, and said so.
+    assert!(
+        log.contains("respawn did not run for a while"),
+        "the pause was logged: {log}"
+    );
+}

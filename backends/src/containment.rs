@@ -35,6 +35,8 @@ use parking_lot::Mutex;
 use respawn_core::Generation;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
+
 use crate::cgroup::{Cgroup, CgroupParent};
 use crate::error::{ContainmentError, SpawnError};
 use crate::group::signal_group;
@@ -430,10 +432,12 @@ impl SharedScope {
         f(&mut self.0.lock())
     }
 
-    /// Waits until no process of the generation is left, then removes its cgroup. From
-    /// `kill_from` on, every look SIGKILLs the survivors. Between looks it waits on pidfds of the
-    /// live processes, so it looks again as soon as they have exited (at most every 10 ms). Returns whether anything was killed,
-    /// or the pids still alive after `bound`.
+    /// Waits until no process of the generation is left, then removes its cgroup. Once the
+    /// clock of `kill_at` reads its time, every look SIGKILLs the survivors. Between looks it
+    /// waits on pidfds of the live processes, so it looks again as soon as they have exited (at
+    /// most every 10 ms). Returns whether anything was killed, or the pids still alive after
+    /// `bound`. Both times are running time ([`Clock`]): a pause of the machine neither ends the
+    /// stragglers' grace nor the bound.
     ///
     /// The kernel refuses to remove a cgroup (EBUSY) until its exited processes are fully
     /// released, a moment after they stop running: the removal is retried within the same bound,
@@ -443,33 +447,34 @@ impl SharedScope {
     /// Cancel safe: dropping it only stops waiting.
     pub(crate) async fn wait_gone(
         &self,
-        kill_from: Instant,
+        kill_at: (Clock, Duration),
         bound: Duration,
     ) -> Result<bool, Vec<u32>> {
-        let started = Instant::now();
+        let started = Clock::new();
+        let (clock, kill_at) = kill_at;
         let mut killed = false;
         loop {
             let live = self.with(Scope::live);
             if live.is_empty() {
                 match self.with(|scope| scope.remove_cgroup()) {
                     Ok(()) => break,
-                    Err(err) if started.elapsed() >= bound => {
+                    Err(err) if started.now() >= bound => {
                         tracing::warn!(error = %err, "could not remove the generation's empty cgroup");
                         break;
                     }
                     Err(_) => tokio::time::sleep(RELOOK_EVERY).await,
                 }
             } else {
-                let now = Instant::now();
-                if now >= kill_from {
+                let now = clock.now();
+                if now >= kill_at {
                     killed = true;
                     self.with(Scope::kill);
                 }
-                if started.elapsed() >= bound {
+                if started.now() >= bound {
                     return Err(live.iter().map(|p| p.pid).collect());
                 }
                 // Until the next kill (while stragglers still have grace) or the next look.
-                let next_kill = kill_from.saturating_duration_since(now);
+                let next_kill = kill_at.saturating_sub(now);
                 let wait = if next_kill.is_zero() {
                     POLL_EVERY
                 } else {

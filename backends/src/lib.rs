@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod cgroup;
+pub mod clock;
 mod command_restart;
 mod containment;
 mod error;

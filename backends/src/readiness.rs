@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::{self, Clock};
 
 use crate::restart::RestartError;
 
@@ -19,40 +19,43 @@ pub(crate) enum Probe {
     Unhealthy,
 }
 
-/// Probes `url` once, giving up after `timeout`.
+/// Probes `url` once, giving up after `timeout` of running time (a probe in flight across a
+/// pause of the machine is not a server that stopped answering; see [`crate::clock`]).
 ///
 /// # Cancel safety
 /// Cancel safe: dropping it drops the request.
 pub(crate) async fn probe(client: &awc::Client, url: &str, timeout: Duration) -> Probe {
     // A fresh connection each time, so that a server that died is never mistaken for a live
-    // one through a pooled connection.
-    let request = client.get(url).force_close().timeout(timeout).send();
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(response)) if response.status().is_success() => Probe::Healthy,
+    // one through a pooled connection. The client's own response timer is off
+    // ([`bounded_client`]): it would fire on a resume.
+    let request = client.get(url).force_close().send();
+    match clock::timeout(timeout, request).await {
+        Some(Ok(response)) if response.status().is_success() => Probe::Healthy,
         _ => Probe::Unhealthy,
     }
 }
 
-/// Waits until `url` stops answering 2xx (the old server went away), bounded by `deadline`.
-/// Returns `false` when the deadline passed first.
+/// Waits until `url` stops answering 2xx (the old server went away), for at most `within` of
+/// running time. Returns `false` when that passed first.
 pub(crate) async fn wait_until_down(
     client: &awc::Client,
     url: &str,
     probe_timeout: Duration,
-    deadline: Instant,
+    within: Duration,
 ) -> bool {
+    let clock = Clock::new();
     loop {
         if probe(client, url, probe_timeout).await == Probe::Unhealthy {
             return true;
         }
-        if Instant::now() + PROBE_EVERY >= deadline {
+        if clock.now() + PROBE_EVERY >= within {
             return false;
         }
         tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 
-/// Waits until `url` answers 2xx, for at most `within`.
+/// Waits until `url` answers 2xx, for at most `within` of running time.
 ///
 /// # Errors
 /// [`RestartError::NotReady`] when it never did.
@@ -62,9 +65,9 @@ pub(crate) async fn wait_until_healthy(
     probe_timeout: Duration,
     within: Duration,
 ) -> Result<(), RestartError> {
-    let deadline = Instant::now() + within;
+    let clock = Clock::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = within.saturating_sub(clock.now());
         if probe(
             client,
             url,
@@ -75,7 +78,7 @@ pub(crate) async fn wait_until_healthy(
         {
             return Ok(());
         }
-        if Instant::now() + PROBE_EVERY >= deadline {
+        if clock.now() + PROBE_EVERY >= within {
             return Err(RestartError::NotReady {
                 url: url.to_owned(),
                 after: within,
@@ -85,10 +88,12 @@ pub(crate) async fn wait_until_healthy(
     }
 }
 
-/// A client whose connect and response-head timeouts are both `timeout`.
+/// A client whose connect timeout is `timeout`, without a response timer of its own: each
+/// request bounds its wait itself (a probe on running time, [`probe`]; a request that sets its
+/// own timeout).
 pub(crate) fn bounded_client(timeout: Duration) -> awc::Client {
     awc::Client::builder()
-        .timeout(timeout)
+        .disable_timeout()
         .disable_redirects()
         .connector(awc::Connector::new().timeout(timeout))
         .finish()

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::{self, Clock};
 
 use crate::error::StopError;
 
@@ -51,7 +51,8 @@ pub(crate) async fn wait_released(
         return Ok(());
     };
     let shown = || program.to_string_lossy().into_owned();
-    let deadline = Instant::now() + timeout;
+    // Running time: a pause of the machine is not time waited (crate::clock).
+    let clock = Clock::new();
     let mut last_held: Vec<u32> = Vec::new();
     loop {
         let run = tokio::process::Command::new(program)
@@ -60,29 +61,30 @@ pub(crate) async fn wait_released(
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .output();
-        let (still_held, failure) = match tokio::time::timeout_at(deadline, run).await {
-            Err(_) if !last_held.is_empty() => {
+        let left = timeout.saturating_sub(clock.now());
+        let (still_held, failure) = match clock::timeout(left, run).await {
+            None if !last_held.is_empty() => {
                 return Err(StopError::ReleaseCheckTimedOut { pids: last_held });
             }
-            Err(_) => (
+            None => (
                 Vec::new(),
                 Some("the check did not finish in time".to_owned()),
             ),
-            Ok(Err(source)) => {
+            Some(Err(source)) => {
                 // A check that cannot even start will not start later either.
                 return Err(StopError::ReleaseCheckFailed {
                     program: shown(),
                     reason: source.to_string(),
                 });
             }
-            Ok(Ok(output)) if !output.status.success() => (
+            Some(Ok(output)) if !output.status.success() => (
                 Vec::new(),
                 Some(format!(
                     "it ended with {}",
                     crate::ExitInfo::from(output.status)
                 )),
             ),
-            Ok(Ok(output)) => {
+            Some(Ok(output)) => {
                 let held = mentioned_pids(&String::from_utf8_lossy(&output.stdout), pids);
                 if held.is_empty() {
                     return Ok(());
@@ -90,7 +92,7 @@ pub(crate) async fn wait_released(
                 (held, None)
             }
         };
-        if Instant::now() + RECHECK_EVERY >= deadline {
+        if clock.now() + RECHECK_EVERY >= timeout {
             return Err(match failure {
                 Some(reason) => StopError::ReleaseCheckFailed {
                     program: shown(),
@@ -137,7 +139,8 @@ pub(crate) async fn wait_gpu_released(
     pids: &BTreeSet<u32>,
     timeout: Duration,
 ) -> Result<(), StopError> {
-    let deadline = Instant::now() + timeout;
+    // Running time: a pause of the machine is not time waited (crate::clock).
+    let clock = Clock::new();
     let mut announced = false;
     let mut last_held: Vec<u32> = Vec::new();
     loop {
@@ -147,23 +150,23 @@ pub(crate) async fn wait_gpu_released(
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .output();
-        let bound = deadline.min(Instant::now() + GPU_QUERY_TIMEOUT);
-        let output = match tokio::time::timeout_at(bound, run).await {
-            Ok(Ok(output)) if output.status.success() => output,
-            Ok(Ok(output)) => {
+        let bound = timeout.saturating_sub(clock.now()).min(GPU_QUERY_TIMEOUT);
+        let output = match clock::timeout(bound, run).await {
+            Some(Ok(output)) if output.status.success() => output,
+            Some(Ok(output)) => {
                 tracing::warn!(program = %program.display(), status = %crate::ExitInfo::from(output.status),
                     "nvidia-smi failed; not waiting for GPU memory to be released");
                 return Ok(());
             }
-            Ok(Err(err)) => {
+            Some(Err(err)) => {
                 tracing::warn!(program = %program.display(), error = %err,
                     "cannot run nvidia-smi; not waiting for GPU memory to be released");
                 return Ok(());
             }
-            Err(_) if !last_held.is_empty() && Instant::now() >= deadline => {
+            None if !last_held.is_empty() && clock.now() >= timeout => {
                 return Err(StopError::GpuMemoryHeld { pids: last_held });
             }
-            Err(_) => {
+            None => {
                 tracing::warn!(program = %program.display(),
                     "nvidia-smi did not answer in time; not waiting for GPU memory to be released");
                 return Ok(());
@@ -180,7 +183,7 @@ pub(crate) async fn wait_gpu_released(
             announced = true;
             tracing::info!(pids = ?held, "waiting for the old generation's GPU memory to be released");
         }
-        if Instant::now() + RECHECK_EVERY >= deadline {
+        if clock.now() + RECHECK_EVERY >= timeout {
             return Err(StopError::GpuMemoryHeld { pids: held });
         }
         last_held = held;

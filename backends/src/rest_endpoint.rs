@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::readiness::{bounded_client, wait_until_down, wait_until_healthy};
 use crate::restart::{Restart, RestartError, RestartReport};
 
@@ -124,18 +125,19 @@ impl Handler<Restart> for RestEndpoint {
             this.request_restart(&client).await?;
             let requested = begun.elapsed();
 
-            let step = Instant::now();
-            let deadline = step + this.ready_timeout;
-            if !wait_until_down(&client, &this.health_url, this.request_timeout, deadline).await {
+            // Running time: a pause of the machine is not time waited (crate::clock).
+            let step = Clock::new();
+            let within = this.ready_timeout;
+            if !wait_until_down(&client, &this.health_url, this.request_timeout, within).await {
                 return Err(RestartError::Timeout {
                     what: "the old server going away",
                     after: this.ready_timeout,
                 });
             }
-            let went_down = step.elapsed();
+            let went_down = step.now();
 
             let step = Instant::now();
-            let left = deadline.saturating_duration_since(step);
+            let left = within.saturating_sub(went_down);
             wait_until_healthy(&client, &this.health_url, this.request_timeout, left).await?;
             Ok(RestartReport {
                 strategy: Self::NAME,

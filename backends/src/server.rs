@@ -27,6 +27,8 @@ use respawn_core::Generation;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::clock::Clock;
+
 use crate::containment::{Containment, ContainmentMode, Scope, ScopeGuard, SharedScope};
 use crate::error::{ContainmentError, SpawnError, StopError};
 use crate::exit::ExitInfo;
@@ -321,7 +323,10 @@ async fn clear_remains(remains: Option<Remains>) -> Result<(), (SpawnError, Scop
     };
     let scope = remains.guard.scope().clone();
     let pgid = scope.with(|scope| scope.leader());
-    if let Err(remaining) = scope.wait_gone(Instant::now(), remains.bound).await {
+    if let Err(remaining) = scope
+        .wait_gone((Clock::new(), Duration::ZERO), remains.bound)
+        .await
+    {
         let err = SpawnError::PreviousGeneration(StopError::GroupSurvived { pgid, remaining });
         return Err((err, remains.guard));
     }

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{self, Clock};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::containment::{Scope, SharedScope};
 use crate::error::StopError;
@@ -113,7 +113,9 @@ async fn leader_exit(exited: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo
 pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError> {
     let pgid = plan.pgid;
     let scope = plan.scope.clone();
-    let started = Instant::now();
+    // Running time: a pause of the machine (a suspended VM, a laptop asleep) during a stop is
+    // neither grace used nor time the group took (crate::clock).
+    let started = Clock::new();
 
     if plan.grace.is_zero() {
         // No grace: SIGKILL at once. (SIGCONT first would let a frozen server run for the instant
@@ -124,18 +126,18 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
         send(&scope, pgid, Signal::SIGCONT)?;
     }
     let mut escalated = plan.grace.is_zero();
-    let exit = match tokio::time::timeout(plan.grace, leader_exit(&mut plan.exited)).await {
-        Ok(exit) => exit,
-        Err(_) => {
+    let exit = match clock::timeout(plan.grace, leader_exit(&mut plan.exited)).await {
+        Some(exit) => exit,
+        None => {
             if !plan.grace.is_zero() {
                 tracing::warn!(server = %plan.server, pgid, grace = ?plan.grace,
                     "server ignored SIGTERM for the whole grace; sending SIGKILL to every process of its generation");
             }
             escalated = true;
             scope.with(Scope::kill);
-            match tokio::time::timeout(plan.release_timeout, leader_exit(&mut plan.exited)).await {
-                Ok(exit) => exit,
-                Err(_) => {
+            match clock::timeout(plan.release_timeout, leader_exit(&mut plan.exited)).await {
+                Some(exit) => exit,
+                None => {
                     return Err(StopError::GroupSurvived {
                         pgid,
                         remaining: scope.with(Scope::live).iter().map(|p| p.pid).collect(),
@@ -144,44 +146,44 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
             }
         }
     };
-    let signal_to_exit = started.elapsed();
+    let signal_to_exit = started.now();
 
     // Workers and helpers get what is left of the grace to finish on their own, then SIGKILL.
-    let step = Instant::now();
-    let kill_from = if escalated {
-        step
+    let step = Clock::new();
+    let kill_at = if escalated {
+        (step, Duration::ZERO)
     } else {
-        started + plan.grace
+        (started, plan.grace)
     };
-    match scope.wait_gone(kill_from, plan.release_timeout).await {
+    match scope.wait_gone(kill_at, plan.release_timeout).await {
         Ok(killed) => escalated |= killed,
         Err(remaining) => return Err(StopError::GroupSurvived { pgid, remaining }),
     }
-    let group_gone = step.elapsed();
+    let group_gone = step.now();
 
-    let step = Instant::now();
+    let step = Clock::new();
     if let Some(addr) = plan.port {
         while accepts_connections(addr).await {
-            if step.elapsed() >= plan.release_timeout {
+            if step.now() >= plan.release_timeout {
                 return Err(StopError::PortStillBound { port: addr.port() });
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
     }
-    let port_free = step.elapsed();
+    let port_free = step.now();
 
     let seen = scope.with(|scope| scope.seen_pids());
-    let step = Instant::now();
+    let step = Clock::new();
     if let Some(check) = &plan.release_check {
         wait_released(check, &seen, plan.release_timeout).await?;
     }
-    let release_check = step.elapsed();
+    let release_check = step.now();
 
-    let step = Instant::now();
+    let step = Clock::new();
     if let Some(query) = &plan.gpu_query {
         wait_gpu_released(query, &seen, plan.release_timeout).await?;
     }
-    let gpu_release = step.elapsed();
+    let gpu_release = step.now();
 
     let stopped = Stopped {
         pid: Some(pgid),
@@ -192,7 +194,7 @@ pub(crate) async fn stop_group(mut plan: StopPlan) -> Result<Stopped, StopError>
         port_free,
         release_check,
         gpu_release,
-        total: started.elapsed(),
+        total: started.now(),
     };
     tracing::info!(server = %plan.server, pid = pgid, exit = %exit, ?stopped, "server stopped");
     Ok(stopped)

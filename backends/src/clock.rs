@@ -1,5 +1,7 @@
 //! The supervisor's clock: the core takes time as a `Duration` since an origin the caller
-//! chooses, and this is that origin. It counts only the time respawn ran.
+//! chooses, and this is that origin. It counts only the time respawn ran. The backends measure
+//! their own waits by it too (a stop's grace and bounds, the readiness probes of a REST or
+//! command restart); the `respawn` crate re-exports it as `respawn::clock`.
 //!
 //! # Pauses
 //!

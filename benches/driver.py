@@ -2002,6 +2002,21 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         "do not survive fat LTO (6.01 MB). Not adopted: it would trade the requests/s target for the RSS one; "
         "the function order (section 4) takes the RSS down without it, at the same instructions.")
     add("")
+    add("Also tried and not kept (2026-12-04, builds without the profile, interleaved rounds of GET at 64 "
+        "connections): a per-thread cache of freed 1–16 KiB blocks in front of glibc on the proxy's workers "
+        "(512-byte classes, at most 8 blocks a class and 128 KiB a thread) left requests/s (median of 4 rounds "
+        "64,907 → 64,724) and CPU per request (16.44 → 16.45 µs) where they were and raised the peak RSS "
+        "(11.4–11.6 → 12.1–12.4 MiB): with call graphs, glibc's remaining slow allocations come from small "
+        "blocks overflowing its own per-thread cache with about 32 requests in flight a worker, not from "
+        "large ones. Three workers instead of one per core raised respawn's requests/s (71.7, 70.5, 71.5k → "
+        "73.5, 75.4, 78.9k) but nginx's as much with three workers of its own (78.6 → 79.4k, 70.5 → 82.5k): a "
+        "larger share of the shared cores, not a saving. For a POST, actix-http's dispatcher polls the handler "
+        "once before it feeds the body it has already read; the body's arrival then wakes the task while it "
+        "runs, and the task is polled once more for nothing (a counter around the handler, debug build, "
+        "2026-12-05: 3 polls per keep-alive GET, 4 per small POST). A handler cannot skip that wake safely (a "
+        "pipelined request whose body is still arriving would not be polled again); it belongs in the "
+        "dispatcher, which could feed the chunks it has buffered before its first poll of the handler.")
+    add("")
     # Summary
     add("## Targets")
     add("")

@@ -200,9 +200,13 @@ impl Running {
 
     /// The whole log of a run that has exited: every line up to the end of the pipe, which the
     /// reader thread reaches on its own schedule (a loaded machine may hold it back for long).
-    fn drain_to_end(&mut self, left: Duration) -> String {
-        let left = left.max(Duration::from_secs(10));
+    /// Each wait for a line is what is left of `within` (running time), and at least 10 s.
+    fn drain_to_end(&mut self, within: Duration) -> String {
+        let clock = Clock::new();
         loop {
+            let left = within
+                .saturating_sub(clock.now())
+                .max(Duration::from_secs(10));
             match self.log.recv_timeout(left) {
                 Ok(line) => self.lines.push(line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,

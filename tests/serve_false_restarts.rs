@@ -347,6 +347,17 @@ fn a_client_that_leaves_a_non_streamed_request_cancels_it_upstream_without_retry
 // ---------------------------------------------------------------------------------------------
 // 5. A pause of the machine is not a hang.
 
+/// A pause of the whole machine as respawn and its server see it: both stopped for `pause`;
+/// then respawn runs again first, and the server's group (led by `guardian`) 0.3 s later.
+fn pause_machine(serve: &Serve, guardian: u32, pause: Duration) {
+    common::signal(serve.pid(), Signal::SIGSTOP);
+    common::signal_group(guardian, Signal::SIGSTOP);
+    thread::sleep(pause);
+    common::signal(serve.pid(), Signal::SIGCONT);
+    thread::sleep(Duration::from_millis(300));
+    common::signal_group(guardian, Signal::SIGCONT);
+}
+
 #[test]
 fn a_pause_of_the_whole_machine_mid_stream_costs_no_restart() {
     // No progress metric: at a stall deadline, nothing but the deadline decides. The stall
@@ -364,16 +375,9 @@ fn a_pause_of_the_whole_machine_mid_stream_costs_no_restart() {
         &body,
         CLIENT_TIMEOUT,
         Some(5),
-        |_| {
-            common::signal(serve.pid(), Signal::SIGSTOP);
-            common::signal_group(guardian, Signal::SIGSTOP);
-            thread::sleep(Duration::from_secs(3));
-            // respawn runs again first, and the server a moment later (less than the stall
-            // timeout): by the monotonic clock, the stream has been silent for over 3 s.
-            common::signal(serve.pid(), Signal::SIGCONT);
-            thread::sleep(Duration::from_millis(300));
-            common::signal_group(guardian, Signal::SIGCONT);
-        },
+        // The server continues 0.3 s after respawn (less than the stall timeout): by the
+        // monotonic clock, the stream has been silent for over 3 s.
+        |_| pause_machine(&serve, guardian, Duration::from_secs(3)),
     );
     assert_eq!(streamed.end, common::BodyEnd::Clean, "{}", streamed.raw);
     assert_eq!(
@@ -421,14 +425,8 @@ fn a_pause_of_the_whole_machine_during_a_graceful_stop_does_not_use_up_its_grace
     // respawn sends SIGCONT right after the SIGTERM (for a frozen server): let it be sent
     // before the pause, or the group would be continued by it at the resume.
     thread::sleep(Duration::from_millis(300));
-    common::signal(serve.pid(), Signal::SIGSTOP);
-    common::signal_group(guardian, Signal::SIGSTOP);
-    thread::sleep(Duration::from_secs(5));
-    // respawn runs again first, and the server a moment later: by the monotonic clock, the
-    // grace has been over for a second.
-    common::signal(serve.pid(), Signal::SIGCONT);
-    thread::sleep(Duration::from_millis(300));
-    common::signal_group(guardian, Signal::SIGCONT);
+    // By the monotonic clock, the grace has been over for a second when the server continues.
+    pause_machine(&serve, guardian, Duration::from_secs(5));
 
     serve.wait_status(Duration::from_secs(30), "generation 2 ready", |s| {
         s["generation"] == 2 && s["state"] == "ready"

@@ -35,9 +35,8 @@ use parking_lot::Mutex;
 use respawn_core::Generation;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
-
 use crate::cgroup::{Cgroup, CgroupParent};
+use crate::clock::Clock;
 use crate::error::{ContainmentError, SpawnError};
 use crate::group::signal_group;
 use crate::proc_table::{descendants, snapshot, ProcEntry};

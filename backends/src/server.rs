@@ -28,7 +28,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-
 use crate::containment::{Containment, ContainmentMode, Scope, ScopeGuard, SharedScope};
 use crate::error::{ContainmentError, SpawnError, StopError};
 use crate::exit::ExitInfo;

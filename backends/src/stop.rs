@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{self, Clock};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+use crate::clock::{self, Clock};
 use crate::containment::{Scope, SharedScope};
 use crate::error::StopError;
 use crate::exit::ExitInfo;

@@ -6,7 +6,8 @@ Measures, side by side in one run, against `respawn mock` (a real process):
      get, `--hang-stop grace`), and with the original design's ServerManager loop;
   2. health-green engine deadlocks, busy (progress metric) and idle (canary);
   3. a restart storm (256 requests in flight at a freeze);
-  4. proxy overhead: direct vs nginx vs respawn, with wrk; (4a) the same with respawn and nginx
+  4. proxy overhead: direct vs nginx vs respawn, with wrk, and the stacks used plainly (a bare
+     actix-web + awc proxy, and a hyper proxy); (4a) the same with respawn and nginx
      each started in a session of its own, as runs before 2026-12-03 did; (4b) the release build's resident
      size under that load with and without its function order (cli/function-order.txt); and (4c)
      the release build with and without its compiler profile (cli/pgo/respawn.profdata); (4d) the
@@ -745,17 +746,37 @@ class BareProxy:
         stop_group(self.proc, signal.SIGTERM, 10)
 
 
-def proxy_overhead(respawn, workdir, rounds=9, seconds=6, latency_seconds=4):
-    """Direct, nginx, the bare actix-web + awc proxy and respawn, interleaved by round."""
+class HyperProxy(BareProxy):
+    """benches/hyper_proxy (a reverse proxy on hyper, used as plainly as examples/bare_proxy.rs
+    uses actix-web and awc) in front of the model server on `up`; `binary` is its release build."""
+
+    def __init__(self, binary, up, launch=GROUP):
+        self.port = free_port()
+        self.proc = subprocess.Popen([binary, f"127.0.0.1:{self.port}", f"http://127.0.0.1:{up}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, **launch)
+
+    def __enter__(self):
+        if not wait_until(lambda: health_ok(self.port), 10):
+            self.stop()
+            raise RuntimeError("benches/hyper_proxy did not start")
+        return self
+
+
+def proxy_overhead(respawn, workdir, hyper_proxy=None, rounds=9, seconds=6, latency_seconds=4):
+    """Direct, nginx, the bare actix-web + awc proxy, the hyper proxy (`hyper_proxy`: its binary,
+    when given) and respawn, interleaved by round."""
     child_port = free_port()
     with Serve(respawn, workdir, mock_args=["--tokens", "1", "--token-latency", "0ms"],
                child_port=child_port) as serve, Nginx(workdir, child_port) as nginx, \
-            BareProxy(respawn, child_port) as bare:
+            BareProxy(respawn, child_port) as bare, \
+            (HyperProxy(hyper_proxy, child_port) if hyper_proxy else contextlib.nullcontext()) as hyper:
         chat_lua = os.path.join(nginx.dir, "chat.lua")
         with open(chat_lua, "w") as f:
             f.write(CHAT_LUA)
         loads = {"get": ("/health", None), "post": ("/v1/chat/completions", chat_lua)}
-        targets = {"direct": child_port, "nginx": nginx.port, "bare": bare.port, "respawn": serve.port}
+        targets = {"direct": child_port, "nginx": nginx.port, "bare": bare.port,
+                   **({"hyper": hyper.port} if hyper else {}), "respawn": serve.port}
         for port in targets.values():  # warm up connections and caches
             for path, script in loads.values():
                 wrk(port, 64, 2, path, script)
@@ -1382,12 +1403,16 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
     add("## 4. Proxy overhead")
     add("")
     add(f"The same child (`respawn mock --tokens 1 --token-latency 0ms`), the same load generator (wrk), "
-        f"{'four' if 'bare' in by_load['get'] else 'three'} ways: direct, through {ov['nginx']} as a keep-alive reverse proxy "
+        f"{len(by_load['get'])} ways: direct, through {ov['nginx']} as a keep-alive reverse proxy "
         "(`upstream { keepalive 64; }`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, "
         "`worker_processes auto`), through `examples/bare_proxy.rs` (\"bare\": a reverse proxy on actix-web and "
         "awc with respawn's client and header settings and nothing of its supervision: no held body, no "
-        "in-flight table, no hang watch, no admission; the floor of the stack respawn is built on) and "
-        "through `respawn serve` (default workers: one per core, as for bare); two loads: "
+        "in-flight table, no hang watch, no admission; the floor of the stack respawn is built on), "
+        + ("through `benches/hyper_proxy` (\"hyper\": the same plain proxy on hyper 1 and hyper-util's pooled "
+           "client, set up as bare is: a worker per core, `TCP_NODELAY` both ways, the same hop-by-hop rules; "
+           "another well-kept Rust HTTP stack, measured so that the choice of actix-web and awc is weighed "
+           "against it) " if "hyper" in by_load["get"] else "")
+        + "and through `respawn serve` (default workers: one per core, as for bare); two loads: "
         "`GET /health` and a small `POST /v1/chat/completions` (a wrk script; the mock answers 1 token "
         f"at once). Runs interleaved (per round and load: {', '.join(k for k in by_load['get'])}) × {ov['rounds']}; the "
         f"median of the rounds is shown with their spread (min–max). Requests/s: {ov['seconds']} s at 64 "
@@ -1409,7 +1434,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
         add("")
         add("| Path | Requests/s at 64 conns (min–max) | Each round | Median latency, 1 conn (min–max) | Added over direct | Non-2xx |")
         add("|---|---|---|---|---|---|")
-        for k in (k for k in ("direct", "nginx", "bare", "respawn") if k in figures):
+        for k in (k for k in ("direct", "nginx", "bare", "hyper", "respawn") if k in figures):
             f = figures[k]
             added = "—" if k == "direct" else f"{p50[k] - p50['direct']:+.3f} ms"
             add(f"| {k} | {rps[k]:.0f} ({min(f['rps']):.0f}–{max(f['rps']):.0f}) | "
@@ -1427,9 +1452,9 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             f"{min(ratios):.2f}–{max(ratios):.2f}, their median **{paired:.2f}**); added "
             f"median latency at 1 connection: respawn **{added:+.3f} ms**, nginx {nginx_added:+.3f} ms.")
         add("")
+        def paired_ratio(a, b, figures=figures):
+            return median(round_ratios(figures[a]["rps"], figures[b]["rps"]))
         if "bare" in figures:
-            def paired_ratio(a, b):
-                return median(round_ratios(figures[a]["rps"], figures[b]["rps"]))
             add(f"The stack's floor: bare / nginx requests/s **{paired_ratio('bare', 'nginx'):.2f}** and respawn / "
                 f"bare **{paired_ratio('respawn', 'bare'):.2f}** (medians of the rounds' ratios); added median "
                 f"latency at 1 connection: bare {p50['bare'] - p50['direct']:+.3f} ms. The first is what actix-web "
@@ -1437,6 +1462,14 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
                 "plain use: its supervision's cost net of what its ways of using the stack save (the date "
                 "service run aside, whole answers at once; \"What changed\" above). Above 1, respawn with its "
                 "supervision is leaner than the stack used plainly.")
+            add("")
+        if "hyper" in figures:
+            add(f"Another stack: hyper / nginx requests/s **{paired_ratio('hyper', 'nginx'):.2f}**, hyper / bare "
+                f"**{paired_ratio('hyper', 'bare'):.2f}** and respawn / hyper **{paired_ratio('respawn', 'hyper'):.2f}** "
+                f"(medians of the rounds' ratios); added median latency at 1 connection: hyper "
+                f"{p50['hyper'] - p50['direct']:+.3f} ms. hyper / bare is what the choice of stack alone is worth "
+                "for a plain proxy on this machine; respawn keeps actix-web and awc (the design names them), so "
+                "its requests/s are bounded by bare's, not by hyper's.")
             add("")
         name = OVERHEAD_LOADS.get(load, load).split(" (")[0]
         targets.append((f"Proxy, {name}: requests/s ≥ 0.9 × nginx (goal ≥ 1.1 ×), as the ratio of the medians "
@@ -2055,7 +2088,9 @@ PROXY_COST_NOTE = (
     "cycle of proxy CPU is taken from them. Section 4 measures the two apart in the same rounds: "
     "\"bare\" (`examples/bare_proxy.rs`) is the stack used plainly, with respawn's client and header "
     "settings and none of its supervision: bare / nginx is what actix-web and awc cost as they come, "
-    "and respawn / bare is respawn's supervision net of what its ways of using the stack save. The gap to nginx is in user space: CPU per request at 64 "
+    "and respawn / bare is respawn's supervision net of what its ways of using the stack save; \"hyper\" "
+    "(`benches/hyper_proxy`) is the same plain proxy on hyper, so that hyper / bare is what another "
+    "well-kept stack would be worth (section 4 gives both). The gap to nginx is in user space: CPU per request at 64 "
     "connections from fields 14 and 15 of `/proc/PID/stat` (4 s `wrk -t2 -c64` runs on `GET /health`, "
     "2026-12-03) was 5.4 µs user + 7.8 µs system for respawn against 2.5 + 7.7 for nginx: the same "
     "kernel work (the same four socket calls per request), 2.9 µs more in user space, of which 0.9× "
@@ -2187,6 +2222,8 @@ def main():
                          "profile-guided optimisation part")
     ap.add_argument("--respawn-mimalloc", default=None,
                     help="the same code built on mimalloc (--features mimalloc), for the allocator part")
+    ap.add_argument("--hyper-proxy", default=None,
+                    help="the release build of benches/hyper_proxy, for the overhead part")
     ap.add_argument("--only", default=None,
                     help=f"comma-separated parts to run ({','.join(PARTS)}); the others come from "
                          "the last run's target/bench/results.json")
@@ -2244,8 +2281,10 @@ def main():
         r["storm"] = storm(respawn, workdir)
         log(f"  {r['storm']}")
     if "overhead" in only:
-        log("4. proxy overhead, 9 rounds (about 10 minutes)")
-        r["overhead"] = proxy_overhead(respawn, workdir)
+        if not args.hyper_proxy:
+            ap.error("the overhead part needs --hyper-proxy (scripts/bench.sh builds it)")
+        log("4. proxy overhead, 9 rounds (about 12 minutes)")
+        r["overhead"] = proxy_overhead(respawn, workdir, os.path.abspath(args.hyper_proxy))
     if "launch" in only:
         log("4a. launch: respawn and nginx each in a session of its own vs in the driver's, 3 rounds (about 2 minutes)")
         r["launch"] = launch_fairness(respawn, workdir)

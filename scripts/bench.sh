@@ -2,8 +2,8 @@
 # Runs respawn's benchmarks on this machine and rewrites docs/BENCHMARKS.md with the figures.
 #
 # Measured side by side in one run: recovery from a hard hang (respawn vs the original design's restart
-# loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs a bare actix-web + awc proxy vs respawn,
-# with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
+# loop), health-green deadlocks, a restart storm, proxy overhead (direct vs nginx vs a bare actix-web + awc proxy vs a plain hyper
+# proxy vs respawn, with wrk), streaming lag, respawn's own time in a restart, the cost of supervising 1, 8
 # and 64 servers, the resident size of the release build with and without its function order
 # (cli/function-order.txt), the release build with and without its compiler profile
 # (cli/pgo/respawn.profdata), the release build on the C library's allocator and on mimalloc, and
@@ -40,8 +40,10 @@ cp target/bench/build-mimalloc/release/respawn target/bench/respawn-mimalloc
 RESPAWN_FUNCTION_ORDER=off scripts/release-build.sh -p respawn-cli
 cp target/release/respawn target/bench/respawn-unordered
 scripts/release-build.sh
-# The load generator of the many-streams part.
+# The load generator of the many-streams part, and the plain proxies of the overhead part: on
+# actix-web + awc (an example of respawn's) and on hyper (a workspace of its own, benches/hyper_proxy).
 scripts/release-build.sh --example stream_clients --example bare_proxy
+cargo build --release --locked --manifest-path benches/hyper_proxy/Cargo.toml --target-dir target/bench/build-hyper
 workdir="target/bench/logs"
 rm -rf "$workdir"
 mkdir -p "$workdir"
@@ -50,6 +52,7 @@ python3 benches/driver.py \
     --respawn-unordered target/bench/respawn-unordered \
     --respawn-no-pgo target/bench/respawn-no-pgo \
     --respawn-mimalloc target/bench/respawn-mimalloc \
+    --hyper-proxy target/bench/build-hyper/release/hyper-proxy \
     --out docs/BENCHMARKS.md \
     --command "scripts/bench.sh" \
     --workdir "$workdir" \

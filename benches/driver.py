@@ -722,21 +722,21 @@ def example_path(respawn, name):
     return path
 
 
-class BareProxy:
-    """examples/bare_proxy.rs (actix-web and awc with nothing of respawn's supervision) in front of
-    the model server on `up`, in a process group of its own; stopped when its `with` block ends."""
+class PlainProxy:
+    """A plain reverse proxy (`binary LISTEN ORIGIN`) in front of the model server on `up`, in a
+    process group of its own; stopped when its `with` block ends. `name` is its source, for errors."""
 
-    def __init__(self, respawn, up, launch=GROUP):
+    def __init__(self, binary, up, name, launch=GROUP):
         self.port = free_port()
-        self.proc = subprocess.Popen([example_path(respawn, "bare_proxy"), f"127.0.0.1:{self.port}",
-                                      f"http://127.0.0.1:{up}"],
+        self.name = name
+        self.proc = subprocess.Popen([binary, f"127.0.0.1:{self.port}", f"http://127.0.0.1:{up}"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, **launch)
 
     def __enter__(self):
         if not wait_until(lambda: health_ok(self.port), 10):
             self.stop()
-            raise RuntimeError("examples/bare_proxy did not start")
+            raise RuntimeError(f"{self.name} did not start")
         return self
 
     def __exit__(self, *exc):
@@ -746,21 +746,16 @@ class BareProxy:
         stop_group(self.proc, signal.SIGTERM, 10)
 
 
-class HyperProxy(BareProxy):
+def BareProxy(respawn, up, launch=GROUP):
+    """examples/bare_proxy.rs (actix-web and awc with nothing of respawn's supervision), built
+    beside `respawn`."""
+    return PlainProxy(example_path(respawn, "bare_proxy"), up, "examples/bare_proxy.rs", launch)
+
+
+def HyperProxy(binary, up, launch=GROUP):
     """benches/hyper_proxy (a reverse proxy on hyper, used as plainly as examples/bare_proxy.rs
-    uses actix-web and awc) in front of the model server on `up`; `binary` is its release build."""
-
-    def __init__(self, binary, up, launch=GROUP):
-        self.port = free_port()
-        self.proc = subprocess.Popen([binary, f"127.0.0.1:{self.port}", f"http://127.0.0.1:{up}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL, **launch)
-
-    def __enter__(self):
-        if not wait_until(lambda: health_ok(self.port), 10):
-            self.stop()
-            raise RuntimeError("benches/hyper_proxy did not start")
-        return self
+    uses actix-web and awc); `binary` is its release build."""
+    return PlainProxy(binary, up, "benches/hyper_proxy", launch)
 
 
 def proxy_overhead(respawn, workdir, hyper_proxy=None, rounds=9, seconds=6, latency_seconds=4):

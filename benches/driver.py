@@ -758,20 +758,20 @@ def HyperProxy(binary, up, launch=GROUP):
     return PlainProxy(binary, up, "benches/hyper_proxy", launch)
 
 
-def proxy_overhead(respawn, workdir, hyper_proxy=None, rounds=9, seconds=6, latency_seconds=4):
-    """Direct, nginx, the bare actix-web + awc proxy, the hyper proxy (`hyper_proxy`: its binary,
-    when given) and respawn, interleaved by round."""
+def proxy_overhead(respawn, workdir, hyper_proxy, rounds=9, seconds=6, latency_seconds=4):
+    """Direct, nginx, the bare actix-web + awc proxy, the hyper proxy (`hyper_proxy`: its binary)
+    and respawn, interleaved by round."""
     child_port = free_port()
     with Serve(respawn, workdir, mock_args=["--tokens", "1", "--token-latency", "0ms"],
                child_port=child_port) as serve, Nginx(workdir, child_port) as nginx, \
             BareProxy(respawn, child_port) as bare, \
-            (HyperProxy(hyper_proxy, child_port) if hyper_proxy else contextlib.nullcontext()) as hyper:
+            HyperProxy(hyper_proxy, child_port) as hyper:
         chat_lua = os.path.join(nginx.dir, "chat.lua")
         with open(chat_lua, "w") as f:
             f.write(CHAT_LUA)
         loads = {"get": ("/health", None), "post": ("/v1/chat/completions", chat_lua)}
-        targets = {"direct": child_port, "nginx": nginx.port, "bare": bare.port,
-                   **({"hyper": hyper.port} if hyper else {}), "respawn": serve.port}
+        targets = {"direct": child_port, "nginx": nginx.port, "bare": bare.port, "hyper": hyper.port,
+                   "respawn": serve.port}
         for port in targets.values():  # warm up connections and caches
             for path, script in loads.values():
                 wrk(port, 64, 2, path, script)
@@ -1447,7 +1447,7 @@ def write_doc(path, r, command, machine, started, finished, reruns=()):
             f"{min(ratios):.2f}–{max(ratios):.2f}, their median **{paired:.2f}**); added "
             f"median latency at 1 connection: respawn **{added:+.3f} ms**, nginx {nginx_added:+.3f} ms.")
         add("")
-        def paired_ratio(a, b, figures=figures):
+        def paired_ratio(a, b):
             return median(round_ratios(figures[a]["rps"], figures[b]["rps"]))
         if "bare" in figures:
             add(f"The stack's floor: bare / nginx requests/s **{paired_ratio('bare', 'nginx'):.2f}** and respawn / "
@@ -2199,6 +2199,9 @@ def machine_info():
             "python": platform.python_version(), "autogroup": autogroup(), "cpuidle": cpuidle()}
 
 
+# The parts that need a build besides --respawn, and the option that gives it.
+PART_BUILDS = {"overhead": "--hyper-proxy", "code_layout": "--respawn-unordered", "pgo": "--respawn-no-pgo",
+               "allocator": "--respawn-mimalloc"}
 PARTS = ("hard_hang", "deadlock", "storm", "overhead", "launch", "code_layout", "pgo", "allocator", "streaming", "restart_time", "scaling",
          "many_streams")
 
@@ -2231,6 +2234,11 @@ def main():
     unknown = only - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    # The builds that some parts compare, checked before anything is measured.
+    missing = [f"the {part} part needs {flag}" for part, flag in PART_BUILDS.items()
+               if part in only and not getattr(args, flag[2:].replace("-", "_"))]
+    if missing:
+        ap.error(f"{'; '.join(missing)} (scripts/bench.sh builds them)")
     r = {}
     reruns = []
     first_started = started
@@ -2276,16 +2284,12 @@ def main():
         r["storm"] = storm(respawn, workdir)
         log(f"  {r['storm']}")
     if "overhead" in only:
-        if not args.hyper_proxy:
-            ap.error("the overhead part needs --hyper-proxy (scripts/bench.sh builds it)")
         log("4. proxy overhead, 9 rounds (about 12 minutes)")
         r["overhead"] = proxy_overhead(respawn, workdir, os.path.abspath(args.hyper_proxy))
     if "launch" in only:
         log("4a. launch: respawn and nginx each in a session of its own vs in the driver's, 3 rounds (about 2 minutes)")
         r["launch"] = launch_fairness(respawn, workdir)
     if "code_layout" in only:
-        if not args.respawn_unordered:
-            ap.error("the code_layout part needs --respawn-unordered (scripts/bench.sh builds it)")
         log("4b. code layout: the release build with and without its function order, 3 rounds (about 1 minute)")
         r["code_layout"] = {
             "builds": code_layout({"ordered": respawn, "unordered": os.path.abspath(args.respawn_unordered)},
@@ -2293,15 +2297,11 @@ def main():
             "coverage": function_order_coverage(respawn),
         }
     if "pgo" in only:
-        if not args.respawn_no_pgo:
-            ap.error("the pgo part needs --respawn-no-pgo (scripts/bench.sh builds it)")
         log("4c. profile-guided optimisation: the release build with and without its profile, 5 rounds (about 4 minutes)")
         builds = {"no_pgo": os.path.abspath(args.respawn_no_pgo), "pgo": respawn}
         r["pgo"] = build_ab(builds, respawn, workdir)
         r["pgo"]["coverage"] = {name: function_order_coverage(binary) for name, binary in builds.items()}
     if "allocator" in only:
-        if not args.respawn_mimalloc:
-            ap.error("the allocator part needs --respawn-mimalloc (scripts/bench.sh builds it)")
         log("4d. allocator: the release build, the same with a larger glibc per-thread cache, and the same on "
             "mimalloc, 5 rounds (about 8 minutes)")
         builds = {"system": respawn, "tcache": respawn, "mimalloc": os.path.abspath(args.respawn_mimalloc)}
